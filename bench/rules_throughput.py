@@ -1,0 +1,66 @@
+"""Rule evaluations per second on one core (issue 2's micro-benchmark).
+
+    .venv/bin/python bench/rules_throughput.py [--seconds 3]
+
+Prints a table: the seed document (completes), an open job in progress, a
+terminal job (the cheapest exit) and a legacy document with text counters.
+Target on the 2-core build machines: >= 50,000 evaluations/s for the seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import rules  # noqa: E402
+from tests.support.documents import seed_job  # noqa: E402
+
+CASES: dict[str, dict[str, Any]] = {
+    "seed job (completes)": seed_job(),
+    "open job, 3 stages": {
+        "_id": 2,
+        "status": "InProgress",
+        "progress": 10,
+        "stages": {
+            "scan": {"status": "Completed", "completedItems": 500, "totalItems": 500},
+            "thumbnail": {"status": "InProgress", "completedItems": 250, "totalItems": 500},
+            "cache": {"status": "InProgress", "completedItems": 120, "totalItems": 500},
+        },
+    },
+    "terminal job": {**seed_job(), "status": "Completed"},
+    "legacy text counters": seed_job(
+        status="pending",
+        stages={"thumbnail": {"status": "inprogress", "completedItems": "132", "totalItems": 132.0}},
+    ),
+}
+
+
+def rate(fn: Callable[[], object], seconds: float) -> float:
+    done = 0
+    start = time.perf_counter()
+    deadline = start + seconds
+    while time.perf_counter() < deadline:
+        for _ in range(500):
+            fn()
+        done += 500
+    return done / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per case")
+    args = parser.parse_args()
+    print(f"{'case':<26} {'evaluations/s':>14} {'us/eval':>9}")
+    for name, doc in CASES.items():
+        per_s = rate(lambda doc=doc: rules.evaluate(doc), args.seconds)
+        print(f"{name:<26} {per_s:>14,.0f} {1e6 / per_s:>9.1f}")
+
+
+if __name__ == "__main__":
+    main()

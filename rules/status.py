@@ -1,0 +1,77 @@
+"""Job and stage statuses: the canonical spellings and how we read the others.
+
+The C# service writes PascalCase (``InProgress``); legacy rows and hand edits
+hold case variants (``inprogress``, ``in_progress``, ``CANCELED``). We read
+them all and only ever write the canonical spelling defined here.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Status(enum.Enum):
+    PENDING = "Pending"
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+    #: Missing, null, or a spelling we do not know. Treated as open (DESIGN rule 1).
+    UNKNOWN = "Unknown"
+
+    @property
+    def is_open(self) -> bool:
+        return self not in TERMINAL
+
+    @property
+    def is_explicit_stop(self) -> bool:
+        """Failed or Cancelled: a decision somebody made; the watcher keeps it."""
+        return self in (Status.FAILED, Status.CANCELLED)
+
+
+TERMINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED})
+
+_ALIASES = {
+    "pending": Status.PENDING,
+    "inprogress": Status.IN_PROGRESS,
+    "running": Status.IN_PROGRESS,
+    "completed": Status.COMPLETED,
+    "complete": Status.COMPLETED,
+    "failed": Status.FAILED,
+    "cancelled": Status.CANCELLED,
+    "canceled": Status.CANCELLED,
+}
+
+_EXACT = {status.value: status for status in Status if status is not Status.UNKNOWN}
+
+
+def parse(raw: object) -> Status:
+    """Read a stored status tolerantly; anything unrecognised is ``UNKNOWN``.
+
+    >>> parse("in_progress"), parse(" COMPLETED "), parse(None)
+    (<Status.IN_PROGRESS: 'InProgress'>, <Status.COMPLETED: 'Completed'>, <Status.UNKNOWN: 'Unknown'>)
+    """
+    exact = _EXACT.get(raw) if isinstance(raw, str) else None
+    if exact is not None:
+        return exact
+    if not isinstance(raw, str):
+        return Status.UNKNOWN
+    key = raw.strip().lower().replace("_", "").replace("-", "").replace(" ", "")
+    return _ALIASES.get(key, Status.UNKNOWN)
+
+
+def spellings(*statuses: Status) -> list[str]:
+    """Stored spellings that ``parse`` maps to ``statuses``: the canonical one and
+    the variants seen in legacy data. Used to build server-side filters and the
+    sweep's partial index, which cannot lower-case on the server."""
+    out: list[str] = []
+    for status in statuses:
+        canonical = status.value
+        variants = [canonical, canonical.lower(), canonical.upper()]
+        variants += [alias for alias, target in _ALIASES.items() if target is status]
+        if status is Status.IN_PROGRESS:
+            variants += ["in_progress", "In_Progress", "IN_PROGRESS", "in-progress", "In Progress", "Inprogress"]
+        for spelling in variants:
+            if spelling not in out:
+                out.append(spelling)
+    return out
