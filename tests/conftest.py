@@ -1,0 +1,73 @@
+"""Test configuration shared by every tier.
+
+Async tests run on anyio's asyncio backend only (PyMongo's async API is
+asyncio-only). Integration tests get a MongoDB from ``tests/support/backends``;
+the chosen backend is printed in the session header.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import backends
+
+INTEGRATION = Path(__file__).parent / "integration"
+_server: backends.Server | None = None
+
+
+def _session_server() -> backends.Server:
+    global _server
+    if _server is None:
+        _server = backends.resolve()
+    return _server
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    wanted = any(str(arg).startswith(("tests/integration", "tests/e2e")) or arg in ("tests", ".") for arg in config.args) or not config.args
+    if not wanted:
+        return "mongodb backend: not needed"
+    server = _session_server()
+    return f"mongodb backend: {server.kind} ({server.detail})"
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if _server is not None:
+        _server.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.add_marker(pytest.mark.anyio)
+        if INTEGRATION in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def mongo_server() -> Iterator[backends.Server]:
+    server = _session_server()
+    if not server.available:
+        pytest.skip(server.detail)
+    yield server
+
+
+@pytest.fixture
+async def mongo(mongo_server: backends.Server) -> AsyncIterator[backends.Backend]:
+    async with backends.connect(mongo_server) as backend:
+        yield backend
+
+
+def embedded_differs(reason: str) -> Any:
+    """Mark a test whose outcome depends on where the embedded engine differs
+    from MongoDB; the reason is also in README.md's table of differences."""
+    return pytest.mark.embedded_differs(reason=reason)

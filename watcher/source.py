@@ -1,0 +1,63 @@
+"""The change-source seam: where change events come from.
+
+The default is PyMongo's ``collection.watch()``. Another source (the
+embedded engine, a scripted one in tests) only has to open a stream that
+yields event documents and tells its resume token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from pymongo.asynchronous.collection import AsyncCollection
+
+Event = Mapping[str, Any]
+Token = Mapping[str, Any]
+
+
+class ChangeStream(Protocol):
+    async def try_next(self) -> Event | None:
+        """The next event, or None when the server had nothing within max-await."""
+        ...
+
+    @property
+    def resume_token(self) -> Token | None:
+        """Where a new stream would resume: after the last event returned, or the
+        server's post-batch token when the batch was empty."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class ChangeSource(Protocol):
+    async def open(
+        self,
+        pipeline: Sequence[Mapping[str, Any]],
+        *,
+        resume_after: Token | None,
+        max_await_ms: int,
+    ) -> ChangeStream:
+        """Open a stream (``fullDocument: updateLookup``) resuming after ``resume_after``."""
+        ...
+
+
+class PyMongoChangeSource:
+    """``collection.watch()`` on a real replica set or sharded cluster."""
+
+    def __init__(self, collection: AsyncCollection[Any]) -> None:
+        self._collection = collection
+
+    async def open(
+        self,
+        pipeline: Sequence[Mapping[str, Any]],
+        *,
+        resume_after: Token | None,
+        max_await_ms: int,
+    ) -> ChangeStream:
+        return await self._collection.watch(
+            list(pipeline),
+            full_document="updateLookup",
+            resume_after=resume_after,
+            max_await_time_ms=max_await_ms,
+        )
