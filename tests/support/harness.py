@@ -1,0 +1,87 @@
+"""Helpers for tests that run a watcher against a backend."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+from pymongo import AsyncMongoClient, monitoring
+
+from tests.support.backends import Backend
+from watcher import Settings, Watcher
+from watcher.source import ChangeSource
+
+DEADLINE_S = 20.0
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], *, deadline_s: float = DEADLINE_S, what: str = "condition") -> None:
+    """Poll ``predicate`` until it holds; fail the test after ``deadline_s``."""
+    end = time.monotonic() + deadline_s
+    while not await predicate():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline_s}s waiting for {what}")
+        await anyio.sleep(0.02)
+
+
+def settings_for(mongo: Backend, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "uri": mongo.uri,
+        "database": mongo.db_name,
+        "health_port": 0,
+        "sweep_interval_s": 3600,
+        "position_save_interval_s": 0.2,
+        "max_await_ms": 100,
+        "progress_interval_s": 0.0,
+        "backoff_base_s": 0.05,
+        "max_backoff_s": 0.2,
+        "server_selection_timeout_ms": 5000,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    mongo: Backend,
+    *,
+    client: AsyncMongoClient[Any] | None = None,
+    source: ChangeSource | None = None,
+    **overrides: Any,
+) -> AsyncIterator[Watcher]:
+    watcher = Watcher(client or mongo.client, settings_for(mongo, **overrides), change_source=source or mongo.change_source())
+    async with watcher:
+        yield watcher
+
+
+class CommandLog(monitoring.CommandListener):
+    """Every command a client sends, by name (for asserting round trips)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.commands: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        with self._lock:
+            self.commands.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+    def clear(self) -> None:
+        with self._lock:
+            self.commands.clear()
+
+    def named(self, *names: str, collection: str | None = None) -> list[dict[str, Any]]:
+        with self._lock:
+            return [
+                cmd
+                for name, cmd in self.commands
+                if name in names and (collection is None or cmd.get(name) == collection)
+            ]

@@ -1,0 +1,149 @@
+"""The hot path's second half: take coalesced work, evaluate, write once.
+
+``Dispatcher`` wraps the pure ``JobQueue`` with anyio signalling: the stream
+``offer``s (waiting when the queue is full), ``run`` keeps up to ``workers``
+evaluations in flight, one per job at a time.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any
+
+import anyio
+
+import rules
+from rules import Evaluation, Outcome
+from watcher import backoff, errors, logs
+from watcher.coalesce import JobQueue, Work
+from watcher.metrics import Metrics
+from watcher.source import Token
+from watcher.store import JobStore, WriteRejected
+
+Clock = Callable[[], float]
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: JobStore,
+        queue: JobQueue,
+        metrics: Metrics,
+        *,
+        workers: int,
+        policy: rules.Policy,
+        retry_backoff: backoff.Backoff,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._metrics = metrics
+        self._workers = workers
+        self._policy = policy
+        self._retry_backoff = retry_backoff
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._changed = anyio.Event()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    async def offer(self, key: Hashable, doc: Mapping[str, Any], token: Token | None, event_time_s: float | None) -> None:
+        """Queue a job's newest document; waits while the queue is full."""
+        while not self._queue.offer(key, doc, token, event_time_s):
+            await self._changed.wait()
+        self._metrics.pending_jobs.set(self._queue.pending_jobs)
+        self._notify()
+
+    async def record(self, token: Token) -> None:
+        while not self._queue.has_room(None):
+            await self._changed.wait()
+        self._queue.record(token)
+
+    async def drained(self) -> None:
+        """Returns once nothing is pending or in flight."""
+        while not self._queue.idle:
+            await self._changed.wait()
+
+    async def run(self) -> None:
+        slots = anyio.Semaphore(self._workers)
+        async with anyio.create_task_group() as tg:
+            while True:
+                await slots.acquire()
+                work = await self._next_work()
+                tg.start_soon(self._handle, work, slots)
+
+    async def _next_work(self) -> Work:
+        while True:
+            now = self._clock()
+            work = self._queue.take(now)
+            if work is not None:
+                return work
+            changed = self._changed
+            ready_at = self._queue.next_ready_at()
+            wait_s = math.inf if ready_at is None else max(ready_at - now, 0.0)
+            with anyio.move_on_after(wait_s):
+                await changed.wait()
+
+    async def _handle(self, work: Work, slots: anyio.Semaphore) -> None:
+        try:
+            await self._process(work)
+        finally:
+            slots.release()
+            self._metrics.pending_jobs.set(self._queue.pending_jobs)
+            self._notify()
+
+    async def _process(self, work: Work) -> None:
+        result = rules.evaluate(work.doc, policy=self._policy)
+        self._metrics.evaluations.labels("stream", result.outcome.value).inc()
+        if result.outcome is Outcome.REJECTED:
+            logs.event("job_skipped", "WARNING", "job cannot be read; skipped, nothing written", job_id=work.key, reason=result.rejection)
+        if not result.writes:
+            self._queue.finish(work)
+            return
+        now = self._clock()
+        if result.outcome is Outcome.PROGRESS:
+            allowed_at = self._queue.progress_allowed_at(work.key, now)
+            if allowed_at > now:
+                self._queue.defer(work, allowed_at)
+                return
+        try:
+            matched = await self._store.apply(result)
+        except errors.StoreUnavailable as exc:
+            delay_s = self._retry_backoff.next_delay_s()
+            logs.event("write_retry", "WARNING", "store unavailable; will evaluate the job again", job_id=work.key, error=str(exc), retry_in_s=round(delay_s, 3))
+            self._metrics.errors.labels("StoreUnavailable", "retry").inc()
+            self._queue.retry(work, self._clock() + delay_s)
+            return
+        except WriteRejected as exc:
+            logs.event("write_rejected", "ERROR", "the server refused the update; job skipped", job_id=work.key, error=str(exc))
+            self._metrics.errors.labels("WriteRejected", "skip").inc()
+            self._queue.finish(work)
+            return
+        self._retry_backoff.reset()
+        if result.outcome is Outcome.PROGRESS:
+            self._queue.progress_written(work.key, self._clock())
+        self._queue.finish(work)
+        record(result, matched, self._metrics, "stream", work.event_time_s, self._wall_clock)
+
+
+def record(result: Evaluation, matched: bool, metrics: Metrics, source: str, event_time_s: float | None = None, wall_clock: Clock = time.time) -> None:
+    """Count and log one applied evaluation (the stream's and the sweep's)."""
+    kind = {Outcome.JOB_COMPLETED: "job", Outcome.STAGE_COMPLETED: "stage"}.get(result.outcome, "progress")
+    metrics.writes.labels(source, kind, "applied" if matched else "stale").inc()
+    if not matched:
+        logs.event("update_stale", "DEBUG", "guard no longer held; the newer state is evaluated next", job_id=result.job_id, outcome=result.outcome.value)
+        return
+    latency_s = None if event_time_s is None else max(wall_clock() - event_time_s, 0.0)
+    if latency_s is not None and (result.completes_stage or result.completes_job):
+        metrics.completion_latency.observe(latency_s)
+    for stage in result.completed_stages:
+        metrics.stages_completed.inc()
+        logs.event("stage_completed", job_id=result.job_id, stage=stage, source=source)
+    if result.completes_job:
+        metrics.jobs_completed.labels(source).inc()
+        logs.event("job_completed", job_id=result.job_id, job_type=result.job_type, source=source, latency_ms=None if latency_s is None else round(latency_s * 1000, 1))

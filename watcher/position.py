@@ -1,0 +1,70 @@
+"""Where the watcher's position (resume token) and heartbeat are kept: one
+document per watcher name in a collection of jobwatch's own."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pymongo import errors as pymongo_errors
+from pymongo.asynchronous.database import AsyncDatabase
+
+from watcher import errors
+from watcher.source import Token
+
+
+@dataclass(frozen=True)
+class Saved:
+    token: Token | None
+    saved_at: dt.datetime | None
+    heartbeat_at: dt.datetime | None
+    last_sweep: Mapping[str, Any] | None
+
+
+class PositionStore(Protocol):
+    async def load(self) -> Saved | None: ...
+
+    async def save(self, token: Token) -> None: ...
+
+    async def heartbeat(self, *, last_sweep: Mapping[str, Any] | None = None) -> None: ...
+
+    async def clear(self) -> None: ...
+
+
+class MongoPositionStore:
+    """``{_id: <watcher name>, token, savedAt, heartbeatAt, lastSweep}``; times
+    come from the server's clock (``$currentDate``)."""
+
+    def __init__(self, db: AsyncDatabase[Any], collection: str, name: str) -> None:
+        self._coll = db[collection]
+        self._name = name
+
+    async def load(self) -> Saved | None:
+        try:
+            doc = await self._coll.find_one({"_id": self._name})
+        except pymongo_errors.ConnectionFailure as exc:
+            raise errors.StoreUnavailable(f"position load: {errors.name(exc)}") from exc
+        if doc is None:
+            return None
+        return Saved(doc.get("token"), doc.get("savedAt"), doc.get("heartbeatAt"), doc.get("lastSweep"))
+
+    async def save(self, token: Token) -> None:
+        await self._upsert({"$set": {"token": dict(token)}, "$currentDate": {"savedAt": True, "heartbeatAt": True}})
+
+    async def heartbeat(self, *, last_sweep: Mapping[str, Any] | None = None) -> None:
+        update: dict[str, Any] = {"$currentDate": {"heartbeatAt": True}}
+        if last_sweep is not None:
+            update["$set"] = {"lastSweep": dict(last_sweep)}
+        await self._upsert(update)
+
+    async def clear(self) -> None:
+        """Forget the token (after history was lost): the next start streams from now."""
+        await self._upsert({"$unset": {"token": ""}, "$currentDate": {"heartbeatAt": True}})
+
+    async def _upsert(self, update: Mapping[str, Any]) -> None:
+        try:
+            await self._coll.update_one({"_id": self._name}, update, upsert=True)
+        except pymongo_errors.ConnectionFailure as exc:
+            raise errors.StoreUnavailable(f"position save: {errors.name(exc)}") from exc

@@ -1,0 +1,140 @@
+"""The sweep: the low-frequency full pass that guarantees correctness.
+
+Reads every open job (any type, any ``collectionId``), counts path A items on
+the server for jobs that have a collection, and sends each job through the
+same ``rules.evaluate`` and the same conditional update as the hot path.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import rules
+from rules import Evaluation, Outcome
+from watcher import dispatch, logs
+from watcher.metrics import Metrics
+from watcher.store import JobStore, WriteRejected
+
+#: A report keeps at most this many per-job lines (the totals are always exact).
+MAX_REPORTED_JOBS = 10_000
+
+
+@dataclass(frozen=True)
+class JobChange:
+    job_id: Any
+    job_type: Any
+    outcome: str
+    completed_stages: tuple[str, ...]
+    applied: bool  # False: dry run, or the guard no longer held
+
+
+@dataclass
+class SweepReport:
+    dry_run: bool = False
+    full: bool = False
+    scanned: int = 0
+    stages_completed: int = 0
+    jobs_completed: int = 0
+    progress_updated: int = 0
+    stale: int = 0  # the job changed between read and write; the stream has it
+    skipped: list[tuple[Any, str]] = field(default_factory=list)
+    changes: list[JobChange] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        """Totals only: what the heartbeat document and metrics keep."""
+        doc = asdict(self)
+        doc["skipped"] = len(self.skipped)
+        doc.pop("changes")
+        return doc
+
+    def as_dict(self) -> dict[str, Any]:
+        doc = asdict(self)
+        doc["skipped"] = [{"job_id": str(job_id), "reason": reason} for job_id, reason in self.skipped]
+        doc["changes"] = [{**asdict(change), "job_id": str(change.job_id)} for change in self.changes]
+        return doc
+
+
+class Sweeper:
+    def __init__(
+        self,
+        store: JobStore,
+        metrics: Metrics,
+        *,
+        policy: rules.Policy,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._metrics = metrics
+        self._policy = policy
+        self._clock = clock
+
+    async def sweep(
+        self,
+        *,
+        full: bool = True,
+        dry_run: bool = False,
+        job_types: Iterable[str] = (),
+        on_job: Callable[[Evaluation], None] | None = None,
+    ) -> SweepReport:
+        """One pass over the open jobs. ``dry_run`` evaluates and reports, writes nothing."""
+        started = self._clock()
+        report = SweepReport(dry_run=dry_run, full=full)
+        logs.event("sweep_started", full=full, dry_run=dry_run)
+        async for batch in self._store.open_jobs(full=full, job_types=job_types):
+            counts = await self._store.collection_counts(doc["collectionId"] for doc in batch if doc.get("collectionId") is not None)
+            for doc in batch:
+                result = rules.evaluate(doc, collection_counts=_counts_for(doc, counts), policy=self._policy)
+                report.scanned += 1
+                self._metrics.evaluations.labels("sweep", result.outcome.value).inc()
+                await self._settle(result, report, dry_run)
+                if on_job is not None:
+                    on_job(result)
+        report.duration_s = round(self._clock() - started, 6)
+        self._observe(report)
+        logs.event("sweep_finished", **{k: v for k, v in report.summary().items() if k != "dry_run"}, dry_run=dry_run)
+        return report
+
+    async def _settle(self, result: Evaluation, report: SweepReport, dry_run: bool) -> None:
+        if result.outcome is Outcome.REJECTED:
+            report.skipped.append((result.job_id, result.rejection or "unreadable"))
+            logs.event("job_skipped", "WARNING", "job cannot be read; skipped, nothing written", job_id=result.job_id, reason=result.rejection)
+            return
+        if not result.writes:
+            return
+        applied = False
+        if not dry_run:
+            try:
+                applied = await self._store.apply(result)
+            except WriteRejected as exc:
+                report.skipped.append((result.job_id, str(exc)))
+                logs.event("write_rejected", "ERROR", "the server refused the update; job skipped", job_id=result.job_id, error=str(exc))
+                return
+            dispatch.record(result, applied, self._metrics, "sweep")
+            if not applied:
+                report.stale += 1
+                return
+        report.stages_completed += len(result.completed_stages)
+        report.jobs_completed += result.completes_job
+        report.progress_updated += result.outcome is Outcome.PROGRESS
+        if len(report.changes) < MAX_REPORTED_JOBS:
+            report.changes.append(JobChange(result.job_id, result.job_type, result.outcome.value, result.completed_stages, applied))
+
+    def _observe(self, report: SweepReport) -> None:
+        self._metrics.sweep_duration.observe(report.duration_s)
+        for kind in ("scanned", "stages_completed", "jobs_completed", "progress_updated", "stale"):
+            self._metrics.sweep_findings.labels(kind).inc(getattr(report, kind))
+        self._metrics.sweep_findings.labels("skipped").inc(len(report.skipped))
+
+
+def _counts_for(doc: Mapping[str, Any], counts: Mapping[Any, Mapping[str, int]]) -> Mapping[str, int] | None:
+    collection_id = doc.get("collectionId")
+    if collection_id is None:
+        return None  # path B: the stage counters are all we have
+    try:
+        return counts.get(collection_id)
+    except TypeError:  # an unhashable legacy id
+        return counts.get(repr(collection_id))

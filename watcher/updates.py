@@ -1,0 +1,49 @@
+"""Turns an ``Evaluation`` into MongoDB's words: one filter, one update.
+
+Pure (no driver calls), so the exact documents sent are unit-tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rules import SERVER_NOW, AtLeast, Condition, Equals, Evaluation, Raise, StageNames
+
+
+def to_filter(job_id: Any, guard: Mapping[str, Condition]) -> dict[str, Any]:
+    """The job's ``_id`` and every guard condition, for the server to re-check."""
+    query: dict[str, Any] = {"_id": job_id}
+    for path, condition in guard.items():
+        if isinstance(condition, Equals):
+            query[path] = condition.value  # null also matches a missing field, as read
+        elif isinstance(condition, AtLeast):
+            query[path] = {"$gte": condition.value}
+        elif isinstance(condition, StageNames):
+            query["$expr"] = _stage_names_are(condition.value, path)
+        else:  # pragma: no cover - the rules' Condition union is closed
+            raise TypeError(f"unknown guard condition {condition!r}")
+    return query
+
+
+def _stage_names_are(names: tuple[str, ...], path: str) -> dict[str, Any]:
+    keys = {"$map": {"input": {"$objectToArray": {"$ifNull": [f"${path}", {}]}}, "in": "$$this.k"}}
+    return {"$setEquals": [keys, list(names)]}
+
+
+def to_update(writes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``$set`` for plain values, ``$max`` for raised counters, ``$currentDate``
+    for the server's clock. Never ``$set`` on a counter a consumer ``$inc``s."""
+    update: dict[str, dict[str, Any]] = {}
+    for path, value in writes.items():
+        if value is SERVER_NOW:
+            update.setdefault("$currentDate", {})[path] = {"$type": "date"}
+        elif isinstance(value, Raise):
+            update.setdefault("$max", {})[path] = value.value
+        else:
+            update.setdefault("$set", {})[path] = value
+    return update
+
+
+def for_evaluation(evaluation: Evaluation) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    return to_filter(evaluation.job_id, evaluation.guard), to_update(evaluation.writes)
