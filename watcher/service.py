@@ -108,6 +108,8 @@ class Watcher:
         self._running = True
         try:
             await self._run()
+        except BaseExceptionGroup as group:
+            raise _sole(group) from None
         finally:
             self.streaming = False
             self.metrics.streaming.set(0)
@@ -140,9 +142,15 @@ class Watcher:
         return self
 
     async def __aexit__(self, *exc_info: object) -> bool | None:
-        await self.stop()
+        # Not stop(): if run() failed, this task is being cancelled and must not
+        # wait; the task group's exit waits for run() and raises its error.
+        self._stop.set()
         assert self._tg is not None
-        return await self._tg.__aexit__(*exc_info)
+        try:
+            return await self._tg.__aexit__(*exc_info)
+        except BaseExceptionGroup as group:
+            # The caller did not start a task group; give it run()'s error, not ours.
+            raise _sole(group) from None
 
     # -- the service -----------------------------------------------------
 
@@ -218,7 +226,7 @@ class Watcher:
         action = errors.classify(exc)
         self.metrics.errors.labels(errors.name(exc), action.value).inc()
         level = "ERROR" if action is errors.Action.FATAL else "WARNING"
-        logs.event("stream_error", level, f"change stream error while {while_}", error=errors.name(exc), action=action.value, detail=logs.redacted(str(exc))[:300])
+        logs.event("stream_error", level, f"change stream error while {while_}", error=errors.name(exc), next_step=action.value, detail=logs.redacted(str(exc))[:300])
         if action is errors.Action.FATAL:
             if not isinstance(exc, pymongo_errors.PyMongoError):
                 raise exc  # a bug, not a MongoDB condition: stop loudly with its traceback
@@ -319,3 +327,11 @@ async def _close(stream: ChangeStream | None) -> None:
             await stream.close()
         except Exception as exc:  # closing a broken cursor may fail; it is gone either way
             logs.event("stream_close_failed", "DEBUG", error=errors.name(exc))
+
+
+def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error inside nested single-member task-group errors, else the group."""
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+        error = error.exceptions[0]
+    return error

@@ -1,0 +1,118 @@
+"""Stopping, crashing and restarting: the position is a watermark, and every
+job ends right whatever happened while the watcher was down."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from bson import ObjectId
+
+from tests.conftest import embedded_differs
+from tests.support.backends import Backend
+from tests.support.harness import running, settings_for, wait_until
+from tests.support.scripted import ScriptedSource
+from watcher import Watcher
+
+ITEMS = 40
+
+
+def new_job() -> dict[str, Any]:
+    return {
+        "_id": ObjectId(),
+        "jobType": "collection-scan",
+        "status": "InProgress",
+        "collectionId": None,
+        "stages": {name: {"status": "InProgress", "completedItems": 0, "totalItems": ITEMS} for name in ("thumbnail", "cache")},
+    }
+
+
+async def increment(jobs: Any, ids: list[Any], count: int) -> None:
+    for _ in range(count):
+        for job_id in ids:
+            for stage in ("thumbnail", "cache"):
+                await jobs.update_one({"_id": job_id}, {"$inc": {f"stages.{stage}.completedItems": 1}})
+
+
+async def all_completed(jobs: Any, ids: list[Any]) -> bool:
+    return await jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) == len(ids)
+
+
+async def saved_position(mongo: Backend) -> Any:
+    doc = await mongo.db.jobwatch_positions.find_one({"_id": "default"})
+    return None if doc is None else doc.get("token")
+
+
+async def assert_all_done_once(jobs: Any, ids: list[Any]) -> None:
+    async for doc in jobs.find({"_id": {"$in": ids}}):
+        assert doc["status"] == "Completed", doc
+        assert doc["progress"] == 100
+        for stage in doc["stages"].values():
+            assert stage["status"] == "Completed" and stage["completedItems"] == ITEMS
+
+
+@pytest.mark.parametrize("how", ["stop", "cancel"])
+@embedded_differs(
+    "the engine keeps no history while no stream of its client is open, so the test holds one "
+    "open during the downtime (MongoDB's oplog does this by itself)"
+)
+async def test_restart_mid_burst_resumes_and_every_job_ends_right(mongo: Backend, how: str) -> None:
+    jobs = mongo.db.background_jobs
+    ids = []
+    for _ in range(5):
+        job = new_job()
+        ids.append(job["_id"])
+        await jobs.insert_one(job)
+    keeper = await mongo.change_source().open([], resume_after=None, max_await_ms=50) if mongo.is_embedded else None
+    try:
+        watcher = Watcher(mongo.client, settings_for(mongo, position_save_interval_s=0.05), change_source=mongo.change_source())
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watcher.run)
+            await watcher.wait_started()
+            await increment(jobs, ids, ITEMS // 2)
+            await wait_until(lambda: _has_position(mongo), what="a saved position")
+            if how == "stop":
+                await watcher.stop()
+            else:
+                tg.cancel_scope.cancel()  # abrupt: no shutdown sequence, no final save
+        position_at_stop = await saved_position(mongo)
+        assert position_at_stop is not None
+
+        await increment(jobs, ids, ITEMS // 2)  # the rest happens while nobody watches
+        assert not await all_completed(jobs, ids)
+
+        source = ScriptedSource(mongo.change_source())
+        async with running(mongo, source=source):
+            assert source.opened_with[0] == position_at_stop  # resumed from the saved watermark
+            await wait_until(lambda: all_completed(jobs, ids), what="every job to complete")
+        await assert_all_done_once(jobs, ids)
+    finally:
+        if keeper is not None:
+            await keeper.close()
+
+
+async def _has_position(mongo: Backend) -> bool:
+    return await saved_position(mongo) is not None
+
+
+@embedded_differs("on the engine, history written while no stream is open is lost (MongoDB keeps it in the oplog)")
+async def test_unusable_position_means_sweep_then_stream_from_now(mongo: Backend) -> None:
+    """A saved token the server no longer has (here: forged) is history lost:
+    the watcher streams from now, sweeps, and carries on; it never dies of it."""
+    jobs = mongo.db.background_jobs
+    job = new_job()
+    for stage in job["stages"].values():
+        stage["completedItems"] = ITEMS
+    await jobs.insert_one(job)
+    async with running(mongo):
+        pass
+    await mongo.db.jobwatch_positions.update_one({"_id": "default"}, {"$set": {"token": {"_data": "00DEADBEEF"}}})
+    source = ScriptedSource(mongo.change_source())
+    async with running(mongo, source=source) as watcher:
+        assert watcher.streaming
+        assert source.opened_with[-1] is None  # from now, after giving up the token
+        late = new_job()
+        await jobs.insert_one(late)
+        await increment(jobs, [late["_id"]], ITEMS)
+        await wait_until(lambda: all_completed(jobs, [job["_id"], late["_id"]]), what="both jobs to complete")

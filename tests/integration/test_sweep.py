@@ -1,0 +1,115 @@
+"""The sweep: legacy stuck jobs, path A, dry runs, the partial index."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bson import ObjectId
+
+from tests.support.backends import Backend
+from tests.support.documents import seed_job
+from tests.support.harness import running, settings_for
+from watcher import Watcher
+from watcher.store import SWEEP_INDEX
+
+
+def collection_job(collection_id: Any, done: int, total: int = 132) -> dict[str, Any]:
+    return {
+        "_id": ObjectId(),
+        "jobType": "collection-scan",
+        "status": "InProgress",
+        "collectionId": collection_id,
+        "stages": {
+            "scan": {"status": "Completed", "completedItems": total, "totalItems": total},
+            "thumbnail": {"status": "InProgress", "completedItems": done, "totalItems": total},
+            "cache": {"status": "InProgress", "completedItems": done, "totalItems": total},
+        },
+    }
+
+
+async def test_legacy_stuck_job_is_completed_by_the_start_up_sweep(mongo: Backend) -> None:
+    jobs = mongo.db.background_jobs
+    await jobs.insert_one(seed_job())  # exactly the incident: 132/132, Pending, collectionId null
+    async with running(mongo) as watcher:
+        stored = await jobs.find_one({"_id": seed_job()["_id"]})
+        assert stored is not None and stored["status"] == "Completed"
+        assert (stored["totalItems"], stored["completedItems"], stored["progress"]) == (132, 132, 100)
+        assert watcher.last_sweep is not None and watcher.last_sweep.jobs_completed == 1
+
+
+async def test_path_a_completes_a_job_whose_consumer_lost_increments(mongo: Backend) -> None:
+    collection_id = ObjectId()
+    await mongo.db.collections.insert_one({"_id": collection_id, "thumbnails": list(range(132)), "cacheImages": list(range(132))})
+    job = collection_job(collection_id, done=120)
+    await mongo.db.background_jobs.insert_one(job)
+    watcher = Watcher(mongo.client, settings_for(mongo), change_source=mongo.change_source())
+    report = await watcher.sweep()
+    stored = await mongo.db.background_jobs.find_one({"_id": job["_id"]})
+    assert stored is not None
+    assert stored["stages"]["thumbnail"]["completedItems"] == 132  # raised with $max
+    assert stored["status"] == "Completed"
+    assert report.jobs_completed == 1 and report.stages_completed == 2
+
+
+async def test_path_a_never_lowers_counters(mongo: Backend) -> None:
+    collection_id = ObjectId()
+    await mongo.db.collections.insert_one({"_id": collection_id, "thumbnails": [1, 2], "cacheImages": []})
+    job = collection_job(collection_id, done=50)
+    await mongo.db.background_jobs.insert_one(job)
+    await Watcher(mongo.client, settings_for(mongo)).sweep()
+    stored = await mongo.db.background_jobs.find_one({"_id": job["_id"]})
+    assert stored is not None
+    assert stored["stages"]["thumbnail"]["completedItems"] == 50
+    assert stored["status"] == "InProgress"
+
+
+async def test_dry_run_reports_and_writes_nothing(mongo: Backend) -> None:
+    jobs = mongo.db.background_jobs
+    await jobs.insert_one(seed_job())
+    before = await jobs.find_one({})
+    report = await Watcher(mongo.client, settings_for(mongo)).sweep(dry_run=True)
+    assert report.jobs_completed == 1 and report.changes[0].applied is False
+    assert await jobs.find_one({}) == before
+
+
+async def test_sweep_covers_every_type_odd_statuses_and_skips_bad_documents(mongo: Backend) -> None:
+    jobs = mongo.db.background_jobs
+    done = {"a": {"status": "InProgress", "completedItems": 3, "totalItems": 3}}
+    await jobs.insert_many(
+        [
+            {"_id": "other-type", "jobType": "thumbnail-rebuild", "status": "Pending", "stages": done},
+            {"_id": "no-status", "jobType": "resume-collection", "stages": done},
+            {"_id": "odd-status", "status": "Queued", "stages": done},
+            {"_id": "variant", "status": "inprogress", "stages": done},
+            {"_id": "bad", "status": "Pending", "stages": {"a": {"completedItems": "lots", "totalItems": 3}}},
+            {"_id": "failed", "status": "Failed", "stages": done},
+        ]
+    )
+    report = await Watcher(mongo.client, settings_for(mongo)).sweep()
+    statuses = {doc["_id"]: doc.get("status") async for doc in jobs.find({})}
+    assert statuses == {
+        "other-type": "Completed",
+        "no-status": "Completed",
+        "odd-status": "Completed",
+        "variant": "Completed",
+        "bad": "Pending",
+        "failed": "Failed",
+    }
+    assert [job_id for job_id, _ in report.skipped] == ["bad"]
+    assert "completedItems" in report.skipped[0][1]
+
+
+async def test_job_type_filter_narrows_an_on_demand_sweep(mongo: Backend) -> None:
+    jobs = mongo.db.background_jobs
+    done = {"a": {"completedItems": 1, "totalItems": 1}}
+    await jobs.insert_many([{"_id": 1, "jobType": "x", "status": "Pending", "stages": done}, {"_id": 2, "jobType": "y", "status": "Pending", "stages": done}])
+    report = await Watcher(mongo.client, settings_for(mongo)).sweep(job_types=["x"])
+    assert report.scanned == 1
+    assert (await jobs.find_one({"_id": 2}) or {})["status"] == "Pending"
+
+
+async def test_start_up_creates_the_partial_index_on_open_statuses(mongo: Backend) -> None:
+    async with running(mongo):
+        indexes = await mongo.db.background_jobs.index_information()
+    assert SWEEP_INDEX in indexes
+    assert "Pending" in str(indexes[SWEEP_INDEX]["partialFilterExpression"])

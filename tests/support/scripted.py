@@ -1,0 +1,71 @@
+"""Change sources for tests: a real source underneath, with a script on top
+(raise a chosen PyMongo error after N events, inject an event, deliver twice).
+Fakes live only at this seam; the rules and the watcher are real."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from watcher.source import ChangeSource, ChangeStream, Event, Token
+
+
+@dataclass
+class Step:
+    """For one ``open()``: pass ``after`` events through, then raise ``error``
+    (or deliver ``inject`` as the next event instead)."""
+
+    after: int
+    error: BaseException | None = None
+    inject: Mapping[str, Any] | None = None
+    on_open: BaseException | None = None  # raise from open() itself
+
+
+class _Stream:
+    def __init__(self, inner: ChangeStream, step: Step | None, duplicate: bool) -> None:
+        self._inner = inner
+        self._step = step
+        self._duplicate = duplicate
+        self._again: Event | None = None
+        self.delivered = 0
+
+    async def try_next(self) -> Event | None:
+        if self._again is not None:
+            event, self._again = self._again, None
+            return event
+        if self._step is not None and self.delivered >= self._step.after:
+            step, self._step = self._step, None
+            if step.error is not None:
+                raise step.error
+            if step.inject is not None:
+                return {"_id": self.resume_token or {"_data": "injected"}, **step.inject}
+        event = await self._inner.try_next()
+        if event is not None:
+            self.delivered += 1
+            if self._duplicate:
+                self._again = event
+        return event
+
+    @property
+    def resume_token(self) -> Token | None:
+        return self._inner.resume_token
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class ScriptedSource:
+    def __init__(self, inner: ChangeSource, steps: Sequence[Step] = (), *, duplicate: bool = False) -> None:
+        self._inner = inner
+        self._steps = list(steps)
+        self._duplicate = duplicate
+        self.opened_with: list[Token | None] = []
+
+    async def open(self, pipeline: Sequence[Mapping[str, Any]], *, resume_after: Token | None, max_await_ms: int) -> ChangeStream:
+        self.opened_with.append(resume_after)
+        step = self._steps.pop(0) if self._steps else None
+        if step is not None and step.on_open is not None:
+            raise step.on_open
+        inner = await self._inner.open(pipeline, resume_after=resume_after, max_await_ms=max_await_ms)
+        return _Stream(inner, step, self._duplicate)

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import pytest
+from pymongo import errors as pe
+
+from watcher import backoff, errors
+from watcher.errors import Action
+
+
+def failure(code: int, *labels: str) -> pe.OperationFailure:
+    return pe.OperationFailure("boom", code=code, details={"code": code, "errorLabels": list(labels)})
+
+
+@pytest.mark.parametrize(
+    ("exc", "action"),
+    [
+        (failure(286, "NonResumableChangeStreamError"), Action.RESTART),  # ChangeStreamHistoryLost
+        (failure(286), Action.RESTART),
+        (failure(260), Action.RESTART),  # InvalidResumeToken
+        (failure(280), Action.RESTART),  # ChangeStreamFatalError
+        (failure(43), Action.RESUME),  # CursorNotFound
+        (pe.CursorNotFound("gone", code=43), Action.RESUME),
+        (pe.NotPrimaryError("stepdown", {"code": 10107, "errmsg": "not primary"}), Action.RESUME),
+        (failure(10107), Action.RESUME),
+        (failure(91, "ResumableChangeStreamError"), Action.RESUME),
+        (failure(12345, "ResumableChangeStreamError"), Action.RESUME),
+        (pe.NetworkTimeout("timed out"), Action.RESUME),
+        (pe.AutoReconnect("reset"), Action.RESUME),
+        (pe.ServerSelectionTimeoutError("no server"), Action.RESUME),
+        (failure(40573), Action.FATAL),  # not a replica set
+        (failure(13), Action.FATAL),  # Unauthorized
+        (failure(18), Action.FATAL),  # AuthenticationFailed
+        (pe.ConfigurationError("bad"), Action.FATAL),
+        (failure(99999), Action.RESTART),  # unknown server error: sweep, never wrong
+        (errors.StreamInvalidated("dropped"), Action.RESTART),
+        (errors.StoreUnavailable("down"), Action.RESUME),
+        (ValueError("a bug"), Action.FATAL),
+    ],
+)
+def test_classify(exc: BaseException, action: Action) -> None:
+    assert errors.classify(exc) is action
+
+
+def test_classify_never_reads_the_message() -> None:
+    assert errors.classify(pe.OperationFailure("ChangeStreamHistoryLost resume token", code=43)) is Action.RESUME
+
+
+def test_error_names_are_stable_labels() -> None:
+    exc = pe.OperationFailure("x", code=286, details={"code": 286, "codeName": "ChangeStreamHistoryLost"})
+    assert errors.name(exc) == "ChangeStreamHistoryLost"
+    assert errors.name(pe.NetworkTimeout("t")) == "NetworkTimeout"
+
+
+def test_backoff_is_exponential_capped_and_jittered() -> None:
+    top = [backoff.delay_s(n, base_s=0.5, max_s=30, rand=lambda: 1.0) for n in range(1, 10)]
+    assert top == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30, 30, 30]
+    assert backoff.delay_s(3, base_s=0.5, max_s=30, rand=lambda: 0.25) == 0.5
+    assert backoff.delay_s(10_000, base_s=0.5, max_s=30, rand=lambda: 1.0) == 30
+
+
+def test_backoff_resets_after_a_healthy_batch() -> None:
+    b = backoff.Backoff(base_s=1, max_s=8, rand=lambda: 1.0)
+    assert [b.next_delay_s() for _ in range(3)] == [1, 2, 4]
+    b.reset()
+    assert b.next_delay_s() == 1
