@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import unquote
 
-_USERINFO = re.compile(r"(mongodb(?:\+srv)?://)([^@/]+)@")
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^@/\s]+)@")
 _QUERY_SECRETS = re.compile(r"((?:password|authMechanismProperties|tlsCertificateKeyFilePassword)=)[^&\s]*", re.IGNORECASE)
 
 
@@ -15,6 +16,19 @@ def uri(text: str) -> str:
     """
     text = _USERINFO.sub(r"\1***@", text)
     return _QUERY_SECRETS.sub(r"\1***", text)
+
+
+def secrets_in(text: str) -> list[str]:
+    """The password (and user:password) inside a URI's userinfo, if any."""
+    match = _USERINFO.search(text)
+    if not match:
+        return []
+    userinfo = match.group(2)
+    found = [userinfo, unquote(userinfo)]
+    if ":" in userinfo:
+        password = userinfo.split(":", 1)[1]
+        found += [password, unquote(password)]
+    return [s for s in found if len(s) >= 3]  # never blank out every "a" in a log
 
 
 class Redactor:

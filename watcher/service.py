@@ -21,6 +21,7 @@ import rules
 from watcher import backoff, errors, logs
 from watcher.coalesce import JobQueue
 from watcher.dispatch import Dispatcher
+from watcher.health import HealthServer
 from watcher.metrics import Metrics
 from watcher.position import MongoPositionStore, PositionStore
 from watcher.settings import Settings
@@ -87,15 +88,23 @@ class Watcher:
         self.last_sweep: SweepReport | None = None
         self.streaming = False
         self.degraded = False
+        self.health: HealthServer | None = None
 
     def _new_backoff(self) -> backoff.Backoff:
         return backoff.Backoff(base_s=self.settings.backoff_base_s, max_s=self.settings.max_backoff_s)
 
     # -- public API ------------------------------------------------------
 
-    async def sweep(self, *, dry_run: bool = False, job_types: Iterable[str] = (), full: bool = True) -> SweepReport:
+    async def sweep(
+        self,
+        *,
+        dry_run: bool = False,
+        job_types: Iterable[str] = (),
+        full: bool = True,
+        on_job: Callable[[rules.Evaluation], None] | None = None,
+    ) -> SweepReport:
         """One reconciliation pass now (also while ``run()`` is going)."""
-        report = await self._sweeper.sweep(full=full, dry_run=dry_run, job_types=job_types)
+        report = await self._sweeper.sweep(full=full, dry_run=dry_run, job_types=job_types, on_job=on_job)
         if not dry_run:
             self.last_sweep = report
         return report
@@ -118,9 +127,17 @@ class Watcher:
 
     async def stop(self) -> None:
         """Ask ``run()`` to stop and wait until it has (safe to call twice)."""
-        self._stop.set()
+        self.request_stop()
         if self._running:
             await self._finished.wait()
+
+    def request_stop(self) -> None:
+        """Ask ``run()`` to stop without waiting (e.g. from a signal handler task)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
 
     async def wait_started(self) -> None:
         """Returns once the stream is open and the first sweep has finished."""
@@ -157,13 +174,15 @@ class Watcher:
     async def _run(self) -> None:
         settings = self.settings
         logs.event("watcher_starting", database=settings.database, collection=settings.jobs_collection, watcher=settings.watcher_name)
-        await self._check_server()
-        if settings.create_index and await self._store.ensure_sweep_index():
-            logs.event("index_created", "INFO", "created the sweep's partial index on open statuses")
-        saved = await self._positions.load()
-        stream = await self._open_first(saved.token if saved else None)
-        await self._sweep_now(full=True)
         async with anyio.create_task_group() as tg:
+            if settings.health_port:
+                await self._start_health(tg)  # first: probes answer during a long start-up sweep
+            await self._check_server()
+            if settings.create_index and await self._store.ensure_sweep_index():
+                logs.event("index_created", "INFO", "created the sweep's partial index on open statuses")
+            saved = await self._positions.load()
+            stream = await self._open_first(saved.token if saved else None)
+            await self._sweep_now(full=True)
             tg.start_soon(self._dispatcher.run)
             tg.start_soon(self._periodic_sweeps)
             tg.start_soon(self._save_positions)
@@ -174,6 +193,16 @@ class Watcher:
             logs.event("watcher_started", streaming=self.streaming, degraded=self.degraded)
             await self._stop.wait()
             await self._shutdown(intake, tg)
+
+    async def _start_health(self, tg: anyio.abc.TaskGroup) -> None:
+        self.health = HealthServer(self.metrics, ready=lambda: self.ready, host=self.settings.health_host, port=self.settings.health_port)
+        try:
+            await tg.start(self.health.serve)
+        except OSError as exc:
+            raise ConfigurationProblem(
+                f"cannot listen on {self.settings.health_host}:{self.settings.health_port} for health/metrics "
+                f"({exc.strerror}); set JOBWATCH_HEALTH_PORT (0 disables the endpoint)"
+            ) from exc
 
     async def _check_server(self) -> None:
         try:
@@ -198,8 +227,8 @@ class Watcher:
                 if errors.is_not_replica_set(exc):
                     return self._degrade(exc)
                 action = self._on_stream_error(exc, "opening")
-                if action is errors.Action.RESTART:
-                    token = None
+                if action is errors.Action.RESTART and token is not None:
+                    token = None  # history lost: from now, and the first sweep covers the gap
                 else:
                     await anyio.sleep(self._stream_backoff.next_delay_s())
 
