@@ -5,10 +5,11 @@ Nothing else in jobwatch reads ``os.environ``.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from watcher import redact
 
@@ -26,7 +27,7 @@ class Settings(BaseSettings):
     collections_collection: str = Field("collections", min_length=1, description="collection documents for path A counts")
     positions_collection: str = Field("jobwatch_positions", min_length=1, description="where resume tokens and heartbeats are saved")
     watcher_name: str = Field("default", min_length=1, description="one saved position per name; replicas share a name")
-    job_types: tuple[str, ...] = Field((), description="job types to watch; empty = every type")
+    job_types: Annotated[tuple[str, ...], NoDecode] = Field((), description="job types to watch, comma-separated; empty = every type")
     stage_arrays: dict[str, str] = Field(
         {"thumbnail": "thumbnails", "cache": "cacheImages"},
         description="stage name -> array field of the collection document counted by path A",
@@ -82,7 +83,9 @@ class Settings(BaseSettings):
     @field_validator("job_types", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
-        if isinstance(value, str):  # JOBWATCH_JOB_TYPES=collection-scan,resume-collection
+        if isinstance(value, str):  # JOBWATCH_JOB_TYPES=collection-scan,resume-collection (or a JSON list)
+            if value.strip().startswith("["):
+                return json.loads(value)
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 

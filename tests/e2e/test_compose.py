@@ -1,0 +1,36 @@
+"""compose/ and the Dockerfile: validated without a Docker engine."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILES = sorted((ROOT / "compose").glob("*.yml"))
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (the validator) is not installed; .ci/compose-check installs it")
+@pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("profile", [[], ["--profile", "simulator"]], ids=["default", "simulator"])
+def test_compose_file_is_valid(path: Path, profile: list[str]) -> None:
+    done = subprocess.run(["docker-compose", "-f", str(path), *profile, "config", "-q"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+
+
+def test_compose_wires_a_replica_set_watcher_and_simulator() -> None:
+    text = (ROOT / "compose" / "docker-compose.yml").read_text()
+    assert "--replSet" in text and "rs.initiate" in text
+    assert "condition: service_healthy" in text
+    assert "replicaSet=rs0" in text
+    assert 'profiles: ["simulator"]' in text and '"simulate"' in text
+    assert '"127.0.0.1:9187:9187"' in text  # metrics published on loopback only
+
+
+def test_dockerfile_runs_the_console_script_as_non_root_with_a_health_check() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["jobwatch"]' in text
+    assert "USER jobwatch" in text
+    assert "HEALTHCHECK" in text and "/healthz" in text

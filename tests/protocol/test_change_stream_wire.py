@@ -1,0 +1,183 @@
+"""MongoDB's exact change-stream replies, played to the real PyMongo driver by
+MockupDB (MongoDB's own wire-protocol test server), read through jobwatch's
+default change source and stream reader.
+
+This is where the things the embedded engine cannot show are shown: events
+carrying ``updateDescription`` (ignored: decisions come from fullDocument),
+post-batch resume tokens on idle batches (the position advances on a quiet
+collection), PyMongo's own resume on a ResumableChangeStreamError, and code
+286 with its NonResumableChangeStreamError label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+from bson import ObjectId, Timestamp
+from mockupdb import MockupDB, Request
+from pymongo import AsyncMongoClient
+from pymongo.errors import OperationFailure
+
+from watcher import backoff, errors, stream
+from watcher.coalesce import JobQueue
+from watcher.dispatch import Dispatcher
+from watcher.metrics import Metrics
+from watcher.settings import Settings
+from watcher.source import PyMongoChangeSource
+
+NS = "imageviewer.background_jobs"
+CURSOR_ID = 42
+WAIT_S = 10.0
+
+
+def _housekeeping(request: Request) -> bool:
+    doc = request.doc
+    if "killCursors" in doc:
+        return bool(request.ok(cursorsKilled=doc.get("cursors", [])))
+    if "endSessions" in doc:
+        return bool(request.ok())
+    return False
+
+
+@pytest.fixture
+def server() -> Any:
+    mock = MockupDB(auto_ismaster={"ismaster": True, "isWritablePrimary": True, "setName": "rs0", "minWireVersion": 0, "maxWireVersion": 21})
+    mock.run()
+    mock.autoresponds(_housekeeping)
+    yield mock
+    mock.stop()
+
+
+@pytest.fixture
+async def client(server: Any) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    c: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(server.uri, directConnection=True, serverSelectionTimeoutMS=5000)
+    yield c
+    await c.close()
+
+
+async def answer(server: Any, action: Callable[[], Awaitable[Any]], reply: Callable[[Request], Any]) -> tuple[Any, Request]:
+    """Run ``action`` (which sends one command) while the mock answers it with ``reply``."""
+    result: dict[str, Any] = {}
+
+    async def run() -> None:
+        try:
+            result["value"] = await action()
+        except Exception as exc:  # handed to the test
+            result["error"] = exc
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        request = await anyio.to_thread.run_sync(lambda: server.receives(timeout=WAIT_S))
+        reply(request)
+    if "error" in result:
+        raise result["error"]
+    return result.get("value"), request
+
+
+def batch(request: Request, docs: list[dict[str, Any]], token: str, first: bool = False) -> None:
+    key = "firstBatch" if first else "nextBatch"
+    request.reply({"cursor": {"id": CURSOR_ID, "ns": NS, key: docs, "postBatchResumeToken": {"_data": token}}})
+
+
+def update_event(token: str, job: dict[str, Any]) -> dict[str, Any]:
+    """An update event as MongoDB sends it, with the looked-up document."""
+    return {
+        "_id": {"_data": token},
+        "operationType": "update",
+        "clusterTime": Timestamp(1_760_000_000, 1),
+        "wallTime": None,
+        "documentKey": {"_id": job["_id"]},
+        "updateDescription": {"updatedFields": {"stages.thumbnail.completedItems": 132}, "removedFields": [], "truncatedArrays": []},
+        "fullDocument": job,
+    }
+
+
+def reader_for(client: AsyncMongoClient[Any]) -> tuple[stream.StreamReader, JobQueue]:
+    settings = Settings(database="imageviewer", health_port=0, max_await_ms=100)
+    queue = JobQueue(max_jobs=10, progress_interval_s=0)
+    metrics = Metrics()
+    healthy = backoff.Backoff(base_s=0.1, max_s=1)
+    dispatcher = Dispatcher(None, queue, metrics, workers=1, policy=None, retry_backoff=healthy)  # type: ignore[arg-type]
+    source = PyMongoChangeSource(client["imageviewer"]["background_jobs"])
+    return stream.StreamReader(source, dispatcher, metrics, settings, healthy=healthy), queue
+
+
+async def test_open_sends_our_pipeline_with_update_lookup(server: Any, client: AsyncMongoClient[Any]) -> None:
+    reader, _ = reader_for(client)
+    opened, request = await answer(server, lambda: reader.open(None), lambda r: batch(r, [], "01", first=True))
+    pipeline = request.doc["pipeline"]
+    assert pipeline[0]["$changeStream"] == {"fullDocument": "updateLookup"}
+    assert pipeline[1]["$match"]["operationType"]["$in"][:3] == ["insert", "update", "replace"]
+    assert "fullDocument.stages" in pipeline[2]["$project"]
+    assert opened.resume_token == {"_data": "01"}
+    await opened.close()
+
+
+async def test_idle_batches_advance_the_position_by_their_post_batch_token(server: Any, client: AsyncMongoClient[Any]) -> None:
+    reader, queue = reader_for(client)
+    opened, _ = await answer(server, lambda: reader.open(None), lambda r: batch(r, [], "01", first=True))
+    with anyio.move_on_after(1.0):  # the reader loops over idle batches; stop it after the second
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(reader.consume, opened)
+            for token in ("02", "03"):
+                request = await anyio.to_thread.run_sync(lambda: server.receives(timeout=WAIT_S))
+                assert "getMore" in request.doc
+                batch(request, [], token)
+            await anyio.sleep(0.1)
+            tg.cancel_scope.cancel()
+    assert queue.advance(0) == {"_data": "03"}  # saved position moves on a quiet collection
+
+
+async def test_events_are_decided_from_the_looked_up_document(server: Any, client: AsyncMongoClient[Any]) -> None:
+    reader, queue = reader_for(client)
+    opened, _ = await answer(server, lambda: reader.open(None), lambda r: batch(r, [], "01", first=True))
+    job = {"_id": ObjectId(), "status": "Pending", "stages": {"thumbnail": {"status": "InProgress", "completedItems": 132, "totalItems": 132}}}
+    event = update_event("02", job)
+    assert event["updateDescription"]["updatedFields"]  # MongoDB sends it ...
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reader.consume, opened)
+        request = await anyio.to_thread.run_sync(lambda: server.receives(timeout=WAIT_S))
+        batch(request, [event], "02")
+        with anyio.fail_after(WAIT_S):
+            while queue.idle:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    work = queue.take(0)
+    assert work is not None and work.doc == job  # ... jobwatch decides from fullDocument
+    assert stream.event_time_s(event) == 1_760_000_000.0
+    await opened.close()
+
+
+async def test_pymongo_resumes_a_resumable_error_itself_from_the_last_token(server: Any, client: AsyncMongoClient[Any]) -> None:
+    reader, _ = reader_for(client)
+    opened, _ = await answer(server, lambda: reader.open(None), lambda r: batch(r, [], "01", first=True))
+    job = {"_id": ObjectId(), "status": "Pending", "stages": {}}
+    result: dict[str, Any] = {}
+
+    async def next_event() -> None:
+        result["event"] = await opened.try_next()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(next_event)
+        failing = await anyio.to_thread.run_sync(lambda: server.receives(timeout=WAIT_S))
+        failing.reply({"ok": 0, "code": 91, "codeName": "ShutdownInProgress", "errmsg": "shutting down", "errorLabels": ["ResumableChangeStreamError"]})
+        resumed = await anyio.to_thread.run_sync(lambda: server.receives(timeout=WAIT_S))
+        assert resumed.doc["pipeline"][0]["$changeStream"]["resumeAfter"] == {"_data": "01"}
+        resumed.reply({"cursor": {"id": CURSOR_ID + 1, "ns": NS, "firstBatch": [update_event("02", job)], "postBatchResumeToken": {"_data": "02"}}})
+    assert result["event"]["fullDocument"] == job
+    assert opened.resume_token == {"_data": "02"}
+    await opened.close()
+
+
+async def test_history_lost_reaches_the_watcher_as_a_restart(server: Any, client: AsyncMongoClient[Any]) -> None:
+    reader, _ = reader_for(client)
+    opened, _ = await answer(server, lambda: reader.open({"_data": "00"}), lambda r: batch(r, [], "01", first=True))
+    lost = {"ok": 0, "code": 286, "codeName": "ChangeStreamHistoryLost", "errmsg": "history lost", "errorLabels": ["NonResumableChangeStreamError"]}
+    with pytest.raises(OperationFailure) as caught:
+        await answer(server, opened.try_next, lambda r: r.reply(lost))
+    assert caught.value.code == 286
+    assert errors.classify(caught.value) is errors.Action.RESTART
+    assert errors.name(caught.value) == "ChangeStreamHistoryLost"
