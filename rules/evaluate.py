@@ -168,7 +168,7 @@ def _clean_counts(counts: Mapping[str, int] | None) -> dict[str, int]:
     clean: dict[str, int] = {}
     for name, value in counts.items():
         try:
-            clean[name] = model._count(value)
+            clean[name] = model.read_count(value)
         except ValueError:
             continue  # an unreadable count is no evidence; path B still applies
     return clean

@@ -19,7 +19,7 @@ from rules import status as status_mod
 from rules.status import Status
 
 
-def _count(raw: object) -> int:
+def read_count(raw: object) -> int:
     """A counter as the rules use it: a non-negative whole number.
 
     Missing and null read as 0, and so do negative values (a counter cannot
@@ -43,15 +43,15 @@ def _count(raw: object) -> int:
             value = float(raw.strip())
         except ValueError:
             raise ValueError(f"a number, not the text {raw!r}") from None
-        return _count(value)
+        return read_count(value)
     # Decimal128, Int64 and friends: whatever can be read as a float.
     try:
-        return _count(float(raw))  # type: ignore[arg-type]
+        return read_count(float(raw))  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ValueError(f"a number, not {type(raw).__name__} {raw!r}") from None
 
 
-Count = Annotated[int, PlainValidator(_count)]
+Count = Annotated[int, PlainValidator(read_count)]
 StatusField = Annotated[Status, PlainValidator(status_mod.parse)]
 
 

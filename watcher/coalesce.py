@@ -53,7 +53,6 @@ class JobQueue:
         self._tokens: collections.deque[tuple[int, Token]] = collections.deque()
         self._last_progress_write: dict[Hashable, float] = {}
         self._seq = 0
-        self._saved_seq = 0
 
     # -- intake -----------------------------------------------------------
 
@@ -156,8 +155,7 @@ class JobQueue:
         floor = min((job.floor for job in self._jobs.values()), default=self._seq + 1)
         token = None
         while self._tokens and self._tokens[0][0] < floor:
-            seq, token = self._tokens.popleft()
-            self._saved_seq = seq
+            _, token = self._tokens.popleft()
         stale = now - self._progress_interval_s
         for key in [k for k, at in self._last_progress_write.items() if at < stale]:
             del self._last_progress_write[key]
@@ -166,10 +164,6 @@ class JobQueue:
     @property
     def pending_jobs(self) -> int:
         return len(self._jobs)
-
-    @property
-    def in_flight(self) -> int:
-        return sum(job.in_flight for job in self._jobs.values())
 
     @property
     def idle(self) -> bool:

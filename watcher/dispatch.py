@@ -128,10 +128,10 @@ class Dispatcher:
         if result.outcome is Outcome.PROGRESS:
             self._queue.progress_written(work.key, self._clock())
         self._queue.finish(work)
-        record(result, matched, self._metrics, "stream", work.event_time_s, self._wall_clock)
+        count_applied(result, matched, self._metrics, "stream", work.event_time_s, self._wall_clock)
 
 
-def record(result: Evaluation, matched: bool, metrics: Metrics, source: str, event_time_s: float | None = None, wall_clock: Clock = time.time) -> None:
+def count_applied(result: Evaluation, matched: bool, metrics: Metrics, source: str, event_time_s: float | None = None, wall_clock: Clock = time.time) -> None:
     """Count and log one applied evaluation (the stream's and the sweep's)."""
     kind = {Outcome.JOB_COMPLETED: "job", Outcome.STAGE_COMPLETED: "stage"}.get(result.outcome, "progress")
     metrics.writes.labels(source, kind, "applied" if matched else "stale").inc()

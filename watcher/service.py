@@ -147,10 +147,6 @@ class Watcher:
     def ready(self) -> bool:
         return self._started.is_set() and (self.streaming or self.degraded) and not self._stop.is_set()
 
-    @property
-    def position_age_s(self) -> float | None:
-        return None if self._saved_at is None else self._clock() - self._saved_at
-
     async def __aenter__(self) -> Watcher:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()

@@ -90,7 +90,7 @@ class JobStore:
     async def collection_counts(self, collection_ids: Iterable[Any]) -> dict[Any, dict[str, int]]:
         """Path A: per collection, the number of items per stage, counted on the
         server with ``$size`` (the arrays themselves never cross the wire)."""
-        ids = list({_hashable(cid): cid for cid in collection_ids}.values())
+        ids = list({job_key(cid): cid for cid in collection_ids}.values())
         if not ids:
             return {}
         sizes = {stage: {"$size": {"$ifNull": [f"${field}", []]}} for stage, field in self._settings.stage_arrays.items()}
@@ -98,7 +98,7 @@ class JobStore:
         with _translated("collection counts"):
             cursor = await self._collections.aggregate(pipeline)
             docs = await cursor.to_list()
-        return {_hashable(doc.pop("_id")): doc for doc in docs}
+        return {job_key(doc.pop("_id")): doc for doc in docs}
 
     async def ensure_sweep_index(self) -> bool:
         """Create the partial index on open statuses if absent. True if created."""
@@ -125,7 +125,9 @@ class JobStore:
             return await cursor.to_list()
 
 
-def _hashable(value: Any) -> Any:
+def job_key(value: Any) -> Any:
+    """A dict key for an ``_id``: the id itself, or its repr when unhashable
+    (legacy rows may hold a document as ``_id``)."""
     try:
         hash(value)
     except TypeError:

@@ -11,12 +11,11 @@ from typing import Any
 
 from bson import Timestamp
 
-from watcher import backoff, errors
+from watcher import backoff, errors, store
 from watcher.dispatch import Dispatcher
 from watcher.metrics import Metrics
 from watcher.settings import Settings
 from watcher.source import ChangeSource, ChangeStream, Event, Token
-from watcher.store import JOB_FIELDS
 
 #: Operations that can change what the rules decide.
 JOB_OPERATIONS = ("insert", "update", "replace")
@@ -37,7 +36,7 @@ def pipeline(settings: Settings) -> list[dict[str, Any]]:
             ]
         }
     keep = ["operationType", "documentKey", "clusterTime", "wallTime", "fullDocument._id"]
-    keep += [f"fullDocument.{name}" for name in JOB_FIELDS]
+    keep += [f"fullDocument.{name}" for name in store.JOB_FIELDS]
     return [{"$match": match}, {"$project": dict.fromkeys(keep, 1)}]
 
 
@@ -102,7 +101,7 @@ class StreamReader:
         if operation in ENDING_OPERATIONS:
             raise errors.StreamInvalidated(f"change stream ended by a {operation!r} event")
         doc = event.get("fullDocument")
-        key = _job_key(event)
+        key = store.job_key(event.get("documentKey", {}).get("_id"))
         if not isinstance(doc, Mapping) or key is None:
             # The job was deleted before the lookup: nothing to evaluate.
             if token is not None:
@@ -111,12 +110,3 @@ class StreamReader:
         if "_id" not in doc:
             doc = {**doc, "_id": event["documentKey"]["_id"]}
         await self._dispatcher.offer(key, doc, token, when)
-
-
-def _job_key(event: Event) -> Any:
-    key = event.get("documentKey", {}).get("_id")
-    try:
-        hash(key)
-    except TypeError:
-        return repr(key)
-    return key

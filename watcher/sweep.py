@@ -16,7 +16,7 @@ import rules
 from rules import Evaluation, Outcome
 from watcher import dispatch, logs
 from watcher.metrics import Metrics
-from watcher.store import JobStore, WriteRejected
+from watcher.store import JobStore, WriteRejected, job_key
 
 #: A report keeps at most this many per-job lines (the totals are always exact).
 MAX_REPORTED_JOBS = 10_000
@@ -113,7 +113,7 @@ class Sweeper:
                 report.skipped.append((result.job_id, str(exc)))
                 logs.event("write_rejected", "ERROR", "the server refused the update; job skipped", job_id=result.job_id, error=str(exc))
                 return
-            dispatch.record(result, applied, self._metrics, "sweep")
+            dispatch.count_applied(result, applied, self._metrics, "sweep")
             if not applied:
                 report.stale += 1
                 return
@@ -134,7 +134,4 @@ def _counts_for(doc: Mapping[str, Any], counts: Mapping[Any, Mapping[str, int]])
     collection_id = doc.get("collectionId")
     if collection_id is None:
         return None  # path B: the stage counters are all we have
-    try:
-        return counts.get(collection_id)
-    except TypeError:  # an unhashable legacy id
-        return counts.get(repr(collection_id))
+    return counts.get(job_key(collection_id))
