@@ -19,7 +19,7 @@ from pymongo import errors as pymongo_errors
 import rules
 from watcher import cli, demo, logs, simulate
 from watcher.position import MongoPositionStore
-from watcher.service import ConfigurationProblem, Watcher
+from watcher.service import ConfigurationProblem, Unreachable, Watcher, check_server
 from watcher.settings import Settings
 from watcher.source import ChangeSource
 from watcher.store import JobStore
@@ -51,10 +51,6 @@ def dispatch(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
         return cli.EXIT_UNREACHABLE
 
 
-class Unreachable(Exception):
-    pass
-
-
 def _fail(message: str) -> None:
     print(f"jobwatch: {logs.redacted(message)}", file=sys.stderr, flush=True)
 
@@ -67,15 +63,7 @@ async def _connected(handler: Callable[..., Any], args: argparse.Namespace, sett
     except (pymongo_errors.ConfigurationError, pymongo_errors.InvalidURI) as exc:
         raise ConfigurationProblem(f"--uri / JOBWATCH_URI: {exc}") from None
     try:
-        try:
-            await client.admin.command("ping")
-        except pymongo_errors.ServerSelectionTimeoutError as exc:
-            raise Unreachable(
-                f"MongoDB at {settings.uri_redacted} is unreachable: no server answered within "
-                f"{settings.server_selection_timeout_ms} ms ({str(exc).split(',')[0][:200]})"
-            ) from None
-        except pymongo_errors.OperationFailure as exc:
-            raise ConfigurationProblem(f"MongoDB refused jobwatch: {exc.details.get('codeName') if exc.details else exc}") from None
+        await check_server(client, settings)
         return int(await handler(client, args, settings, emit))
     finally:
         await client.close()

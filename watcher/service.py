@@ -37,6 +37,25 @@ class ConfigurationProblem(Exception):
     """The watcher cannot run as configured; the message says how to fix it."""
 
 
+class Unreachable(Exception):
+    """No MongoDB server answered within the server-selection timeout."""
+
+
+async def check_server(client: AsyncMongoClient[Any], settings: Settings) -> None:
+    """One ping, so a wrong URI or a down server is said at once, clearly."""
+    try:
+        await client.admin.command("ping")
+    except pymongo_errors.ServerSelectionTimeoutError as exc:
+        raise Unreachable(
+            f"MongoDB at {settings.uri_redacted} is unreachable: no server answered within "
+            f"{settings.server_selection_timeout_ms} ms ({logs.redacted(str(exc)).split(',')[0][:200]})"
+        ) from None
+    except pymongo_errors.OperationFailure as exc:
+        if errors.classify(exc) is errors.Action.FATAL:
+            raise ConfigurationProblem(f"MongoDB refused jobwatch: {errors.name(exc)}") from None
+        raise
+
+
 class Watcher:
     """jobwatch's watcher, embeddable in any asyncio application.
 
@@ -173,7 +192,7 @@ class Watcher:
         async with anyio.create_task_group() as tg:
             if settings.health_port:
                 await self._start_health(tg)  # first: probes answer during a long start-up sweep
-            await self._check_server()
+            await check_server(self._client, self.settings)
             if settings.create_index and await self._store.ensure_sweep_index():
                 logs.event("index_created", "INFO", "created the sweep's partial index on open statuses")
             saved = await self._positions.load()
@@ -199,19 +218,6 @@ class Watcher:
                 f"cannot listen on {self.settings.health_host}:{self.settings.health_port} for health/metrics "
                 f"({exc.strerror}); set JOBWATCH_HEALTH_PORT (0 disables the endpoint)"
             ) from exc
-
-    async def _check_server(self) -> None:
-        try:
-            await self._client.admin.command("ping")
-        except pymongo_errors.ServerSelectionTimeoutError as exc:
-            raise ConfigurationProblem(
-                f"MongoDB at {self.settings.uri_redacted} is unreachable "
-                f"(no server answered within {self.settings.server_selection_timeout_ms} ms): {logs.redacted(str(exc))[:300]}"
-            ) from exc
-        except pymongo_errors.OperationFailure as exc:
-            if errors.classify(exc) is errors.Action.FATAL:
-                raise ConfigurationProblem(f"MongoDB refused the watcher: {errors.name(exc)}: {logs.redacted(str(exc))[:300]}") from exc
-            raise
 
     async def _open_first(self, token: Token | None) -> ChangeStream | None:
         while True:
