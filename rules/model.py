@@ -44,7 +44,9 @@ def read_count(raw: object) -> int:
         except ValueError:
             raise ValueError(f"a number, not the text {raw!r}") from None
         return read_count(value)
-    # Decimal128, Int64 and friends: whatever can be read as a float.
+    # Decimal128 (duck-typed: the rules do not import bson) and other numerics.
+    if hasattr(raw, "to_decimal"):
+        raw = raw.to_decimal()
     try:
         return read_count(float(raw))  # type: ignore[arg-type]
     except (TypeError, ValueError):

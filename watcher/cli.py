@@ -136,7 +136,10 @@ def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] | None
     logs.add_secret(settings.uri_value)
     for secret in redact.secrets_in(settings.uri_value):
         logs.add_secret(secret)
-    logs.setup(json_lines=settings.log_json, level=settings.log_level)
+    level = settings.log_level
+    if args.command == "demo" and "log_level" not in settings.model_fields_set:
+        level = "WARNING"  # the demo tells its own story on stdout; --log-level INFO shows the events too
+    logs.setup(json_lines=settings.log_json, level=level)
     from watcher import commands  # after logging is set up: imports the driver
 
     try:

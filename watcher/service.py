@@ -170,7 +170,13 @@ class Watcher:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self.run)
-        await self._settled.wait()  # started, or failed (then __aexit__ re-raises)
+        try:
+            await self._settled.wait()  # started, or run() ended during start-up
+        except BaseException as exc:  # cancelled because run() failed: surface run()'s error
+            await self.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        if not self._started.is_set():
+            await self.__aexit__(None, None, None)  # raises run()'s error, if it had one
         return self
 
     async def __aexit__(self, *exc_info: object) -> bool | None:

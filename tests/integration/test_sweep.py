@@ -8,7 +8,7 @@ from bson import ObjectId
 
 from tests.support.backends import Backend
 from tests.support.documents import seed_job
-from tests.support.harness import running, settings_for
+from tests.support.harness import running, settings_for, wait_until
 from watcher import Watcher
 from watcher.store import SWEEP_INDEX
 
@@ -113,3 +113,37 @@ async def test_start_up_creates_the_partial_index_on_open_statuses(mongo: Backen
         indexes = await mongo.db.background_jobs.index_information()
     assert SWEEP_INDEX in indexes
     assert "Pending" in str(indexes[SWEEP_INDEX]["partialFilterExpression"])
+
+
+async def test_odd_shapes_never_stop_the_sweep_or_the_stream(mongo: Backend) -> None:
+    from bson import Decimal128, Int64
+
+    jobs = mongo.db.background_jobs
+    done = {"status": "InProgress", "completedItems": 2, "totalItems": 2}
+    odd = [
+        {"_id": {"legacy": 1}, "status": "Pending", "stages": {"a": done}},
+        {"_id": "missing-collection", "status": "Pending", "collectionId": "no-such", "stages": {"thumbnail": done}},
+        {"_id": "decimal", "status": "Pending", "stages": {"a": {"completedItems": Decimal128("2"), "totalItems": Int64(2)}}},
+        {"_id": "null-stage", "status": "Pending", "stages": {"a": None}},
+        {"_id": "list-stages", "status": "Pending", "stages": [done]},
+        {"_id": "no-stages", "status": "Pending"},
+        {"_id": "number-status", "status": 3, "stages": {"a": done}},
+    ]
+    await jobs.insert_many(odd)
+    async with running(mongo) as watcher:
+        report = watcher.last_sweep
+        assert report is not None
+        assert sorted(str(job_id) for job_id, _ in report.skipped) == ["list-stages", "null-stage"]
+        await jobs.insert_one({"_id": "late-bad", "status": "Pending", "stages": {"a": {"completedItems": "x"}}})
+        await jobs.insert_one({"_id": "late-good", "status": "Pending", "stages": {"a": done}})
+
+        async def late_done() -> bool:
+            return await jobs.count_documents({"_id": "late-good", "status": "Completed"}) == 1
+
+        await wait_until(late_done, what="a good job after a bad one")
+    statuses = {str(doc["_id"]): doc.get("status") async for doc in jobs.find({})}
+    assert statuses["{'legacy': 1}"] == "Completed"
+    assert statuses["missing-collection"] == "Completed"  # no collection document: path B
+    assert statuses["decimal"] == "Completed"
+    assert statuses["number-status"] == "Completed"  # unknown status counts as open
+    assert statuses["no-stages"] == statuses["null-stage"] == statuses["list-stages"] == statuses["late-bad"] == "Pending"

@@ -165,6 +165,14 @@ def test_counters_stored_as_strings_and_doubles() -> None:
     assert result.guard["stages.b.completedItems"] == AtLeast(132)
 
 
+def test_bson_numeric_types_are_counts() -> None:
+    from bson import Decimal128, Int64
+
+    result = rules.evaluate(job(a=stage(done=Decimal128("132"), total=Int64(132))))
+    assert result.completes_job
+    assert result.guard["stages.a.completedItems"] == Equals(Decimal128("132"))
+
+
 @pytest.mark.parametrize("negative", [-5, None, "-1"])
 def test_negative_or_null_counters_read_as_zero(negative: object) -> None:
     result = rules.evaluate(job(a=stage(done=negative, total=10)))
