@@ -130,7 +130,7 @@ class _Plan:
         if name in self.raised_counters:
             return  # our own $max in this update establishes the value
         if _is_number(raw):
-            self.guard[path] = AtLeast(raw if at_least is None else at_least)  # type: ignore[arg-type]
+            self.guard[path] = AtLeast(raw if at_least is None else at_least)
         else:
             self.guard[path] = Equals(raw)
 

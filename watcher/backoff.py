@@ -13,7 +13,7 @@ def delay_s(attempt: int, *, base_s: float, max_s: float, rand: Callable[[], flo
     """
     if attempt < 1:
         return 0.0
-    ceiling = min(max_s, base_s * 2 ** min(attempt - 1, 32))
+    ceiling: float = min(max_s, base_s * 2.0 ** min(attempt - 1, 32))
     return ceiling * rand()
 
 

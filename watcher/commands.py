@@ -8,7 +8,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -32,7 +32,7 @@ ALIVE_INTERVALS = 3
 
 
 def dispatch(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
-    handlers: dict[str, Callable[[argparse.Namespace, Settings, Emit], Any]] = {
+    handlers: dict[str, Callable[[AsyncMongoClient[Any], argparse.Namespace, Settings, Emit], Awaitable[int]]] = {
         "run": _run,
         "sweep": _sweep,
         "explain": _explain,
@@ -210,7 +210,7 @@ async def _status(client: AsyncMongoClient[Any], args: argparse.Namespace, setti
     now = dt.datetime.now(dt.UTC)
     heartbeat_age = _age_s(saved.heartbeat_at if saved else None, now)
     alive = heartbeat_age is not None and heartbeat_age < ALIVE_INTERVALS * max(settings.position_save_interval_s, 1.0)
-    status = {
+    status: dict[str, Any] = {
         "watcher": settings.watcher_name,
         "alive": alive,
         "heartbeat_age_s": heartbeat_age,

@@ -43,7 +43,7 @@ class EngineChangeStream:
         self._token = resume_after
 
     async def try_next(self) -> Event | None:
-        event = await self._cursor.try_next()
+        event: Event | None = await self._cursor.try_next()
         if event is not None:
             self._token = event["_id"]
         return event

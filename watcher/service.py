@@ -10,6 +10,7 @@ with a deadline), close.
 from __future__ import annotations
 
 import time
+import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -179,13 +180,15 @@ class Watcher:
             await self.__aexit__(None, None, None)  # raises run()'s error, if it had one
         return self
 
-    async def __aexit__(self, *exc_info: object) -> bool | None:
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: types.TracebackType | None
+    ) -> bool | None:
         # Not stop(): if run() failed, this task is being cancelled and must not
         # wait; the task group's exit waits for run() and raises its error.
         self._stop.set()
         assert self._tg is not None
         try:
-            return await self._tg.__aexit__(*exc_info)
+            return await self._tg.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
             # The caller did not start a task group; give it run()'s error, not ours.
             raise _sole(group) from None
@@ -233,7 +236,8 @@ class Watcher:
                 return stream
             except Exception as exc:
                 if errors.is_not_replica_set(exc):
-                    return self._degrade(exc)
+                    self._degrade(exc)  # raises unless degraded mode is allowed
+                    return None
                 action = self._on_stream_error(exc, "opening")
                 if action is errors.Action.RESTART and token is not None:
                     token = None  # history lost: from now, and the first sweep covers the gap
@@ -251,7 +255,6 @@ class Watcher:
             raise ConfigurationProblem(message) from exc
         self.degraded = True
         logs.event("stream_unavailable_degraded", "WARNING", "DEGRADED: no change stream; completions wait for the next sweep. " + message)
-        return None
 
     def _set_streaming(self, on: bool, *, resumed: bool = False) -> None:
         self.streaming = on

@@ -71,7 +71,7 @@ async def create_jobs(db: AsyncDatabase[Any], settings: Settings, plan: Plan, rn
         collection_id = None
         if not legacy:
             collection_id = ObjectId()
-            arrays = dict.fromkeys(settings.stage_arrays.values(), [])
+            arrays: dict[str, list[Any]] = {field: [] for field in settings.stage_arrays.values()}
             await db[settings.collections_collection].insert_one({"_id": collection_id, "name": f"sim-{collection_id}", **arrays})
         jobs.append(new_job(plan, legacy=legacy, collection_id=collection_id))
     if jobs:

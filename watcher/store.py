@@ -115,7 +115,7 @@ class JobStore:
 
     async def count_open(self) -> list[dict[str, Any]]:
         """Open jobs grouped by status and type, for ``jobwatch status``."""
-        pipeline = [
+        pipeline: list[Mapping[str, Any]] = [
             {"$match": {"status": {"$nin": spellings(Status.COMPLETED, Status.FAILED, Status.CANCELLED)}}},
             {"$group": {"_id": {"status": "$status", "jobType": "$jobType"}, "count": {"$sum": 1}}},
             {"$sort": {"count": -1}},
