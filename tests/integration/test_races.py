@@ -31,6 +31,13 @@ def new_jobs() -> list[dict[str, Any]]:
     ]
 
 
+async def insert_jobs(mongo: Backend) -> tuple[Any, list[Any]]:
+    jobs = mongo.db.background_jobs
+    docs = new_jobs()
+    await jobs.insert_many(docs)
+    return jobs, [d["_id"] for d in docs]
+
+
 async def consumers(jobs: Any, ids: list[Any]) -> None:
     async def one(job_id: Any, stage: str) -> None:
         for _ in range(ITEMS):
@@ -79,10 +86,7 @@ EXPECTED = {
 
 
 async def test_duplicate_delivery_changes_nothing(mongo: Backend) -> None:
-    jobs = mongo.db.background_jobs
-    docs = new_jobs()
-    ids = [d["_id"] for d in docs]
-    await jobs.insert_many(docs)
+    jobs, ids = await insert_jobs(mongo)
     async with running(mongo, source=ScriptedSource(mongo.change_source(), duplicate=True)) as watcher:
         await consumers(jobs, ids)
         await wait_until(lambda: finished(jobs, ids), what="all jobs completed")
@@ -92,10 +96,7 @@ async def test_duplicate_delivery_changes_nothing(mongo: Backend) -> None:
 
 
 async def test_two_watchers_at_once_write_each_completion_once(mongo: Backend) -> None:
-    jobs = mongo.db.background_jobs
-    docs = new_jobs()
-    ids = [d["_id"] for d in docs]
-    await jobs.insert_many(docs)
+    jobs, ids = await insert_jobs(mongo)
     first = Watcher(mongo.client, settings_for(mongo, watcher_name="a"), change_source=mongo.change_source())
     second = Watcher(mongo.client, settings_for(mongo, watcher_name="b"), change_source=mongo.change_source())
     async with first, second:
@@ -107,10 +108,7 @@ async def test_two_watchers_at_once_write_each_completion_once(mongo: Backend) -
 
 
 async def test_sweeps_racing_the_stream(mongo: Backend) -> None:
-    jobs = mongo.db.background_jobs
-    docs = new_jobs()
-    ids = [d["_id"] for d in docs]
-    await jobs.insert_many(docs)
+    jobs, ids = await insert_jobs(mongo)
     async with running(mongo) as watcher:
         sweeper = Watcher(mongo.client, settings_for(mongo, watcher_name="sweeper"))
         async with anyio.create_task_group() as tg:
@@ -130,10 +128,7 @@ async def test_sweeps_racing_the_stream(mongo: Backend) -> None:
 async def test_no_consumer_increment_is_lost_to_a_watcher_write(mongo: Backend) -> None:
     """Progress writes land between increments all the time; counters must
     still add up exactly (the watcher never $sets a counter)."""
-    jobs = mongo.db.background_jobs
-    docs = new_jobs()
-    ids = [d["_id"] for d in docs]
-    await jobs.insert_many(docs)
+    jobs, ids = await insert_jobs(mongo)
     async with running(mongo, progress_interval_s=0.0) as watcher:
         await consumers(jobs, ids)
         await wait_until(lambda: finished(jobs, ids), what="all jobs completed")
