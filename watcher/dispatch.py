@@ -23,6 +23,8 @@ from watcher.source import Token
 from watcher.store import JobStore, WriteRejected
 
 Clock = Callable[[], float]
+#: Jobs whose rejection was already logged (oldest forgotten first).
+MAX_REMEMBERED_REJECTIONS = 1000
 
 
 class Dispatcher:
@@ -47,6 +49,7 @@ class Dispatcher:
         self._clock = clock
         self._wall_clock = wall_clock
         self._changed = anyio.Event()
+        self._rejected: dict[Hashable, str] = {}
 
     def _notify(self) -> None:
         self._changed.set()
@@ -63,6 +66,16 @@ class Dispatcher:
         while not self._queue.has_room(None):
             await self._changed.wait()
         self._queue.record(token)
+
+    def _warn_rejected(self, key: Hashable, reason: str) -> None:
+        """Once per job and reason: a consumer still counting on a broken job
+        must not turn every increment into a warning."""
+        if self._rejected.get(key) == reason:
+            return
+        if len(self._rejected) >= MAX_REMEMBERED_REJECTIONS:
+            self._rejected.pop(next(iter(self._rejected)))
+        self._rejected[key] = reason
+        logs.event("job_skipped", "WARNING", "job cannot be read; skipped, nothing written", job_id=key, reason=reason)
 
     async def drained(self) -> None:
         """Returns once nothing is pending or in flight."""
@@ -101,7 +114,7 @@ class Dispatcher:
         result = rules.evaluate(work.doc, policy=self._policy)
         self._metrics.evaluations.labels("stream", result.outcome.value).inc()
         if result.outcome is Outcome.REJECTED:
-            logs.event("job_skipped", "WARNING", "job cannot be read; skipped, nothing written", job_id=work.key, reason=result.rejection)
+            self._warn_rejected(work.key, result.rejection or "unreadable")
         if not result.writes:
             self._queue.finish(work)
             return
