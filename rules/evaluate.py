@@ -252,7 +252,11 @@ def _job_rule(plan: _Plan, done: Mapping[str, bool]) -> bool:
         return False
     waiting = [name for name, is_done in done.items() if not is_done]
     if waiting:
-        plan.note(2, title, False, f"{len(done) - len(waiting)}/{len(done)} stages Completed; waiting for {', '.join(waiting)}")
+        stopped = [f"{name} is {plan.job.stages[name].status.value}" for name in waiting if plan.job.stages[name].status.is_explicit_stop]
+        detail = f"{len(done) - len(waiting)}/{len(done)} stages Completed; waiting for {', '.join(waiting)}"
+        if stopped:
+            detail += f"; blocked: {', '.join(stopped)} (the job stays open: failing a job is the service's decision)"
+        plan.note(2, title, False, detail)
         return False
     for name in done:
         if name not in plan.completed_stages:

@@ -124,6 +124,7 @@ def test_failed_or_cancelled_stage_is_kept_and_blocks_the_job(explicit: str) -> 
     assert "stages.a.status" not in result.writes
     assert result.outcome is Outcome.STAGE_COMPLETED
     assert "status" not in result.writes
+    assert f"blocked: a is {rules.Status.FAILED.value if explicit.lower() == 'failed' else 'Cancelled'}" in result.explain()
 
 
 def test_job_without_stages_never_completes() -> None:
