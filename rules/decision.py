@@ -130,10 +130,6 @@ class Evaluation(NamedTuple):
     job_type: Any = None
 
     @property
-    def changes(self) -> bool:
-        return bool(self.writes)
-
-    @property
     def completes_job(self) -> bool:
         return self.outcome is Outcome.JOB_COMPLETED
 

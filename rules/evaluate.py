@@ -294,6 +294,7 @@ def _progress_rule(plan: _Plan, done: Mapping[str, bool], completed: Mapping[str
         return
     fractions: list[float] = []
     finished: list[int] = []
+    stage_progress_written = False
     for name, stage in stages.items():
         count = completed[name]
         if done[name]:
@@ -304,23 +305,26 @@ def _progress_rule(plan: _Plan, done: Mapping[str, bool], completed: Mapping[str
         fractions.append(fraction)
         finished.append(min(count, stage.total))
         if stage.status.is_open:
-            _track_stage(plan, name, stage, count, fraction)
+            stage_progress_written |= _track_stage(plan, name, stage, fraction)
     progress = min(OPEN_PROGRESS_CAP, math.floor(100 * sum(fractions) / len(fractions)))
     targets = {"progress": progress, "totalItems": _items_total(plan.job), "completedItems": min(finished)}
     current = {"progress": plan.job.progress, "totalItems": plan.job.total, "completedItems": plan.job.completed}
     raised = [path for path, value in targets.items() if value > current[path]]
     for path in raised:
         plan.raise_to(path, plan.raw.get(path), targets[path])
-    if raised or any(path.startswith("stages.") and path.endswith(".progress") for path in plan.writes):
+    if raised or stage_progress_written:
         _pin_stage_inputs(plan)
     shown = ", ".join(f"{path} {current[path]} -> {targets[path]}" for path in raised) or "already up to date"
     plan.note(3, title, bool(raised), f"progress {progress}%, {min(finished)}/{targets['totalItems']} items: {shown}")
 
 
-def _track_stage(plan: _Plan, name: str, stage: Stage, count: int, fraction: float) -> None:
+def _track_stage(plan: _Plan, name: str, stage: Stage, fraction: float) -> bool:
+    """Raise an open stage's progress; True if that needs a write."""
     progress = min(OPEN_PROGRESS_CAP, math.floor(100 * fraction))
-    if progress > stage.progress:
-        plan.raise_to(f"stages.{name}.progress", plan.raw_stage(name).get("progress"), progress)
+    if progress <= stage.progress:
+        return False
+    plan.raise_to(f"stages.{name}.progress", plan.raw_stage(name).get("progress"), progress)
+    return True
 
 
 def _pin_stage_inputs(plan: _Plan) -> None:

@@ -5,7 +5,9 @@ never from message text.
 
 from __future__ import annotations
 
+import contextlib
 import enum
+from collections.abc import Iterator
 
 from pymongo import errors as pymongo_errors
 
@@ -81,6 +83,15 @@ class StoreUnavailable(Exception):
     Raised at the storage boundary so that nothing above it handles
     ``pymongo.errors`` directly.
     """
+
+
+@contextlib.contextmanager
+def at_storage_boundary(what: str) -> Iterator[None]:
+    """Turn the driver's transient failures inside the block into ``StoreUnavailable``."""
+    try:
+        yield
+    except (pymongo_errors.ConnectionFailure, pymongo_errors.WaitQueueTimeoutError) as exc:
+        raise StoreUnavailable(f"{what}: {name(exc)}") from exc
 
 
 def classify(exc: BaseException) -> Action:

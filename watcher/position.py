@@ -8,7 +8,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pymongo import errors as pymongo_errors
 from pymongo.asynchronous.database import AsyncDatabase
 
 from watcher import errors
@@ -30,8 +29,6 @@ class PositionStore(Protocol):
 
     async def heartbeat(self, *, last_sweep: Mapping[str, Any] | None = None) -> None: ...
 
-    async def clear(self) -> None: ...
-
 
 class MongoPositionStore:
     """``{_id: <watcher name>, token, savedAt, heartbeatAt, lastSweep}``; times
@@ -42,10 +39,8 @@ class MongoPositionStore:
         self._name = name
 
     async def load(self) -> Saved | None:
-        try:
+        with errors.at_storage_boundary("position load"):
             doc = await self._coll.find_one({"_id": self._name})
-        except pymongo_errors.ConnectionFailure as exc:
-            raise errors.StoreUnavailable(f"position load: {errors.name(exc)}") from exc
         if doc is None:
             return None
         return Saved(doc.get("token"), doc.get("savedAt"), doc.get("heartbeatAt"), doc.get("lastSweep"))
@@ -59,12 +54,6 @@ class MongoPositionStore:
             update["$set"] = {"lastSweep": dict(last_sweep)}
         await self._upsert(update)
 
-    async def clear(self) -> None:
-        """Forget the token (after history was lost): the next start streams from now."""
-        await self._upsert({"$unset": {"token": ""}, "$currentDate": {"heartbeatAt": True}})
-
     async def _upsert(self, update: Mapping[str, Any]) -> None:
-        try:
+        with errors.at_storage_boundary("position save"):
             await self._coll.update_one({"_id": self._name}, update, upsert=True)
-        except pymongo_errors.ConnectionFailure as exc:
-            raise errors.StoreUnavailable(f"position save: {errors.name(exc)}") from exc

@@ -34,9 +34,8 @@ class WriteRejected(Exception):
 @contextlib.contextmanager
 def _translated(what: str) -> Iterator[None]:
     try:
-        yield
-    except (pymongo_errors.ConnectionFailure, pymongo_errors.WaitQueueTimeoutError) as exc:
-        raise errors.StoreUnavailable(f"{what}: {errors.name(exc)}") from exc
+        with errors.at_storage_boundary(what):
+            yield
     except pymongo_errors.WriteError as exc:
         raise WriteRejected(f"{what}: {errors.name(exc)}: {exc.details.get('errmsg') if exc.details else exc}") from exc
 

@@ -37,9 +37,6 @@ class SlowPositions:
     async def heartbeat(self, *, last_sweep: Mapping[str, Any] | None = None) -> None:
         await self._inner.heartbeat(last_sweep=last_sweep)
 
-    async def clear(self) -> None:
-        await self._inner.clear()
-
 
 async def test_stop_before_the_first_event_is_clean_and_idempotent(mongo: Backend) -> None:
     watcher = Watcher(mongo.client, settings_for(mongo), change_source=mongo.change_source())
