@@ -30,7 +30,9 @@ from pymongo import AsyncMongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from watcher import embedded, logs, simulate  # noqa: E402
+from watcher import embedded
+from watcher.ops import logs
+from watcher.cli import simulate  # noqa: E402
 from watcher.service import Watcher  # noqa: E402
 from watcher.settings import Settings  # noqa: E402
 

@@ -23,20 +23,20 @@ __all__ = ["ChangeSource", "PyMongoChangeSource", "Settings", "SweepReport", "Wa
 if TYPE_CHECKING:
     from watcher.service import Watcher
     from watcher.settings import Settings
-    from watcher.source import ChangeSource, PyMongoChangeSource
-    from watcher.sweep import SweepReport
+    from watcher.intake.source import ChangeSource, PyMongoChangeSource
+    from watcher.intake.sweep import SweepReport
 
 
 def __getattr__(name: str) -> Any:
-    # Lazy, so `import watcher.cli` stays quick and `rules` tests never pull the driver.
+    # Lazy, so `import watcher.cli.main` stays quick and `rules` tests never pull the driver.
     import importlib
 
     homes = {
         "Watcher": "watcher.service",
         "Settings": "watcher.settings",
-        "ChangeSource": "watcher.source",
-        "PyMongoChangeSource": "watcher.source",
-        "SweepReport": "watcher.sweep",
+        "ChangeSource": "watcher.intake.source",
+        "PyMongoChangeSource": "watcher.intake.source",
+        "SweepReport": "watcher.intake.sweep",
     }
     if name in homes:
         return getattr(importlib.import_module(homes[name]), name)

@@ -1,3 +1,3 @@
-from watcher.cli import entry
+from watcher.cli.main import entry
 
 entry()

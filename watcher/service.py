@@ -19,17 +19,20 @@ from pymongo import AsyncMongoClient
 from pymongo import errors as pymongo_errors
 
 import rules
-from watcher import backoff, errors, logs
-from watcher.coalesce import JobQueue
-from watcher.dispatch import Dispatcher
-from watcher.health import HealthServer
-from watcher.metrics import Metrics
-from watcher.position import MongoPositionStore, PositionStore
+from watcher.storage import backoff
+from watcher.storage import errors
+from watcher.ops import logs
+from watcher.decide.coalesce import JobQueue
+from watcher.decide.dispatch import Dispatcher
+from watcher.ops.health import HealthServer
+from watcher.ops.metrics import Metrics
+from watcher.storage.position import MongoPositionStore, PositionStore
 from watcher.settings import Settings
-from watcher.source import ChangeSource, ChangeStream, PyMongoChangeSource, Token
-from watcher.store import JobStore
-from watcher.stream import StreamReader
-from watcher.sweep import Sweeper, SweepReport
+from watcher.intake.source import ChangeSource, ChangeStream, PyMongoChangeSource
+from watcher.storage.position import Token
+from watcher.storage.store import JobStore
+from watcher.intake.stream import StreamReader
+from watcher.intake.sweep import Sweeper, SweepReport
 
 CLOSE_DEADLINE_S = 2.0
 

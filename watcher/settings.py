@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from watcher import redact
+from watcher.ops import redact
 
 DEFAULT_URI = "mongodb://localhost:27017/?replicaSet=rs0"
 

@@ -16,7 +16,10 @@ import anyio
 from pymongo import AsyncMongoClient
 
 from tests.support.documents import seed_job
-from watcher import cli, commands, embedded, logs
+from watcher.cli import main as cli
+from watcher.cli import commands
+from watcher import embedded
+from watcher.ops import logs
 
 
 async def main(argv: list[str]) -> int:

@@ -9,7 +9,8 @@ import pytest
 
 from tests.e2e.conftest import CliMongo
 from tests.support.documents import seed_job
-from watcher import cli
+from watcher.cli import main as cli
+from watcher.cli import exits
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -22,7 +23,7 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 def test_explain_the_seed_job(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
     cli_mongo.db.background_jobs.insert_one(seed_job())
     code, out, _ = run_cli(cli_mongo.args("explain", "68ebf7fb500d92ef82221ec2"), capsys)
-    assert code == cli.EXIT_OK
+    assert code == exits.OK
     assert "stage thumbnail" in out and "InProgress" in out
     assert "rule 1" in out and "rule 2" in out and "the job completes now" in out
     # explain never writes
@@ -35,7 +36,7 @@ def test_explain_json_and_object_ids(cli_mongo: CliMongo, capsys: pytest.Capture
     job_id = ObjectId()
     cli_mongo.db.background_jobs.insert_one({**seed_job(), "_id": job_id, "status": "Completed"})
     code, out, _ = run_cli(cli_mongo.args("explain", str(job_id), "--json"), capsys)
-    assert code == cli.EXIT_OK
+    assert code == exits.OK
     doc = json.loads(out)
     assert doc["outcome"] == "terminal" and doc["writes"] == {}
     assert any(f["rule"] == 5 for f in doc["findings"])
@@ -43,7 +44,7 @@ def test_explain_json_and_object_ids(cli_mongo: CliMongo, capsys: pytest.Capture
 
 def test_explain_unknown_job(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(cli_mongo.args("explain", "no-such-job"), capsys)
-    assert code == cli.EXIT_NOT_FOUND
+    assert code == exits.NOT_FOUND
     assert "no job with _id 'no-such-job'" in err
 
 
@@ -53,7 +54,7 @@ def test_sweep_dry_run_writes_nothing_then_sweep_fixes(cli_mongo: CliMongo, caps
     jobs.insert_one({"_id": "bad", "status": "Pending", "stages": {"a": {"completedItems": "many"}}})
     before = list(jobs.find().sort("_id"))
     code, out, _ = run_cli(cli_mongo.args("sweep", "--dry-run"), capsys)
-    assert code == cli.EXIT_OK
+    assert code == exits.OK
     assert "dry run" in out and "would change: job 68ebf7fb500d92ef82221ec2" in out
     assert "skipped: job bad" in out
     assert list(jobs.find().sort("_id")) == before
@@ -66,14 +67,14 @@ def test_sweep_dry_run_writes_nothing_then_sweep_fixes(cli_mongo: CliMongo, caps
 def test_sweep_job_type_filter(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
     cli_mongo.db.background_jobs.insert_one(seed_job())
     code, out, _ = run_cli(cli_mongo.args("sweep", "--job-type", "collection-scan", "--json"), capsys)
-    assert code == cli.EXIT_OK and json.loads(out)["scanned"] == 0
+    assert code == exits.OK and json.loads(out)["scanned"] == 0
 
 
 def test_status_reports_open_jobs_and_last_sweep(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
     jobs = cli_mongo.db.background_jobs
     jobs.insert_many([{"_id": i, "jobType": "collection-scan", "status": "Pending", "stages": {}} for i in range(3)])
     code, out, _ = run_cli(cli_mongo.args("status", "--json"), capsys)
-    assert code == cli.EXIT_OK
+    assert code == exits.OK
     status = json.loads(out)
     assert status["alive"] is False and status["position_saved"] is False
     assert status["open_jobs"] == [{"status": "Pending", "jobType": "collection-scan", "count": 3}]
@@ -83,7 +84,7 @@ def test_status_reports_open_jobs_and_last_sweep(cli_mongo: CliMongo, capsys: py
 
 def test_simulate_creates_and_plays_jobs(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_cli(cli_mongo.args("simulate", "--jobs", "4", "--items", "5", "--legacy-fraction", "0.5"), capsys)
-    assert code == cli.EXIT_OK and "4 jobs, 40 increments" in out
+    assert code == exits.OK and "4 jobs, 40 increments" in out
     for job in cli_mongo.db.background_jobs.find():
         assert [s["completedItems"] for s in job["stages"].values()] == [5, 5]
 
@@ -99,7 +100,7 @@ def test_simulate_creates_and_plays_jobs(cli_mongo: CliMongo, capsys: pytest.Cap
 )
 def test_bad_settings_name_the_setting(argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(argv, capsys)
-    assert code == cli.EXIT_USAGE
+    assert code == exits.USAGE
     assert expected in err
     assert "hunter22" not in err
 
@@ -107,7 +108,7 @@ def test_bad_settings_name_the_setting(argv: list[str], expected: str, capsys: p
 def test_environment_settings_and_flag_precedence(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv("JOBWATCH_WORKERS", "-1")
     code, _, err = run_cli(["sweep"], capsys)
-    assert code == cli.EXIT_USAGE and "JOBWATCH_WORKERS" in err
+    assert code == exits.USAGE and "JOBWATCH_WORKERS" in err
     monkeypatch.setenv("JOBWATCH_WORKERS", "3")
     args = cli.build_parser().parse_args(["sweep", "--workers", "5"])
     assert cli.load_settings(args).workers == 5
@@ -118,15 +119,15 @@ def test_environment_settings_and_flag_precedence(monkeypatch: pytest.MonkeyPatc
 def test_unreachable_server_fails_fast_and_keeps_the_password(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["status", "--uri", "mongodb://ops:s3cretpassw0rd@127.0.0.1:9/?replicaSet=rs0", "--server-selection-timeout-ms", "300"]
     code, out, err = run_cli(argv, capsys)
-    assert code == cli.EXIT_UNREACHABLE
+    assert code == exits.UNREACHABLE
     assert "unreachable" in err and "300 ms" in err
     assert "s3cretpassw0rd" not in err + out
     assert "mongodb://***@127.0.0.1:9" in err
 
 
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli([], capsys)[0] == cli.EXIT_USAGE
-    assert run_cli(["frobnicate"], capsys)[0] == cli.EXIT_USAGE
-    assert run_cli(["--help"], capsys)[0] == cli.EXIT_OK
+    assert run_cli([], capsys)[0] == exits.USAGE
+    assert run_cli(["frobnicate"], capsys)[0] == exits.USAGE
+    assert run_cli(["--help"], capsys)[0] == exits.OK
 
 

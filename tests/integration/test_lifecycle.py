@@ -12,8 +12,8 @@ from tests.support.backends import Backend
 from tests.support.documents import seed_job
 from tests.support.harness import settings_for, wait_until
 from watcher import Watcher
-from watcher.position import MongoPositionStore, Saved
-from watcher.source import Token
+from watcher.storage.position import MongoPositionStore, Saved
+from watcher.storage.position import Token
 
 
 class SlowPositions:

@@ -125,6 +125,6 @@ async def _sweeps_ran(watcher: Any, before: float) -> bool:
 
 
 def _name(error: BaseException) -> str:
-    from watcher import errors
+    from watcher.storage import errors
 
     return errors.name(error)

@@ -10,7 +10,7 @@ from tests.support.backends import Backend
 from tests.support.documents import seed_job
 from tests.support.harness import running, settings_for, wait_until
 from watcher import Watcher
-from watcher.store import SWEEP_INDEX
+from watcher.storage.store import SWEEP_INDEX
 
 
 def collection_job(collection_id: Any, done: int, total: int = 132) -> dict[str, Any]:

@@ -21,12 +21,14 @@ from mockupdb import MockupDB, Request
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
-from watcher import backoff, errors, stream
-from watcher.coalesce import JobQueue
-from watcher.dispatch import Dispatcher
-from watcher.metrics import Metrics
+from watcher.storage import backoff
+from watcher.storage import errors
+from watcher.intake import stream
+from watcher.decide.coalesce import JobQueue
+from watcher.decide.dispatch import Dispatcher
+from watcher.ops.metrics import Metrics
 from watcher.settings import Settings
-from watcher.source import PyMongoChangeSource
+from watcher.intake.source import PyMongoChangeSource
 
 NS = "imageviewer.background_jobs"
 CURSOR_ID = 42

@@ -27,7 +27,7 @@ from typing import Any
 from pymongo import AsyncMongoClient, MongoClient
 
 from watcher import embedded
-from watcher.source import ChangeSource, PyMongoChangeSource
+from watcher.intake.source import ChangeSource, PyMongoChangeSource
 
 REPLICA_SET = "rs0"
 START_DEADLINE_S = 60.0

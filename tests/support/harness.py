@@ -13,7 +13,7 @@ from pymongo import AsyncMongoClient, monitoring
 
 from tests.support.backends import Backend
 from watcher import Settings, Watcher
-from watcher.source import ChangeSource
+from watcher.intake.source import ChangeSource
 
 DEADLINE_S = 20.0
 

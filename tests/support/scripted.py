@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from watcher.source import ChangeSource, ChangeStream, Event, Token
+from watcher.intake.source import ChangeSource, ChangeStream, Event
+from watcher.storage.position import Token
 
 
 @dataclass

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from watcher.coalesce import JobQueue
+from watcher.decide.coalesce import JobQueue
 
 
 def queue(**kw: object) -> JobQueue:

@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 from pymongo import errors as pe
 
-from watcher import backoff, errors
-from watcher.errors import Action
+from watcher.storage import backoff
+from watcher.storage import errors
+from watcher.storage.errors import Action
 
 
 def failure(code: int, *labels: str) -> pe.OperationFailure:

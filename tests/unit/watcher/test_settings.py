@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from watcher import redact
+from watcher.ops import redact
 from watcher.settings import Settings
 
 

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import rules
 from tests.support.documents import seed_job
-from watcher import stream, updates
+from watcher.intake import stream
+from watcher.decide import updates
 from watcher.settings import Settings
 
 

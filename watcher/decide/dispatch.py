@@ -16,11 +16,13 @@ import anyio
 
 import rules
 from rules import Evaluation, Outcome
-from watcher import backoff, errors, logs
-from watcher.coalesce import JobQueue, Work
-from watcher.metrics import Metrics
-from watcher.source import Token
-from watcher.store import JobStore, WriteRejected
+from watcher.storage import backoff
+from watcher.storage import errors
+from watcher.ops import logs
+from watcher.decide.coalesce import JobQueue, Work
+from watcher.ops.metrics import Metrics
+from watcher.storage.position import Token
+from watcher.storage.store import JobStore, WriteRejected
 
 Clock = Callable[[], float]
 #: Jobs whose rejection was already logged (oldest forgotten first).

@@ -17,8 +17,8 @@ import anyio
 from anyio.abc import SocketStream
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from watcher import logs
-from watcher.metrics import Metrics
+from watcher.ops import logs
+from watcher.ops.metrics import Metrics
 
 MAX_REQUEST_BYTES = 8192
 READ_DEADLINE_S = 5.0

@@ -17,7 +17,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from rules import Evaluation
 from rules.status import Status, spellings
-from watcher import errors, updates
+from watcher.storage import errors
+from watcher.decide import updates
 from watcher.settings import Settings
 
 #: The fields the rules read: sweeps and the change stream fetch only these.

@@ -12,8 +12,9 @@ from typing import Any, Protocol
 
 from pymongo.asynchronous.collection import AsyncCollection
 
+from watcher.storage.position import Token
+
 Event = Mapping[str, Any]
-Token = Mapping[str, Any]
 
 
 class ChangeStream(Protocol):

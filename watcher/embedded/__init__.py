@@ -24,7 +24,8 @@ from typing import Any
 
 from pymongo.errors import OperationFailure
 
-from watcher.source import ChangeStream, Event, Token
+from watcher.intake.source import ChangeStream, Event
+from watcher.storage.position import Token
 
 HISTORY_LOST = 286  # ChangeStreamHistoryLost
 

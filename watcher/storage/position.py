@@ -10,8 +10,10 @@ from typing import Any, Protocol
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from watcher import errors
-from watcher.source import Token
+from watcher.storage import errors
+
+#: A change stream's resume token, opaque: saved as the server gave it.
+Token = Mapping[str, Any]
 
 
 @dataclass(frozen=True)

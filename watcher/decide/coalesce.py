@@ -18,7 +18,7 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from watcher.source import Token
+from watcher.storage.position import Token
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from watcher import logs, redact
+from watcher.ops import logs
+from watcher.ops import redact
 from watcher.settings import Settings
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+from watcher.cli import exits
 
 DESCRIPTION = """\
 jobwatch turns MongoDB background-job counters into job status at once: it
@@ -132,7 +133,7 @@ def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] | None
         settings = load_settings(args)
     except ValidationError as exc:
         print(describe_settings_error(exc), file=sys.stderr)
-        return EXIT_USAGE
+        return exits.USAGE
     logs.add_secret(settings.uri_value)
     for secret in redact.secrets_in(settings.uri_value):
         logs.add_secret(secret)
@@ -140,7 +141,7 @@ def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] | None
     if args.command == "demo" and "log_level" not in settings.model_fields_set:
         level = "WARNING"  # the demo tells its own story on stdout; --log-level INFO shows the events too
     logs.setup(json_lines=settings.log_json, level=level)
-    from watcher import commands  # after logging is set up: imports the driver
+    from watcher.cli import commands  # after logging is set up: imports the driver
 
     try:
         return commands.dispatch(args, settings, emit)

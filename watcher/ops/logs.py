@@ -12,7 +12,7 @@ from typing import Any, TextIO
 
 from loguru import logger
 
-from watcher import redact
+from watcher.ops import redact
 
 _redactor = redact.Redactor()
 

@@ -11,11 +11,14 @@ from typing import Any
 
 from bson import Timestamp
 
-from watcher import backoff, errors, store
-from watcher.dispatch import Dispatcher
-from watcher.metrics import Metrics
+from watcher.storage import backoff
+from watcher.storage import errors
+from watcher.storage import store
+from watcher.decide.dispatch import Dispatcher
+from watcher.ops.metrics import Metrics
 from watcher.settings import Settings
-from watcher.source import ChangeSource, ChangeStream, Event, Token
+from watcher.intake.source import ChangeSource, ChangeStream, Event
+from watcher.storage.position import Token
 
 #: Operations that can change what the rules decide.
 JOB_OPERATIONS = ("insert", "update", "replace")

@@ -14,9 +14,10 @@ from typing import Any
 
 import rules
 from rules import Evaluation, Outcome
-from watcher import dispatch, logs
-from watcher.metrics import Metrics
-from watcher.store import JobStore, WriteRejected, job_key
+from watcher.decide import dispatch
+from watcher.ops import logs
+from watcher.ops.metrics import Metrics
+from watcher.storage.store import JobStore, WriteRejected, job_key
 
 #: A report keeps at most this many per-job lines (the totals are always exact).
 MAX_REPORTED_JOBS = 10_000

@@ -23,7 +23,8 @@ import anyio
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from watcher import embedded, simulate
+from watcher import embedded
+from watcher.cli import simulate
 from watcher.service import Watcher
 from watcher.settings import Settings
 

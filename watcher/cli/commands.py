@@ -17,13 +17,16 @@ from pymongo import AsyncMongoClient
 from pymongo import errors as pymongo_errors
 
 import rules
-from watcher import cli, demo, logs, simulate
-from watcher.position import MongoPositionStore
+from watcher.cli import exits
+from watcher.cli import demo
+from watcher.ops import logs
+from watcher.cli import simulate
+from watcher.storage.position import MongoPositionStore
 from watcher.service import ConfigurationProblem, Unreachable, Watcher, check_server
 from watcher.settings import Settings
-from watcher.source import ChangeSource
-from watcher.store import JobStore
-from watcher.sweep import SweepReport
+from watcher.intake.source import ChangeSource
+from watcher.storage.store import JobStore
+from watcher.intake.sweep import SweepReport
 
 Emit = Callable[[str], None]
 PROGRESS_EVERY = 200
@@ -45,10 +48,10 @@ def dispatch(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
         return int(anyio.run(_connected, handlers[args.command], args, settings, emit))
     except ConfigurationProblem as exc:
         _fail(str(exc))
-        return cli.EXIT_USAGE
+        return exits.USAGE
     except Unreachable as exc:
         _fail(str(exc))
-        return cli.EXIT_UNREACHABLE
+        return exits.UNREACHABLE
 
 
 def _fail(message: str) -> None:
@@ -85,7 +88,7 @@ async def serve(client: AsyncMongoClient[Any], settings: Settings, change_source
             await watcher.run()
         finally:
             tg.cancel_scope.cancel()
-    return cli.EXIT_OK
+    return exits.OK
 
 
 async def _stop_on_signals(watcher: Watcher) -> None:
@@ -116,7 +119,7 @@ async def _sweep(client: AsyncMongoClient[Any], args: argparse.Namespace, settin
     if show_progress and seen >= PROGRESS_EVERY:
         print(file=sys.stderr)
     emit(json.dumps(report.as_dict(), default=str) if args.json else render_sweep(report))
-    return cli.EXIT_OK
+    return exits.OK
 
 
 def render_sweep(report: SweepReport) -> str:
@@ -157,7 +160,7 @@ async def _explain(client: AsyncMongoClient[Any], args: argparse.Namespace, sett
             break
     if doc is None:
         _fail(f"no job with _id {args.job_id!r} in {settings.database}.{settings.jobs_collection} (looked for an ObjectId and a string id)")
-        return cli.EXIT_NOT_FOUND
+        return exits.NOT_FOUND
     counts = None
     if doc.get("collectionId") is not None:
         counts = (await store.collection_counts([doc["collectionId"]])).get(doc["collectionId"])
@@ -166,7 +169,7 @@ async def _explain(client: AsyncMongoClient[Any], args: argparse.Namespace, sett
         emit(json.dumps(evaluation_json(result, doc, counts), default=str))
     else:
         emit(render_job(doc, counts) + "\n" + result.explain())
-    return cli.EXIT_OK
+    return exits.OK
 
 
 def render_job(doc: dict[str, Any], counts: dict[str, int] | None) -> str:
@@ -221,7 +224,7 @@ async def _status(client: AsyncMongoClient[Any], args: argparse.Namespace, setti
     }
     if args.json:
         emit(json.dumps(status, default=str))
-        return cli.EXIT_OK
+        return exits.OK
     lines = [
         f"watcher {settings.watcher_name!r}: {'alive' if alive else 'NOT alive'}"
         + (f" (heartbeat {heartbeat_age:.1f}s ago)" if heartbeat_age is not None else " (never seen)"),
@@ -234,7 +237,7 @@ async def _status(client: AsyncMongoClient[Any], args: argparse.Namespace, setti
     lines.append(f"open jobs: {total}")
     lines += [f"  {g['count']:>7}  {g['status']!s:<12} {g['jobType']}" for g in status["open_jobs"]]
     emit("\n".join(lines))
-    return cli.EXIT_OK
+    return exits.OK
 
 
 def _age_s(when: dt.datetime | None, now: dt.datetime) -> float | None:
@@ -260,7 +263,7 @@ async def _simulate(client: AsyncMongoClient[Any], args: argparse.Namespace, set
     )
     if plan.jobs < 0 or plan.items < 1 or plan.consumers < 1 or not plan.stages:
         _fail("simulate needs --jobs >= 0, --items >= 1, --consumers >= 1 and at least one stage")
-        return cli.EXIT_USAGE
+        return exits.USAGE
     db = client[settings.database]
     while True:
         outcome = await simulate.play(db, settings, plan)
@@ -273,6 +276,6 @@ async def _simulate(client: AsyncMongoClient[Any], args: argparse.Namespace, set
                     await anyio.sleep(0.1)
             emit(f"simulate: {completed}/{len(outcome.job_ids)} jobs Completed")
             if completed < len(outcome.job_ids) and not args.repeat:
-                return cli.EXIT_FAILED
+                return exits.FAILED
         if not args.repeat:
-            return cli.EXIT_OK
+            return exits.OK

@@ -1,0 +1,1 @@
+"""The ``jobwatch`` command: parsing, commands, exit codes, demo and simulator."""

@@ -1,0 +1,1 @@
+"""Operations around the watcher: logs, redaction, metrics, health endpoint."""

@@ -1,0 +1,1 @@
+"""The storage boundary: jobs, positions, and the one translation of driver errors."""
