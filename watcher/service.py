@@ -9,6 +9,7 @@ with a deadline), close.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 import types
 from collections.abc import Callable, Iterable
@@ -20,6 +21,7 @@ from pymongo import errors as pymongo_errors
 
 import rules
 from watcher.storage import backoff
+from watcher.storage import census
 from watcher.storage import errors
 from watcher.ops import logs
 from watcher.decide.coalesce import JobQueue
@@ -87,7 +89,10 @@ class Watcher:
         self._client = client
         self._store = JobStore(db, self.settings)
         self._source = change_source or PyMongoChangeSource(db[self.settings.jobs_collection])
-        self._positions = position_store or MongoPositionStore(db, self.settings.positions_collection, self.settings.watcher_name)
+        self._positions = position_store or MongoPositionStore(
+            db, self.settings.positions_collection, self.settings.watcher_name,
+            save_interval_s=self.settings.position_save_interval_s, state=self._heartbeat_state,
+        )
         self._queue = JobQueue(max_jobs=self.settings.max_pending_jobs, progress_interval_s=self.settings.progress_interval_s)
         self._dispatcher = Dispatcher(
             self._store,
@@ -205,7 +210,8 @@ class Watcher:
             if settings.health_port:
                 await self._start_health(tg)  # first: probes answer during a long start-up sweep
             await check_server(self._client, self.settings)
-            if settings.create_index and await self._store.ensure_sweep_index():
+            self.metrics.observe_mode.set(1 if settings.observe else 0)
+            if settings.create_index and not settings.observe and await self._store.ensure_sweep_index():
                 logs.event("index_created", "INFO", "created the sweep's partial index on open statuses")
             saved = await self._positions.load()
             stream = await self._open_first(saved.token if saved else None)
@@ -213,6 +219,7 @@ class Watcher:
             tg.start_soon(self._dispatcher.run)
             tg.start_soon(self._periodic_sweeps)
             tg.start_soon(self._save_positions)
+            tg.start_soon(census.run, self._client[settings.database], settings, self.metrics)
             intake = anyio.CancelScope()
             tg.start_soon(self._intake, intake, stream)
             self._started.set()
@@ -257,6 +264,7 @@ class Watcher:
         if not self.settings.allow_degraded:
             raise ConfigurationProblem(message) from exc
         self.degraded = True
+        self.metrics.degraded.set(1)
         logs.event("stream_unavailable_degraded", "WARNING", "DEGRADED: no change stream; completions wait for the next sweep. " + message)
 
     def _set_streaming(self, on: bool, *, resumed: bool = False) -> None:
@@ -315,6 +323,7 @@ class Watcher:
         except errors.StoreUnavailable as exc:
             logs.event("sweep_failed", "WARNING", "sweep could not reach MongoDB; the next one will retry", error=str(exc))
             return
+        self.metrics.sweep_succeeded()
         try:
             await self._positions.heartbeat(last_sweep=report.summary())
         except errors.StoreUnavailable:
@@ -327,6 +336,21 @@ class Watcher:
             await anyio.sleep(interval_s)
             count += 1
             await self._sweep_now(full=self.degraded or count % self.settings.full_sweep_every == 0)
+
+    def _heartbeat_state(self) -> dict[str, Any]:
+        """What ``jobwatch status`` reads about this watcher (saved with each heartbeat)."""
+
+        def at(unix_s: float | None) -> dt.datetime | None:
+            return dt.datetime.fromtimestamp(unix_s, dt.UTC) if unix_s is not None else None
+
+        return {
+            "pendingJobs": self._queue.pending_jobs,
+            "streaming": self.streaming,
+            "degraded": self.degraded,
+            "observe": self.settings.observe,
+            "lastEventAt": at(self.metrics.last_event_at),
+            "lastSweepAt": at(self.metrics.last_sweep_at),
+        }
 
     async def _save_positions(self) -> None:
         while True:

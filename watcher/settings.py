@@ -1,27 +1,61 @@
-"""The one settings object. Resolved once: flag > environment (JOBWATCH_*) > default.
+"""The one settings object. Resolved once: flag > environment (JOBWATCH_*) >
+config file (``--config`` / ``JOBWATCH_CONFIG``, TOML) > default.
 
 Nothing else in jobwatch reads ``os.environ``.
+
+    settings.load({"workers": 4}, config_file=Path("jobwatch.toml"))
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import difflib
 import json
+import os
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from watcher.ops import redact
 
 DEFAULT_URI = "mongodb://localhost:27017/?replicaSet=rs0"
+ENV_PREFIX = "JOBWATCH_"
+CONFIG_ENV = "JOBWATCH_CONFIG"
+#: JOBWATCH_* variables that are not settings but are ours: the config file's
+#: path, and the ./dev script's interpreter and environment.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}")
+NOT_SETTINGS = frozenset({CONFIG_ENV, "JOBWATCH_PYTHON", "JOBWATCH_VENV"})
+
+#: The config file's values while ``load`` builds a Settings (lowest priority
+#: above the defaults); empty for a plain ``Settings()``.
+_file_values: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("jobwatch_config_file", default={})
+
+
+class ConfigFileError(ValueError):
+    """The config file cannot be read or is not TOML; the message names it."""
 
 
 class Settings(BaseSettings):
     """Every knob of the watcher. The README's configuration table lists them."""
 
-    model_config = SettingsConfigDict(env_prefix="JOBWATCH_", extra="forbid", validate_default=True, frozen=True)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True)
 
     uri: SecretStr = Field(SecretStr(DEFAULT_URI), description="MongoDB connection string (replica set or sharded cluster)")
+    uri_file: Path | None = Field(
+        None, description="read the connection string from this file (a mounted secret); excludes uri"
+    )
     database: str = Field("imageviewer", min_length=1, description="database holding the jobs")
     jobs_collection: str = Field("background_jobs", min_length=1, description="collection of background jobs")
     collections_collection: str = Field("collections", min_length=1, description="collection documents for path A counts")
@@ -47,6 +81,9 @@ class Settings(BaseSettings):
     progress_interval_s: Annotated[float, Field(ge=0)] = Field(
         1.0, description="minimum seconds between progress-only writes to one job (completions are never delayed)"
     )
+    census_interval_s: Annotated[float, Field(gt=0)] = Field(
+        30.0, description="seconds between job counts for the metrics (open, done-but-open, oldest open)"
+    )
     position_save_interval_s: Annotated[float, Field(gt=0)] = Field(5.0, description="seconds between position saves")
     max_await_ms: Annotated[int, Field(ge=10, le=60_000)] = Field(1000, description="change stream getMore wait")
     backoff_base_s: Annotated[float, Field(gt=0)] = Field(0.5, description="first retry delay after a stream error")
@@ -64,12 +101,51 @@ class Settings(BaseSettings):
     health_port: Annotated[int, Field(ge=0, le=65535)] = Field(9187, description="health/metrics port; 0 disables the endpoint")
     log_json: bool = Field(False, description="JSON log lines instead of readable ones")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
+    observe: bool = Field(
+        False, description="compute and log every decision and expose metrics, but write nothing to the jobs"
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Order is precedence: flags (init) > environment > config file > defaults.
+        return init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=dict(_file_values.get()))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _uri_from_file(cls, data: Any) -> Any:
+        # Before field validation, so the file's URI is checked like any other.
+        if not isinstance(data, dict) or not data.get("uri_file"):
+            return data
+        if data.get("uri") is not None:
+            raise ValueError("--uri-file / JOBWATCH_URI_FILE: set either the URI or the URI file, not both")
+        path = Path(str(data["uri_file"]))
+        try:
+            text = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise ValueError(f"--uri-file / JOBWATCH_URI_FILE: cannot read {path}: {reason}") from None
+        if not text:
+            raise ValueError(f"--uri-file / JOBWATCH_URI_FILE: {path} is empty")
+        return {**data, "uri": text}
 
     @field_validator("uri")
     @classmethod
     def _uri_scheme(cls, value: SecretStr) -> SecretStr:
-        if not value.get_secret_value().startswith(("mongodb://", "mongodb+srv://")):
-            raise ValueError(f"must start with mongodb:// or mongodb+srv:// (got {redact.uri(value.get_secret_value())!r})")
+        # The value is never echoed: whatever its shape, it may hold a password.
+        text = value.get_secret_value()
+        if not text.startswith(("mongodb://", "mongodb+srv://")):
+            scheme = text.split("://", 1)[0] if "://" in text else ""
+            found = f"it starts with {scheme}://" if _SCHEME.fullmatch(scheme) else "it has no scheme"
+            raise ValueError(f"must start with mongodb:// or mongodb+srv:// ({found})")
+        if not text.split("://", 1)[1].rpartition("@")[2].split("/", 1)[0].split("?", 1)[0]:
+            raise ValueError("names no host (expected mongodb://host[:port][,host...]/...)")
         return value
 
     @field_validator("log_level")
@@ -102,3 +178,56 @@ class Settings(BaseSettings):
     @property
     def uri_redacted(self) -> str:
         return redact.uri(self.uri_value)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The TOML file's top-level keys, named like the settings (``workers = 4``)."""
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except OSError as exc:
+        raise ConfigFileError(f"--config / {CONFIG_ENV}: cannot read {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"--config / {CONFIG_ENV}: {path} is not valid TOML: {exc}") from None
+
+
+def config_path(flag: Path | None, environ: Mapping[str, str] | None = None) -> Path | None:
+    """``--config`` wins over ``JOBWATCH_CONFIG``."""
+    if flag is not None:
+        return flag
+    value = (os.environ if environ is None else environ).get(CONFIG_ENV)
+    return Path(value) if value else None
+
+
+@contextlib.contextmanager
+def _config_values(values: Mapping[str, Any]) -> Iterator[None]:
+    token = _file_values.set(values)
+    try:
+        yield
+    finally:
+        _file_values.reset(token)
+
+
+def load(flags: Mapping[str, Any], *, config_file: Path | None = None) -> Settings:
+    """Settings from flags (only those given), the environment, the config
+    file (``config_file`` or ``JOBWATCH_CONFIG``) and the defaults, in that
+    order. Raises ``ConfigFileError`` or pydantic's ``ValidationError``."""
+    path = config_path(config_file)
+    values = read_config_file(path) if path is not None else {}
+    with _config_values(values):
+        return Settings(**flags)
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per ``JOBWATCH_*`` variable that is no setting (a typo is
+    otherwise silently ignored), with the closest setting's name when any."""
+    env = os.environ if environ is None else environ
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | NOT_SETTINGS
+    lines = []
+    for name in sorted(env):
+        upper = name.upper()
+        if upper.startswith(ENV_PREFIX) and upper not in known:
+            close = difflib.get_close_matches(upper, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            lines.append(f"{name} is not a jobwatch setting{hint}; ignored")
+    return lines

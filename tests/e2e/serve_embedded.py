@@ -24,8 +24,7 @@ from watcher.ops import logs
 
 async def main(argv: list[str]) -> int:
     async with embedded.start() as engine:
-        args = cli.build_parser().parse_args(["run", "--uri", engine.uri, *argv])
-        settings = cli.load_settings(args)
+        settings = cli.settings_from_argv(["run", "--uri", engine.uri, *argv])
         logs.setup(json_lines=settings.log_json, level=settings.log_level)
         client: AsyncMongoClient[dict] = AsyncMongoClient(engine.uri)
         db = client[settings.database]

@@ -1,26 +1,36 @@
-"""The ``jobwatch`` command. ``main(argv)`` returns an exit code, so tests call
-it in-process; the console script calls ``sys.exit(main())``.
+"""The ``jobwatch`` command, on Click. ``main(argv)`` returns an exit code
+(``watcher.cli.exits``), so tests call it in-process; the console script
+calls ``sys.exit(main())``.
 
-Exit codes: 0 done; 1 the work failed (a job did not end as expected, the
-service stopped on an error); 2 usage or configuration error; 3 MongoDB
-unreachable; 4 job not found.
+Every setting is a flag of the commands that use it, generated from the one
+``Settings`` model, and an environment variable (JOBWATCH_<NAME>); a flag wins
+over the environment, which wins over the config file, which wins over the
+default. Flags are passed to ``Settings`` untouched, so pydantic is the one
+place that validates a value, whichever way it came in.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
 from typing import Any
 
+import click
 from pydantic import ValidationError
 
+from watcher import settings as settings_module
+from watcher.cli import exits
 from watcher.ops import logs
 from watcher.ops import redact
 from watcher.settings import Settings
 
-from watcher.cli import exits
+Emit = Callable[[str], None]
 
 DESCRIPTION = """\
 jobwatch turns MongoDB background-job counters into job status at once: it
@@ -28,126 +38,363 @@ watches background_jobs through a change stream, completes stages and jobs
 whose counters say the work is done (one conditional atomic update each), and
 sweeps now and then for anything the stream could not see.
 
-Every setting is a flag here and an environment variable (JOBWATCH_<NAME>);
-flags win over the environment, which wins over the defaults."""
+Each setting is a flag of the commands that use it and an environment
+variable (JOBWATCH_<NAME>); flag > environment > config file (--config or
+JOBWATCH_CONFIG, TOML) > default.
 
-EPILOG = """\
+\b
 examples:
-  jobwatch demo                                   the seed incident on the embedded engine, no server
-  jobwatch run --uri mongodb://db:27017/?replicaSet=rs0
-  jobwatch sweep --dry-run                        what a sweep would fix now, job by job
-  jobwatch explain 68ebf7fb500d92ef82221ec2       why a job is (not) complete, rule by rule
-  jobwatch status --json
-  jobwatch simulate --jobs 20 --items 132 --rate 500
+  jobwatch demo                          the seed incident on the embedded engine, no server
+  jobwatch run --uri 'mongodb://db:27017/?replicaSet=rs0'
+  jobwatch status --check                exit 1 when the watcher is not alive
+  jobwatch jobs --stuck --older-than 10m open jobs that should be done, and why
+  jobwatch sweep --dry-run               what a sweep would fix now, job by job
+  jobwatch explain 68ebf7fb500d92ef82221ec2
 
-exit codes: 0 ok, 1 failed, 2 usage/configuration, 3 MongoDB unreachable, 4 job not found"""
+\b
+exit codes: 0 ok, 1 check failed or something to report,
+            2 usage/configuration, 3 cannot reach or use the server"""
+
+CONNECTION = ("uri", "uri_file", "database", "server_selection_timeout_ms")
+LOGGING = ("log_level", "log_json")
+JOBS = ("jobs_collection", "collections_collection", "stage_arrays", "scan_stage")
+POSITION = ("positions_collection", "watcher_name")
+#: The settings each command reads, so its --help lists only those. The
+#: others still come from the environment, config file or defaults.
+COMMAND_SETTINGS: Mapping[str, tuple[str, ...]] = {
+    "run": tuple(Settings.model_fields),
+    "sweep": CONNECTION + JOBS + ("job_types", "sweep_batch_size") + LOGGING,
+    "explain": CONNECTION + JOBS + LOGGING,
+    "status": CONNECTION + ("jobs_collection",) + POSITION + LOGGING,
+    "jobs": CONNECTION + JOBS + ("job_types", "sweep_batch_size") + LOGGING,
+    "position": CONNECTION + POSITION + LOGGING,
+    "simulate": CONNECTION + ("jobs_collection", "collections_collection", "stage_arrays") + LOGGING,
+    "demo": LOGGING,
+}
 
 
-def _settings_flags(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("settings (each also JOBWATCH_<NAME> in the environment)")
-    for name, field in Settings.model_fields.items():
-        flag = "--" + name.replace("_", "-")
-        default = field.default
-        shown = "***" if name == "uri" else default
-        help_text = f"{field.description} (default: {shown}; env JOBWATCH_{name.upper()})"
-        if field.annotation is bool:
-            group.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text)
-        elif name == "job_types":
-            group.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar="T1,T2", help=help_text)
-        elif name == "stage_arrays":
-            group.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar="JSON", help=help_text, type=_json_object)
-        else:
-            group.add_argument(flag, dest=name, default=argparse.SUPPRESS, metavar=name.split("_")[-1].upper(), help=help_text)
+@dataclass
+class Invocation:
+    """What a command callback hands back to ``main``: the command's own
+    options and the settings flags given on the command line."""
+
+    command: str
+    options: dict[str, Any]
+    flags: dict[str, Any]
+    config: Path | None
+    debug: bool
 
 
-def _json_object(text: str) -> Any:
+def version() -> str:
     try:
-        value = json.loads(text)
+        return metadata.version("jobwatch")
+    except metadata.PackageNotFoundError:  # running from a checkout that is not installed
+        return "0+unknown"
+
+
+# -- settings as flags ------------------------------------------------------------
+
+
+def _shown_default(name: str) -> str:
+    if name == "uri":
+        return "mongodb://localhost:27017/?replicaSet=rs0"  # the default holds no secret
+    default = Settings.model_fields[name].default
+    if isinstance(default, bool):
+        return str(default).lower()
+    if isinstance(default, tuple):
+        return ",".join(default) or "(every type)"
+    if isinstance(default, dict):
+        return json.dumps(default)
+    return "(none)" if default is None else str(default)
+
+
+def _json_object(ctx: click.Context | None, param: click.Parameter | None, value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        parsed = json.loads(value)
     except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError('expected a JSON object such as {"thumbnail": "thumbnails"}')
-    return value
+        raise click.BadParameter(f"not JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise click.BadParameter('expected a JSON object such as {"thumbnail": "thumbnails"}')
+    return parsed
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="jobwatch", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+def setting_option(name: str) -> click.Option:
+    """One setting as a flag. Its value goes to ``Settings`` as typed: pydantic
+    validates it (and names the setting when it is wrong)."""
+    field = Settings.model_fields[name]
+    flag = "--" + name.replace("_", "-")
+    help_text = f"{field.description}  [env: {settings_module.ENV_PREFIX}{name.upper()}; default: {_shown_default(name)}]"
+    if field.annotation is bool:
+        return click.Option([f"{flag}/--no-{flag[2:]}", name], default=None, help=help_text)
+    if name == "stage_arrays":
+        return click.Option([flag, name], metavar="JSON", callback=_json_object, help=help_text)
+    metavar = {"uri": "URI", "uri_file": "PATH", "job_types": "T1,T2", "log_level": "LEVEL"}.get(name, name.split("_")[-1].upper())
+    return click.Option([flag, name], metavar=metavar, help=help_text)
+
+
+COMMON = [
+    click.Option(["--config", "config"], type=click.Path(path_type=Path), default=None, metavar="FILE",
+                 help=f"TOML file of settings (keys as the flags, with underscores)  [env: {settings_module.CONFIG_ENV}]"),
+    click.Option(["--debug", "debug"], is_flag=True, default=False, help="show the traceback of any error"),
+]
+
+
+def _invocation(command: str, kwargs: dict[str, Any]) -> Invocation:
+    names = set(COMMAND_SETTINGS[command.split(" ")[0]])
+    flags = {k: v for k, v in kwargs.items() if k in names and v is not None}
+    options = {k: v for k, v in kwargs.items() if k not in names and k not in ("config", "debug")}
+    return Invocation(command, options, flags, kwargs.get("config"), bool(kwargs.get("debug")))
+
+
+def _command(name: str, short: str, description: str, params: Sequence[click.Parameter], *, settings_of: str | None = None) -> click.Command:
+    settings_params = [setting_option(n) for n in COMMAND_SETTINGS[settings_of or name.split(" ")[0]]]
+    return click.Command(
+        name.split(" ")[-1],
+        params=[*params, *settings_params, *COMMON],
+        callback=lambda **kwargs: _invocation(name, kwargs),
+        help=description,
+        short_help=short,
+        context_settings={"max_content_width": 100},
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    settings_parent = argparse.ArgumentParser(add_help=False)
-    _settings_flags(settings_parent)
-
-    def command(name: str, help_text: str, description: str) -> argparse.ArgumentParser:
-        return commands.add_parser(
-            name, help=help_text, description=description, parents=[settings_parent], formatter_class=argparse.RawDescriptionHelpFormatter
-        )
-
-    command("run", "the service: change stream + sweeps + health/metrics endpoint", "Run the watcher until SIGTERM or SIGINT (a second signal forces exit). On stop it drains, saves its position and closes.")
-    sweep = command("sweep", "one reconciliation pass now; reports what it changed", "Evaluate every open job now and fix what the rules justify. This is how to unstick jobs today.")
-    sweep.add_argument("--dry-run", action="store_true", help="evaluate and report, write nothing")
-    sweep.add_argument("--job-type", action="append", default=[], metavar="T", help="only this job type (repeatable); default every type")
-    sweep.add_argument("--json", action="store_true", help="print the report as JSON")
-    explain = command("explain", "why a job is or is not complete, rule by rule", "Show a job's stages and every rule: whether it holds and why, and what the watcher would write.")
-    explain.add_argument("job_id", metavar="JOB_ID", help="an ObjectId (24 hex digits) or a legacy string id")
-    explain.add_argument("--json", action="store_true", help="print the evaluation as JSON")
-    status = command("status", "saved position, heartbeat, last sweep, open jobs", "Report what the watcher last saved and what is open now.")
-    status.add_argument("--json", action="store_true", help="print the status as JSON")
-    command("demo", "the seed incident end to end on the embedded engine (no server)", "Create the seed's stuck job and a live one on the embedded engine, run the watcher, show each flip to Completed.")
-    simulate = command("simulate", "play consumers against a MongoDB (load generator)", "Create jobs like the image service does and $inc their stage counters from concurrent consumers.")
-    simulate.add_argument("--jobs", type=int, default=10, help="jobs to create (default 10)")
-    simulate.add_argument("--stages", default="thumbnail,cache", help="comma-separated stage names (default thumbnail,cache)")
-    simulate.add_argument("--items", type=int, default=132, help="items per stage (default 132)")
-    simulate.add_argument("--consumers", type=int, default=8, help="concurrent consumers (default 8)")
-    simulate.add_argument("--rate", type=float, default=0.0, help="increments per second over all consumers; 0 = unthrottled")
-    simulate.add_argument("--legacy-fraction", type=float, default=0.3, help="share of jobs with collectionId null (default 0.3)")
-    simulate.add_argument("--lost-fraction", type=float, default=0.0, help="share of increments consumers 'forget' (path A repairs them)")
-    simulate.add_argument("--job-type", default="resume-collection", help="jobType of created jobs")
-    simulate.add_argument("--wait-s", type=float, default=0.0, help="then wait up to this long for the jobs to complete")
-    simulate.add_argument("--repeat", action="store_true", help="keep creating batches until stopped (compose's simulator)")
-    return parser
 
 
-def load_settings(args: argparse.Namespace) -> Settings:
-    flags = {name: getattr(args, name) for name in Settings.model_fields if hasattr(args, name)}
-    return Settings(**flags)
+# -- duration flags -----------------------------------------------------------------
+
+
+UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration_s(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> float:
+    """``90``, ``90s``, ``10m``, ``2h``, ``1d`` -> seconds (an option callback)."""
+    text = str(value).strip().lower()
+    unit = text[-1:] if text[-1:] in UNITS_S else "s"
+    number = text[:-1] if text[-1:] in UNITS_S else text
+    try:
+        seconds = float(number) * UNITS_S[unit]
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a duration (e.g. 90s, 10m, 2h)") from None
+    if not seconds >= 0:
+        raise click.BadParameter("must be zero or more")
+    return seconds
+
+
+# -- the command tree -----------------------------------------------------------------
+
+
+def build() -> click.Group:
+    """The ``jobwatch`` command group."""
+    json_flag = click.Option(["--json", "as_json"], is_flag=True, help="print JSON instead of text")
+    group = click.Group(
+        "jobwatch",
+        help=DESCRIPTION,
+        context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+        params=[click.Option(["--version"], is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+                             help="print jobwatch's version and exit")],
+    )
+    group.add_command(_command(
+        "run", "the service: change stream + sweeps + /healthz, /readyz, /metrics",
+        "Run the watcher until SIGTERM or SIGINT (a second signal forces exit). On stop it drains, saves its "
+        "position and closes. With --observe it computes, logs and counts every decision but writes nothing "
+        "to the jobs: for a first rollout beside the old poller.",
+        [],
+    ))
+    group.add_command(_command(
+        "sweep", "one reconciliation pass now; reports what it changed",
+        "Evaluate every open job now and fix what the rules justify. Exit 1 when a job had to be skipped.",
+        [
+            click.Option(["--dry-run"], is_flag=True, help="evaluate and report, write nothing"),
+            click.Option(["--job-type", "job_type"], multiple=True, metavar="T", help="only this job type (repeatable); default every type"),
+            json_flag,
+        ],
+    ))
+    group.add_command(_command(
+        "explain", "why a job is or is not complete, rule by rule",
+        "Show a job's stages and every rule: whether it holds and why, and the filter and update the watcher "
+        "would send (--json: as MongoDB documents). Exit 1 when no job has that id.",
+        [click.Argument(["job_id"], metavar="JOB_ID"), json_flag],
+    ))
+    group.add_command(_command(
+        "status", "is the watcher alive? position, backlog, last sweep and event, open jobs",
+        "Read the watcher's heartbeat (judged against the save interval the watcher itself saved), its "
+        "position, backlog, last sweep and last event, and count open jobs. --check: exit 1 when not alive.",
+        [click.Option(["--check"], is_flag=True, help="exit 1 when the watcher is not alive (for scripts and probes)"), json_flag],
+    ))
+    group.add_command(_command(
+        "jobs", "list open jobs that look stuck, each with why",
+        "List open jobs whose counters say done (the watcher should have completed them), or that have not "
+        "moved for --older-than (updatedAt, else createdAt, else the ObjectId's time), one line each with "
+        "the rule that explains it. Exit 1 when any is found.",
+        [
+            click.Option(["--stuck"], is_flag=True, required=True, help="list stuck jobs (the only listing so far)"),
+            click.Option(["--older-than", "older_than_s"], callback=duration_s, default="10m", show_default=True, metavar="DURATION",
+                         help="an open job that has not moved for this long counts as stuck"),
+            click.Option(["--limit"], type=click.IntRange(min=1), default=100, show_default=True, help="print at most this many"),
+            json_flag,
+        ],
+    ))
+    position = click.Group("position", help="Inspect or reset the watcher's saved resume position.", short_help="show or reset the saved resume position")
+    position.add_command(_command("position show", "show the saved position", "Show the saved resume token, when it was saved and the heartbeat.", [json_flag]))
+    position.add_command(_command(
+        "position reset", "forget the saved position (asks for --yes)",
+        "Forget the saved position: the next start streams from that moment and its start-up sweep covers "
+        "what happened meanwhile. --to-now instead saves the stream's current position.",
+        [
+            click.Option(["--to-now"], is_flag=True, help="save the change stream's current position instead of deleting it"),
+            click.Option(["--yes"], is_flag=True, help="really do it"),
+        ],
+    ))
+    group.add_command(position)
+    group.add_command(_command(
+        "demo", "the seed incident end to end on the embedded engine (no server)",
+        "Create the seed's stuck job and a live one on the embedded engine, run the watcher, show each flip to Completed.",
+        [],
+    ))
+    group.add_command(_command(
+        "simulate", "play consumers against a MongoDB (load generator)",
+        "Create jobs like the image service does and $inc their stage counters from concurrent consumers. "
+        "Exit 1 when --wait-s passes before every job completed.",
+        [
+            click.Option(["--jobs"], type=click.IntRange(min=0), default=10, show_default=True, help="jobs to create"),
+            click.Option(["--stages"], default="thumbnail,cache", show_default=True, help="comma-separated stage names"),
+            click.Option(["--items"], type=click.IntRange(min=1), default=132, show_default=True, help="items per stage"),
+            click.Option(["--consumers"], type=click.IntRange(min=1), default=8, show_default=True, help="concurrent consumers"),
+            click.Option(["--rate"], type=click.FloatRange(min=0), default=0.0, show_default=True, help="increments per second over all consumers; 0 = unthrottled"),
+            click.Option(["--legacy-fraction"], type=click.FloatRange(0, 1), default=0.3, show_default=True, help="share of jobs with collectionId null"),
+            click.Option(["--lost-fraction"], type=click.FloatRange(0, 1), default=0.0, show_default=True, help="share of increments consumers 'forget' (path A repairs them)"),
+            click.Option(["--job-type"], default="resume-collection", show_default=True, help="jobType of created jobs"),
+            click.Option(["--wait-s"], type=click.FloatRange(min=0), default=0.0, show_default=True, help="then wait up to this long for the jobs to complete"),
+            click.Option(["--repeat"], is_flag=True, help="keep creating batches until stopped (compose's simulator)"),
+        ],
+    ))
+    _add_embedded_server(group)
+    return group
+
+
+def _add_embedded_server(group: click.Group) -> None:
+    """``jobwatch embedded-server``, when the embedded wire server is part of
+    this build (it lives in ``watcher.embedded.server``)."""
+    try:
+        from watcher.embedded import server  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return
+    command = getattr(server, "command", None)
+    if isinstance(command, click.Command):
+        group.add_command(command, "embedded-server")
+
+
+def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        click.echo(f"jobwatch {version()}")
+        ctx.exit(exits.OK)
+
+
+# -- running ----------------------------------------------------------------------------
 
 
 def describe_settings_error(exc: ValidationError) -> str:
+    """One line per wrong setting, named as flag / variable; never the value."""
     lines = ["invalid configuration:"]
-    for error in exc.errors(include_url=False):
-        name = ".".join(str(part) for part in error["loc"]) or "settings"
-        where = f"--{name.replace('_', '-')} / JOBWATCH_{name.upper()}" if name in Settings.model_fields else name
-        lines.append(f"  {where}: {redact.uri(str(error['msg']))}")
+    for error in exc.errors(include_url=False, include_input=False):
+        name = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if name in Settings.model_fields:
+            where = f"--{name.replace('_', '-')} / {settings_module.ENV_PREFIX}{name.upper()}: "
+        elif name:
+            where = f"{name}: "  # e.g. a config-file key that is no setting
+        else:
+            where = ""
+        lines.append(f"  {where}{logs.redacted(message)}")
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] | None = None) -> int:
+def _err(message: str) -> None:
+    print(f"jobwatch: {logs.redacted(message)}", file=sys.stderr, flush=True)
+
+
+def load_settings(invocation: Invocation) -> Settings:
+    return settings_module.load(invocation.flags, config_file=invocation.config)
+
+
+def settings_from_argv(argv: Sequence[str]) -> Settings:
+    """The settings a command line resolves to (``settings_from_argv(["run", "--workers", "4"])``)."""
+    invocation = build().main(list(argv), prog_name="jobwatch", standalone_mode=False)
+    assert isinstance(invocation, Invocation)
+    return load_settings(invocation)
+
+
+def main(argv: Sequence[str] | None = None, *, out: Emit | None = None) -> int:
     emit = out or (lambda text: print(text, flush=True))
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse already printed the usage error or --help
-        return int(exc.code or 0)
-    try:
-        settings = load_settings(args)
-    except ValidationError as exc:
-        print(describe_settings_error(exc), file=sys.stderr)
+        invocation = build().main(list(sys.argv[1:] if argv is None else argv), prog_name="jobwatch", standalone_mode=False)
+    except click.exceptions.Exit as exc:  # --help, --version
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
         return exits.USAGE
-    logs.add_secret(settings.uri_value)
-    for secret in redact.secrets_in(settings.uri_value):
+    except click.Abort:
+        return exits.INTERRUPTED
+    if not isinstance(invocation, Invocation):  # a group's --help printed; nothing to run
+        return exits.OK
+    return _run(invocation, emit)
+
+
+def _run(invocation: Invocation, emit: Emit) -> int:
+    for secret in redact.secrets_in(str(invocation.flags.get("uri") or "")):
+        logs.add_secret(secret)  # before anything could print it, even a validation error
+    try:
+        settings = load_settings(invocation)
+    except ValidationError as exc:
+        print(describe_settings_error(exc), file=sys.stderr, flush=True)
+        return exits.USAGE
+    except settings_module.ConfigFileError as exc:
+        _err(str(exc))
+        return exits.USAGE
+    for secret in redact.secrets_in(settings.uri_value):  # from the environment, config or secret file too
         logs.add_secret(secret)
+    for line in settings_module.unknown_environment():
+        _err(f"warning: {line}")
     level = settings.log_level
-    if args.command == "demo" and "log_level" not in settings.model_fields_set:
+    if invocation.command == "demo" and "log_level" not in settings.model_fields_set:
         level = "WARNING"  # the demo tells its own story on stdout; --log-level INFO shows the events too
     logs.setup(json_lines=settings.log_json, level=level)
-    from watcher.cli import commands  # after logging is set up: imports the driver
-
     try:
-        return commands.dispatch(args, settings, emit)
+        from watcher.cli import commands  # after logging is set up: imports the driver
+
+        return commands.dispatch(invocation.command, invocation.options, settings, emit)
     except KeyboardInterrupt:
-        return 130
+        return exits.INTERRUPTED
+    except BrokenPipeError:
+        raise
+    except Exception as exc:
+        if invocation.debug:
+            traceback.print_exc()
+        from watcher.cli import commands
+
+        code, message = commands.describe_failure(exc)
+        hint = " (--debug shows the traceback)" if code == exits.FAILED and not invocation.debug else ""
+        _err(message + hint)
+        return code
+
+
+def _quiet_stdout() -> None:
+    """The reader went away (``jobwatch ... | head``): drop the rest of the
+    output instead of failing on it again at interpreter exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    finally:
+        os.close(devnull)
 
 
 def entry() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _quiet_stdout()
+        code = exits.OK
+    sys.exit(code)

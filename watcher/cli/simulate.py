@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,8 +79,15 @@ async def create_jobs(db: AsyncDatabase[Any], settings: Settings, plan: Plan, rn
     return jobs
 
 
-async def play(db: AsyncDatabase[Any], settings: Settings, plan: Plan) -> Outcome:
-    """Create ``plan.jobs`` jobs and process every item of every stage."""
+#: How often (in increments) ``play`` reports progress.
+PROGRESS_EVERY = 100
+
+
+async def play(
+    db: AsyncDatabase[Any], settings: Settings, plan: Plan, *, on_increment: Callable[[int], None] | None = None
+) -> Outcome:
+    """Create ``plan.jobs`` jobs and process every item of every stage;
+    ``on_increment(done)`` is called every ``PROGRESS_EVERY`` items."""
     rng = random.Random(plan.seed)
     jobs = await create_jobs(db, settings, plan, rng)
     work = [(job, stage) for job in jobs for stage in plan.stages for _ in range(plan.items)]
@@ -107,6 +114,9 @@ async def play(db: AsyncDatabase[Any], settings: Settings, plan: Plan) -> Outcom
                     await job_coll.update_one({"_id": job["_id"]}, {"$inc": {f"stages.{stage}.completedItems": 1}})
                     outcome.increments += 1
                     outcome.last_increment_at[job["_id"]] = time.monotonic()
+                done = outcome.increments + outcome.lost
+                if on_increment is not None and done % PROGRESS_EVERY == 0:
+                    on_increment(done)
                 if interval_s:
                     await anyio.sleep(max(interval_s - (time.monotonic() - tick), 0.0))
 

@@ -77,6 +77,7 @@ class Dispatcher:
         if len(self._rejected) >= MAX_REMEMBERED_REJECTIONS:
             self._rejected.pop(next(iter(self._rejected)))
         self._rejected[key] = reason
+        self._metrics.skipped("unreadable")
         logs.event("job_skipped", "WARNING", "job cannot be read; skipped, nothing written", job_id=key, reason=reason)
 
     async def drained(self) -> None:
@@ -137,6 +138,7 @@ class Dispatcher:
         except WriteRejected as exc:
             logs.event("write_rejected", "ERROR", "the server refused the update; job skipped", job_id=work.key, error=str(exc))
             self._metrics.errors.labels("WriteRejected", "skip").inc()
+            self._metrics.skipped("write_rejected")
             self._queue.finish(work)
             return
         self._retry_backoff.reset()

@@ -97,6 +97,7 @@ class StreamReader:
     async def _handle(self, event: Event, token: Token | None) -> None:
         operation = event.get("operationType", "")
         self._metrics.events.labels(operation).inc()
+        self._metrics.event_received()
         self.last_token = token
         when = event_time_s(event)
         if when is not None:

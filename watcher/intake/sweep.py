@@ -102,6 +102,7 @@ class Sweeper:
     async def _settle(self, result: Evaluation, report: SweepReport, dry_run: bool) -> None:
         if result.outcome is Outcome.REJECTED:
             report.skipped.append((result.job_id, result.rejection or "unreadable"))
+            self._metrics.skipped("unreadable")
             logs.event("job_skipped", "WARNING", "job cannot be read; skipped, nothing written", job_id=result.job_id, reason=result.rejection)
             return
         if not result.writes:
@@ -112,6 +113,7 @@ class Sweeper:
                 applied = await self._store.apply(result)
             except WriteRejected as exc:
                 report.skipped.append((result.job_id, str(exc)))
+                self._metrics.skipped("write_rejected")
                 logs.event("write_rejected", "ERROR", "the server refused the update; job skipped", job_id=result.job_id, error=str(exc))
                 return
             dispatch.count_applied(result, applied, self._metrics, "sweep")

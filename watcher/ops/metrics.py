@@ -1,17 +1,37 @@
 """Prometheus metrics, one registry per watcher (two watchers in one process,
-as in tests, do not share counters)."""
+as in tests, do not share counters).
+
+Names follow Prometheus' conventions: ``jobwatch_`` prefix, base units
+(seconds), ``_total`` on counters (added by prometheus_client), timestamps as
+``_timestamp_seconds`` gauges of unix time, 0/1 gauges for states. The README
+lists each one; the alert rules in deploy/prometheus use only these names
+(a test checks it against ``names()``).
+"""
 
 from __future__ import annotations
+
+import time
+from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+SKIP_REASONS = ("unreadable", "write_rejected")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("jobwatch")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self.build_info = Gauge("jobwatch_build_info", "Always 1; the labels say which jobwatch runs", ["version"], registry=r)
+        self.build_info.labels(_version()).set(1)
         self.events = Counter("jobwatch_events_received", "Change events received", ["operation"], registry=r)
         self.evaluations = Counter("jobwatch_evaluations", "Rule evaluations", ["source", "outcome"], registry=r)
         self.writes = Counter(
@@ -27,13 +47,55 @@ class Metrics:
         )
         self.stream_lag = Gauge("jobwatch_stream_lag_seconds", "Age of the newest event read when it was read", registry=r)
         self.position_age = Gauge("jobwatch_position_age_seconds", "Seconds since the position was last saved", registry=r)
-        self.pending_jobs = Gauge("jobwatch_pending_jobs", "Jobs waiting for or in evaluation", registry=r)
+        self.pending_jobs = Gauge("jobwatch_pending_jobs", "Backlog: jobs waiting for or in evaluation", registry=r)
         self.sweep_duration = Histogram(
             "jobwatch_sweep_duration_seconds", "Duration of sweeps", buckets=(0.1, 0.5, 1, 5, 15, 60, 300), registry=r
         )
         self.sweep_findings = Counter("jobwatch_sweep_findings", "What sweeps found", ["kind"], registry=r)
+        self.skipped_jobs = Counter(
+            "jobwatch_skipped_jobs", "Jobs left untouched because they cannot be read or the server refused the write", ["reason"], registry=r
+        )
+        for reason in SKIP_REASONS:  # present at 0, so rate() sees the first skip
+            self.skipped_jobs.labels(reason)
         self.errors = Counter("jobwatch_errors", "Errors by class and action", ["error", "action"], registry=r)
-        self.streaming = Gauge("jobwatch_streaming", "1 while the change stream is open", registry=r)
+        self.streaming = Gauge("jobwatch_stream_open", "1 while the change stream is open", registry=r)
+        self.degraded = Gauge("jobwatch_degraded", "1 in degraded mode: no change stream, sweeps only", registry=r)
+        self.observe_mode = Gauge("jobwatch_observe_mode", "1 when running with --observe (nothing is written)", registry=r)
+        self.last_event = Gauge(
+            "jobwatch_last_event_timestamp_seconds", "Unix time the last change event was received (0: none yet)", registry=r
+        )
+        self.last_sweep = Gauge(
+            "jobwatch_last_sweep_success_timestamp_seconds", "Unix time the last sweep finished without error (0: none yet)", registry=r
+        )
+        # The job census (storage/census.py), refreshed every census_interval_s.
+        self.open_jobs = Gauge("jobwatch_open_jobs", "Jobs whose status is not terminal", registry=r)
+        self.done_but_open = Gauge(
+            "jobwatch_done_but_open_jobs", "Open jobs whose every stage counter says done: should be 0 between events", registry=r
+        )
+        self.oldest_open_age = Gauge(
+            "jobwatch_oldest_open_job_age_seconds", "Age of the oldest open job (createdAt, else its ObjectId's time)", registry=r
+        )
+        self.census_time = Gauge("jobwatch_census_timestamp_seconds", "Unix time of the last successful job census", registry=r)
+        #: Plain copies of the two timestamps for the heartbeat document.
+        self.last_event_at: float | None = None
+        self.last_sweep_at: float | None = None
+
+    def event_received(self) -> None:
+        self.last_event_at = time.time()
+        self.last_event.set(self.last_event_at)
+
+    def sweep_succeeded(self) -> None:
+        self.last_sweep_at = time.time()
+        self.last_sweep.set(self.last_sweep_at)
+
+    def skipped(self, reason: str) -> None:
+        self.skipped_jobs.labels(reason if reason in SKIP_REASONS else "unreadable").inc()
+
+    def names(self) -> set[str]:
+        """Every series name this registry can expose (``_total``, ``_bucket``...
+        included), whether or not a labelled series has been seen yet."""
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+        return {family.name + suffix for family in self.registry.collect() for suffix in suffixes.get(family.type, ("",))}
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

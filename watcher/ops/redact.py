@@ -5,8 +5,12 @@ from __future__ import annotations
 import re
 from urllib.parse import unquote
 
-_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^@/\s]+)@")
+# Greedy up to the last "@" of the word: a password typed unescaped may hold
+# "@", "/" or ":", and masking too much is the safe side.
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(\S+)@")
 _QUERY_SECRETS = re.compile(r"((?:password|authMechanismProperties|tlsCertificateKeyFilePassword)=)[^&\s]*", re.IGNORECASE)
+#: Shorter fragments are not masked: blanking every "a" in a log helps nobody.
+MIN_SECRET_CHARS = 3
 
 
 def uri(text: str) -> str:
@@ -19,16 +23,21 @@ def uri(text: str) -> str:
 
 
 def secrets_in(text: str) -> list[str]:
-    """The password (and user:password) inside a URI's userinfo, if any."""
-    match = _USERINFO.search(text)
-    if not match:
-        return []
-    userinfo = match.group(2)
-    found = [userinfo, unquote(userinfo)]
-    if ":" in userinfo:
-        password = userinfo.split(":", 1)[1]
-        found += [password, unquote(password)]
-    return [s for s in found if len(s) >= 3]  # never blank out every "a" in a log
+    """The userinfo (``user:password``) and password of a connection string,
+    whatever its shape: with or without a scheme, escaped or not, and any
+    ``password=`` query option."""
+    found: list[str] = []
+    rest = text.split("://", 1)[1] if "://" in text else text
+    words = rest.split()
+    if words and "@" in words[0]:
+        userinfo = words[0].rpartition("@")[0]
+        found += [userinfo, unquote(userinfo)]
+        if ":" in userinfo:
+            password = userinfo.split(":", 1)[1]
+            found += [password, unquote(password)]
+    for match in re.finditer(r"(?:password|tlsCertificateKeyFilePassword)=([^&\s]*)", text, re.IGNORECASE):
+        found += [match.group(1), unquote(match.group(1))]
+    return [s for s in dict.fromkeys(found) if len(s) >= MIN_SECRET_CHARS]
 
 
 class Redactor:
@@ -40,6 +49,8 @@ class Redactor:
     def add(self, secret: str) -> None:
         if secret and secret not in self._secrets:
             self._secrets.append(secret)
+            # Longest first: a password inside the userinfo must not leave the user's half.
+            self._secrets.sort(key=len, reverse=True)
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:

@@ -4,8 +4,8 @@ document per watcher name in a collection of jobwatch's own."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -22,6 +22,10 @@ class Saved:
     saved_at: dt.datetime | None
     heartbeat_at: dt.datetime | None
     last_sweep: Mapping[str, Any] | None
+    #: The interval the watcher saves at, so a reader judges its heartbeat by it.
+    save_interval_s: float | None = None
+    #: What the watcher last reported about itself (backlog, last event/sweep times).
+    state: Mapping[str, Any] = field(default_factory=dict)
 
 
 class PositionStore(Protocol):
@@ -33,19 +37,40 @@ class PositionStore(Protocol):
 
 
 class MongoPositionStore:
-    """``{_id: <watcher name>, token, savedAt, heartbeatAt, lastSweep}``; times
-    come from the server's clock (``$currentDate``)."""
+    """``{_id: <watcher name>, token, savedAt, heartbeatAt, lastSweep,
+    saveIntervalS, state}``; times come from the server's clock
+    (``$currentDate``). ``state`` is called at each save for the watcher's
+    own report of itself (what ``jobwatch status`` shows)."""
 
-    def __init__(self, db: AsyncDatabase[Any], collection: str, name: str) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Any],
+        collection: str,
+        name: str,
+        *,
+        save_interval_s: float | None = None,
+        state: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
         self._coll = db[collection]
         self._name = name
+        self._save_interval_s = save_interval_s
+        self._state = state
 
     async def load(self) -> Saved | None:
         with errors.at_storage_boundary("position load"):
             doc = await self._coll.find_one({"_id": self._name})
         if doc is None:
             return None
-        return Saved(doc.get("token"), doc.get("savedAt"), doc.get("heartbeatAt"), doc.get("lastSweep"))
+        interval = doc.get("saveIntervalS")
+        state = doc.get("state")
+        return Saved(
+            doc.get("token"),
+            doc.get("savedAt"),
+            doc.get("heartbeatAt"),
+            doc.get("lastSweep"),
+            float(interval) if isinstance(interval, int | float) and not isinstance(interval, bool) else None,
+            state if isinstance(state, Mapping) else {},
+        )
 
     async def save(self, token: Token) -> None:
         await self._upsert({"$set": {"token": dict(token)}, "$currentDate": {"savedAt": True, "heartbeatAt": True}})
@@ -57,5 +82,12 @@ class MongoPositionStore:
         await self._upsert(update)
 
     async def _upsert(self, update: Mapping[str, Any]) -> None:
+        own: dict[str, Any] = {}
+        if self._save_interval_s is not None:
+            own["saveIntervalS"] = self._save_interval_s
+        if self._state is not None:
+            own["state"] = dict(self._state())
+        if own:
+            update = {**update, "$set": {**update.get("$set", {}), **own}}
         with errors.at_storage_boundary("position save"):
             await self._coll.update_one({"_id": self._name}, update, upsert=True)

@@ -17,6 +17,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from rules import Evaluation
 from rules.status import Status, spellings
+from watcher.ops import logs
 from watcher.storage import errors
 from watcher.decide import updates
 from watcher.settings import Settings
@@ -49,8 +50,12 @@ class JobStore:
 
     async def apply(self, evaluation: Evaluation) -> bool:
         """One conditional update round trip. False when the guard no longer
-        held (the document moved on; its own change event re-evaluates it)."""
+        held (the document moved on; its own change event re-evaluates it).
+        With ``settings.observe`` the update is logged, not sent, and counts as applied."""
         query, update = updates.for_evaluation(evaluation)
+        if self._settings.observe:  # --observe: decide and log as usual, write nothing
+            logs.event("write_observed", "INFO", "observe mode: not written", job_id=evaluation.job_id, outcome=evaluation.outcome.value, update=update)
+            return True
         with _translated(f"update of job {evaluation.job_id!r}"):
             result = await self._jobs.update_one(query, update)
         return result.matched_count == 1
