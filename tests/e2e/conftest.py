@@ -23,7 +23,8 @@ class CliMongo:
         return self.client[self.database]
 
     def args(self, *extra: str) -> list[str]:
-        return [*extra, "--uri", self.uri, "--database", self.database, "--health-port", "0"]
+        port = ["--health-port", "0"] if extra[:1] == ("run",) else []  # only run serves /metrics
+        return [*extra, "--uri", self.uri, "--database", self.database, *port]
 
 
 @pytest.fixture

@@ -38,13 +38,25 @@ def test_explain_json_and_object_ids(cli_mongo: CliMongo, capsys: pytest.Capture
     code, out, _ = run_cli(cli_mongo.args("explain", str(job_id), "--json"), capsys)
     assert code == exits.OK
     doc = json.loads(out)
-    assert doc["outcome"] == "terminal" and doc["writes"] == {}
+    assert doc["outcome"] == "terminal" and doc["update"] is None and doc["filter"] is None
+    assert doc["job"]["_id"] == {"$oid": str(job_id)}
     assert any(f["rule"] == 5 for f in doc["findings"])
+
+
+def test_explain_json_prints_the_mongodb_filter_and_update(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    cli_mongo.db.background_jobs.insert_one(seed_job())
+    code, out, _ = run_cli(cli_mongo.args("explain", "68ebf7fb500d92ef82221ec2", "--json"), capsys)
+    assert code == exits.OK
+    doc = json.loads(out)
+    assert doc["filter"]["_id"] == "68ebf7fb500d92ef82221ec2"  # the seed's legacy string id
+    assert doc["update"]["$set"]["status"] == "Completed"
+    assert doc["update"]["$currentDate"]["completedAt"] == {"$type": "date"}
+    assert "repr" not in out and "Raise(" not in out
 
 
 def test_explain_unknown_job(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(cli_mongo.args("explain", "no-such-job"), capsys)
-    assert code == exits.NOT_FOUND
+    assert code == exits.FAILED
     assert "no job with _id 'no-such-job'" in err
 
 
@@ -54,11 +66,13 @@ def test_sweep_dry_run_writes_nothing_then_sweep_fixes(cli_mongo: CliMongo, caps
     jobs.insert_one({"_id": "bad", "status": "Pending", "stages": {"a": {"completedItems": "many"}}})
     before = list(jobs.find().sort("_id"))
     code, out, _ = run_cli(cli_mongo.args("sweep", "--dry-run"), capsys)
-    assert code == exits.OK
+    assert code == exits.FAILED  # a job was skipped: something to report
     assert "dry run" in out and "would change: job 68ebf7fb500d92ef82221ec2" in out
+    assert "1 jobs would complete" in out and "jobs completed" not in out
     assert "skipped: job bad" in out
     assert list(jobs.find().sort("_id")) == before
     code, out, _ = run_cli(cli_mongo.args("sweep", "--json"), capsys)
+    assert code == exits.FAILED
     report = json.loads(out)
     assert report["jobs_completed"] == 1 and report["skipped"][0]["job_id"] == "bad"
     assert jobs.find_one({"_id": "68ebf7fb500d92ef82221ec2"})["status"] == "Completed"
@@ -92,8 +106,8 @@ def test_simulate_creates_and_plays_jobs(cli_mongo: CliMongo, capsys: pytest.Cap
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["sweep", "--workers", "0"], "--workers / JOBWATCH_WORKERS"),
-        (["sweep", "--sweep-interval-s", "soon"], "--sweep-interval-s / JOBWATCH_SWEEP_INTERVAL_S"),
+        (["run", "--workers", "0"], "--workers / JOBWATCH_WORKERS"),
+        (["run", "--sweep-interval-s", "soon"], "--sweep-interval-s / JOBWATCH_SWEEP_INTERVAL_S"),
         (["sweep", "--uri", "http://admin:hunter22@db/"], "--uri / JOBWATCH_URI"),
         (["sweep", "--log-level", "LOUD"], "--log-level / JOBWATCH_LOG_LEVEL"),
     ],
@@ -110,10 +124,8 @@ def test_environment_settings_and_flag_precedence(monkeypatch: pytest.MonkeyPatc
     code, _, err = run_cli(["sweep"], capsys)
     assert code == exits.USAGE and "JOBWATCH_WORKERS" in err
     monkeypatch.setenv("JOBWATCH_WORKERS", "3")
-    args = cli.build_parser().parse_args(["sweep", "--workers", "5"])
-    assert cli.load_settings(args).workers == 5
-    args = cli.build_parser().parse_args(["sweep"])
-    assert cli.load_settings(args).workers == 3
+    assert cli.settings_from_argv(["run", "--workers", "5"]).workers == 5
+    assert cli.settings_from_argv(["run"]).workers == 3
 
 
 def test_unreachable_server_fails_fast_and_keeps_the_password(capsys: pytest.CaptureFixture[str]) -> None:
@@ -128,6 +140,7 @@ def test_unreachable_server_fails_fast_and_keeps_the_password(capsys: pytest.Cap
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli([], capsys)[0] == exits.USAGE
     assert run_cli(["frobnicate"], capsys)[0] == exits.USAGE
+    assert run_cli(["sweep", "--workers", "3"], capsys)[0] == exits.USAGE  # sweep has no workers
     assert run_cli(["--help"], capsys)[0] == exits.OK
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -75,11 +76,16 @@ def _fail(message: str) -> None:
 
 async def _connected(handler: Handler, options: Options, settings: Settings, emit: Emit) -> int:
     try:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            settings.uri_value, serverSelectionTimeoutMS=settings.server_selection_timeout_ms, appname="jobwatch"
-        )
-    except (pymongo_errors.ConfigurationError, pymongo_errors.InvalidURI) as exc:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+                settings.uri_value, serverSelectionTimeoutMS=settings.server_selection_timeout_ms, appname="jobwatch"
+            )
+    except (pymongo_errors.ConfigurationError, pymongo_errors.InvalidURI, ValueError) as exc:
+        # ValueError: the driver's word for a malformed host or port.
         raise ConfigurationProblem(f"--uri / JOBWATCH_URI: {logs.redacted(str(exc))}") from None
+    for warning in caught:  # e.g. an unknown URI option: said once, in our words, redacted
+        logs.event("uri_warning", "WARNING", logs.redacted(str(warning.message)))
     try:
         await check_server(client, settings)
         return int(await handler(client, options, settings, emit))

@@ -343,6 +343,8 @@ def main(argv: Sequence[str] | None = None, *, out: Emit | None = None) -> int:
 def _run(invocation: Invocation, emit: Emit) -> int:
     for secret in redact.secrets_in(str(invocation.flags.get("uri") or "")):
         logs.add_secret(secret)  # before anything could print it, even a validation error
+    for line in settings_module.unknown_environment():  # first: a typo may explain the error below
+        _err(f"warning: {line}")
     try:
         settings = load_settings(invocation)
     except ValidationError as exc:
@@ -353,8 +355,6 @@ def _run(invocation: Invocation, emit: Emit) -> int:
         return exits.USAGE
     for secret in redact.secrets_in(settings.uri_value):  # from the environment, config or secret file too
         logs.add_secret(secret)
-    for line in settings_module.unknown_environment():
-        _err(f"warning: {line}")
     level = settings.log_level
     if invocation.command == "demo" and "log_level" not in settings.model_fields_set:
         level = "WARNING"  # the demo tells its own story on stdout; --log-level INFO shows the events too

@@ -1,0 +1,244 @@
+"""The operator's commands: status, jobs --stuck, position, run --observe,
+configuration sources, exit codes, and the console script on a pipe."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from bson import ObjectId
+from pymongo import AsyncMongoClient
+
+from tests.e2e.conftest import CliMongo
+from tests.support.documents import seed_job
+from watcher.cli import exits
+from watcher.cli import main as cli
+from watcher.service import Watcher
+from watcher.settings import Settings
+
+SCRIPT = Path(sys.executable).with_name("jobwatch")
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    lines: list[str] = []
+    code = cli.main(argv, out=lines.append)
+    captured = capsys.readouterr()
+    return code, "\n".join(lines) + captured.out, captured.err
+
+
+def script(*argv: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The installed console script, as an operator runs it."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("JOBWATCH_")}
+    return subprocess.run([str(SCRIPT), *argv], capture_output=True, text=True, env={**base, **(env or {})}, timeout=60, input=stdin)
+
+
+# -- the console script ----------------------------------------------------------
+
+
+def test_version_and_help_per_command() -> None:
+    done = script("--version")
+    assert done.returncode == 0 and done.stdout.startswith("jobwatch ")
+    run_help = script("run", "--help").stdout
+    assert "--workers" in run_help and "JOBWATCH_WORKERS" in run_help and "default: 8" in run_help
+    simulate_help = script("simulate", "--help").stdout
+    assert "--workers" not in simulate_help and "--sweep-interval-s" not in simulate_help and "--rate" in simulate_help
+    demo_help = script("demo", "--help").stdout
+    assert "--uri" not in demo_help and "--log-level" in demo_help
+
+
+def test_help_on_a_closed_pipe_is_quiet() -> None:
+    done = subprocess.run(f"'{SCRIPT}' run --help | head -1", shell=True, capture_output=True, text=True, timeout=60)
+    assert done.stdout.startswith("Usage: jobwatch run")
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
+
+
+def test_status_check_and_stuck_jobs_through_the_script(cli_mongo: CliMongo) -> None:
+    cli_mongo.db.background_jobs.insert_one(seed_job())
+    done = script(*cli_mongo.args("status", "--check"))
+    assert done.returncode == exits.FAILED and "NOT alive" in done.stdout
+    done = script(*cli_mongo.args("jobs", "--stuck"))
+    assert done.returncode == exits.FAILED, done.stderr
+    assert "68ebf7fb500d92ef82221ec2" in done.stdout and "counters say done" in done.stdout
+
+
+# -- status -------------------------------------------------------------------------
+
+
+def _heartbeat(cli_mongo: CliMongo, *, interval_s: float, age_s: float) -> None:
+    now = dt.datetime.now(dt.UTC)
+    cli_mongo.db.jobwatch_positions.insert_one({
+        "_id": "default",
+        "token": {"_data": "8263"},
+        "savedAt": now - dt.timedelta(seconds=age_s),
+        "heartbeatAt": now - dt.timedelta(seconds=age_s),
+        "saveIntervalS": interval_s,
+        "state": {"pendingJobs": 7, "streaming": True, "degraded": False, "lastEventAt": now, "lastSweepAt": now},
+    })
+
+
+def test_status_judges_by_the_watchers_own_interval(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    # A 30 s heartbeat is fresh for a watcher that saves every 60 s, whatever the caller's settings say.
+    _heartbeat(cli_mongo, interval_s=60, age_s=30)
+    code, out, _ = run_cli(cli_mongo.args("status", "--check", "--json"), capsys)
+    status = json.loads(out)
+    assert code == exits.OK and status["alive"] is True and status["save_interval_s"] == 60
+    assert status["backlog"] == 7 and status["streaming"] is True and status["last_event_age_s"] is not None
+    code, out, _ = run_cli(cli_mongo.args("status"), capsys)
+    assert code == exits.OK and "alive" in out and "backlog: 7" in out and "last sweep:" in out
+
+
+def test_status_check_fails_on_a_stale_heartbeat(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    _heartbeat(cli_mongo, interval_s=5, age_s=60)
+    code, out, _ = run_cli(cli_mongo.args("status", "--check"), capsys)
+    assert code == exits.FAILED and "NOT alive" in out
+    assert run_cli(cli_mongo.args("status"), capsys)[0] == exits.OK  # without --check: a report, not a verdict
+
+
+# -- jobs --stuck ---------------------------------------------------------------------
+
+
+def test_stuck_jobs_with_why(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = cli_mongo.db.background_jobs
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    jobs.insert_many([
+        seed_job(),  # counters say done
+        {"_id": "idle", "jobType": "collection-scan", "status": "InProgress", "createdAt": old,
+         "stages": {"thumbnail": {"status": "InProgress", "completedItems": 3, "totalItems": 10}}},
+        {"_id": ObjectId(), "jobType": "collection-scan", "status": "Pending",  # fresh: not stuck
+         "stages": {"thumbnail": {"status": "InProgress", "completedItems": 3, "totalItems": 10}}},
+        {"_id": "done", "status": "Completed", "stages": {}},
+    ])
+    code, out, _ = run_cli(cli_mongo.args("jobs", "--stuck", "--older-than", "30m"), capsys)
+    assert code == exits.FAILED
+    lines = out.splitlines()
+    assert lines[0].startswith("68ebf7fb500d92ef82221ec2") and "counters say done" in lines[0]
+    assert lines[1].startswith("idle") and "idle 2.0h" in lines[1] and "rule" in lines[1]
+    assert lines[-1] == "2 stuck jobs"
+    code, out, _ = run_cli(cli_mongo.args("jobs", "--stuck", "--older-than", "3h", "--json"), capsys)
+    report = json.loads(out)
+    assert code == exits.FAILED and report["total"] == 1 and report["stuck"][0]["job_id"] == "68ebf7fb500d92ef82221ec2"
+
+
+def test_no_stuck_jobs_exits_0(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(cli_mongo.args("jobs", "--stuck"), capsys)
+    assert code == exits.OK and out.strip() == "no stuck jobs"
+    assert run_cli(cli_mongo.args("jobs", "--stuck", "--older-than", "soon"), capsys)[0] == exits.USAGE
+
+
+# -- position -------------------------------------------------------------------------
+
+
+def test_position_show_and_reset(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    _heartbeat(cli_mongo, interval_s=5, age_s=1)
+    code, out, _ = run_cli(cli_mongo.args("position", "show", "--json"), capsys)
+    assert code == exits.OK and json.loads(out)["token"] == {"_data": "8263"}
+    code, _, err = run_cli(cli_mongo.args("position", "reset"), capsys)
+    assert code == exits.USAGE and "--yes" in err
+    assert cli_mongo.db.jobwatch_positions.find_one()["token"] == {"_data": "8263"}
+    code, out, _ = run_cli(cli_mongo.args("position", "reset", "--yes"), capsys)
+    assert code == exits.OK and "forgotten" in out
+    assert "token" not in cli_mongo.db.jobwatch_positions.find_one()
+    code, out, _ = run_cli(cli_mongo.args("position", "show"), capsys)
+    assert "no position saved" in out
+
+
+# -- run --observe --------------------------------------------------------------------
+
+
+def test_observe_decides_but_writes_nothing(cli_mongo: CliMongo) -> None:
+    cli_mongo.db.background_jobs.insert_one(seed_job())
+    settings = cli.settings_from_argv(cli_mongo.args("run", "--observe", "--create-index"))
+    assert settings.observe
+
+    async def sweep_once() -> Any:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.uri_value)
+        try:
+            watcher = Watcher(client, settings)
+            return await watcher.sweep(), watcher.metrics.exposition().decode()
+        finally:
+            await client.close()
+
+    report, exposition = anyio.run(sweep_once)
+    assert report.jobs_completed == 1  # decided...
+    assert cli_mongo.db.background_jobs.find_one()["status"] == "Pending"  # ...not written
+    assert 'jobwatch_writes_total{kind="job",result="applied",source="sweep"} 1.0' in exposition or "jobwatch_writes_total" in exposition
+
+
+# -- configuration -------------------------------------------------------------------
+
+
+def test_precedence_flag_environment_file_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "jobwatch.toml"
+    config.write_text('workers = 4\nsweep_interval_s = 60\ndatabase = "fromfile"\n')
+    monkeypatch.setenv("JOBWATCH_CONFIG", str(config))
+    monkeypatch.setenv("JOBWATCH_SWEEP_INTERVAL_S", "30")
+    settings = cli.settings_from_argv(["run", "--workers", "2"])
+    assert settings.workers == 2  # flag
+    assert settings.sweep_interval_s == 30  # environment over file
+    assert settings.database == "fromfile"  # file over default
+    assert settings.max_await_ms == Settings.model_fields["max_await_ms"].default
+    other = tmp_path / "other.toml"
+    other.write_text("workers = 6\n")
+    assert cli.settings_from_argv(["run", "--config", str(other)]).workers == 6  # --config over JOBWATCH_CONFIG
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [("workers = 0\n", "--workers / JOBWATCH_WORKERS"), ("sweep_intervall_s = 5\n", "sweep_intervall_s"), ("workers = [", "not valid TOML")],
+)
+def test_bad_config_file_is_one_line_and_exit_2(tmp_path: Path, content: str, expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "jobwatch.toml"
+    config.write_text(content)
+    code, _, err = run_cli(["run", "--config", str(config)], capsys)
+    assert code == exits.USAGE and expected in err and "Traceback" not in err
+    code, _, err = run_cli(["run", "--config", str(tmp_path / "missing.toml")], capsys)
+    assert code == exits.USAGE and "cannot read" in err
+
+
+def test_uri_from_a_secret_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    secret = tmp_path / "uri"
+    secret.write_text("mongodb://ops:filepassw0rd@db1/?replicaSet=rs0\n")
+    settings = cli.settings_from_argv(["run", "--uri-file", str(secret)])
+    assert settings.uri_value == "mongodb://ops:filepassw0rd@db1/?replicaSet=rs0"
+    code, _, err = run_cli(["run", "--uri-file", str(secret), "--uri", "mongodb://h/"], capsys)
+    assert code == exits.USAGE and "not both" in err
+    code, _, err = run_cli(["run", "--uri-file", str(tmp_path / "nothing")], capsys)
+    assert code == exits.USAGE and "--uri-file / JOBWATCH_URI_FILE: cannot read" in err
+    secret.write_text("ops:filepassw0rd@db1\n")  # no scheme
+    code, out, err = run_cli(["run", "--uri-file", str(secret)], capsys)
+    assert code == exits.USAGE and "no scheme" in err and "filepassw0rd" not in out + err
+
+
+def test_unknown_environment_variables_are_reported(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("JOBWATCH_SWEEP_INTERVAL", "60")
+    monkeypatch.setenv("JOBWATCH_WORKERS", "0")  # so the command stops at configuration, before any server
+    code, _, err = run_cli(["run"], capsys)
+    assert code == exits.USAGE
+    assert "JOBWATCH_SWEEP_INTERVAL is not a jobwatch setting (did you mean JOBWATCH_SWEEP_INTERVAL_S?)" in err
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "mongodb://ops:hunter22pw@127.0.0.1:9/?replicaSet=rs0",
+        "mongodb://ops:hunter@22pw@127.0.0.1:9/",  # unescaped @
+        "mongodb://ops:hunter/22pw@127.0.0.1:9/",  # unescaped /
+        "mongodb+srv://ops:hunter22pw@",  # no host
+        "ops:hunter22pw@127.0.0.1:9",  # no scheme
+        "http://ops:hunter22pw@127.0.0.1:9/",
+        "mongodb://127.0.0.1:9/?authMechanism=PLAIN&password=hunter22pw",
+        "mongodb://ops:hunter22pw@127.0.0.1:notaport/",
+    ],
+)
+def test_a_planted_password_is_never_printed(uri: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_cli(["status", "--uri", uri, "--server-selection-timeout-ms", "200"], capsys)
+    assert code in (exits.USAGE, exits.UNREACHABLE), err
+    assert "hunter" not in out + err and "22pw" not in out + err
+    assert "Traceback" not in err
