@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -32,5 +33,27 @@ def test_compose_wires_a_replica_set_watcher_and_simulator() -> None:
 def test_dockerfile_runs_the_console_script_as_non_root_with_a_health_check() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["jobwatch"]' in text
-    assert "USER jobwatch" in text
-    assert "HEALTHCHECK" in text and "/healthz" in text
+    assert "USER 10001:10001" in text
+    assert "HEALTHCHECK" in text and "/readyz" in text
+    assert re.search(r"python:3\.13-slim@sha256:[0-9a-f]{64}", text)  # tag and digest
+    assert "--require-hashes" in text and "deploy/requirements.lock" in text
+
+
+def test_the_lock_file_pins_every_dependency_with_hashes() -> None:
+    lock = (ROOT / "deploy" / "requirements.lock").read_text()
+    pins = re.findall(r"^([A-Za-z0-9_.-]+)==\S+ \\$", lock, re.MULTILINE)
+    names = {pin.lower().replace("_", "-") for pin in pins}
+    assert {"pymongo", "anyio", "pydantic", "pydantic-settings", "loguru", "prometheus-client", "click", "setuptools"} <= names
+    assert lock.count("--hash=sha256:") >= len(pins)
+
+
+def test_compose_is_hardened() -> None:
+    text = (ROOT / "compose" / "docker-compose.yml").read_text()
+    assert not re.search(r"^version:", text, re.MULTILINE)  # obsolete key
+    assert re.search(r"image: mongo:7@sha256:[0-9a-f]{64}", text)
+    for needle in ("read_only: true", "cap_drop", "no-new-privileges", "mem_limit", "max-size", "JOBWATCH_URI_FILE", "restart: unless-stopped"):
+        assert needle in text, needle
+    simulator = text.split("  simulator:")[1]
+    assert "disable: true" in simulator  # not the watcher's /readyz
+    watcher = text.split("  watcher:")[1].split("  simulator:")[0]
+    assert "/readyz" in watcher

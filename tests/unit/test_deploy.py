@@ -1,0 +1,100 @@
+"""deploy/: the alert rules use only metrics jobwatch exports, the dashboard
+queries them too, and the Kubernetes manifests hold what an operator expects.
+(.ci/run also schema-checks the manifests and runs promtool when present.)"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from watcher.ops.metrics import Metrics
+
+
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+#: PromQL words that are not metric names.
+PROMQL = {
+    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
+    "sum", "min", "max", "avg", "count", "topk", "bottomk", "quantile", "stddev",
+    "time", "absent", "absent_over_time", "increase", "rate", "irate", "delta", "histogram_quantile", "changes", "resets",
+    "max_over_time", "min_over_time", "avg_over_time", "clamp_min", "clamp_max", "vector", "scalar", "le",
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    """Identifiers in a PromQL expression that can only be metric names."""
+    expr = re.sub(r'"[^"]*"', "", expr)  # strings
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
+    expr = re.sub(r"\b(by|without|on|ignoring)\s*\([^)]*\)", "", expr)  # grouping labels
+    words = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr))
+    return {w for w in words if w not in PROMQL and not re.fullmatch(r"\d+[smhdwy]?", w)}
+
+
+def rules() -> list[dict[str, Any]]:
+    doc = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
+    return [rule for group in doc["groups"] for rule in group["rules"]]
+
+
+def test_every_alert_names_only_exported_metrics() -> None:
+    exported = Metrics().names()
+    alerts = rules()
+    assert {"JobwatchStreamDown", "JobwatchNoRecentEvent", "JobwatchNoRecentSweep", "JobwatchDoneButOpenJobs",
+            "JobwatchSkippedJobsRising", "JobwatchDegraded"} <= {rule["alert"] for rule in alerts}
+    for rule in alerts:
+        names = metric_names(rule["expr"])
+        assert names, rule["alert"]
+        assert names <= exported, f"{rule['alert']}: {names - exported} not exported"
+        assert rule["annotations"]["runbook"].startswith("jobwatch "), rule["alert"]
+
+
+def test_metric_name_extraction_catches_unknown_names() -> None:
+    assert metric_names('sum by (le) (rate(jobwatch_x_bucket{a="b"}[5m])) > 3 and up == 0') == {"jobwatch_x_bucket", "up"}
+
+
+def test_dashboard_queries_exported_metrics() -> None:
+    exported = Metrics().names()
+    dashboard = json.loads((DEPLOY / "grafana" / "jobwatch.json").read_text())
+    titles = " ".join(panel["title"].lower() for panel in dashboard["panels"])
+    for topic in ("latency", "backlog", "stuck", "sweep"):
+        assert topic in titles
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            assert metric_names(target["expr"]) <= exported, target["expr"]
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not on PATH")
+def test_promtool_accepts_the_rules() -> None:
+    done = subprocess.run(["promtool", "check", "rules", str(DEPLOY / "prometheus" / "alerts.yml")], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def manifests() -> dict[str, dict[str, Any]]:
+    docs = [doc for path in sorted((DEPLOY / "k8s").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return {doc["kind"]: doc for doc in docs}
+
+
+def test_kubernetes_deployment_is_safe_by_default() -> None:
+    kinds = manifests()
+    assert {"Deployment", "Service", "ServiceMonitor"} <= set(kinds)
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["resources"]["requests"] and container["resources"]["limits"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert pod["enableServiceLinks"] is False  # else JOBWATCH_SERVICE_HOST & co. look like settings
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["JOBWATCH_URI_FILE"].startswith("/run/secrets/")
+    assert any(v.get("secret", {}).get("secretName") for v in pod["volumes"])
+    assert "JOBWATCH_URI" not in env  # never the URI in plain text
