@@ -98,3 +98,18 @@ def test_kubernetes_deployment_is_safe_by_default() -> None:
     assert env["JOBWATCH_URI_FILE"].startswith("/run/secrets/")
     assert any(v.get("secret", {}).get("secretName") for v in pod["volumes"])
     assert "JOBWATCH_URI" not in env  # never the URI in plain text
+
+
+README = (ROOT / "README.md").read_text()
+
+
+def test_readme_documents_every_metric_alert_and_exit_code() -> None:
+    from watcher.cli import exits
+
+    families = {name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count") for name in Metrics().names()}
+    for name in families:
+        assert f"`{name}" in README, f"README lacks metric {name}"
+    for rule in rules():
+        assert f"`{rule['alert']}`" in README, f"README lacks alert {rule['alert']}"
+    for code in exits.TABLE:
+        assert f"\n| {code} | " in README, f"README's exit-code table lacks {code}"
