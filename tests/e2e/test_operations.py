@@ -242,3 +242,62 @@ def test_a_planted_password_is_never_printed(uri: str, capsys: pytest.CaptureFix
     assert code in (exits.USAGE, exits.UNREACHABLE), err
     assert "hunter" not in out + err and "22pw" not in out + err
     assert "Traceback" not in err
+
+
+# -- the job census behind the stuck-job metrics --------------------------------------
+
+
+def test_census_counts_open_done_but_open_and_oldest(cli_mongo: CliMongo) -> None:
+    from watcher.ops.metrics import Metrics
+    from watcher.storage import census
+
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
+    cli_mongo.db.background_jobs.insert_many([
+        seed_job(),  # counters say done, status Pending
+        {"_id": "odd", "status": "InProgress", "createdAt": old, "stages": {"a": {"completedItems": "many", "totalItems": 1}}},
+        {"_id": "none", "stages": {}},  # no status: open, no stage: not done
+        {"_id": "done", "status": "Completed", "stages": {"a": {"completedItems": 1, "totalItems": 1}}},
+    ])
+    settings = Settings(uri=cli_mongo.uri, database=cli_mongo.database)
+    metrics = Metrics()
+
+    async def take() -> census.Census:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(cli_mongo.uri)
+        try:
+            return await census.take(client[settings.database], settings)
+        finally:
+            await client.close()
+
+    result = anyio.run(take)
+    assert (result.open_jobs, result.done_but_open) == (3, 1)
+    census.publish(result, metrics, dt.datetime.now(dt.UTC))
+    text = metrics.exposition().decode()
+    assert "jobwatch_done_but_open_jobs 1.0" in text and "jobwatch_open_jobs 3.0" in text
+    age_s = float(text.split("\njobwatch_oldest_open_job_age_seconds ")[1].split()[0])
+    assert 3 * 3600 - 60 < age_s < 3 * 3600 + 600
+
+
+def test_census_survives_an_unreachable_server() -> None:
+    from watcher.ops.metrics import Metrics
+    from watcher.storage import census
+
+    settings = Settings(uri="mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=100", census_interval_s=0.05)
+    metrics = Metrics()
+
+    def failures() -> float:
+        text = metrics.exposition().decode()
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("jobwatch_errors_total{") and 'action="census"' in line)
+
+    async def scenario() -> None:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.uri_value, serverSelectionTimeoutMS=100)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(census.run, client[settings.database], settings, metrics)
+                with anyio.fail_after(30):
+                    while failures() < 2:  # failed, waited, failed again: still running
+                        await anyio.sleep(0.02)
+                tg.cancel_scope.cancel()
+        finally:
+            await client.close()
+
+    anyio.run(scenario)
