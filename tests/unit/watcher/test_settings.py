@@ -58,3 +58,36 @@ def test_redactor_hides_known_secrets_anywhere() -> None:
     for secret in redact.secrets_in("mongodb://ops:p%40ssword1@db/"):
         redactor.add(secret)
     assert "p@ssword1" not in redactor("auth failed for password p@ssword1")
+
+
+@pytest.mark.parametrize(
+    ("text", "hidden"),
+    [
+        ("mongodb://ops:pa@ss22@db/", "pa@ss22"),  # unescaped @
+        ("mongodb://ops:pa/ss22@db/", "pa/ss22"),  # unescaped /
+        ("ops:pass22word@db1", "pass22word"),  # no scheme
+        ("mongodb://db/?authMechanism=PLAIN&password=pass22word", "pass22word"),
+    ],
+)
+def test_secrets_in_any_uri_shape_are_found_and_hidden(text: str, hidden: str) -> None:
+    redactor = redact.Redactor()
+    for secret in redact.secrets_in(text):
+        redactor.add(secret)
+    assert hidden not in redactor(f"error talking to {text}: {hidden} refused")
+
+
+def test_unknown_environment_names_the_closest_setting() -> None:
+    from watcher import settings as settings_module
+
+    env = {"JOBWATCH_WORKER": "3", "JOBWATCH_WORKERS": "3", "JOBWATCH_CONFIG": "x.toml", "JOBWATCH_VENV": ".venv", "PATH": "/bin"}
+    assert settings_module.unknown_environment(env) == [
+        "JOBWATCH_WORKER is not a jobwatch setting (did you mean JOBWATCH_WORKERS?); ignored"
+    ]
+
+
+@pytest.mark.parametrize(("uri", "message"), [("db1:27017", "no scheme"), ("http://db1/", "starts with http://"), ("mongodb://", "names no host")])
+def test_bad_uris_are_refused_without_echoing_them(uri: str, message: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Settings(uri=uri)
+    text = str(caught.value.errors(include_input=False)[0]["msg"])
+    assert message in text and (uri not in text or uri == "mongodb://")  # the bare scheme is no secret
