@@ -273,15 +273,35 @@ def build() -> click.Group:
 
 
 def _add_embedded_server(group: click.Group) -> None:
-    """``jobwatch embedded-server``, when the embedded wire server is part of
-    this build (it lives in ``watcher.embedded.server``)."""
+    """``jobwatch embedded-server [--port P] [--data DIR]``, when the embedded
+    wire server is part of this build (``watcher.embedded.server``, which
+    needs the ``embedded`` extra). Its own Click command wins when it has one;
+    else a thin one calls ``server.serve(port=..., data=...)`` for the exit code."""
     try:
         from watcher.embedded import server  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
+    except ImportError:  # no wire server in this build, or no mongoeco
         return
     command = getattr(server, "command", None)
     if isinstance(command, click.Command):
         group.add_command(command, "embedded-server")
+        return
+    serve = getattr(server, "serve", None)
+    if not callable(serve):
+        return
+
+    def embedded_server(port: int, data: Path | None) -> int:
+        return int(serve(port=port, data=data) or exits.OK)
+
+    group.add_command(click.Command(
+        "embedded-server",
+        callback=embedded_server,
+        short_help="a MongoDB-compatible server with change streams, for trying jobwatch without MongoDB",
+        help="Serve the embedded engine over the wire; the first line of stdout is its connection string.",
+        params=[
+            click.Option(["--port"], type=click.IntRange(0, 65535), default=0, show_default=True, help="TCP port; 0 picks a free one"),
+            click.Option(["--data"], type=click.Path(file_okay=False, path_type=Path), default=None, help="keep the data in this directory"),
+        ],
+    ))
 
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -335,6 +355,8 @@ def main(argv: Sequence[str] | None = None, *, out: Emit | None = None) -> int:
         return exits.USAGE
     except click.Abort:
         return exits.INTERRUPTED
+    if isinstance(invocation, int):  # a command that runs without settings (embedded-server)
+        return invocation
     if not isinstance(invocation, Invocation):  # a group's --help printed; nothing to run
         return exits.OK
     return _run(invocation, emit)
