@@ -301,3 +301,24 @@ def test_census_survives_an_unreachable_server() -> None:
             await client.close()
 
     anyio.run(scenario)
+
+
+def test_run_on_a_busy_port_is_one_line_and_exit_2(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        argv = [*cli_mongo.args("run"), "--health-port", str(port)]
+        code, _, err = run_cli(argv, capsys)
+    assert code == exits.USAGE, err
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "Traceback" not in err and "ExceptionGroup" not in err
+
+
+def test_debug_shows_the_traceback_and_only_then(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["status", "--uri", "mongodb://127.0.0.1:9/", "--server-selection-timeout-ms", "100"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == exits.UNREACHABLE and "Traceback" not in err and err.count("\n") == 1
+    code, _, err = run_cli([*argv, "--debug"], capsys)
+    assert code == exits.UNREACHABLE and "Traceback" in err
