@@ -57,3 +57,16 @@ def test_compose_is_hardened() -> None:
     assert "disable: true" in simulator  # not the watcher's /readyz
     watcher = text.split("  watcher:")[1].split("  simulator:")[0]
     assert "/readyz" in watcher
+
+
+def test_the_image_installs_every_subpackage() -> None:
+    # The image installs jobwatch non-editable: a package the build leaves out
+    # (watcher.cli, say) only fails there, at start.
+    import fnmatch
+    import tomllib
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = [".".join(path.parent.relative_to(ROOT).parts) for top in ("rules", "watcher") for path in (ROOT / top).rglob("__init__.py")]
+    assert "watcher.cli" in packages
+    for package in packages:
+        assert any(fnmatch.fnmatch(package, pattern) for pattern in include), package
