@@ -312,7 +312,7 @@ async def _jobs(client: AsyncMongoClient[Any], options: Options, settings: Setti
         emit(_json({"stuck": shown, "total": len(stuck)}))
     else:
         for job in shown:
-            idle = f"idle {_human_s(job['idle_s'])}" if job["idle_s"] is not None else "idle ?"
+            idle = f"idle {_human_s(job['idle_s'])}" if job["idle_s"] is not None else "age unknown"
             emit(f"{job['job_id']}  {job['jobType'] or '-'}  {job['status']}  {idle}  {job['why']}")
         more = f" (first {len(shown)} shown; --limit)" if len(shown) < len(stuck) else ""
         emit(f"{len(stuck)} stuck jobs{more}" if stuck else "no stuck jobs")
