@@ -322,3 +322,21 @@ def test_debug_shows_the_traceback_and_only_then(capsys: pytest.CaptureFixture[s
     assert code == exits.UNREACHABLE and "Traceback" not in err and err.count("\n") == 1
     code, _, err = run_cli([*argv, "--debug"], capsys)
     assert code == exits.UNREACHABLE and "Traceback" in err
+
+
+def test_position_reset_to_now(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    from pymongo import errors as pymongo_errors
+
+    try:
+        with cli_mongo.db.background_jobs.watch(max_await_time_ms=10) as stream:
+            stream.try_next()
+        streams = True
+    except pymongo_errors.OperationFailure:  # the embedded engine's wire proxy has no $changeStream yet
+        streams = False
+    code, out, err = run_cli(cli_mongo.args("position", "reset", "--to-now", "--yes"), capsys)
+    if streams:
+        assert code == exits.OK and "set to now" in out
+        assert cli_mongo.db.jobwatch_positions.find_one()["token"]
+    else:
+        assert code == exits.UNREACHABLE and err.count("\n") == 1 and "Traceback" not in err
+        assert cli_mongo.db.jobwatch_positions.find_one() is None
