@@ -340,3 +340,29 @@ def test_position_reset_to_now(cli_mongo: CliMongo, capsys: pytest.CaptureFixtur
     else:
         assert code == exits.UNREACHABLE and err.count("\n") == 1 and "Traceback" not in err
         assert cli_mongo.db.jobwatch_positions.find_one() is None
+
+
+def test_progress_only_on_a_terminal(cli_mongo: CliMongo) -> None:
+    import pty
+
+    argv = [str(SCRIPT), *cli_mongo.args("simulate", "--jobs", "1", "--items", "50", "--consumers", "4")]
+    on_pipe = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert on_pipe.returncode == 0 and "simulating:" not in on_pipe.stderr
+    assert "simulate: 1 jobs, 100 increments" in on_pipe.stdout  # on a pipe it still says what it did
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=follower, text=True, timeout=60)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: all read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(leader)
+    assert done.returncode == 0
+    assert "simulating: 100/100 increments" in b"".join(chunks).decode()
