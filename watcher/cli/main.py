@@ -17,7 +17,6 @@ import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from pydantic import ValidationError
 from watcher import settings as settings_module
 from watcher.cli import exits
 from watcher.ops import logs
+from watcher.ops import metrics
 from watcher.ops import redact
 from watcher.settings import Settings
 
@@ -83,13 +83,6 @@ class Invocation:
     flags: dict[str, Any]
     config: Path | None
     debug: bool
-
-
-def version() -> str:
-    try:
-        return metadata.version("jobwatch")
-    except metadata.PackageNotFoundError:  # running from a checkout that is not installed
-        return "0+unknown"
 
 
 # -- settings as flags ------------------------------------------------------------
@@ -306,7 +299,7 @@ def _add_embedded_server(group: click.Group) -> None:
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
     if value and not ctx.resilient_parsing:
-        click.echo(f"jobwatch {version()}")
+        click.echo(f"jobwatch {metrics.version()}")
         ctx.exit(exits.OK)
 
 

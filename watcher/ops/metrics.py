@@ -19,7 +19,8 @@ LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10
 SKIP_REASONS = ("unreadable", "write_rejected")
 
 
-def _version() -> str:
+def version() -> str:
+    """jobwatch's installed version (``jobwatch --version``, ``jobwatch_build_info``)."""
     try:
         return metadata.version("jobwatch")
     except metadata.PackageNotFoundError:
@@ -31,7 +32,7 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.build_info = Gauge("jobwatch_build_info", "Always 1; the labels say which jobwatch runs", ["version"], registry=r)
-        self.build_info.labels(_version()).set(1)
+        self.build_info.labels(version()).set(1)
         self.events = Counter("jobwatch_events_received", "Change events received", ["operation"], registry=r)
         self.evaluations = Counter("jobwatch_evaluations", "Rule evaluations", ["source", "outcome"], registry=r)
         self.writes = Counter(
