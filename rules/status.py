@@ -51,11 +51,11 @@ def parse(raw: object) -> Status:
     >>> parse("in_progress"), parse(" COMPLETED "), parse(None)
     (<Status.IN_PROGRESS: 'InProgress'>, <Status.COMPLETED: 'Completed'>, <Status.UNKNOWN: 'Unknown'>)
     """
-    exact = _EXACT.get(raw) if isinstance(raw, str) else None
+    if type(raw) is not str:  # bson.Code is an unhashable str subclass: not a status
+        return Status.UNKNOWN
+    exact = _EXACT.get(raw)
     if exact is not None:
         return exact
-    if not isinstance(raw, str):
-        return Status.UNKNOWN
     key = raw.strip().lower().replace("_", "").replace("-", "").replace(" ", "")
     return _ALIASES.get(key, Status.UNKNOWN)
 

@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient
 from pymongo import errors as pymongo_errors
 
 import rules
+from rules import explain
 from watcher.cli import exits
 from watcher.cli import demo
 from watcher.ops import logs
@@ -164,11 +165,11 @@ async def _explain(client: AsyncMongoClient[Any], args: argparse.Namespace, sett
     counts = None
     if doc.get("collectionId") is not None:
         counts = (await store.collection_counts([doc["collectionId"]])).get(doc["collectionId"])
-    result = rules.evaluate(doc, collection_counts=counts, policy=rules.Policy(scan_stage=settings.scan_stage))
+    result = rules.evaluate(doc, collection_counts=counts, policy=rules.Policy(scan_stage=settings.scan_stage), explain=True)
     if args.json:
         emit(json.dumps(evaluation_json(result, doc, counts), default=str))
     else:
-        emit(render_job(doc, counts) + "\n" + result.explain())
+        emit(render_job(doc, counts) + "\n" + explain.render(result))
     return exits.OK
 
 
@@ -199,7 +200,7 @@ def evaluation_json(result: rules.Evaluation, doc: dict[str, Any], counts: dict[
         "findings": [f._asdict() for f in result.findings],
         "writes": {path: repr(value) if not isinstance(value, int | str) else value for path, value in result.writes.items()},
         "guard": {path: repr(condition) for path, condition in result.guard.items()},
-        "explain": result.explain(),
+        "explain": explain.render(result),
     }
 
 

