@@ -35,7 +35,6 @@ from rules.decision import (
     StageNames,
     WriteValue,
 )
-from rules.model import Job, Stage
 from rules.status import TERMINAL, Status
 
 STAGE_DONE_MESSAGE = "All {total} items processed"
@@ -90,15 +89,15 @@ def evaluate(
     Never raises for a bad document: it returns ``Outcome.REJECTED`` instead.
     """
     trace: _Trace = [] if explain else None
-    job = model.parse_job(job_doc)
+    job = model.read_job(job_doc)
     if isinstance(job, model.Rejection):
         if trace is not None:
             trace.append(Finding(0, "document is readable", False, job.reason))
         return Evaluation(job.job_id, Outcome.REJECTED, findings=_findings(trace), rejection=job.reason)
-    if job.status in TERMINAL:
+    if job[2] in TERMINAL:
         if trace is not None:
-            trace.append(Finding(5, "terminal jobs are never touched", False, f"job is {job.status.value}; nothing to do"))
-        return Evaluation(job.id, Outcome.TERMINAL, findings=_findings(trace), job_type=job.job_type)
+            trace.append(Finding(5, "terminal jobs are never touched", False, f"job is {job[2].value}; nothing to do"))
+        return Evaluation(job[0], Outcome.TERMINAL, findings=_findings(trace), job_type=job[1])
     counts = _clean_counts(collection_counts) if collection_counts else _NO_COUNTS
     return _decide(job, counts, policy, trace)
 
@@ -119,13 +118,13 @@ class _Paths(NamedTuple):
 #: Dotted paths per stage name, built once: the same few names come back on
 #: every event. Bounded, so documents with ever-new names cannot grow it.
 _PATHS: dict[str, _Paths] = {}
-_PATHS_MAX = 4096
+_CACHE_MAX = 4096
 
 
 def _paths(name: str) -> _Paths:
     paths = _PATHS.get(name)
     if paths is None:
-        if len(_PATHS) >= _PATHS_MAX:
+        if len(_PATHS) >= _CACHE_MAX:
             _PATHS.clear()
         prefix = f"stages.{name}."
         paths = _Paths(*(prefix + leaf for leaf in ("status", "totalItems", "completedItems", "progress", "message", "completedAt")))
@@ -133,38 +132,70 @@ def _paths(name: str) -> _Paths:
     return paths
 
 
-def _decide(job: Job, counts: Mapping[str, int], policy: Policy, trace: _Trace) -> Evaluation:
-    stages = job.stages
+#: Guard conditions are small immutable values and the same ones recur on
+#: every event (``Equals("InProgress")``, ``AtLeast(132)``): made once, shared.
+#: Keyed by the value's type too, so 1, 1.0 and Int64(1) each keep their own.
+_CONDITIONS: dict[tuple[type, type, Any], Condition] = {}
+_EQUALS_NONE = Equals(None)
+
+
+def _equals(raw: Any) -> Condition:
+    if raw is None:
+        return _EQUALS_NONE
+    return _shared(Equals, raw)
+
+
+def _shared(kind: type[Equals] | type[AtLeast] | type[StageNames], value: Any) -> Condition:
+    key = (kind, type(value), value)
+    try:
+        found = _CONDITIONS.get(key)
+    except TypeError:  # unhashable (Decimal128): made fresh
+        return kind(value)
+    if found is None:
+        if len(_CONDITIONS) >= _CACHE_MAX:
+            _CONDITIONS.clear()
+        found = _CONDITIONS[key] = kind(value)
+    return found
+
+
+def _counter_guard(raw: Any, at_least: int | None = None) -> Condition:
+    """Guard a consumer-owned counter: growth is fine (``$gte``), anything else
+    is not. Text (and Decimal128, conservatively) cannot be ``$gte``'d: pinned."""
+    if type(raw) is int or (isinstance(raw, (int, float)) and not isinstance(raw, bool)):
+        return _shared(AtLeast, raw if at_least is None else at_least)
+    return _equals(raw)
+
+
+def _decide(job: model.JobRow, counts: Mapping[str, int], policy: Policy, trace: _Trace) -> Evaluation:
+    job_id, job_type, _, job_raw_status, job_progress, job_total, job_completed, job_raw_progress, job_raw_total, job_raw_completed, stages = job
     if not stages:
         if trace is not None:
             trace.append(Finding(2, "all stages done -> job Completed", False, "the job has no stages: nothing says its work is done (rule 6)"))
             trace.append(Finding(3, "open job tracks its stages", False, "no stages to track"))
-        return Evaluation(job.id, Outcome.UNCHANGED, findings=_findings(trace), job_type=job.job_type)
+        return Evaluation(job_id, Outcome.UNCHANGED, findings=_findings(trace), job_type=job_type)
 
     writes: dict[str, WriteValue] = {}
-    guard: dict[str, Condition] = {"status": Equals(job.raw_status)}
+    guard: dict[str, Condition] = {"status": _equals(job_raw_status)}
     completed_stages: list[str] = []
     raised: list[str] = []  # stages whose counter our own $max establishes
-    already_done: list[Stage] = []
-    waiting: list[Stage] = []
+    already_done: list[model.StageRow] = []
+    waiting: list[model.StageRow] = []
     shares: list[tuple[int, int]] = []  # (items counted, total) per stage, for rule 3
     stage_progress: list[tuple[str, Any, int]] = []
     items_total = 0
     through_all = model.INT64_MAX  # items that passed every stage
-    empty_scan: Stage | None = None  # rule 6's evidence, looked up once when needed
+    empty_scan: model.StageRow | None = None  # rule 6's evidence, looked up once when needed
     scan_known = False
 
     # One pass: rule 4 and rule 1 per stage, and what rules 2 and 3 need.
     for stage in stages:
-        name = stage.name
-        paths = _paths(name)
-        status = stage.status
-        total = stage.total
-        count = stage.completed
+        name, status, total, count, progress, raw_status, raw_total, raw_completed, raw_progress = stage
+        paths = _PATHS.get(name) or _paths(name)
         if name in counts:
-            count = _reconcile(stage, paths, counts[name], writes, guard, trace)
-            if count != stage.completed:
+            reconciled = _reconcile(stage, paths, counts[name], writes, guard, trace)
+            if reconciled != count:
                 raised.append(name)
+                count = reconciled
         if status is Status.COMPLETED:
             done = True
             already_done.append(stage)
@@ -179,22 +210,21 @@ def _decide(job: Job, counts: Mapping[str, int], policy: Policy, trace: _Trace) 
             if trace is not None:
                 _note_done(trace, stage, count)
             if name not in raised:
-                raw = stage.raw_completed
-                guard[paths.completed] = AtLeast(total) if _is_number(raw) else Equals(raw)
-            _complete_stage(paths, stage, STAGE_DONE_MESSAGE.format(total=total), writes, guard)
+                guard[paths.completed] = _counter_guard(raw_completed, total)
+            _complete_stage(paths, raw_status, raw_total, STAGE_DONE_MESSAGE.format(total=total), writes, guard)
             completed_stages.append(name)
         elif total == 0 and name != policy.scan_stage:
             if not scan_known:
                 empty_scan, scan_known = _empty_scan(stages, policy), True
             done = empty_scan is not None
             if empty_scan is not None:
-                scan_paths = _paths(empty_scan.name)
-                guard[scan_paths.status] = Equals(empty_scan.raw_status)
-                guard[scan_paths.total] = Equals(empty_scan.raw_total)
+                scan_paths = _paths(empty_scan[0])
+                guard[scan_paths.status] = _equals(empty_scan[5])
+                guard[scan_paths.total] = _equals(empty_scan[6])
                 if trace is not None:
                     trace.append(Finding(6, "zero items", True, f"the {policy.scan_stage!r} stage completed with 0 items: nothing to process -> Completed", name))
-                guard[paths.completed] = Equals(stage.raw_completed)
-                _complete_stage(paths, stage, EMPTY_STAGE_MESSAGE, writes, guard)
+                guard[paths.completed] = _equals(raw_completed)
+                _complete_stage(paths, raw_status, raw_total, EMPTY_STAGE_MESSAGE, writes, guard)
                 completed_stages.append(name)
             elif trace is not None:
                 _note_waiting(trace, stage, count, policy)
@@ -217,57 +247,60 @@ def _decide(job: Job, counts: Mapping[str, int], policy: Policy, trace: _Trace) 
             through_all = counted
         if total > 0 and status is not Status.FAILED and status is not Status.CANCELLED:
             percent = min(OPEN_PROGRESS_CAP, 100 * counted // total)
-            if percent > stage.progress:
-                stage_progress.append((paths.progress, stage.raw_progress, percent))
+            if percent > progress:
+                stage_progress.append((paths.progress, raw_progress, percent))
 
     if not waiting:
-        _complete_job(job, already_done, max(job.total, items_total), writes, guard, trace)
-        return _result(job, Outcome.JOB_COMPLETED, writes, guard, completed_stages, trace)
+        total = job_total if job_total > items_total else items_total
+        _complete_job(job, already_done, total, writes, guard, trace)
+        return _result(job_id, job_type, Outcome.JOB_COMPLETED, writes, guard, completed_stages, trace)
     if trace is not None:
         _note_job_waits(trace, stages, waiting)
 
     # Rule 3: while open, progress and job counters follow the stages (raise only).
     progress = _mean_percent(shares)
     moved: list[str] = []
-    for path, current, target, raw in (
-        ("progress", job.progress, progress, job.raw_progress),
-        ("totalItems", job.total, items_total, job.raw_total),
-        ("completedItems", job.completed, through_all, job.raw_completed),
-    ):
-        if target > current:
-            _raise_to(path, raw, target, writes, guard)
-            moved.append(path)
+    if progress > job_progress:
+        _raise_to("progress", job_raw_progress, progress, writes, guard)
+        moved.append("progress")
+    if items_total > job_total:
+        _raise_to("totalItems", job_raw_total, items_total, writes, guard)
+        moved.append("totalItems")
+    if through_all > job_completed:
+        _raise_to("completedItems", job_raw_completed, through_all, writes, guard)
+        moved.append("completedItems")
     for path, raw, percent in stage_progress:
         _raise_to(path, raw, percent, writes, guard)
     if moved or stage_progress:
         _pin_stage_inputs(stages, raised, guard)
     if trace is not None:
-        before = {"progress": job.progress, "totalItems": job.total, "completedItems": job.completed}
+        before = {"progress": job_progress, "totalItems": job_total, "completedItems": job_completed}
         after = {"progress": progress, "totalItems": items_total, "completedItems": through_all}
         shown = ", ".join(f"{path} {before[path]} -> {after[path]}" for path in moved) or "already up to date"
         trace.append(Finding(3, "open job tracks its stages", bool(moved), f"progress {progress}%, {through_all}/{items_total} items: {shown}"))
     if completed_stages:
-        return _result(job, Outcome.STAGE_COMPLETED, writes, guard, completed_stages, trace)
-    return _result(job, Outcome.PROGRESS if writes else Outcome.UNCHANGED, writes, guard, completed_stages, trace)
+        return _result(job_id, job_type, Outcome.STAGE_COMPLETED, writes, guard, completed_stages, trace)
+    return _result(job_id, job_type, Outcome.PROGRESS if writes else Outcome.UNCHANGED, writes, guard, completed_stages, trace)
 
 
-def _result(job: Job, outcome: Outcome, writes: dict[str, WriteValue], guard: dict[str, Condition], completed: list[str], trace: _Trace) -> Evaluation:
-    return Evaluation(
-        job.id,
-        outcome,
-        MappingProxyType(writes),
-        MappingProxyType(guard) if writes else MappingProxyType({}),
-        tuple(completed),
-        _findings(trace),
-        None,
-        job.job_type,
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_new_evaluation = tuple.__new__  # all eight fields given: skips the NamedTuple's Python-level __new__
+
+
+def _result(job_id: Any, job_type: Any, outcome: Outcome, writes: dict[str, WriteValue], guard: dict[str, Condition], completed: list[str], trace: _Trace) -> Evaluation:
+    return _new_evaluation(
+        Evaluation,
+        (
+            job_id,
+            outcome,
+            MappingProxyType(writes) if writes else _EMPTY,
+            MappingProxyType(guard) if writes else _EMPTY,
+            tuple(completed),
+            () if trace is None else tuple(trace),
+            None,
+            job_type,
+        ),
     )
-
-
-def _is_number(raw: object) -> bool:
-    """Whether MongoDB can compare ``raw`` with ``$gte``/``$max`` against an int
-    (text cannot; Decimal128 is pinned by equality, conservatively)."""
-    return isinstance(raw, (int, float)) and not isinstance(raw, bool)
 
 
 def _clean_counts(counts: object) -> dict[str, int]:
@@ -291,67 +324,69 @@ def _raise_to(path: str, raw: object, value: int, writes: dict[str, WriteValue],
     text (or Decimal128) is replaced instead, under a guard that it is still
     exactly that value.
     """
-    if raw is None or _is_number(raw):
+    if raw is None or type(raw) is int or (isinstance(raw, (int, float)) and not isinstance(raw, bool)):
         writes[path] = Raise(value)
     else:
         writes[path] = value
-        guard[path] = Equals(raw)
+        guard[path] = _equals(raw)
 
 
-def _reconcile(stage: Stage, paths: _Paths, actual: int, writes: dict[str, WriteValue], guard: dict[str, Condition], trace: _Trace) -> int:
+def _reconcile(stage: model.StageRow, paths: _Paths, actual: int, writes: dict[str, WriteValue], guard: dict[str, Condition], trace: _Trace) -> int:
     """Rule 4: the collection's actual items may raise a stage's counter."""
+    name, status, _, completed, _, _, _, raw_completed, _ = stage
     title = "collection counts raise counters"
-    if stage.status in TERMINAL:
+    if status in TERMINAL:
         if trace is not None:
-            trace.append(Finding(4, title, False, f"stage is {stage.status.value}; left as it is", stage.name))
-        return stage.completed
-    if actual <= stage.completed:
+            trace.append(Finding(4, title, False, f"stage is {status.value}; left as it is", name))
+        return completed
+    if actual <= completed:
         if trace is not None:
-            trace.append(Finding(4, title, False, f"collection holds {actual}, counter already {stage.completed}", stage.name))
-        return stage.completed
-    _raise_to(paths.completed, stage.raw_completed, actual, writes, guard)
+            trace.append(Finding(4, title, False, f"collection holds {actual}, counter already {completed}", name))
+        return completed
+    _raise_to(paths.completed, raw_completed, actual, writes, guard)
     if trace is not None:
-        trace.append(Finding(4, title, True, f"collection holds {actual}; counter raised from {stage.completed} ($max)", stage.name))
+        trace.append(Finding(4, title, True, f"collection holds {actual}; counter raised from {completed} ($max)", name))
     return actual
 
 
-def _empty_scan(stages: tuple[Stage, ...], policy: Policy) -> Stage | None:
+def _empty_scan(stages: tuple[model.StageRow, ...], policy: Policy) -> model.StageRow | None:
     """Rule 6: the scan stage, if it completed having found nothing to do."""
     for stage in stages:
-        if stage.name == policy.scan_stage:
-            return stage if stage.status is Status.COMPLETED and stage.total == 0 else None
+        if stage[0] == policy.scan_stage:
+            return stage if stage[1] is Status.COMPLETED and stage[2] == 0 else None
     return None
 
 
-def _complete_stage(paths: _Paths, stage: Stage, message: str, writes: dict[str, WriteValue], guard: dict[str, Condition]) -> None:
-    guard[paths.status] = Equals(stage.raw_status)
-    guard[paths.total] = Equals(stage.raw_total)
+def _complete_stage(paths: _Paths, raw_status: Any, raw_total: Any, message: str, writes: dict[str, WriteValue], guard: dict[str, Condition]) -> None:
+    guard[paths.status] = _equals(raw_status)
+    guard[paths.total] = _equals(raw_total)
     writes[paths.status] = "Completed"
     writes[paths.progress] = 100
     writes[paths.message] = message
     writes[paths.completed_at] = SERVER_NOW
 
 
-def _complete_job(job: Job, already_done: list[Stage], total: int, writes: dict[str, WriteValue], guard: dict[str, Condition], trace: _Trace) -> None:
+def _complete_job(job: model.JobRow, already_done: list[model.StageRow], total: int, writes: dict[str, WriteValue], guard: dict[str, Condition], trace: _Trace) -> None:
     """Rule 2: all stages Completed -> job Completed, in the same update.
 
     ``total`` is the job's items: every item passes through every stage, so
     the job has as many items as its largest stage (two stages of 132 -> 132).
     """
+    stages = job[10]
     for stage in already_done:
-        guard[_paths(stage.name).status] = Equals(stage.raw_status)
-    guard["stages"] = StageNames(tuple(stage.name for stage in job.stages))
+        guard[_paths(stage[0]).status] = _equals(stage[5])
+    guard["stages"] = _shared(StageNames, tuple([stage[0] for stage in stages]))
     if trace is not None:
-        trace.append(Finding(2, "all stages done -> job Completed", True, f"all {len(job.stages)} stages Completed -> job Completed, progress 100, {total}/{total} items"))
+        trace.append(Finding(2, "all stages done -> job Completed", True, f"all {len(stages)} stages Completed -> job Completed, progress 100, {total}/{total} items"))
     writes["status"] = "Completed"
     writes["progress"] = 100
     writes["totalItems"] = total
     writes["completedItems"] = total
     writes["message"] = JOB_DONE_MESSAGE
     writes["completedAt"] = SERVER_NOW
-    guard["totalItems"] = Equals(job.raw_total)
-    guard["completedItems"] = Equals(job.raw_completed)
-    guard["progress"] = Equals(job.raw_progress)
+    guard["totalItems"] = _equals(job[8])
+    guard["completedItems"] = _equals(job[9])
+    guard["progress"] = _equals(job[7])
 
 
 def _mean_percent(shares: list[tuple[int, int]]) -> int:
@@ -367,42 +402,43 @@ def _mean_percent(shares: list[tuple[int, int]]) -> int:
     return min(OPEN_PROGRESS_CAP, 100 * numerator // (len(shares) * common))
 
 
-def _pin_stage_inputs(stages: tuple[Stage, ...], raised: list[str], guard: dict[str, Condition]) -> None:
+def _pin_stage_inputs(stages: tuple[model.StageRow, ...], raised: list[str], guard: dict[str, Condition]) -> None:
     """A progress write relied on every stage's counters and on the stage set:
     counters may grow (``$inc``), anything else must be as read."""
-    guard["stages"] = StageNames(tuple(stage.name for stage in stages))
-    for stage in stages:
-        paths = _paths(stage.name)
-        guard[paths.total] = Equals(stage.raw_total)
-        guard.setdefault(paths.status, Equals(stage.raw_status))
-        if stage.name not in raised:
-            raw = stage.raw_completed
-            guard[paths.completed] = AtLeast(raw) if _is_number(raw) else Equals(raw)
+    guard["stages"] = _shared(StageNames, tuple([stage[0] for stage in stages]))
+    for name, _, _, _, _, raw_status, raw_total, raw_completed, _ in stages:
+        paths = _paths(name)
+        guard[paths.total] = _equals(raw_total)
+        guard.setdefault(paths.status, _equals(raw_status))
+        if name not in raised:
+            guard[paths.completed] = _counter_guard(raw_completed)
 
 
 # Findings (only with explain=True): the wording ``jobwatch explain`` prints.
 
 
-def _note_done(trace: list[Finding], stage: Stage, count: int) -> None:
-    shown_status = stage.raw_status or "no status"
-    detail = f"{count}/{stage.total} items, {shown_status} -> Completed"
-    if count > stage.total:
+def _note_done(trace: list[Finding], stage: model.StageRow, count: int) -> None:
+    name, _, total, *_ = stage
+    shown_status = stage[5] or "no status"
+    detail = f"{count}/{total} items, {shown_status} -> Completed"
+    if count > total:
         detail += " (counter above total; progress capped at 100)"
-    trace.append(Finding(1, "stage done -> Completed", True, detail, stage.name))
+    trace.append(Finding(1, "stage done -> Completed", True, detail, name))
 
 
-def _note_waiting(trace: list[Finding], stage: Stage, count: int, policy: Policy) -> None:
-    if stage.total == 0:
+def _note_waiting(trace: list[Finding], stage: model.StageRow, count: int, policy: Policy) -> None:
+    name, _, total, *_ = stage
+    if total == 0:
         detail = f"totalItems is 0 and no completed {policy.scan_stage!r} stage says there is nothing to do: waiting"
     else:
-        detail = f"{count}/{stage.total} items; waiting for {stage.total - count} more"
-    trace.append(Finding(1, "stage done -> Completed", False, detail, stage.name))
+        detail = f"{count}/{total} items; waiting for {total - count} more"
+    trace.append(Finding(1, "stage done -> Completed", False, detail, name))
 
 
-def _note_job_waits(trace: list[Finding], stages: tuple[Stage, ...], waiting: list[Stage]) -> None:
-    names = ", ".join(stage.name for stage in waiting)
+def _note_job_waits(trace: list[Finding], stages: tuple[model.StageRow, ...], waiting: list[model.StageRow]) -> None:
+    names = ", ".join(stage[0] for stage in waiting)
     detail = f"{len(stages) - len(waiting)}/{len(stages)} stages Completed; waiting for {names}"
-    stopped = [f"{stage.name} is {stage.status.value}" for stage in waiting if stage.status.is_explicit_stop]
+    stopped = [f"{stage[0]} is {stage[1].value}" for stage in waiting if stage[1].is_explicit_stop]
     if stopped:
         detail += f"; blocked: {', '.join(stopped)} (the job stays open: failing a job is the service's decision)"
     trace.append(Finding(2, "all stages done -> job Completed", False, detail))

@@ -42,7 +42,8 @@ _ALIASES = {
     "canceled": Status.CANCELLED,
 }
 
-_EXACT = {status.value: status for status in Status if status is not Status.UNKNOWN}
+#: The canonical spellings (what we write), for a fast exact lookup.
+CANONICAL: dict[str, Status] = {status.value: status for status in Status if status is not Status.UNKNOWN}
 
 
 def parse(raw: object) -> Status:
@@ -53,7 +54,7 @@ def parse(raw: object) -> Status:
     """
     if type(raw) is not str:  # bson.Code is an unhashable str subclass: not a status
         return Status.UNKNOWN
-    exact = _EXACT.get(raw)
+    exact = CANONICAL.get(raw)
     if exact is not None:
         return exact
     key = raw.strip().lower().replace("_", "").replace("-", "").replace(" ", "")
