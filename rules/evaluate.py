@@ -139,9 +139,19 @@ _CONDITIONS: dict[tuple[type, type, Any], Condition] = {}
 _EQUALS_NONE = Equals(None)
 
 
+_EQUALS_PLAIN: dict[int | str, Condition] = {}  # exact int or str values only: no 1 / 1.0 / True mix-ups
+
+
 def _equals(raw: Any) -> Condition:
     if raw is None:
         return _EQUALS_NONE
+    if type(raw) is str or type(raw) is int:
+        found = _EQUALS_PLAIN.get(raw)
+        if found is None:
+            if len(_EQUALS_PLAIN) >= _CACHE_MAX:
+                _EQUALS_PLAIN.clear()
+            found = _EQUALS_PLAIN[raw] = Equals(raw)
+        return found
     return _shared(Equals, raw)
 
 
@@ -158,11 +168,22 @@ def _shared(kind: type[Equals] | type[AtLeast] | type[StageNames], value: Any) -
     return found
 
 
+_AT_LEAST_INT: dict[int, Condition] = {}
+
+
 def _counter_guard(raw: Any, at_least: int | None = None) -> Condition:
     """Guard a consumer-owned counter: growth is fine (``$gte``), anything else
     is not. Text (and Decimal128, conservatively) cannot be ``$gte``'d: pinned."""
     if type(raw) is int or (isinstance(raw, (int, float)) and not isinstance(raw, bool)):
-        return _shared(AtLeast, raw if at_least is None else at_least)
+        bound = raw if at_least is None else at_least
+        found = _AT_LEAST_INT.get(bound) if type(bound) is int else None
+        if found is None:
+            found = _shared(AtLeast, bound)
+            if type(bound) is int:
+                if len(_AT_LEAST_INT) >= _CACHE_MAX:
+                    _AT_LEAST_INT.clear()
+                _AT_LEAST_INT[bound] = found
+        return found
     return _equals(raw)
 
 

@@ -75,7 +75,7 @@ def _keys() -> st.SearchStrategy[str]:
 values: st.SearchStrategy[Any] = st.recursive(
     scalars,
     lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(_keys(), inner, max_size=3)),
-    max_leaves=12,
+    max_leaves=8,
 )
 
 

@@ -97,6 +97,7 @@ def _run(doc: dict[str, Any], counts: Any) -> None:
 
 @pytest.mark.reliability
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # 10,000 generated documents: minutes on a busy 2-core machine
 @settings(max_examples=RELIABILITY_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(hostile.job_documents(), hostile.collection_counts)
 def test_ten_thousand_hostile_documents_never_break_the_rules(doc: dict[str, Any], counts: Any) -> None:
