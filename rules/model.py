@@ -42,7 +42,7 @@ INT64_MAX: Final = 2**63 - 1
 
 #: Counters written as text by legacy rows: a plain decimal number, nothing else
 #: (Python's float() would also take "1_000", "nan" and non-ASCII digits).
-_NUMBER_TEXT = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
 class Unreadable(ValueError):
@@ -92,7 +92,7 @@ def read_count(raw: object, *, round_up: bool = False) -> int:
 def _from_decimal(value: decimal.Decimal, raw: object, round_up: bool) -> int:
     if not value.is_finite():
         raise Unreadable(f"a finite number, not {_short(raw)}")
-    if abs(value) > INT64_MAX:
+    if value.copy_abs() > INT64_MAX:  # copy_abs: no context, so 1E+999999999 cannot trap
         raise Unreadable(f"{_short(raw)} is beyond the 64-bit range MongoDB stores")
     whole = int(value.to_integral_value(decimal.ROUND_CEILING if round_up else decimal.ROUND_FLOOR))
     return whole if whole > 0 else 0
