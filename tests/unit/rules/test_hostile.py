@@ -91,7 +91,11 @@ def _assert_canonical(path: str, value: object, stages: dict[str, Any]) -> None:
 
 
 def _run(doc: dict[str, Any], counts: Any) -> None:
-    result = check_one(doc, counts)
+    try:
+        result = check_one(doc, counts)
+    except BaseException:
+        figures.failed()
+        raise
     figures.record(result.outcome)
 
 
