@@ -338,6 +338,9 @@ def _clean_counts(counts: object) -> dict[str, int]:
     return clean
 
 
+_RAISES: dict[int, Raise] = {}  # values are always plain ints here
+
+
 def _raise_to(path: str, raw: object, value: int, writes: dict[str, WriteValue], guard: dict[str, Condition]) -> None:
     """Raise a field to ``value`` without ever lowering it.
 
@@ -346,7 +349,12 @@ def _raise_to(path: str, raw: object, value: int, writes: dict[str, WriteValue],
     exactly that value.
     """
     if raw is None or type(raw) is int or (isinstance(raw, (int, float)) and not isinstance(raw, bool)):
-        writes[path] = Raise(value)
+        raise_ = _RAISES.get(value)
+        if raise_ is None:
+            if len(_RAISES) >= _CACHE_MAX:
+                _RAISES.clear()
+            raise_ = _RAISES[value] = Raise(value)
+        writes[path] = raise_
     else:
         writes[path] = value
         guard[path] = _equals(raw)

@@ -221,13 +221,13 @@ def read_job(doc: object) -> JobRow | Rejection:
             return (job_id, get("jobType"), status, raw_status, 0, 0, 0, None, None, None, ())
         where = "progress"
         raw_progress = get("progress")
-        progress = raw_progress if type(raw_progress) is int and 0 <= raw_progress <= INT64_MAX else read_count(raw_progress)
+        progress = raw_progress if type(raw_progress) is int and 0 <= raw_progress <= INT64_MAX else 0 if raw_progress is None else read_count(raw_progress)
         where = "totalItems"
         raw_total = get("totalItems")
-        total = raw_total if type(raw_total) is int and 0 <= raw_total <= INT64_MAX else read_count(raw_total)
+        total = raw_total if type(raw_total) is int and 0 <= raw_total <= INT64_MAX else 0 if raw_total is None else read_count(raw_total)
         where = "completedItems"
         raw_completed = get("completedItems")
-        completed = raw_completed if type(raw_completed) is int and 0 <= raw_completed <= INT64_MAX else read_count(raw_completed)
+        completed = raw_completed if type(raw_completed) is int and 0 <= raw_completed <= INT64_MAX else 0 if raw_completed is None else read_count(raw_completed)
         where = "stages"
         stages = _read_stages(get("stages"))
     except _StageUnreadable as exc:
@@ -271,13 +271,13 @@ def _read_stage(name: object, raw: object) -> StageRow:
         where = "totalItems"
         raw_total = get("totalItems")
         # A fraction must never advance a completion: totals round up.
-        total = raw_total if type(raw_total) is int and 0 <= raw_total <= INT64_MAX else read_count(raw_total, round_up=True)
+        total = raw_total if type(raw_total) is int and 0 <= raw_total <= INT64_MAX else 0 if raw_total is None else read_count(raw_total, round_up=True)
         where = "completedItems"
         raw_completed = get("completedItems")
-        completed = raw_completed if type(raw_completed) is int and 0 <= raw_completed <= INT64_MAX else read_count(raw_completed)
+        completed = raw_completed if type(raw_completed) is int and 0 <= raw_completed <= INT64_MAX else 0 if raw_completed is None else read_count(raw_completed)
         where = "progress"
         raw_progress = get("progress")
-        progress = raw_progress if type(raw_progress) is int and 0 <= raw_progress <= INT64_MAX else read_count(raw_progress)
+        progress = raw_progress if type(raw_progress) is int and 0 <= raw_progress <= INT64_MAX else 0 if raw_progress is None else read_count(raw_progress)
     except Unreadable as exc:
         raise _StageUnreadable(f"stages.{name}.{where}", str(exc)) from None
     return (name, status, total, completed, progress, raw_status, raw_total, raw_completed, raw_progress)
