@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from rules import model
+from rules import model, shared
 from rules.decision import (
     SERVER_NOW,
     AtLeast,
@@ -115,60 +115,32 @@ class _Paths(NamedTuple):
     completed_at: str
 
 
-#: Dotted paths per stage name, built once: the same few names come back on
-#: every event. Bounded, so documents with ever-new names cannot grow it.
-_PATHS: dict[str, _Paths] = {}
-_CACHE_MAX = 4096
+def _stage_paths(name: str) -> _Paths:
+    prefix = f"stages.{name}."
+    return _Paths(*(prefix + leaf for leaf in ("status", "totalItems", "completedItems", "progress", "message", "completedAt")))
 
 
-def _paths(name: str) -> _Paths:
-    paths = _PATHS.get(name)
-    if paths is None:
-        if len(_PATHS) >= _CACHE_MAX:
-            _PATHS.clear()
-        prefix = f"stages.{name}."
-        paths = _Paths(*(prefix + leaf for leaf in ("status", "totalItems", "completedItems", "progress", "message", "completedAt")))
-        _PATHS[name] = paths
-    return paths
-
-
-#: Guard conditions are small immutable values and the same ones recur on
-#: every event (``Equals("InProgress")``, ``AtLeast(132)``): made once, shared.
-#: Keyed by the value's type too, so 1, 1.0 and Int64(1) each keep their own.
-_CONDITIONS: dict[tuple[type, type, Any], Condition] = {}
+# Built once per distinct value (see rules.shared): paths per stage name, and
+# the guard conditions and raises that recur on every event. Keys carry the
+# value's type where types can mix, so 1, 1.0, Int64(1) and True stay apart.
+_PATHS: shared.Memo[str, _Paths] = shared.Memo(_stage_paths)
+_EQUALS_PLAIN: shared.Memo[int | str, Condition] = shared.Memo(Equals)  # exact int or str only
+_EQUALS_TYPED: shared.Memo[tuple[type, Any], Condition] = shared.Memo(lambda key: Equals(key[1]))
+_AT_LEAST: shared.Memo[tuple[type, Any], Condition] = shared.Memo(lambda key: AtLeast(key[1]))
+_STAGE_NAMES: shared.Memo[tuple[str, ...], Condition] = shared.Memo(StageNames)
+_RAISES: shared.Memo[int, Raise] = shared.Memo(Raise)  # values are always plain ints
 _EQUALS_NONE = Equals(None)
-
-
-_EQUALS_PLAIN: dict[int | str, Condition] = {}  # exact int or str values only: no 1 / 1.0 / True mix-ups
 
 
 def _equals(raw: Any) -> Condition:
     if raw is None:
         return _EQUALS_NONE
     if type(raw) is str or type(raw) is int:
-        found = _EQUALS_PLAIN.get(raw)
-        if found is None:
-            if len(_EQUALS_PLAIN) >= _CACHE_MAX:
-                _EQUALS_PLAIN.clear()
-            found = _EQUALS_PLAIN[raw] = Equals(raw)
-        return found
-    return _shared(Equals, raw)
-
-
-def _shared(kind: type[Equals] | type[AtLeast] | type[StageNames], value: Any) -> Condition:
-    key = (kind, type(value), value)
+        return _EQUALS_PLAIN[raw]
     try:
-        found = _CONDITIONS.get(key)
+        return _EQUALS_TYPED[(type(raw), raw)]
     except TypeError:  # unhashable (Decimal128): made fresh
-        return kind(value)
-    if found is None:
-        if len(_CONDITIONS) >= _CACHE_MAX:
-            _CONDITIONS.clear()
-        found = _CONDITIONS[key] = kind(value)
-    return found
-
-
-_AT_LEAST_INT: dict[int, Condition] = {}
+        return Equals(raw)
 
 
 def _counter_guard(raw: Any, at_least: int | None = None) -> Condition:
@@ -176,14 +148,7 @@ def _counter_guard(raw: Any, at_least: int | None = None) -> Condition:
     is not. Text (and Decimal128, conservatively) cannot be ``$gte``'d: pinned."""
     if type(raw) is int or (isinstance(raw, (int, float)) and not isinstance(raw, bool)):
         bound = raw if at_least is None else at_least
-        found = _AT_LEAST_INT.get(bound) if type(bound) is int else None
-        if found is None:
-            found = _shared(AtLeast, bound)
-            if type(bound) is int:
-                if len(_AT_LEAST_INT) >= _CACHE_MAX:
-                    _AT_LEAST_INT.clear()
-                _AT_LEAST_INT[bound] = found
-        return found
+        return _AT_LEAST[(type(bound), bound)]
     return _equals(raw)
 
 
@@ -211,7 +176,7 @@ def _decide(job: model.JobRow, counts: Mapping[str, int], policy: Policy, trace:
     # One pass: rule 4 and rule 1 per stage, and what rules 2 and 3 need.
     for stage in stages:
         name, status, total, count, progress, raw_status, raw_total, raw_completed, raw_progress = stage
-        paths = _PATHS.get(name) or _paths(name)
+        paths = _PATHS[name]
         if name in counts:
             reconciled = _reconcile(stage, paths, counts[name], writes, guard, trace)
             if reconciled != count:
@@ -239,7 +204,7 @@ def _decide(job: model.JobRow, counts: Mapping[str, int], policy: Policy, trace:
                 empty_scan, scan_known = _empty_scan(stages, policy), True
             done = empty_scan is not None
             if empty_scan is not None:
-                scan_paths = _paths(empty_scan[0])
+                scan_paths = _PATHS[empty_scan[0]]
                 guard[scan_paths.status] = _equals(empty_scan[5])
                 guard[scan_paths.total] = _equals(empty_scan[6])
                 if trace is not None:
@@ -338,9 +303,6 @@ def _clean_counts(counts: object) -> dict[str, int]:
     return clean
 
 
-_RAISES: dict[int, Raise] = {}  # values are always plain ints here
-
-
 def _raise_to(path: str, raw: object, value: int, writes: dict[str, WriteValue], guard: dict[str, Condition]) -> None:
     """Raise a field to ``value`` without ever lowering it.
 
@@ -349,12 +311,7 @@ def _raise_to(path: str, raw: object, value: int, writes: dict[str, WriteValue],
     exactly that value.
     """
     if raw is None or type(raw) is int or (isinstance(raw, (int, float)) and not isinstance(raw, bool)):
-        raise_ = _RAISES.get(value)
-        if raise_ is None:
-            if len(_RAISES) >= _CACHE_MAX:
-                _RAISES.clear()
-            raise_ = _RAISES[value] = Raise(value)
-        writes[path] = raise_
+        writes[path] = _RAISES[value]
     else:
         writes[path] = value
         guard[path] = _equals(raw)
@@ -403,8 +360,8 @@ def _complete_job(job: model.JobRow, already_done: list[model.StageRow], total: 
     """
     stages = job[10]
     for stage in already_done:
-        guard[_paths(stage[0]).status] = _equals(stage[5])
-    guard["stages"] = _shared(StageNames, tuple([stage[0] for stage in stages]))
+        guard[_PATHS[stage[0]].status] = _equals(stage[5])
+    guard["stages"] = _STAGE_NAMES[tuple([stage[0] for stage in stages])]
     if trace is not None:
         trace.append(Finding(2, "all stages done -> job Completed", True, f"all {len(stages)} stages Completed -> job Completed, progress 100, {total}/{total} items"))
     writes["status"] = "Completed"
@@ -434,9 +391,9 @@ def _mean_percent(shares: list[tuple[int, int]]) -> int:
 def _pin_stage_inputs(stages: tuple[model.StageRow, ...], raised: list[str], guard: dict[str, Condition]) -> None:
     """A progress write relied on every stage's counters and on the stage set:
     counters may grow (``$inc``), anything else must be as read."""
-    guard["stages"] = _shared(StageNames, tuple([stage[0] for stage in stages]))
+    guard["stages"] = _STAGE_NAMES[tuple([stage[0] for stage in stages])]
     for name, _, _, _, _, raw_status, raw_total, raw_completed, _ in stages:
-        paths = _paths(name)
+        paths = _PATHS[name]
         guard[paths.total] = _equals(raw_total)
         guard.setdefault(paths.status, _equals(raw_status))
         if name not in raised:
