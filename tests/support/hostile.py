@@ -13,7 +13,10 @@ rejections would prove little.
 Shared by the rules' property tests and by the sweep/stream suites (which
 insert these documents into a backend): ``job_documents()`` gives
 documents; ``storable_job_documents()`` only those a MongoDB server would
-accept (BSON-encodable, ``_id`` not an array, regex or undefined).
+accept (BSON-encodable, ``_id`` not an array, regex or undefined);
+``collection_documents()`` path A's collection documents, item arrays that
+are not arrays included; ``collection_counts`` what the rules may be handed
+as counts.
 """
 
 from __future__ import annotations
@@ -207,6 +210,22 @@ collection_counts: st.SearchStrategy[Any] = st.one_of(
     st.dictionaries(st.one_of(stage_names, st.integers()), counters, max_size=4),
     values,
 )
+
+
+
+@st.composite
+def collection_documents(draw: st.DrawFn, arrays: tuple[str, ...] = ("thumbnails", "cacheImages")) -> dict[str, Any]:
+    """A ``collections`` document for path A: each item array is a list (as it
+    should be), missing, or any other BSON value (a string, a number, null, a
+    document...), which the server's ``$size`` refuses (code 17124)."""
+    pick = _Pick(draw)
+    doc: dict[str, Any] = {"_id": draw(st.one_of(st.builds(ObjectId), job_ids.filter(lambda v: not isinstance(v, (list, Regex)) and v is not None)))}
+    for field in arrays:
+        value = pick(st.lists(st.one_of(st.builds(ObjectId), st.text(max_size=4)), max_size=20), values)
+        if value is not MISSING:
+            doc[field] = value
+    return doc
+
 
 # -- applying an Evaluation the way MongoDB would -----------------------------
 

@@ -165,3 +165,10 @@ def test_a_fractional_total_never_completes_early() -> None:
 def test_hostile_collection_counts_alone_never_raise(data: st.DataObject) -> None:
     doc = {"_id": 1, "status": "Pending", "stages": {name: {"completedItems": 1, "totalItems": 5} for name in hostile.PLAIN_NAMES}}
     check_one(doc, data.draw(hostile.collection_counts))
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile.collection_documents())
+def test_collection_documents_can_all_be_stored(doc: dict[str, Any]) -> None:
+    """The sweep's suites insert these into a server: each must be storable."""
+    assert hostile.storable(doc)
