@@ -197,6 +197,18 @@ def test_negative_counter_is_guarded_by_its_stored_value() -> None:
         ({"_id": 1, "stages": [1, 2]}, "stages"),
         ({"_id": 1, "stages": {"a": "done"}}, "stages.a"),
         ({"_id": 1, "stages": {"a.b": {}}}, "cannot be addressed"),
+        ({"_id": 1, "stages": {"$where": {}}}, "cannot be addressed"),
+        ({"_id": 1, "stages": {"": {}}}, "cannot be addressed"),
+        ({"_id": 1, "stages": {"a\x00b": {}}}, "cannot be addressed"),
+        ({"_id": 1, "stages": {"a\ud800": {}}}, "cannot be addressed"),
+        ({"_id": 1, "status": 2, "stages": {}}, "status: a status must be text, not int"),
+        ({"_id": 1, "status": {"$ne": 1}, "stages": {}}, "status: a status must be text, not dict"),
+        ({"_id": 1, "stages": {"a": {"status": ["Pending"]}}}, "stages.a.status"),
+        ({"_id": 1, "status": "\ud800", "stages": {}}, "valid UTF-8"),
+        ({"_id": 1, "totalItems": 1e30}, "totalItems: 1e+30 is beyond the 64-bit range"),
+        ({"_id": 1, "stages": {"a": {"totalItems": 2**63}}}, "stages.a.totalItems"),
+        ({"_id": 1, "stages": {"a": {"completedItems": b"1"}}}, "stages.a.completedItems: a number, not bytes"),
+        ({"_id": [1], "status": "Pending"}, "_id"),
         ({"_id": 1, "progress": float("nan")}, "progress"),
         ({"_id": 1, "stages": {"a": {"totalItems": True}}}, "boolean"),
         ({"status": "Pending"}, "no _id"),
@@ -209,6 +221,27 @@ def test_unreadable_documents_are_rejected_with_a_reason(doc: object, reason: st
     assert reason in (result.rejection or "")
     assert not result.writes
     assert reason in explain.render(result)
+
+
+def test_a_terminal_job_is_read_no_further_than_its_status() -> None:
+    result = rules.evaluate({"_id": 1, "status": "Failed", "stages": {"a.b": "garbage", "c": {"totalItems": float("nan")}}})
+    assert result.outcome is Outcome.TERMINAL and not result.writes
+
+
+def test_unicode_and_inner_dollar_stage_names_are_fine() -> None:
+    result = rules.evaluate(job(**{"vignette-é": stage(done=1, total=1), "price$": stage(done=1, total=1)}))
+    assert result.completes_job and result.writes["stages.vignette-é.status"] == "Completed"
+
+
+@pytest.mark.parametrize(("done", "total", "completes"), [(131, 131.5, False), (131.9, 132, False), (132, 131.5, True), ("131.5", "131.5", False), (132, "131.5", True)])
+def test_fractions_delay_a_completion_never_advance_one(done: object, total: object, completes: bool) -> None:
+    assert rules.evaluate(job(a=stage(done=done, total=total))).completes_job is completes
+
+
+def test_job_progress_is_exact_not_floating_point() -> None:
+    result = rules.evaluate(job(a=stage(done=29, total=100)))
+    assert result.writes["progress"] == Raise(29)  # 100 * 0.29 is 28.999999999999996 in floating point
+    assert result.writes["stages.a.progress"] == Raise(29)
 
 
 def test_path_a_raises_counters_with_max_only() -> None:
