@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from bson import Decimal128
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rules
@@ -71,13 +71,13 @@ def reader_count(raw: Any, *, round_up: bool = False) -> Any:
         return REJECT
 
 
-@settings(max_examples=600)
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.one_of(hostile.counters, hostile.values, st.integers(), st.floats(), st.text(alphabet="0123456789+-.eE _", max_size=8)), st.booleans())
 def test_counters_read_as_documented(raw: Any, round_up: bool) -> None:
     assert reader_count(raw, round_up=round_up) == spec_count(raw, round_up=round_up)
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(hostile.statuses)
 def test_statuses_read_as_documented(raw: Any) -> None:
     try:
@@ -89,7 +89,7 @@ def test_statuses_read_as_documented(raw: Any) -> None:
     assert raw is None or type(raw) is str
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(hostile.job_documents())
 def test_the_fast_path_and_the_named_reader_agree_and_decide_rule_1_as_documented(doc: dict[str, Any]) -> None:
     row, job = model.read_job(doc), model.parse_job(doc)
