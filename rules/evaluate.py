@@ -130,6 +130,7 @@ _AT_LEAST: shared.Memo[tuple[type, Any], Condition] = shared.Memo(lambda key: At
 _STAGE_NAMES: shared.Memo[tuple[str, ...], Condition] = shared.Memo(StageNames)
 _RAISES: shared.Memo[int, Raise] = shared.Memo(Raise)  # values are always plain ints
 _EQUALS_NONE = Equals(None)
+_DONE_MESSAGES: shared.Memo[int, str] = shared.Memo(lambda total: STAGE_DONE_MESSAGE.format(total=total))
 
 
 def _equals(raw: Any) -> Condition:
@@ -197,7 +198,7 @@ def _decide(job: model.JobRow, counts: Mapping[str, int], policy: Policy, trace:
                 _note_done(trace, stage, count)
             if name not in raised:
                 guard[paths.completed] = _counter_guard(raw_completed, total)
-            _complete_stage(paths, raw_status, raw_total, STAGE_DONE_MESSAGE.format(total=total), writes, guard)
+            _complete_stage(paths, raw_status, raw_total, _DONE_MESSAGES[total], writes, guard)
             completed_stages.append(name)
         elif total == 0 and name != policy.scan_stage:
             if not scan_known:
