@@ -23,9 +23,10 @@ def to_filter(job_id: Any, guard: Mapping[str, Condition]) -> dict[str, Any]:
     """The job's ``_id`` and every guard condition, for the server to re-check."""
     query: dict[str, Any] = {"_id": {"$eq": job_id}}
     for path, condition in guard.items():
-        if isinstance(condition, Equals):
+        kind = type(condition)  # exact types first: this runs for every write
+        if kind is Equals or isinstance(condition, Equals):
             query[path] = {"$eq": condition.value}
-        elif isinstance(condition, AtLeast):
+        elif kind is AtLeast or isinstance(condition, AtLeast):
             query[path] = {"$gte": condition.value}  # a number the rules read: $gte only matches numbers
         elif isinstance(condition, StageNames):
             query["$expr"] = _stage_names_are(condition.value, path)
@@ -48,14 +49,23 @@ def _stage_names_are(names: tuple[str, ...], path: str) -> dict[str, Any]:
 def to_update(writes: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """``$set`` for plain values, ``$max`` for raised counters, ``$currentDate``
     for the server's clock. Never ``$set`` on a counter a consumer ``$inc``s."""
-    update: dict[str, dict[str, Any]] = {}
+    plain: dict[str, Any] = {}
+    raised: dict[str, Any] = {}
+    stamped: dict[str, Any] = {}
     for path, value in writes.items():
         if value is SERVER_NOW:
-            update.setdefault("$currentDate", {})[path] = {"$type": "date"}
-        elif isinstance(value, Raise):
-            update.setdefault("$max", {})[path] = value.value
+            stamped[path] = {"$type": "date"}
+        elif type(value) is Raise or isinstance(value, Raise):
+            raised[path] = value.value
         else:
-            update.setdefault("$set", {})[path] = value
+            plain[path] = value
+    update: dict[str, dict[str, Any]] = {}
+    if plain:
+        update["$set"] = plain
+    if raised:
+        update["$max"] = raised
+    if stamped:
+        update["$currentDate"] = stamped
     return update
 
 
