@@ -396,7 +396,8 @@ def _pin_stage_inputs(stages: tuple[model.StageRow, ...], raised: list[str], gua
     for name, _, _, _, _, raw_status, raw_total, raw_completed, _ in stages:
         paths = _PATHS[name]
         guard[paths.total] = _equals(raw_total)
-        guard.setdefault(paths.status, _equals(raw_status))
+        if paths.status not in guard:
+            guard[paths.status] = _equals(raw_status)
         if name not in raised:
             guard[paths.completed] = _counter_guard(raw_completed)
 
