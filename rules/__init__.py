@@ -1,11 +1,15 @@
 """jobwatch's completion rules: pure functions from a job document to a decision.
 
 No I/O, no driver, no clock. ``evaluate`` is the entry point; everything a
-reader needs to learn the behaviour is in this package.
+reader needs to learn the behaviour is in this package, in reading order:
+``status`` (spellings), ``model`` (the tolerant reader), ``evaluate`` (the
+rules), ``decision`` (what they return) and ``explain`` (the rule-by-rule
+account: ``rules.explain.render(rules.evaluate(doc, explain=True))``).
 """
 
 from __future__ import annotations
 
+from rules import explain
 from rules.decision import (
     SERVER_NOW,
     AtLeast,
@@ -40,5 +44,6 @@ __all__ = [
     "Status",
     "WriteValue",
     "evaluate",
+    "explain",
     "parse_job",
 ]

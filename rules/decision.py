@@ -118,6 +118,11 @@ class Evaluation(NamedTuple):
     needed. Otherwise the caller applies all ``writes`` in one update whose
     filter is ``guard`` (plus the job's ``_id``): if the document changed in
     a way the decision relied on, the update matches nothing, which is right.
+
+    ``findings`` (the rule-by-rule account) are recorded only when asked for,
+    with ``evaluate(..., explain=True)``: the hot path does not format text
+    nobody reads. ``rules.explain.render`` turns them into what
+    ``jobwatch explain`` prints.
     """
 
     job_id: Any
@@ -136,9 +141,3 @@ class Evaluation(NamedTuple):
     @property
     def completes_stage(self) -> bool:
         return bool(self.completed_stages)
-
-    def explain(self) -> str:
-        """A human-readable account, rule by rule (what ``jobwatch explain`` prints)."""
-        from rules import explain  # local: rendering is only needed on demand
-
-        return explain.render(self)

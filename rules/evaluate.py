@@ -1,21 +1,28 @@
 """The completion rules of DESIGN.md, as one pure function.
 
-Reading order: ``evaluate`` walks the rules in their numbered order. Each
-rule adds findings (for ``explain``), writes, and the guard conditions that
-the writes rely on. Counters are only ever raised (``$max``) and statuses
-only ever move from open to ``Completed``; a job that is already terminal
-is never touched.
+Reading order: ``evaluate`` reads the document (``rules.model``), returns at
+once for an unreadable or terminal job, then walks the stages once: rule 4
+(the collection's counts) and rule 1 (stage done, with rule 6's zero-item
+answer) per stage, collecting what rule 3 needs on the way; then rule 2 (job
+done) or rule 3 (progress). Each rule adds writes and the guard conditions
+those writes rely on, and, only when ``explain=True``, a ``Finding``.
+Counters are only ever raised (``$max``) and statuses only ever move from
+open to ``Completed``; a job that is already terminal is never touched.
+
+This runs for every change event, so it avoids work it can: no validation
+library, no text formatting unless explain is asked, field paths built once
+per stage name.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NamedTuple
 
-from rules import model
+from rules import model, shared
 from rules.decision import (
     SERVER_NOW,
     AtLeast,
@@ -28,14 +35,17 @@ from rules.decision import (
     StageNames,
     WriteValue,
 )
-from rules.model import Job, Stage
-from rules.status import Status
+from rules.status import TERMINAL, Status
 
 STAGE_DONE_MESSAGE = "All {total} items processed"
 EMPTY_STAGE_MESSAGE = "No items to process"
 JOB_DONE_MESSAGE = "All stages completed successfully"
 #: An open job shows at most this much progress: 100 means Completed.
 OPEN_PROGRESS_CAP = 99
+#: Job progress is computed exactly (integers over the stage totals' least
+#: common multiple) while that multiple stays below this; only pathological
+#: documents (many huge coprime totals) fall back to floating point.
+_EXACT_PROGRESS_LIMIT = 2**64
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,18 +62,23 @@ class Policy:
 
 DEFAULT_POLICY = Policy()
 
+_Trace = list[Finding] | None
+_NO_COUNTS: Mapping[str, int] = MappingProxyType({})
+
 
 def evaluate(
     job_doc: Mapping[str, Any],
     *,
     collection_counts: Mapping[str, int] | None = None,
     policy: Policy = DEFAULT_POLICY,
+    explain: bool = False,
 ) -> Evaluation:
     """Decide what, if anything, must change on ``job_doc``.
 
     ``collection_counts`` is the seed's path A: the actual number of items per
     stage found in the job's collection (e.g. ``{"thumbnail": 132}``); they
-    may raise a stage's counter, never lower it.
+    may raise a stage's counter, never lower it. ``explain=True`` records the
+    rule-by-rule ``findings`` (for ``rules.explain.render``).
 
     >>> doc = {"_id": 1, "status": "Pending", "stages": {
     ...     "thumbnail": {"status": "InProgress", "completedItems": 132, "totalItems": 132}}}
@@ -73,265 +88,345 @@ def evaluate(
 
     Never raises for a bad document: it returns ``Outcome.REJECTED`` instead.
     """
-    parsed = model.parse_job(job_doc)
-    if isinstance(parsed, model.Rejection):
-        return Evaluation(
-            job_id=parsed.job_id,
-            outcome=Outcome.REJECTED,
-            rejection=parsed.reason,
-            findings=(Finding(0, "document is readable", False, parsed.reason),),
-        )
-    plan = _Plan(job=parsed, raw=job_doc)
-    if not parsed.status.is_open:
-        plan.note(5, "terminal jobs are never touched", False, f"job is {parsed.status.value}; nothing to do")
-        return plan.result(Outcome.TERMINAL)
-    plan.guard["status"] = Equals(job_doc.get("status"))
-
-    counts = _clean_counts(collection_counts)
-    completed = {name: _reconcile(plan, name, stage, counts) for name, stage in parsed.stages.items()}
-    done = {name: _stage_rule(plan, name, stage, completed[name], policy) for name, stage in parsed.stages.items()}
-    if _job_rule(plan, done):
-        return plan.result(Outcome.JOB_COMPLETED)
-    _progress_rule(plan, done, completed)
-    if plan.completed_stages:
-        return plan.result(Outcome.STAGE_COMPLETED)
-    return plan.result(Outcome.PROGRESS if plan.writes else Outcome.UNCHANGED)
+    trace: _Trace = [] if explain else None
+    job = model.read_job(job_doc)
+    if isinstance(job, model.Rejection):
+        if trace is not None:
+            trace.append(Finding(0, "document is readable", False, job.reason))
+        return Evaluation(job.job_id, Outcome.REJECTED, findings=_findings(trace), rejection=job.reason)
+    if job[2] in TERMINAL:
+        if trace is not None:
+            trace.append(Finding(5, "terminal jobs are never touched", False, f"job is {job[2].value}; nothing to do"))
+        return Evaluation(job[0], Outcome.TERMINAL, findings=_findings(trace), job_type=job[1])
+    counts = _clean_counts(collection_counts) if collection_counts else _NO_COUNTS
+    return _decide(job, counts, policy, trace)
 
 
-@dataclass
-class _Plan:
-    """Accumulates one evaluation's findings, writes and guard."""
+def _findings(trace: _Trace) -> tuple[Finding, ...]:
+    return () if trace is None else tuple(trace)
 
-    job: Job
-    raw: Mapping[str, Any]
-    writes: dict[str, WriteValue] = field(default_factory=dict)
-    guard: dict[str, Condition] = field(default_factory=dict)
-    findings: list[Finding] = field(default_factory=list)
-    completed_stages: list[str] = field(default_factory=list)
-    raised_counters: set[str] = field(default_factory=set)
 
-    def note(self, rule: int, title: str, holds: bool, detail: str, stage: str | None = None) -> None:
-        self.findings.append(Finding(rule, title, holds, detail, stage))
+class _Paths(NamedTuple):
+    status: str
+    total: str
+    completed: str
+    progress: str
+    message: str
+    completed_at: str
 
-    def raw_stage(self, name: str) -> Mapping[str, Any]:
-        stage = self.raw.get("stages", {}).get(name)
-        return stage if isinstance(stage, Mapping) else {}
 
-    def pin(self, path: str, raw: object) -> None:
-        self.guard[path] = Equals(raw)
+def _stage_paths(name: str) -> _Paths:
+    prefix = f"stages.{name}."
+    return _Paths(*(prefix + leaf for leaf in ("status", "totalItems", "completedItems", "progress", "message", "completedAt")))
 
-    def pin_counter(self, name: str, raw: object, at_least: int | None = None) -> None:
-        """Guard a consumer-owned counter: growth is fine, anything else is not.
 
-        ``at_least`` defaults to the value read; a completion passes the total,
-        which is exactly what it relied on.
-        """
-        path = f"stages.{name}.completedItems"
-        if name in self.raised_counters:
-            return  # our own $max in this update establishes the value
-        if _is_number(raw):
-            self.guard[path] = AtLeast(raw if at_least is None else at_least)
+# Built once per distinct value (see rules.shared): paths per stage name, and
+# the guard conditions and raises that recur on every event. Keys carry the
+# value's type where types can mix, so 1, 1.0, Int64(1) and True stay apart.
+_PATHS: shared.Memo[str, _Paths] = shared.Memo(_stage_paths)
+_EQUALS_PLAIN: shared.Memo[int | str, Condition] = shared.Memo(Equals)  # exact int or str only
+_EQUALS_TYPED: shared.Memo[tuple[type, Any], Condition] = shared.Memo(lambda key: Equals(key[1]))
+_AT_LEAST: shared.Memo[tuple[type, Any], Condition] = shared.Memo(lambda key: AtLeast(key[1]))
+_STAGE_NAMES: shared.Memo[tuple[str, ...], Condition] = shared.Memo(StageNames)
+_RAISES: shared.Memo[int, Raise] = shared.Memo(Raise)  # values are always plain ints
+_EQUALS_NONE = Equals(None)
+_DONE_MESSAGES: shared.Memo[int, str] = shared.Memo(lambda total: STAGE_DONE_MESSAGE.format(total=total))
+
+
+def _equals(raw: Any) -> Condition:
+    if raw is None:
+        return _EQUALS_NONE
+    if type(raw) is str or type(raw) is int:
+        return _EQUALS_PLAIN[raw]
+    try:
+        return _EQUALS_TYPED[(type(raw), raw)]
+    except TypeError:  # unhashable (Decimal128): made fresh
+        return Equals(raw)
+
+
+def _counter_guard(raw: Any, at_least: int | None = None) -> Condition:
+    """Guard a consumer-owned counter: growth is fine (``$gte``), anything else
+    is not. Text (and Decimal128, conservatively) cannot be ``$gte``'d: pinned."""
+    if type(raw) is int or (isinstance(raw, (int, float)) and not isinstance(raw, bool)):
+        bound = raw if at_least is None else at_least
+        return _AT_LEAST[(type(bound), bound)]
+    return _equals(raw)
+
+
+def _decide(job: model.JobRow, counts: Mapping[str, int], policy: Policy, trace: _Trace) -> Evaluation:
+    job_id, job_type, _, job_raw_status, job_progress, job_total, job_completed, job_raw_progress, job_raw_total, job_raw_completed, stages = job
+    if not stages:
+        if trace is not None:
+            trace.append(Finding(2, "all stages done -> job Completed", False, "the job has no stages: nothing says its work is done (rule 6)"))
+            trace.append(Finding(3, "open job tracks its stages", False, "no stages to track"))
+        return Evaluation(job_id, Outcome.UNCHANGED, findings=_findings(trace), job_type=job_type)
+
+    writes: dict[str, WriteValue] = {}
+    guard: dict[str, Condition] = {"status": _equals(job_raw_status)}
+    completed_stages: list[str] = []
+    raised: list[str] = []  # stages whose counter our own $max establishes
+    already_done: list[model.StageRow] = []
+    waiting: list[model.StageRow] = []
+    shares: list[tuple[int, int]] = []  # (items counted, total) per stage, for rule 3
+    stage_progress: list[tuple[str, Any, int]] = []
+    items_total = 0
+    through_all = model.INT64_MAX  # items that passed every stage
+    empty_scan: model.StageRow | None = None  # rule 6's evidence, looked up once when needed
+    scan_known = False
+
+    # One pass: rule 4 and rule 1 per stage, and what rules 2 and 3 need.
+    for stage in stages:
+        name, status, total, count, progress, raw_status, raw_total, raw_completed, raw_progress = stage
+        paths = _PATHS[name]
+        if name in counts:
+            reconciled = _reconcile(stage, paths, counts[name], writes, guard, trace)
+            if reconciled != count:
+                raised.append(name)
+                count = reconciled
+        if status is Status.COMPLETED:
+            done = True
+            already_done.append(stage)
+            if trace is not None:
+                trace.append(Finding(1, "stage done -> Completed", True, "already Completed", name))
+        elif status is Status.FAILED or status is Status.CANCELLED:
+            done = False
+            if trace is not None:
+                trace.append(Finding(1, "stage done -> Completed", False, f"marked {status.value}; the watcher never overrides that", name))
+        elif total > 0 and count >= total:
+            done = True
+            if trace is not None:
+                _note_done(trace, stage, count)
+            if name not in raised:
+                guard[paths.completed] = _counter_guard(raw_completed, total)
+            _complete_stage(paths, raw_status, raw_total, _DONE_MESSAGES[total], writes, guard)
+            completed_stages.append(name)
+        elif total == 0 and name != policy.scan_stage:
+            if not scan_known:
+                empty_scan, scan_known = _empty_scan(stages, policy), True
+            done = empty_scan is not None
+            if empty_scan is not None:
+                scan_paths = _PATHS[empty_scan[0]]
+                guard[scan_paths.status] = _equals(empty_scan[5])
+                guard[scan_paths.total] = _equals(empty_scan[6])
+                if trace is not None:
+                    trace.append(Finding(6, "zero items", True, f"the {policy.scan_stage!r} stage completed with 0 items: nothing to process -> Completed", name))
+                guard[paths.completed] = _equals(raw_completed)
+                _complete_stage(paths, raw_status, raw_total, EMPTY_STAGE_MESSAGE, writes, guard)
+                completed_stages.append(name)
+            elif trace is not None:
+                _note_waiting(trace, stage, count, policy)
         else:
-            self.guard[path] = Equals(raw)
+            done = False
+            if trace is not None:
+                _note_waiting(trace, stage, count, policy)
 
-    def raise_to(self, path: str, raw: object, value: int) -> None:
-        """Raise a field to ``value`` without ever lowering it.
+        if total > items_total:
+            items_total = total
+        if done:
+            shares.append((1, 1))
+            if total < through_all:
+                through_all = total
+            continue
+        waiting.append(stage)
+        counted = count if count < total else total
+        shares.append((counted, total) if total > 0 else (0, 1))
+        if counted < through_all:
+            through_all = counted
+        if total > 0 and status is not Status.FAILED and status is not Status.CANCELLED:
+            percent = min(OPEN_PROGRESS_CAP, 100 * counted // total)
+            if percent > progress:
+                stage_progress.append((paths.progress, raw_progress, percent))
 
-        ``$max`` only compares numbers with numbers; a legacy value stored as
-        text is replaced instead, under a guard that it is still that text.
-        """
-        if raw is None or _is_number(raw):
-            self.writes[path] = Raise(value)
-        else:
-            self.writes[path] = value
-            self.pin(path, raw)
+    if not waiting:
+        total = job_total if job_total > items_total else items_total
+        _complete_job(job, already_done, total, writes, guard, trace)
+        return _result(job_id, job_type, Outcome.JOB_COMPLETED, writes, guard, completed_stages, trace)
+    if trace is not None:
+        _note_job_waits(trace, stages, waiting)
 
-    def result(self, outcome: Outcome) -> Evaluation:
-        return Evaluation(
-            job_id=self.job.id,
-            job_type=self.job.job_type,
-            outcome=outcome,
-            writes=MappingProxyType(self.writes),
-            guard=MappingProxyType(self.guard if self.writes else {}),
-            completed_stages=tuple(self.completed_stages),
-            findings=tuple(self.findings),
-        )
+    # Rule 3: while open, progress and job counters follow the stages (raise only).
+    progress = _mean_percent(shares)
+    moved: list[str] = []
+    if progress > job_progress:
+        _raise_to("progress", job_raw_progress, progress, writes, guard)
+        moved.append("progress")
+    if items_total > job_total:
+        _raise_to("totalItems", job_raw_total, items_total, writes, guard)
+        moved.append("totalItems")
+    if through_all > job_completed:
+        _raise_to("completedItems", job_raw_completed, through_all, writes, guard)
+        moved.append("completedItems")
+    for path, raw, percent in stage_progress:
+        _raise_to(path, raw, percent, writes, guard)
+    if moved or stage_progress:
+        _pin_stage_inputs(stages, raised, guard)
+    if trace is not None:
+        before = {"progress": job_progress, "totalItems": job_total, "completedItems": job_completed}
+        after = {"progress": progress, "totalItems": items_total, "completedItems": through_all}
+        shown = ", ".join(f"{path} {before[path]} -> {after[path]}" for path in moved) or "already up to date"
+        trace.append(Finding(3, "open job tracks its stages", bool(moved), f"progress {progress}%, {through_all}/{items_total} items: {shown}"))
+    if completed_stages:
+        return _result(job_id, job_type, Outcome.STAGE_COMPLETED, writes, guard, completed_stages, trace)
+    return _result(job_id, job_type, Outcome.PROGRESS if writes else Outcome.UNCHANGED, writes, guard, completed_stages, trace)
 
 
-def _is_number(raw: object) -> bool:
-    return isinstance(raw, (int, float)) and not isinstance(raw, bool)
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+_new_evaluation = tuple.__new__  # all eight fields given: skips the NamedTuple's Python-level __new__
 
 
-def _clean_counts(counts: Mapping[str, int] | None) -> dict[str, int]:
-    if not counts:
+def _result(job_id: Any, job_type: Any, outcome: Outcome, writes: dict[str, WriteValue], guard: dict[str, Condition], completed: list[str], trace: _Trace) -> Evaluation:
+    return _new_evaluation(
+        Evaluation,
+        (
+            job_id,
+            outcome,
+            MappingProxyType(writes) if writes else _EMPTY,
+            MappingProxyType(guard) if writes else _EMPTY,
+            tuple(completed),
+            () if trace is None else tuple(trace),
+            None,
+            job_type,
+        ),
+    )
+
+
+def _clean_counts(counts: object) -> dict[str, int]:
+    if not isinstance(counts, Mapping):
         return {}
     clean: dict[str, int] = {}
     for name, value in counts.items():
+        if type(name) is not str:
+            continue
         try:
             clean[name] = model.read_count(value)
-        except ValueError:
+        except model.Unreadable:
             continue  # an unreadable count is no evidence; path B still applies
     return clean
 
 
-def _reconcile(plan: _Plan, name: str, stage: Stage, counts: Mapping[str, int]) -> int:
+def _raise_to(path: str, raw: object, value: int, writes: dict[str, WriteValue], guard: dict[str, Condition]) -> None:
+    """Raise a field to ``value`` without ever lowering it.
+
+    ``$max`` only compares numbers with numbers; a legacy value stored as
+    text (or Decimal128) is replaced instead, under a guard that it is still
+    exactly that value.
+    """
+    if raw is None or type(raw) is int or (isinstance(raw, (int, float)) and not isinstance(raw, bool)):
+        writes[path] = _RAISES[value]
+    else:
+        writes[path] = value
+        guard[path] = _equals(raw)
+
+
+def _reconcile(stage: model.StageRow, paths: _Paths, actual: int, writes: dict[str, WriteValue], guard: dict[str, Condition], trace: _Trace) -> int:
     """Rule 4: the collection's actual items may raise a stage's counter."""
-    if name not in counts:
-        return stage.completed
-    actual = counts[name]
-    if not stage.status.is_open:
-        plan.note(4, "collection counts raise counters", False, f"stage is {stage.status.value}; left as it is", name)
-        return stage.completed
-    if actual <= stage.completed:
-        plan.note(4, "collection counts raise counters", False, f"collection holds {actual}, counter already {stage.completed}", name)
-        return stage.completed
-    path = f"stages.{name}.completedItems"
-    plan.raise_to(path, plan.raw_stage(name).get("completedItems"), actual)
-    plan.raised_counters.add(name)
-    plan.note(4, "collection counts raise counters", True, f"collection holds {actual}; counter raised from {stage.completed} ($max)", name)
+    name, status, _, completed, _, _, _, raw_completed, _ = stage
+    title = "collection counts raise counters"
+    if status in TERMINAL:
+        if trace is not None:
+            trace.append(Finding(4, title, False, f"stage is {status.value}; left as it is", name))
+        return completed
+    if actual <= completed:
+        if trace is not None:
+            trace.append(Finding(4, title, False, f"collection holds {actual}, counter already {completed}", name))
+        return completed
+    _raise_to(paths.completed, raw_completed, actual, writes, guard)
+    if trace is not None:
+        trace.append(Finding(4, title, True, f"collection holds {actual}; counter raised from {completed} ($max)", name))
     return actual
 
 
-def _stage_rule(plan: _Plan, name: str, stage: Stage, completed: int, policy: Policy) -> bool:
-    """Rule 1 (and rule 6's zero-item answer). Returns whether the stage ends Completed."""
-    title = "stage done -> Completed"
-    raw = plan.raw_stage(name)
-    if stage.status is Status.COMPLETED:
-        plan.note(1, title, True, "already Completed", name)
-        return True
-    if stage.status.is_explicit_stop:
-        plan.note(1, title, False, f"marked {stage.status.value}; the watcher never overrides that", name)
-        return False
-    shown_status = raw.get("status") or "no status"
-    if stage.total > 0 and completed >= stage.total:
-        detail = f"{completed}/{stage.total} items, {shown_status} -> Completed"
-        if completed > stage.total:
-            detail += " (counter above total; progress capped at 100)"
-        plan.note(1, title, True, detail, name)
-        plan.pin_counter(name, raw.get("completedItems"), stage.total)
-        _complete_stage(plan, name, raw, STAGE_DONE_MESSAGE.format(total=stage.total))
-        return True
-    if stage.total == 0 and name != policy.scan_stage and _scan_found_nothing(plan, policy):
-        plan.note(6, "zero items", True, f"the {policy.scan_stage!r} stage completed with 0 items: nothing to process -> Completed", name)
-        plan.pin(f"stages.{name}.completedItems", raw.get("completedItems"))
-        _complete_stage(plan, name, raw, EMPTY_STAGE_MESSAGE)
-        return True
-    if stage.total == 0:
-        plan.note(1, title, False, f"totalItems is 0 and no completed {policy.scan_stage!r} stage says there is nothing to do: waiting", name)
+def _empty_scan(stages: tuple[model.StageRow, ...], policy: Policy) -> model.StageRow | None:
+    """Rule 6: the scan stage, if it completed having found nothing to do."""
+    for stage in stages:
+        if stage[0] == policy.scan_stage:
+            return stage if stage[1] is Status.COMPLETED and stage[2] == 0 else None
+    return None
+
+
+def _complete_stage(paths: _Paths, raw_status: Any, raw_total: Any, message: str, writes: dict[str, WriteValue], guard: dict[str, Condition]) -> None:
+    guard[paths.status] = _equals(raw_status)
+    guard[paths.total] = _equals(raw_total)
+    writes[paths.status] = "Completed"
+    writes[paths.progress] = 100
+    writes[paths.message] = message
+    writes[paths.completed_at] = SERVER_NOW
+
+
+def _complete_job(job: model.JobRow, already_done: list[model.StageRow], total: int, writes: dict[str, WriteValue], guard: dict[str, Condition], trace: _Trace) -> None:
+    """Rule 2: all stages Completed -> job Completed, in the same update.
+
+    ``total`` is the job's items: every item passes through every stage, so
+    the job has as many items as its largest stage (two stages of 132 -> 132).
+    """
+    stages = job[10]
+    for stage in already_done:
+        guard[_PATHS[stage[0]].status] = _equals(stage[5])
+    guard["stages"] = _STAGE_NAMES[tuple([stage[0] for stage in stages])]
+    if trace is not None:
+        trace.append(Finding(2, "all stages done -> job Completed", True, f"all {len(stages)} stages Completed -> job Completed, progress 100, {total}/{total} items"))
+    writes["status"] = "Completed"
+    writes["progress"] = 100
+    writes["totalItems"] = total
+    writes["completedItems"] = total
+    writes["message"] = JOB_DONE_MESSAGE
+    writes["completedAt"] = SERVER_NOW
+    guard["totalItems"] = _equals(job[8])
+    guard["completedItems"] = _equals(job[9])
+    guard["progress"] = _equals(job[7])
+
+
+def _mean_percent(shares: list[tuple[int, int]]) -> int:
+    """⌊100 · mean of the stage fractions⌋, capped for an open job; exact
+    (floating point would make 29/100 show 28%)."""
+    common = 1
+    for _, total in shares:
+        common = common * total // math.gcd(common, total)
+        if common > _EXACT_PROGRESS_LIMIT:
+            mean = 100 * sum(count / total for count, total in shares) / len(shares)
+            return min(OPEN_PROGRESS_CAP, math.floor(mean))
+    numerator = sum(count * (common // total) for count, total in shares)
+    return min(OPEN_PROGRESS_CAP, 100 * numerator // (len(shares) * common))
+
+
+def _pin_stage_inputs(stages: tuple[model.StageRow, ...], raised: list[str], guard: dict[str, Condition]) -> None:
+    """A progress write relied on every stage's counters and on the stage set:
+    counters may grow (``$inc``), anything else must be as read."""
+    guard["stages"] = _STAGE_NAMES[tuple([stage[0] for stage in stages])]
+    for name, _, _, _, _, raw_status, raw_total, raw_completed, _ in stages:
+        paths = _PATHS[name]
+        guard[paths.total] = _equals(raw_total)
+        if paths.status not in guard:
+            guard[paths.status] = _equals(raw_status)
+        if name not in raised:
+            guard[paths.completed] = _counter_guard(raw_completed)
+
+
+# Findings (only with explain=True): the wording ``jobwatch explain`` prints.
+
+
+def _note_done(trace: list[Finding], stage: model.StageRow, count: int) -> None:
+    name, _, total, *_ = stage
+    shown_status = stage[5] or "no status"
+    detail = f"{count}/{total} items, {shown_status} -> Completed"
+    if count > total:
+        detail += " (counter above total; progress capped at 100)"
+    trace.append(Finding(1, "stage done -> Completed", True, detail, name))
+
+
+def _note_waiting(trace: list[Finding], stage: model.StageRow, count: int, policy: Policy) -> None:
+    name, _, total, *_ = stage
+    if total == 0:
+        detail = f"totalItems is 0 and no completed {policy.scan_stage!r} stage says there is nothing to do: waiting"
     else:
-        plan.note(1, title, False, f"{completed}/{stage.total} items; waiting for {stage.total - completed} more", name)
-    return False
+        detail = f"{count}/{total} items; waiting for {total - count} more"
+    trace.append(Finding(1, "stage done -> Completed", False, detail, name))
 
 
-def _scan_found_nothing(plan: _Plan, policy: Policy) -> bool:
-    scan = plan.job.stages.get(policy.scan_stage)
-    if scan is None or scan.status is not Status.COMPLETED or scan.total != 0:
-        return False
-    raw = plan.raw_stage(policy.scan_stage)
-    plan.pin(f"stages.{policy.scan_stage}.status", raw.get("status"))
-    plan.pin(f"stages.{policy.scan_stage}.totalItems", raw.get("totalItems"))
-    return True
-
-
-def _complete_stage(plan: _Plan, name: str, raw: Mapping[str, Any], message: str) -> None:
-    prefix = f"stages.{name}"
-    plan.pin(f"{prefix}.status", raw.get("status"))
-    plan.pin(f"{prefix}.totalItems", raw.get("totalItems"))
-    plan.writes[f"{prefix}.status"] = Status.COMPLETED.value
-    plan.writes[f"{prefix}.progress"] = 100
-    plan.writes[f"{prefix}.message"] = message
-    plan.writes[f"{prefix}.completedAt"] = SERVER_NOW
-    plan.completed_stages.append(name)
-
-
-def _job_rule(plan: _Plan, done: Mapping[str, bool]) -> bool:
-    """Rule 2: all stages Completed -> job Completed, in the same update."""
-    title = "all stages done -> job Completed"
-    if not done:
-        plan.note(2, title, False, "the job has no stages: nothing says its work is done (rule 6)")
-        return False
-    waiting = [name for name, is_done in done.items() if not is_done]
-    if waiting:
-        stopped = [f"{name} is {plan.job.stages[name].status.value}" for name in waiting if plan.job.stages[name].status.is_explicit_stop]
-        detail = f"{len(done) - len(waiting)}/{len(done)} stages Completed; waiting for {', '.join(waiting)}"
-        if stopped:
-            detail += f"; blocked: {', '.join(stopped)} (the job stays open: failing a job is the service's decision)"
-        plan.note(2, title, False, detail)
-        return False
-    for name in done:
-        if name not in plan.completed_stages:
-            plan.pin(f"stages.{name}.status", plan.raw_stage(name).get("status"))
-    plan.guard["stages"] = StageNames(tuple(done))
-    total = max(plan.job.total, _items_total(plan.job))
-    plan.note(2, title, True, f"all {len(done)} stages Completed -> job Completed, progress 100, {total}/{total} items")
-    plan.writes.update(
-        {
-            "status": Status.COMPLETED.value,
-            "progress": 100,
-            "totalItems": total,
-            "completedItems": total,
-            "message": JOB_DONE_MESSAGE,
-            "completedAt": SERVER_NOW,
-        }
-    )
-    for path in ("totalItems", "completedItems", "progress"):
-        plan.pin(path, plan.raw.get(path))
-    return True
-
-
-def _items_total(job: Job) -> int:
-    """Items of the job: every item passes through every stage, so the job has
-    as many items as its largest stage (two stages of 132 -> 132, not 264)."""
-    return max((stage.total for stage in job.stages.values()), default=0)
-
-
-def _progress_rule(plan: _Plan, done: Mapping[str, bool], completed: Mapping[str, int]) -> None:
-    """Rule 3: while open, progress and job counters follow the stages (raise only)."""
-    title = "open job tracks its stages"
-    stages = plan.job.stages
-    if not stages:
-        plan.note(3, title, False, "no stages to track")
-        return
-    fractions: list[float] = []
-    finished: list[int] = []
-    stage_progress_written = False
-    for name, stage in stages.items():
-        count = completed[name]
-        if done[name]:
-            fractions.append(1.0)
-            finished.append(stage.total)
-            continue
-        fraction = min(count, stage.total) / stage.total if stage.total > 0 else 0.0
-        fractions.append(fraction)
-        finished.append(min(count, stage.total))
-        if stage.status.is_open:
-            stage_progress_written |= _track_stage(plan, name, stage, fraction)
-    progress = min(OPEN_PROGRESS_CAP, math.floor(100 * sum(fractions) / len(fractions)))
-    targets = {"progress": progress, "totalItems": _items_total(plan.job), "completedItems": min(finished)}
-    current = {"progress": plan.job.progress, "totalItems": plan.job.total, "completedItems": plan.job.completed}
-    raised = [path for path, value in targets.items() if value > current[path]]
-    for path in raised:
-        plan.raise_to(path, plan.raw.get(path), targets[path])
-    if raised or stage_progress_written:
-        _pin_stage_inputs(plan)
-    shown = ", ".join(f"{path} {current[path]} -> {targets[path]}" for path in raised) or "already up to date"
-    plan.note(3, title, bool(raised), f"progress {progress}%, {min(finished)}/{targets['totalItems']} items: {shown}")
-
-
-def _track_stage(plan: _Plan, name: str, stage: Stage, fraction: float) -> bool:
-    """Raise an open stage's progress; True if that needs a write."""
-    progress = min(OPEN_PROGRESS_CAP, math.floor(100 * fraction))
-    if progress <= stage.progress:
-        return False
-    plan.raise_to(f"stages.{name}.progress", plan.raw_stage(name).get("progress"), progress)
-    return True
-
-
-def _pin_stage_inputs(plan: _Plan) -> None:
-    """A progress write relied on every stage's counters and on the stage set."""
-    plan.guard["stages"] = StageNames(tuple(plan.job.stages))
-    for name in plan.job.stages:
-        raw = plan.raw_stage(name)
-        plan.pin(f"stages.{name}.totalItems", raw.get("totalItems"))
-        plan.guard.setdefault(f"stages.{name}.status", Equals(raw.get("status")))
-        plan.pin_counter(name, raw.get("completedItems"))
+def _note_job_waits(trace: list[Finding], stages: tuple[model.StageRow, ...], waiting: list[model.StageRow]) -> None:
+    names = ", ".join(stage[0] for stage in waiting)
+    detail = f"{len(stages) - len(waiting)}/{len(stages)} stages Completed; waiting for {names}"
+    stopped = [f"{stage[0]} is {stage[1].value}" for stage in waiting if stage[1].is_explicit_stop]
+    if stopped:
+        detail += f"; blocked: {', '.join(stopped)} (the job stays open: failing a job is the service's decision)"
+    trace.append(Finding(2, "all stages done -> job Completed", False, detail))

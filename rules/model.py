@@ -1,129 +1,283 @@
-"""Tolerant models of a job document as the C# service (and its past) wrote it.
+"""A tolerant, hand-written reader of job documents as the C# service (and its
+past) wrote them.
 
-Reading is forgiving: counters stored as strings or doubles, null or negative
-counters, status case variants, missing fields and missing stages all parse.
-What cannot be read safely (a counter that is not a number, a stage that is
-not a document, a stage name that is not addressable as a MongoDB path) is a
-``Rejection``: the job is skipped, and nothing is written to it.
+Reading is forgiving where the meaning is clear: counters stored as text,
+doubles or Decimal128, null or negative counters, status case variants,
+missing fields and missing stages all read. What cannot be read safely is a
+``Rejection`` (the job is skipped and nothing is written to it):
+
+- a counter that is not a number (``"lots"``, a boolean, bytes or ``Binary``,
+  a date, a document, a list, JavaScript ``Code``), or that is not finite
+  (NaN, Infinity), or whose size is beyond the 64-bit integers MongoDB can
+  store (``1e30``, ``Decimal128("1E+40")``): any value we derived from it
+  could not be written back;
+- a status that is neither text nor null (a regex, a ``{"$ne": 1}``
+  document, ``Code``, a number): we cannot tell whether the job is open, so
+  we never overwrite it;
+- a stage that is not a document, or a stage name that is not addressable as
+  a MongoDB field path (empty, a dot, a leading ``$``, a NUL, or not UTF-8).
+
+Fractions never advance a completion: a stage's ``totalItems`` rounds up and
+every other counter rounds down, so a total of 131.5 needs 132 items.
+
+This reader is plain Python (no pydantic, no bson import): it runs for every
+change event. Values from bson are recognised by duck typing (``Int64`` is an
+``int``; ``Decimal128`` has ``to_decimal``; ``Code`` is a ``str`` subclass and
+is therefore not text here).
 """
 
 from __future__ import annotations
 
+import decimal
 import math
+import re
 from collections.abc import Mapping
-from typing import Annotated, Any
-
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator, ValidationError
+from typing import Any, Final, NamedTuple
 
 from rules import status as status_mod
-from rules.status import Status
+from rules.status import TERMINAL, Status
+
+#: The largest integer BSON can store (int64). A counter beyond it is rejected.
+INT64_MAX: Final = 2**63 - 1
+
+#: Counters written as text by legacy rows: a plain decimal number, nothing else
+#: (Python's float() would also take "1_000", "nan" and non-ASCII digits).
+_NUMBER_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
 
-def read_count(raw: object) -> int:
-    """A counter as the rules use it: a non-negative whole number.
+class Unreadable(ValueError):
+    """A field the rules cannot read; the message says why, on its own."""
+
+
+def read_count(raw: object, *, round_up: bool = False) -> int:
+    """A counter as the rules use it: a whole number in ``0..INT64_MAX``.
 
     Missing and null read as 0, and so do negative values (a counter cannot
-    be below zero; the rules must not complete or un-complete on one).
-    Fractions are floored: 131.9 items done is 131 done.
+    be below zero). Fractions round down, or up with ``round_up`` (totals).
+    Raises ``Unreadable`` for anything else.
+
+    >>> read_count(132), read_count("132"), read_count(131.5), read_count(131.5, round_up=True), read_count(-3)
+    (132, 132, 131, 132, 0)
     """
     if type(raw) is int:  # the common case first: this runs for every counter
+        if raw > INT64_MAX or raw < -INT64_MAX:
+            raise Unreadable(f"{raw} is beyond the 64-bit range MongoDB stores")
         return raw if raw > 0 else 0
     if raw is None:
         return 0
     if isinstance(raw, bool):  # bool is an int subclass in Python, never a count
-        raise ValueError(f"a count, not a boolean ({raw!r})")
-    if isinstance(raw, int):
-        return max(raw, 0)
+        raise Unreadable(f"a count, not a boolean ({raw!r})")
+    if isinstance(raw, int):  # Int64 and other int subclasses: plain int out
+        return read_count(int(raw), round_up=round_up)
     if isinstance(raw, float):
         if not math.isfinite(raw):
-            raise ValueError(f"a finite number, not {raw!r}")
-        return max(math.floor(raw), 0)
-    if isinstance(raw, str):
-        try:
-            value = float(raw.strip())
-        except ValueError:
-            raise ValueError(f"a number, not the text {raw!r}") from None
-        return read_count(value)
-    # Decimal128 (duck-typed: the rules do not import bson) and other numerics.
-    if hasattr(raw, "to_decimal"):
-        raw = raw.to_decimal()
-    try:
-        return read_count(float(raw))  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"a number, not {type(raw).__name__} {raw!r}") from None
+            raise Unreadable(f"a finite number, not {raw!r}")
+        if raw > INT64_MAX or raw < -INT64_MAX:  # exact: Python compares float and int exactly
+            raise Unreadable(f"{raw!r} is beyond the 64-bit range MongoDB stores")
+        whole = math.ceil(raw) if round_up else math.floor(raw)
+        return whole if whole > 0 else 0
+    if type(raw) is str:
+        text = raw.strip()
+        if not _NUMBER_TEXT.fullmatch(text):
+            raise Unreadable(f"a number, not the text {_short(raw)}")
+        return _from_decimal(decimal.Decimal(text), raw, round_up)
+    to_decimal = getattr(type(raw), "to_decimal", None)  # bson.Decimal128, duck-typed
+    if to_decimal is not None:
+        value = to_decimal(raw)
+        if isinstance(value, decimal.Decimal):
+            return _from_decimal(value, raw, round_up)
+    raise Unreadable(f"a number, not {type(raw).__name__}")
 
 
-Count = Annotated[int, PlainValidator(read_count)]
-StatusField = Annotated[Status, PlainValidator(status_mod.parse)]
+def _from_decimal(value: decimal.Decimal, raw: object, round_up: bool) -> int:
+    if not value.is_finite():
+        raise Unreadable(f"a finite number, not {_short(raw)}")
+    if value.copy_abs() > INT64_MAX:  # copy_abs: no context, so 1E+999999999 cannot trap
+        raise Unreadable(f"{_short(raw)} is beyond the 64-bit range MongoDB stores")
+    whole = int(value.to_integral_value(decimal.ROUND_CEILING if round_up else decimal.ROUND_FLOOR))
+    return whole if whole > 0 else 0
 
 
-class Stage(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
-
-    status: StatusField = Status.UNKNOWN
-    total: Count = Field(0, alias="totalItems")
-    completed: Count = Field(0, alias="completedItems")
-    progress: Count = 0
-
-
-def _stages(raw: object) -> object:
+def read_status(raw: object) -> Status:
+    """A stored status: text (any known spelling; unknown text is ``UNKNOWN``,
+    which is open) or null/missing (``UNKNOWN``). Any other type is ``Unreadable``."""
     if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"stages must be a document of named stages, not {type(raw).__name__}")
-    for name in raw:
-        if not isinstance(name, str) or not name or "." in name or name.startswith("$"):
-            raise ValueError(f"stage name {name!r} cannot be addressed as a field path")
-    return raw
+        return Status.UNKNOWN
+    if type(raw) is not str:  # Code is a str subclass: JavaScript, not a status
+        raise Unreadable(f"a status must be text, not {type(raw).__name__}")
+    found = status_mod.parse(raw)
+    if found is Status.UNKNOWN and not _is_utf8(raw):
+        raise Unreadable("a status must be valid UTF-8 text")
+    return found
 
 
-class Job(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
-
-    id: Any = Field(alias="_id")
-    job_type: Any = Field(None, alias="jobType")
-    status: StatusField = Status.UNKNOWN
-    progress: Count = 0
-    total: Count = Field(0, alias="totalItems")
-    completed: Count = Field(0, alias="completedItems")
-    collection_id: Any = Field(None, alias="collectionId")
-    stages: Annotated[dict[str, Stage], BeforeValidator(_stages)] = Field(default_factory=dict)
+def check_stage_name(name: object) -> str:
+    """A stage name usable in a dotted update path, or ``Unreadable``."""
+    if type(name) is not str or not name:
+        raise Unreadable(f"stage name {_short(name)} cannot be addressed as a field path")
+    if "." in name or name[0] == "$" or "\x00" in name or not _is_utf8(name):
+        raise Unreadable(f"stage name {_short(name)} cannot be addressed as a field path")
+    return name
 
 
-class Rejection(BaseModel):
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate: no BSON string can hold it
+        return False
+    return True
+
+
+def _short(raw: object) -> str:
+    shown = repr(raw)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
+
+
+#: A stage as the hot path reads it: a plain tuple (building a class instance
+#: costs far more than a tuple, and this runs per stage per event):
+#: (name, status, total, completed, progress,
+#:  raw status, raw totalItems, raw completedItems, raw progress).
+StageRow = tuple[str, Status, int, int, int, "str | None", Any, Any, Any]
+#: A job as the hot path reads it: (id, jobType, status, raw status,
+#: progress, total, completed, raw progress, raw totalItems,
+#: raw completedItems, stage rows). ``Job`` is the same with names.
+JobRow = tuple[Any, Any, Status, "str | None", int, int, int, Any, Any, Any, tuple[StageRow, ...]]
+
+
+class Stage(NamedTuple):
+    """One stage as read, with the raw values the guard must pin."""
+
+    name: str
+    status: Status
+    total: int
+    completed: int
+    progress: int
+    raw_status: str | None
+    raw_total: Any
+    raw_completed: Any
+    raw_progress: Any
+
+
+class Job(NamedTuple):
+    """A job as read. A terminal job is read no further than its status:
+    it is never touched, so its stages do not matter (``stages`` is empty)."""
+
+    id: Any
+    job_type: Any
+    status: Status
+    raw_status: str | None
+    progress: int
+    total: int
+    completed: int
+    raw_progress: Any
+    raw_total: Any
+    raw_completed: Any
+    stages: tuple[Stage, ...]
+
+
+class Rejection(NamedTuple):
     """Why a document could not be read as a job. Typed, so callers can log it
-    and count it; ``reason`` reads well on its own."""
+    and count it; ``reason`` reads well on its own and starts with the field."""
 
-    model_config = ConfigDict(frozen=True)
-
-    job_id: Any = None
+    job_id: Any
     reason: str
+    field: str | None = None
 
 
 def parse_job(doc: object) -> Job | Rejection:
     """Read ``doc`` as a job, or say precisely why it cannot be read."""
-    if not isinstance(doc, Mapping):
-        return Rejection(reason=f"a job must be a document, not {type(doc).__name__}")
-    job_id = doc.get("_id")
+    row = read_job(doc)
+    if isinstance(row, Rejection):
+        return row
+    return Job(*row[:10], tuple(Stage(*stage) for stage in row[10]))
+
+
+_CANONICAL: dict[str, Status] = status_mod.CANONICAL
+
+
+def read_job(doc: object) -> JobRow | Rejection:
+    """``parse_job`` for the hot path: the same reading, into plain tuples.
+
+    Every counter and status goes through ``read_count`` / ``read_status``;
+    the common case (a plain int in range, a canonical status) is answered
+    inline first, with the same result.
+    """
+    if type(doc) is not dict and not isinstance(doc, Mapping):
+        return Rejection(None, f"a job must be a document, not {type(doc).__name__}")
+    get = doc.get
+    job_id = get("_id")
     if job_id is None:
-        return Rejection(reason="the document has no _id")
+        return Rejection(None, "the document has no _id", "_id")
+    if isinstance(job_id, list):
+        return Rejection(None, "_id: an _id cannot be an array", "_id")
+    where = "status"
     try:
-        return Job.model_validate(doc)
-    except ValidationError as exc:
-        return Rejection(job_id=job_id, reason=_describe(exc))
+        raw_status = get("status")
+        found = _CANONICAL.get(raw_status) if type(raw_status) is str else None
+        status = read_status(raw_status) if found is None else found
+        if status in TERMINAL:
+            return (job_id, get("jobType"), status, raw_status, 0, 0, 0, None, None, None, ())
+        where = "progress"
+        raw_progress = get("progress")
+        progress = raw_progress if type(raw_progress) is int and 0 <= raw_progress <= INT64_MAX else 0 if raw_progress is None else read_count(raw_progress)
+        where = "totalItems"
+        raw_total = get("totalItems")
+        total = raw_total if type(raw_total) is int and 0 <= raw_total <= INT64_MAX else 0 if raw_total is None else read_count(raw_total)
+        where = "completedItems"
+        raw_completed = get("completedItems")
+        completed = raw_completed if type(raw_completed) is int and 0 <= raw_completed <= INT64_MAX else 0 if raw_completed is None else read_count(raw_completed)
+        where = "stages"
+        stages = _read_stages(get("stages"))
+    except _StageUnreadable as exc:
+        return Rejection(job_id, f"{exc.where}: {exc.reason}", exc.where)
+    except Unreadable as exc:
+        return Rejection(job_id, f"{where}: {exc}", where)
+    return (job_id, get("jobType"), status, raw_status, progress, total, completed, raw_progress, raw_total, raw_completed, stages)
 
 
-def _describe(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_url=False):
-        where = _field_path(error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        parts.append(f"{where}: {message}")
-    return "; ".join(parts)
+class _StageUnreadable(Exception):
+    def __init__(self, where: str, reason: str) -> None:
+        super().__init__(where, reason)
+        self.where = where
+        self.reason = reason
 
 
-_ALIASES = {"total": "totalItems", "completed": "completedItems", "job_type": "jobType"}
+def _read_stages(raw: object) -> tuple[StageRow, ...]:
+    if raw is None:
+        return ()
+    if type(raw) is not dict and not isinstance(raw, Mapping):
+        raise Unreadable(f"stages must be a document of named stages, not {type(raw).__name__}")
+    return tuple([_read_stage(name, stage) for name, stage in raw.items()])
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
-    return ".".join(_ALIASES.get(str(part), str(part)) for part in loc)
+def _read_stage(name: object, raw: object) -> StageRow:
+    # The cheap checks of check_stage_name first; it decides the rest.
+    if not (type(name) is str and name and name.isascii() and "." not in name and name[0] != "$" and "\x00" not in name):
+        try:
+            check_stage_name(name)
+        except Unreadable as exc:
+            raise _StageUnreadable("stages", str(exc)) from None
+    assert isinstance(name, str)  # check_stage_name proved it
+    if type(raw) is not dict and not isinstance(raw, Mapping):
+        raise _StageUnreadable(f"stages.{name}", f"a stage must be a document, not {type(raw).__name__}")
+    get = raw.get
+    where = "status"
+    try:
+        raw_status = get("status")
+        found = _CANONICAL.get(raw_status) if type(raw_status) is str else None
+        status = read_status(raw_status) if found is None else found
+        where = "totalItems"
+        raw_total = get("totalItems")
+        # A fraction must never advance a completion: totals round up.
+        total = raw_total if type(raw_total) is int and 0 <= raw_total <= INT64_MAX else 0 if raw_total is None else read_count(raw_total, round_up=True)
+        where = "completedItems"
+        raw_completed = get("completedItems")
+        completed = raw_completed if type(raw_completed) is int and 0 <= raw_completed <= INT64_MAX else 0 if raw_completed is None else read_count(raw_completed)
+        where = "progress"
+        raw_progress = get("progress")
+        progress = raw_progress if type(raw_progress) is int and 0 <= raw_progress <= INT64_MAX else 0 if raw_progress is None else read_count(raw_progress)
+    except Unreadable as exc:
+        raise _StageUnreadable(f"stages.{name}.{where}", str(exc)) from None
+    return (name, status, total, completed, progress, raw_status, raw_total, raw_completed, raw_progress)

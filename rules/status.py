@@ -42,7 +42,8 @@ _ALIASES = {
     "canceled": Status.CANCELLED,
 }
 
-_EXACT = {status.value: status for status in Status if status is not Status.UNKNOWN}
+#: The canonical spellings (what we write), for a fast exact lookup.
+CANONICAL: dict[str, Status] = {status.value: status for status in Status if status is not Status.UNKNOWN}
 
 
 def parse(raw: object) -> Status:
@@ -51,11 +52,11 @@ def parse(raw: object) -> Status:
     >>> parse("in_progress"), parse(" COMPLETED "), parse(None)
     (<Status.IN_PROGRESS: 'InProgress'>, <Status.COMPLETED: 'Completed'>, <Status.UNKNOWN: 'Unknown'>)
     """
-    exact = _EXACT.get(raw) if isinstance(raw, str) else None
+    if type(raw) is not str:  # bson.Code is an unhashable str subclass: not a status
+        return Status.UNKNOWN
+    exact = CANONICAL.get(raw)
     if exact is not None:
         return exact
-    if not isinstance(raw, str):
-        return Status.UNKNOWN
     key = raw.strip().lower().replace("_", "").replace("-", "").replace(" ", "")
     return _ALIASES.get(key, Status.UNKNOWN)
 

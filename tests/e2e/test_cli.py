@@ -48,7 +48,7 @@ def test_explain_json_prints_the_mongodb_filter_and_update(cli_mongo: CliMongo, 
     code, out, _ = run_cli(cli_mongo.args("explain", "68ebf7fb500d92ef82221ec2", "--json"), capsys)
     assert code == exits.OK
     doc = json.loads(out)
-    assert doc["filter"]["_id"] == "68ebf7fb500d92ef82221ec2"  # the seed's legacy string id
+    assert doc["filter"]["_id"] == {"$eq": "68ebf7fb500d92ef82221ec2"}  # the seed's legacy string id, compared as data
     assert doc["update"]["$set"]["status"] == "Completed"
     assert doc["update"]["$currentDate"]["completedAt"] == {"$type": "date"}
     assert "repr" not in out and "Raise(" not in out

@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient
 from pymongo import errors as pymongo_errors
 
 import rules
+from rules import explain
 from watcher.cli import demo, exits, simulate
 from watcher.decide import updates
 from watcher.intake.source import ChangeSource
@@ -205,7 +206,7 @@ async def _evaluate(store: JobStore, doc: dict[str, Any], settings: Settings) ->
     counts = None
     if doc.get("collectionId") is not None:
         counts = (await store.collection_counts([doc["collectionId"]])).get(doc["collectionId"])
-    return rules.evaluate(doc, collection_counts=counts, policy=rules.Policy(scan_stage=settings.scan_stage)), counts
+    return rules.evaluate(doc, collection_counts=counts, policy=rules.Policy(scan_stage=settings.scan_stage), explain=True), counts
 
 
 async def _explain(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
@@ -222,7 +223,7 @@ async def _explain(client: AsyncMongoClient[Any], options: Options, settings: Se
     if options["as_json"]:
         emit(_json(evaluation_document(result, doc, counts)))
     else:
-        emit(render_job(doc, counts) + "\n" + result.explain())
+        emit(render_job(doc, counts) + "\n" + explain.render(result))
     return exits.OK
 
 
@@ -259,7 +260,7 @@ def evaluation_document(result: rules.Evaluation, doc: dict[str, Any], counts: M
         "findings": [f._asdict() for f in result.findings],
         "filter": query,
         "update": update,
-        "explain": result.explain(),
+        "explain": explain.render(result),
     }
 
 

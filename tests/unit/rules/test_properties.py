@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rules
+from rules import explain
 from rules import Outcome, Status
 from rules.status import parse
 from tests.support.documents import apply
@@ -41,15 +42,15 @@ def jobs(draw: st.DrawFn) -> dict[str, Any]:
 COLLECTION_COUNTS = st.one_of(st.none(), st.dictionaries(NAMES, st.integers(0, 300), max_size=3))
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(jobs(), COLLECTION_COUNTS)
 def test_applying_a_result_then_evaluating_again_changes_nothing(doc: dict[str, Any], counts: dict[str, int] | None) -> None:
     once = apply(rules.evaluate(doc, collection_counts=counts), doc)
-    again = rules.evaluate(once, collection_counts=counts)
-    assert not again.writes, again.explain()
+    again = rules.evaluate(once, collection_counts=counts, explain=True)
+    assert not again.writes, explain.render(again)
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(jobs(), COLLECTION_COUNTS)
 def test_nothing_regresses_and_terminal_jobs_are_untouched(doc: dict[str, Any], counts: dict[str, int] | None) -> None:
     result = rules.evaluate(doc, collection_counts=counts)
@@ -66,7 +67,7 @@ def test_nothing_regresses_and_terminal_jobs_are_untouched(doc: dict[str, Any], 
     assert parse(after.get("status")) is parse(doc.get("status")) or parse(after["status"]) is Status.COMPLETED
 
 
-@settings(max_examples=400)
+@settings(max_examples=400, deadline=None)
 @given(jobs())
 def test_a_job_completes_iff_all_its_stages_end_completed(doc: dict[str, Any]) -> None:
     result = rules.evaluate(doc)
@@ -79,7 +80,7 @@ def test_a_job_completes_iff_all_its_stages_end_completed(doc: dict[str, Any]) -
     assert result.completes_job == all_done
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(jobs(), st.data())
 def test_progress_is_bounded_and_monotone_as_counters_grow(doc: dict[str, Any], data: st.DataObject) -> None:
     result = rules.evaluate(doc)
@@ -105,6 +106,7 @@ def test_progress_is_bounded_and_monotone_as_counters_grow(doc: dict[str, Any], 
             assert after["progress"] >= before["progress"]
 
 
+@settings(deadline=None)
 @given(st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=5), st.none(), st.lists(st.integers()))))
 def test_evaluate_never_raises(doc: dict[str, Any]) -> None:
     rules.evaluate(doc)

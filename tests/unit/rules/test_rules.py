@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 import rules
+from rules import explain
 from rules import SERVER_NOW, AtLeast, Equals, Outcome, Raise, StageNames
 from tests.support.documents import FIXED_NOW, apply, seed_job
 
@@ -120,11 +121,11 @@ def test_counters_above_total_complete_with_progress_capped() -> None:
 
 @pytest.mark.parametrize("explicit", ["Failed", "Cancelled", "failed"])
 def test_failed_or_cancelled_stage_is_kept_and_blocks_the_job(explicit: str) -> None:
-    result = rules.evaluate(job(a=stage(explicit, 10, 10), b=stage(done=10, total=10)))
+    result = rules.evaluate(job(a=stage(explicit, 10, 10), b=stage(done=10, total=10)), explain=True)
     assert "stages.a.status" not in result.writes
     assert result.outcome is Outcome.STAGE_COMPLETED
     assert "status" not in result.writes
-    assert f"blocked: a is {rules.Status.FAILED.value if explicit.lower() == 'failed' else 'Cancelled'}" in result.explain()
+    assert f"blocked: a is {rules.Status.FAILED.value if explicit.lower() == 'failed' else 'Cancelled'}" in explain.render(result)
 
 
 def test_job_without_stages_never_completes() -> None:
@@ -134,7 +135,7 @@ def test_job_without_stages_never_completes() -> None:
     assert rules.evaluate({"_id": 1, "status": "Pending"}).outcome is Outcome.UNCHANGED
 
 
-@pytest.mark.parametrize("odd", [None, "Queued", "weird", 7])
+@pytest.mark.parametrize("odd", [None, "Queued", "weird"])
 def test_unknown_stage_status_counts_as_open(odd: object) -> None:
     result = rules.evaluate(job(a=stage(odd, 5, 5)))
     assert result.outcome is Outcome.JOB_COMPLETED
@@ -196,6 +197,18 @@ def test_negative_counter_is_guarded_by_its_stored_value() -> None:
         ({"_id": 1, "stages": [1, 2]}, "stages"),
         ({"_id": 1, "stages": {"a": "done"}}, "stages.a"),
         ({"_id": 1, "stages": {"a.b": {}}}, "cannot be addressed"),
+        ({"_id": 1, "stages": {"$where": {}}}, "cannot be addressed"),
+        ({"_id": 1, "stages": {"": {}}}, "cannot be addressed"),
+        ({"_id": 1, "stages": {"a\x00b": {}}}, "cannot be addressed"),
+        ({"_id": 1, "stages": {"a\ud800": {}}}, "cannot be addressed"),
+        ({"_id": 1, "status": 2, "stages": {}}, "status: a status must be text, not int"),
+        ({"_id": 1, "status": {"$ne": 1}, "stages": {}}, "status: a status must be text, not dict"),
+        ({"_id": 1, "stages": {"a": {"status": ["Pending"]}}}, "stages.a.status"),
+        ({"_id": 1, "status": "\ud800", "stages": {}}, "valid UTF-8"),
+        ({"_id": 1, "totalItems": 1e30}, "totalItems: 1e+30 is beyond the 64-bit range"),
+        ({"_id": 1, "stages": {"a": {"totalItems": 2**63}}}, "stages.a.totalItems"),
+        ({"_id": 1, "stages": {"a": {"completedItems": b"1"}}}, "stages.a.completedItems: a number, not bytes"),
+        ({"_id": [1], "status": "Pending"}, "_id"),
         ({"_id": 1, "progress": float("nan")}, "progress"),
         ({"_id": 1, "stages": {"a": {"totalItems": True}}}, "boolean"),
         ({"status": "Pending"}, "no _id"),
@@ -203,11 +216,32 @@ def test_negative_counter_is_guarded_by_its_stored_value() -> None:
     ],
 )
 def test_unreadable_documents_are_rejected_with_a_reason(doc: object, reason: str) -> None:
-    result = rules.evaluate(doc)  # type: ignore[arg-type]
+    result = rules.evaluate(doc, explain=True)  # type: ignore[arg-type]
     assert result.outcome is Outcome.REJECTED
     assert reason in (result.rejection or "")
     assert not result.writes
-    assert reason in result.explain()
+    assert reason in explain.render(result)
+
+
+def test_a_terminal_job_is_read_no_further_than_its_status() -> None:
+    result = rules.evaluate({"_id": 1, "status": "Failed", "stages": {"a.b": "garbage", "c": {"totalItems": float("nan")}}})
+    assert result.outcome is Outcome.TERMINAL and not result.writes
+
+
+def test_unicode_and_inner_dollar_stage_names_are_fine() -> None:
+    result = rules.evaluate(job(**{"vignette-é": stage(done=1, total=1), "price$": stage(done=1, total=1)}))
+    assert result.completes_job and result.writes["stages.vignette-é.status"] == "Completed"
+
+
+@pytest.mark.parametrize(("done", "total", "completes"), [(131, 131.5, False), (131.9, 132, False), (132, 131.5, True), ("131.5", "131.5", False), (132, "131.5", True)])
+def test_fractions_delay_a_completion_never_advance_one(done: object, total: object, completes: bool) -> None:
+    assert rules.evaluate(job(a=stage(done=done, total=total))).completes_job is completes
+
+
+def test_job_progress_is_exact_not_floating_point() -> None:
+    result = rules.evaluate(job(a=stage(done=29, total=100)))
+    assert result.writes["progress"] == Raise(29)  # 100 * 0.29 is 28.999999999999996 in floating point
+    assert result.writes["stages.a.progress"] == Raise(29)
 
 
 def test_path_a_raises_counters_with_max_only() -> None:
@@ -250,9 +284,9 @@ def test_progress_stored_as_text_is_replaced_under_a_guard() -> None:
 
 
 def test_explain_walks_every_rule() -> None:
-    text = rules.evaluate(seed_job()).explain()
+    text = explain.render(rules.evaluate(seed_job(), explain=True))
     assert "rule 1" in text and "rule 2" in text
     assert "132/132" in text
     assert "completedAt = <server time>" in text
-    text = rules.evaluate(job(status="Failed")).explain()
+    text = explain.render(rules.evaluate(job(status="Failed"), explain=True))
     assert "rule 5" in text
