@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,6 +45,8 @@ def dispatch(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
     }
     if args.command == "demo":
         return int(anyio.run(demo.run, emit))
+    if args.command == "embedded-server":
+        return _embedded_server(args, emit)
     try:
         return int(anyio.run(_connected, handlers[args.command], args, settings, emit))
     except ConfigurationProblem as exc:
@@ -52,6 +55,17 @@ def dispatch(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
     except Unreachable as exc:
         _fail(str(exc))
         return exits.UNREACHABLE
+
+
+def _embedded_server(args: argparse.Namespace, emit: Emit) -> int:
+    from watcher import embedded
+
+    if not embedded.available():
+        _fail("embedded-server needs the embedded engine: install jobwatch[embedded] on Python >= 3.13")
+        return exits.USAGE
+    from watcher.embedded import server
+
+    return server.main(args.port, Path(args.data) if args.data else None, emit)
 
 
 def _fail(message: str) -> None:

@@ -34,6 +34,7 @@ flags win over the environment, which wins over the defaults."""
 EPILOG = """\
 examples:
   jobwatch demo                                   the seed incident on the embedded engine, no server
+  jobwatch embedded-server --port 27017           a MongoDB-like server with change streams, no MongoDB
   jobwatch run --uri mongodb://db:27017/?replicaSet=rs0
   jobwatch sweep --dry-run                        what a sweep would fix now, job by job
   jobwatch explain 68ebf7fb500d92ef82221ec2       why a job is (not) complete, rule by rule
@@ -94,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "saved position, heartbeat, last sweep, open jobs", "Report what the watcher last saved and what is open now.")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     command("demo", "the seed incident end to end on the embedded engine (no server)", "Create the seed's stuck job and a live one on the embedded engine, run the watcher, show each flip to Completed.")
+    server = command("embedded-server", "a MongoDB-compatible server with change streams (no MongoDB needed)", "Serve the embedded engine over the MongoDB wire protocol, change streams included, until SIGTERM or SIGINT. Prints its connection string as the first line of stdout.")
+    server.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default 0: any free port)")
+    server.add_argument("--data", default=None, metavar="DIR", help="keep data and change history in DIR across restarts (default: in memory)")
     simulate = command("simulate", "play consumers against a MongoDB (load generator)", "Create jobs like the image service does and $inc their stage counters from concurrent consumers.")
     simulate.add_argument("--jobs", type=int, default=10, help="jobs to create (default 10)")
     simulate.add_argument("--stages", default="thumbnail,cache", help="comma-separated stage names (default thumbnail,cache)")
@@ -138,7 +142,7 @@ def main(argv: Sequence[str] | None = None, *, out: Callable[[str], None] | None
     for secret in redact.secrets_in(settings.uri_value):
         logs.add_secret(secret)
     level = settings.log_level
-    if args.command == "demo" and "log_level" not in settings.model_fields_set:
+    if args.command in ("demo", "embedded-server") and "log_level" not in settings.model_fields_set:
         level = "WARNING"  # the demo tells its own story on stdout; --log-level INFO shows the events too
     logs.setup(json_lines=settings.log_json, level=level)
     from watcher.cli import commands  # after logging is set up: imports the driver

@@ -1,0 +1,65 @@
+"""Start and run the embedded server: engine, history, wire front.
+
+``start()`` is for tests and ``jobwatch demo`` (an async context manager
+giving the URI); ``serve()`` is ``jobwatch embedded-server``: it serves until
+SIGINT or SIGTERM, then stops the listener, records every change the engine
+still holds and closes the journal, so tokens stay resumable after a restart
+with the same data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from watcher.embedded import engine as engine_
+from watcher.embedded import wire
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class EmbeddedServer:
+    uri: str
+    port: int
+    engine: engine_.Engine
+    proxy: Any
+
+
+@contextlib.asynccontextmanager
+async def start(port: int = 0, data_dir: Path | None = None) -> AsyncIterator[EmbeddedServer]:
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    async with engine_.open_engine(data_dir) as engine:
+        proxy = wire.proxy_class()(engine, host=HOST, port=port)
+        address = await proxy.start()
+        try:
+            proxy.address_slot.append(f"{address.host}:{address.port}")
+            yield EmbeddedServer(address.uri, address.port, engine, proxy)
+        finally:
+            await proxy.close()
+
+
+async def serve(port: int, data_dir: Path | None, on_ready: Callable[[str], None]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with start(port, data_dir) as server:
+            on_ready(server.uri)
+            await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def main(port: int, data_dir: Path | None, emit: Callable[[str], None]) -> int:
+    """``jobwatch embedded-server``: the URI as the first line of stdout, then serve."""
+    asyncio.run(serve(port, data_dir, emit))
+    return 0
