@@ -141,7 +141,7 @@ class ChangeStreams:
                 return self._history.sequence_at_time((int(ts.time), int(ts.inc))), False
             position = events.decode_token(spec[option])
         except events.TokenError as exc:
-            raise errors.CommandError(errors.BAD_VALUE, str(exc)) from exc
+            raise errors.CommandError(errors.INVALID_RESUME_TOKEN, str(exc)) from exc
         except history.HistoryLost as exc:
             raise errors.history_lost(str(exc)) from exc
         except AttributeError as exc:
