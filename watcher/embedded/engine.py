@@ -168,10 +168,10 @@ def _wire(value: Any) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def open_engine(data_dir: Path | None) -> AsyncIterator[Engine]:
+async def open_engine(data_dir: Path | None, *, max_events: int = history.DEFAULT_MAX_EVENTS) -> AsyncIterator[Engine]:
     import mongoeco
 
-    history_ = history.History(journal_dir=data_dir)
+    history_ = history.History(journal_dir=data_dir, max_events=max_events)
     if data_dir is None:
         client = mongoeco.AsyncMongoClient()
     else:

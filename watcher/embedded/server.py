@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from watcher.embedded import engine as engine_
-from watcher.embedded import wire
+from watcher.embedded import history, wire
 
 HOST = "127.0.0.1"
 
@@ -32,10 +32,10 @@ class EmbeddedServer:
 
 
 @contextlib.asynccontextmanager
-async def start(port: int = 0, data_dir: Path | None = None) -> AsyncIterator[EmbeddedServer]:
+async def start(port: int = 0, data_dir: Path | None = None, *, max_events: int = history.DEFAULT_MAX_EVENTS) -> AsyncIterator[EmbeddedServer]:
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
-    async with engine_.open_engine(data_dir) as engine:
+    async with engine_.open_engine(data_dir, max_events=max_events) as engine:
         proxy = wire.proxy_class()(engine, host=HOST, port=port)
         address = await proxy.start()
         try:

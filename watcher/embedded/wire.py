@@ -60,6 +60,12 @@ class ChangeStreamExecutor:
             return self._replica_set(await self._inner.execute_prepared(context))
         if name == "dropDatabase":
             return await self._drop_database(context)
+        if name == "renameCollection":
+            # Drivers send it to admin with full names; the engine wants it on the
+            # collection's own database (renames across databases stay refused).
+            source_db = str(command.get("renameCollection", "")).partition(".")[0]
+            if source_db and source_db == str(command.get("to", "")).partition(".")[0]:
+                context = dataclasses.replace(context, db_name=source_db)
         reply: dict[str, Any] = await self._inner.execute_prepared(context)
         if reply.get("ok") and name == "drop":
             await self._engine.absorb_after_drop()
