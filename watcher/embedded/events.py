@@ -120,7 +120,7 @@ def _diff(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str, upda
 
 def render(entry: Entry, history_id: int, *, full_document: Document | None) -> Document:
     """The change event MongoDB would send for ``entry``."""
-    from mongoeco.types import Timestamp
+    from mongoeco._types._bson_values import Timestamp  # the wire layer's type (mongoeco.types re-exports it)
 
     event: Document = {
         "_id": encode_token(history_id, entry.sequence),
@@ -141,7 +141,7 @@ def render(entry: Entry, history_id: int, *, full_document: Document | None) -> 
 
 
 def invalidate(entry: Entry, history_id: int) -> Document:
-    from mongoeco.types import Timestamp
+    from mongoeco._types._bson_values import Timestamp  # the wire layer's type (mongoeco.types re-exports it)
 
     return {
         "_id": encode_token(history_id, entry.sequence, invalidate=True),

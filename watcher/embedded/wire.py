@@ -120,7 +120,8 @@ def proxy_class() -> type[Any]:
         def __init__(self, engine: Engine, *, host: str, port: int) -> None:
             super().__init__(client=engine.client, host=host, port=port)
             self.address_slot: list[str] = []
-            self._executor = ChangeStreamExecutor(self._executor, engine, self.address_slot)
+            inner: Any = self._executor
+            self._executor: Any = ChangeStreamExecutor(inner, engine, self.address_slot)
 
         @property
         def streams(self) -> changes.ChangeStreams:
