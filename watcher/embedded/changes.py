@@ -79,6 +79,10 @@ class ChangeStreams:
         mode = spec.get("fullDocument", "default")
         if mode not in FULL_DOCUMENT_MODES:
             raise errors.CommandError(errors.BAD_VALUE, f"unknown fullDocument mode {mode!r}")
+        if spec.get("fullDocumentBeforeChange", "off") != "off":
+            raise errors.CommandError(errors.BAD_VALUE, "fullDocumentBeforeChange (pre-images) is not supported by the embedded server")
+        if spec.get("showExpandedEvents"):
+            raise errors.CommandError(errors.BAD_VALUE, "showExpandedEvents is not supported by the embedded server")
         pipeline = list(command["pipeline"][1:])
         for stage in pipeline:
             name = next(iter(stage), None) if isinstance(stage, dict) and len(stage) == 1 else None
