@@ -293,3 +293,38 @@ def test_sync_client_watches_the_embedded_server_process() -> None:
         assert seen[1]["updateDescription"]["updatedFields"] == {"n": 5} and seen[1]["fullDocument"]["n"] == 5
         mongo.close()
         assert running.stop() == 0  # SIGTERM: a clean exit
+
+
+async def test_database_and_cluster_streams(client: AsyncMongoClient[dict[str, Any]]) -> None:
+    database = await client.db.watch(max_await_time_ms=100)
+    cluster = await client.watch(max_await_time_ms=100)
+    await client.db.a.insert_one({"_id": 1})
+    await client.other.b.insert_one({"_id": 2})
+    await client.db.a.insert_one({"_id": 3})
+    assert [(await next_event(database))["documentKey"]["_id"] for _ in range(2)] == [1, 3]
+    seen = [await next_event(cluster) for _ in range(3)]
+    assert [(e["ns"]["db"], e["documentKey"]["_id"]) for e in seen] == [("db", 1), ("other", 2), ("db", 3)]
+    await database.close()
+    await cluster.close()
+
+
+def test_embedded_server_process_resumes_tokens_after_a_restart_with_data(tmp_path: Path) -> None:
+    """``jobwatch embedded-server --data``: SIGTERM, start again, the old token resumes."""
+    from tests.support.served import embedded_server
+
+    with embedded_server(data_dir=tmp_path) as first:
+        mongo: MongoClient[dict[str, Any]] = MongoClient(first.uri)
+        with mongo.db.jobs.watch(max_await_time_ms=100) as stream:
+            mongo.db.jobs.insert_one({"_id": 1})
+            token = stream.next()["_id"]
+        mongo.db.jobs.insert_one({"_id": 2})  # nobody watching, then the server stops
+        mongo.close()
+        assert first.stop() == 0
+    with embedded_server(data_dir=tmp_path) as second:
+        mongo = MongoClient(second.uri)
+        mongo.db.jobs.insert_one({"_id": 3})
+        with mongo.db.jobs.watch(resume_after=token, max_await_time_ms=100) as stream:
+            assert [stream.next()["documentKey"]["_id"] for _ in range(2)] == [2, 3]
+        assert mongo.db.jobs.count_documents({}) == 3
+        mongo.close()
+        assert second.stop() == 0

@@ -67,6 +67,19 @@ class Engine:
             if cursor is not None:
                 cursor.close()
 
+    async def wait_failed(self) -> BaseException:
+        """Return the tap's failure, if it ever stops: then the history is stale."""
+        assert self._task is not None
+        try:
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if self._task.cancelled():
+                return RuntimeError("the embedded change tap was cancelled")
+            raise
+        except BaseException as exc:
+            return exc
+        return RuntimeError("the embedded change tap ended")
+
     async def flush(self) -> None:
         """Wait until every change the engine has published is in the history.
 

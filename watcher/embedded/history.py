@@ -21,7 +21,6 @@ import datetime
 import os
 import secrets
 import time
-from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -41,7 +40,7 @@ class HistoryLost(Exception):
 class History:
     def __init__(self, *, journal_dir: Path | None = None, max_events: int = DEFAULT_MAX_EVENTS) -> None:
         self._max_events = max_events
-        self._entries: deque[events.Entry] = deque()
+        self._entries: list[events.Entry] = []
         self._path = journal_dir / JOURNAL_NAME if journal_dir is not None else None
         self._file: IO[bytes] | None = None
         self._changed = asyncio.Event()
@@ -108,8 +107,8 @@ class History:
         """Retained changes with a sequence greater than ``sequence``, in order."""
         if not self._entries or sequence >= self.head:
             return iter(())
-        start = max(0, sequence - self._entries[0].sequence + 1)
-        return (self._entries[i] for i in range(start, len(self._entries)))
+        start = max(0, sequence - self._entries[0].sequence + 1)  # sequences are consecutive
+        return iter(self._entries[start:])
 
     async def wait_beyond(self, sequence: int, timeout_s: float) -> None:
         """Return when a change after ``sequence`` exists, or after ``timeout_s``."""
@@ -133,9 +132,11 @@ class History:
         return self._last_time
 
     def _prune(self) -> None:
-        while len(self._entries) > self._max_events:
-            dropped = self._entries.popleft()
-            self._base, self._base_time = dropped.sequence, dropped.cluster_time
+        # Pruned in steps of a quarter of the bound, so appends stay O(1) on average.
+        excess = len(self._entries) - self._max_events
+        dropped = self._entries[excess - 1]
+        self._base, self._base_time = dropped.sequence, dropped.cluster_time
+        del self._entries[:excess]
         if self._path is not None:
             self._rewrite()
 

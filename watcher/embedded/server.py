@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,10 @@ async def start(port: int = 0, data_dir: Path | None = None, *, max_events: int 
             await proxy.close()
 
 
+class TapFailed(Exception):
+    """The server can no longer record changes: serving on would be a silent lie."""
+
+
 async def serve(port: int, data_dir: Path | None, on_ready: Callable[[str], None]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -53,13 +58,24 @@ async def serve(port: int, data_dir: Path | None, on_ready: Callable[[str], None
     try:
         async with start(port, data_dir) as server:
             on_ready(server.uri)
-            await stop.wait()
+            stopped = asyncio.create_task(stop.wait())
+            failed = asyncio.create_task(server.engine.wait_failed())
+            await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if failed.done():
+                raise TapFailed(f"change history stopped: {failed.result()!r}")
+            failed.cancel()
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
 
 
 def main(port: int, data_dir: Path | None, emit: Callable[[str], None]) -> int:
-    """``jobwatch embedded-server``: the URI as the first line of stdout, then serve."""
-    asyncio.run(serve(port, data_dir, emit))
+    """``jobwatch embedded-server``: the URI as the first line of stdout, then
+    serve. 0 when stopped by a signal; 1 when it could not go on."""
+    try:
+        asyncio.run(serve(port, data_dir, emit))
+    except (TapFailed, OSError) as exc:
+        print(f"jobwatch embedded-server: {exc}", file=sys.stderr, flush=True)
+        return 1
     return 0

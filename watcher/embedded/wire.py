@@ -34,6 +34,11 @@ class ChangeStreamExecutor:
         self.streams = changes.ChangeStreams(engine.history, self._lookup, engine.flush)
 
     def _build_request_context(self, body: dict[str, Any], **kwargs: Any) -> Any:
+        if body.get("aggregate") == 1 and changes.is_change_stream(body):
+            # A database or cluster stream: the proxy's validation wants a
+            # collection name, so it sees a placeholder and we keep the 1.
+            context = self._inner._build_request_context({**body, "aggregate": "$cmd.aggregate"}, **kwargs)
+            return dataclasses.replace(context, command_document={**context.command_document, "aggregate": 1})
         return self._inner._build_request_context(body, **kwargs)
 
     def error_document(self, exc: Exception) -> dict[str, Any]:
