@@ -328,3 +328,18 @@ def test_embedded_server_process_resumes_tokens_after_a_restart_with_data(tmp_pa
         assert mongo.db.jobs.count_documents({}) == 3
         mongo.close()
         assert second.stop() == 0
+
+
+async def test_many_document_writes_and_drop_database(client: AsyncMongoClient[dict[str, Any]]) -> None:
+    cluster = await client.watch(max_await_time_ms=100)
+    await client.db.jobs.insert_many([{"_id": i, "n": 0} for i in range(3)])
+    await client.db.jobs.update_many({}, {"$inc": {"n": 1}})
+    await client.db.jobs.delete_many({"_id": {"$lt": 2}})
+    await client.db.more.insert_one({"_id": "more"})
+    await client.drop_database("db")
+    await client.other.jobs.insert_one({"_id": "after"})  # not lost after the drops
+    seen = [await next_event(cluster) for _ in range(13)]
+    assert [e["operationType"] for e in seen] == ["insert"] * 3 + ["update"] * 3 + ["delete"] * 2 + ["insert", "drop", "drop", "dropDatabase", "insert"]
+    assert {e["ns"]["coll"] for e in seen[9:11]} == {"jobs", "more"} and seen[11]["ns"] == {"db": "db"}
+    assert seen[12]["documentKey"] == {"_id": "after"}
+    await cluster.close()

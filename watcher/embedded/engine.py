@@ -14,9 +14,10 @@ Two engine behaviours shape this module (mongoeco 4.11):
 
 - a collection drop is reported as ``invalidate`` and closes a client-wide
   watcher; the tap records a ``drop`` and reopens after that event;
-- the drop's event takes a sequence number the engine's next write then
-  also gets, and that write's event is discarded; ``absorb_after_drop``
-  spends that number on a private write so no client change is lost.
+- each dropped collection's event takes a sequence number the engine's next
+  write then also gets, and that write's event is discarded;
+  ``absorb_after_drop`` spends those numbers on private writes, until one
+  of them is seen, so no client change is lost.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from watcher.embedded import events, history
 PRIVATE_DB = "__jobwatch_embedded"
 ENGINE_FILE = "engine.sqlite"
 TAP_AWAIT_MS = 1000
+# More than any number of collections one dropDatabase can take with it.
+MAX_ABSORB_WRITES = 100_000
 
 
 class Engine:
@@ -46,6 +49,7 @@ class Engine:
         self._keeper: Any = None
         self._task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._last_marker: object = None
 
     async def start(self) -> None:
         # A watcher the tap never reads keeps the engine publishing while the
@@ -93,7 +97,14 @@ class Engine:
             await asyncio.sleep(0)
 
     async def absorb_after_drop(self) -> None:
-        await self.client[PRIVATE_DB]["sequence"].insert_one({})
+        for _ in range(MAX_ABSORB_WRITES):
+            marker = bson.ObjectId()
+            await self.client[PRIVATE_DB]["sequence"].insert_one({"_id": marker})
+            await self.flush()
+            if self._last_marker == marker:
+                await self.client[PRIVATE_DB]["sequence"].delete_many({})
+                return
+        raise RuntimeError("the engine discards every change after a drop")
 
     async def _prime_images(self) -> None:
         for db_name in await self.client.list_database_names():
@@ -125,6 +136,8 @@ class Engine:
         operation = change["operationType"]
         db, coll = change["ns"]["db"], change["ns"]["coll"]
         if db == PRIVATE_DB:
+            if coll == "sequence" and change["operationType"] == "insert":
+                self._last_marker = change["documentKey"]["_id"]
             return
         if operation == "invalidate":
             self._forget(db, coll)
@@ -152,10 +165,10 @@ class Engine:
             self._images[_image_key(to_db, to_coll, {"_id": image.get("_id")})] = image
         self.history.record("rename", db, coll, rename_to=(to_db, to_coll))
 
-    def record_drop_database(self, db: str, collections: list[str]) -> None:
-        for coll in collections:
-            self._forget(db, coll)
-            self.history.record("drop", db, coll)
+    def record_drop_database(self, db: str) -> None:
+        """After the engine's own drop per collection (recorded by the tap)."""
+        for key in [k for k in self._images if k.startswith(f"{db}\x00".encode())]:
+            del self._images[key]
         self.history.record("dropDatabase", db, "")
 
     def _forget(self, db: str, coll: str) -> None:

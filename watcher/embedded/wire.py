@@ -8,8 +8,9 @@ point, ``_executor``) and answers what the proxy cannot:
   ``killCursors`` on those cursors (``changes``);
 - ``hello``: advertises a one-member replica set, as drivers expect of a
   server with change streams;
-- ``drop``, ``renameCollection``, ``dropDatabase``: forwarded, then recorded
-  in the history (the engine reports a drop only, as an invalidate);
+- ``drop``, ``renameCollection``, ``dropDatabase``: forwarded, then the
+  engine's lost sequence numbers absorbed and what it does not report
+  (rename, dropDatabase) recorded in the history;
 - errors: an unknown command gets MongoDB's ``CommandNotFound`` (59).
 
 Everything else goes to the engine unchanged.
@@ -97,12 +98,10 @@ class ChangeStreamExecutor:
         return reply
 
     async def _drop_database(self, context: Any) -> dict[str, Any]:
-        db = context.db_name
-        collections = [c for c in await self._engine.client[db].list_collection_names()]
         reply: dict[str, Any] = await self._inner.execute_prepared(context)
         if reply.get("ok"):
-            await self._engine.flush()
-            self._engine.record_drop_database(db, collections)
+            await self._engine.absorb_after_drop()  # also records the engine's drops
+            self._engine.record_drop_database(context.db_name)
         return reply
 
     def _replica_set(self, reply: dict[str, Any]) -> dict[str, Any]:
