@@ -41,7 +41,7 @@ class Cursor:
     namespace: str
     position: int
     full_document: str
-    pipeline: list[events.Document]
+    pipeline: list[events.Document]  # in the engine's internal form, converted once
     finished: bool = False
     pending: list[events.Document] = field(default_factory=list)
 
@@ -90,7 +90,7 @@ class ChangeStreams:
                 raise errors.CommandError(errors.ILLEGAL_OPERATION, f"{name} is not permitted in a $changeStream pipeline")
         await self._flush()
         position, finished = self._start_position(spec)
-        cursor = Cursor(next(self._ids), db, coll, watch_db, namespace, position, mode, pipeline, finished)
+        cursor = Cursor(next(self._ids), db, coll, watch_db, namespace, position, mode, _internal(pipeline), finished)
         batch_size = _batch_size(command.get("cursor", {}).get("batchSize") if isinstance(command.get("cursor"), dict) else None)
         batch = await self._collect(cursor, batch_size)
         self._cursors[cursor.cursor_id] = cursor
@@ -200,12 +200,19 @@ class ChangeStreams:
         return _apply(cursor.pipeline, event)
 
 
+def _internal(pipeline: list[events.Document]) -> list[events.Document]:
+    from mongoeco.core.codec import DocumentCodec
+
+    converted: list[events.Document] = DocumentCodec.to_internal(pipeline)
+    return converted
+
+
 def _apply(pipeline: list[events.Document], event: events.Document) -> events.Document | None:
     from mongoeco.core.aggregation import apply_pipeline
     from mongoeco.core.codec import DocumentCodec
 
     token = event["_id"]
-    result = apply_pipeline([event], DocumentCodec.to_internal(pipeline))
+    result = apply_pipeline([event], pipeline)
     if not result:
         return None
     transformed: events.Document = DocumentCodec.to_pymongo(result[0])

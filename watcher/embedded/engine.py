@@ -157,6 +157,11 @@ class Engine:
             self._images[image_key] = after
         self.history.record(operation, db, coll, document_key=key, full_document=after, update_description=description)
 
+    def current(self, db: str, coll: str, document_key: events.Document) -> events.Document | None:
+        """The document as of the last recorded change (updateLookup's answer
+        once ``flush()`` returned): the engine's image, without a query."""
+        return self._images.get(_image_key(db, coll, document_key))
+
     def record_rename(self, db: str, coll: str, to_db: str, to_coll: str) -> None:
         prefix = _image_key(db, coll, None)
         moved = {k: v for k, v in self._images.items() if k.startswith(prefix)}

@@ -111,10 +111,7 @@ class ChangeStreamExecutor:
         return reply
 
     async def _lookup(self, db: str, coll: str, document_key: dict[str, Any]) -> dict[str, Any] | None:
-        from mongoeco.wire.bson_bridge import decode_wire_value
-
-        found = await self._engine.client[db][coll].find_one(document_key)
-        return None if found is None else dict(decode_wire_value(found))
+        return self._engine.current(db, coll, document_key)
 
 
 def proxy_class() -> type[Any]:
