@@ -28,6 +28,9 @@ MAX_BATCH = 1000
 FIRST_CURSOR_ID = 1 << 30
 ALLOWED_STAGES = frozenset({"$match", "$project", "$addFields", "$set", "$unset", "$replaceRoot", "$replaceWith", "$redact"})
 FULL_DOCUMENT_MODES = frozenset({"default", "updateLookup", "whenAvailable", "required"})
+# MongoDB's cursorTimeoutMillis: a cursor nobody asked for in this long is
+# dropped (a client killed with -9 never sends killCursors).
+CURSOR_IDLE_S = 600.0
 
 Lookup = Callable[[str, str, events.Document], Awaitable[events.Document | None]]
 
@@ -44,6 +47,7 @@ class Cursor:
     pipeline: list[events.Document]  # in the engine's internal form, converted once
     finished: bool = False
     pending: list[events.Document] = field(default_factory=list)
+    last_used_s: float = 0.0
 
 
 def is_change_stream(command: events.Document) -> bool:
@@ -88,9 +92,10 @@ class ChangeStreams:
             name = next(iter(stage), None) if isinstance(stage, dict) and len(stage) == 1 else None
             if name not in ALLOWED_STAGES:
                 raise errors.CommandError(errors.ILLEGAL_OPERATION, f"{name} is not permitted in a $changeStream pipeline")
+        self._expire_idle()
         await self._flush()
         position, finished = self._start_position(spec)
-        cursor = Cursor(next(self._ids), db, coll, watch_db, namespace, position, mode, _internal(pipeline), finished)
+        cursor = Cursor(next(self._ids), db, coll, watch_db, namespace, position, mode, _internal(pipeline), finished, last_used_s=_now_s())
         batch_size = _batch_size(command.get("cursor", {}).get("batchSize") if isinstance(command.get("cursor"), dict) else None)
         batch = await self._collect(cursor, batch_size)
         self._cursors[cursor.cursor_id] = cursor
@@ -101,6 +106,7 @@ class ChangeStreams:
         cursor = self._cursors.get(cursor_id)
         if cursor is None:
             raise errors.CommandError(errors.CURSOR_NOT_FOUND, f"cursor id {cursor_id} not found")
+        cursor.last_used_s = _now_s()
         if command.get("collection") != (cursor.coll or "$cmd.aggregate") or db != cursor.db:
             raise errors.CommandError(errors.UNAUTHORIZED, f"requested getMore on namespace {db}.{command.get('collection')}, but cursor belongs to {cursor.namespace}")
         await_ms = command.get("maxTimeMS", DEFAULT_AWAIT_MS)
@@ -116,6 +122,11 @@ class ChangeStreams:
             await self._flush()
             batch = await self._collect(cursor, batch_size)
         return self._reply(cursor, batch, "nextBatch")
+
+    def _expire_idle(self) -> None:
+        oldest_s = _now_s() - CURSOR_IDLE_S
+        for cursor_id in [c.cursor_id for c in self._cursors.values() if c.last_used_s < oldest_s]:
+            del self._cursors[cursor_id]
 
     def kill(self, cursor_ids: list[int]) -> tuple[list[int], list[int]]:
         killed = [c for c in cursor_ids if self._cursors.pop(c, None) is not None]
@@ -198,6 +209,10 @@ class ChangeStreams:
         if not cursor.pipeline:
             return event
         return _apply(cursor.pipeline, event)
+
+
+def _now_s() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _internal(pipeline: list[events.Document]) -> list[events.Document]:
