@@ -95,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     status = command("status", "saved position, heartbeat, last sweep, open jobs", "Report what the watcher last saved and what is open now.")
     status.add_argument("--json", action="store_true", help="print the status as JSON")
     command("demo", "the seed incident end to end on the embedded engine (no server)", "Create the seed's stuck job and a live one on the embedded engine, run the watcher, show each flip to Completed.")
-    server = command("embedded-server", "a MongoDB-compatible server with change streams (no MongoDB needed)", "Serve the embedded engine over the MongoDB wire protocol, change streams included, until SIGTERM or SIGINT. Prints its connection string as the first line of stdout.")
+    server = commands.add_parser(  # no watcher settings: it is the database, not a client of one
+        "embedded-server",
+        help="a MongoDB-compatible server with change streams (no MongoDB needed)",
+        description="Serve the embedded engine over the MongoDB wire protocol, change streams included, until SIGTERM or SIGINT. Prints its connection string as the first line of stdout.",
+    )
     server.add_argument("--port", type=int, default=0, help="TCP port on 127.0.0.1 (default 0: any free port)")
     server.add_argument("--data", default=None, metavar="DIR", help="keep data and change history in DIR across restarts (default: in memory)")
     simulate = command("simulate", "play consumers against a MongoDB (load generator)", "Create jobs like the image service does and $inc their stage counters from concurrent consumers.")
