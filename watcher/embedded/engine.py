@@ -36,6 +36,12 @@ from watcher.embedded import events, history
 PRIVATE_DB = "__jobwatch_embedded"
 ENGINE_FILE = "engine.sqlite"
 TAP_AWAIT_MS = 1000
+# The engine's own buffer of changes the tap has yet to read. The memory
+# engine runs one command without yielding, so the tap reads a command's
+# changes after it: the buffer holds one maximal write batch (the wire's
+# maxWriteBatchSize). A single command changing more documents than this
+# outruns the tap, which then fails, and the server stops (loudly).
+ENGINE_BUFFER_EVENTS = 100_000
 # More than any number of collections one dropDatabase can take with it.
 MAX_ABSORB_WRITES = 100_000
 
@@ -204,11 +210,11 @@ async def open_engine(data_dir: Path | None, *, max_events: int = history.DEFAUL
 
     history_ = history.History(journal_dir=data_dir, max_events=max_events)
     if data_dir is None:
-        client = mongoeco.AsyncMongoClient()
+        client = mongoeco.AsyncMongoClient(change_stream_history_size=ENGINE_BUFFER_EVENTS)
     else:
         from mongoeco.engines.sqlite import SQLiteEngine
 
-        client = mongoeco.AsyncMongoClient(SQLiteEngine(str(data_dir / ENGINE_FILE)))
+        client = mongoeco.AsyncMongoClient(SQLiteEngine(str(data_dir / ENGINE_FILE)), change_stream_history_size=ENGINE_BUFFER_EVENTS)
     await client._engine.connect()
     engine = Engine(client, history_)
     try:
