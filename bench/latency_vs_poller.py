@@ -2,8 +2,8 @@
 
     ./dev bench latency_vs_poller [--jobs 20] [--items 60] [--rate 400]
 
-All three run in this process on the embedded engine (real PyMongo over its
-wire proxy), one after another, each on its own database, under the same
+All three run in this process against the embedded server (real PyMongo and
+its change streams over the wire), one after another, each on its own database, under the same
 consumer load (``watcher.simulate``):
 
 - ``seed poller (original)``: the incident's JobMonitoringService, every 5 s,
@@ -30,7 +30,7 @@ from pymongo import AsyncMongoClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from watcher import embedded
+from watcher.embedded import server
 from watcher.ops import logs
 from watcher.cli import simulate  # noqa: E402
 from watcher.service import Watcher  # noqa: E402
@@ -90,18 +90,19 @@ async def observe(events: Any, counted: dict[Any, float], done: dict[Any, float]
             done.setdefault(doc["_id"], now)
 
 
-async def scenario(engine: embedded.EmbeddedMongo, client: AsyncMongoClient[Any], name: str, plan: simulate.Plan, settle_s: float) -> dict[str, Any]:
+async def scenario(uri: str, client: AsyncMongoClient[Any], name: str, plan: simulate.Plan, settle_s: float) -> dict[str, Any]:
     database = "bench_" + name.replace(" ", "_").replace("(", "").replace(")", "")
-    settings = Settings(uri=engine.uri, database=database, health_port=0, sweep_interval_s=3600)
+    settings = Settings(uri=uri, database=database, health_port=0, sweep_interval_s=3600)
     db = client[database]
     counted: dict[Any, float] = {}
     done: dict[Any, float] = {}
-    events = await engine.change_source(database, "background_jobs").open([], resume_after=None, max_await_ms=50)
+    # Each write's post-image ("whenAvailable": the embedded server keeps it).
+    events = await db.background_jobs.watch(full_document="whenAvailable", max_await_time_ms=50)
     writes = 0
     async with anyio.create_task_group() as tg:
         tg.start_soon(observe, events, counted, done)
         if name == "jobwatch":
-            watcher = Watcher(client, settings, change_source=engine.change_source(database, "background_jobs"))
+            watcher = Watcher(client, settings)
             async with watcher:
                 outcome = await simulate.play(db, settings, plan)
                 await _settle(done, outcome.job_ids, settle_s)
@@ -152,13 +153,13 @@ async def main() -> None:
     logs.setup(level="WARNING")
     plan = simulate.Plan(jobs=args.jobs, items=args.items, consumers=args.consumers, rate=args.rate, legacy_fraction=args.legacy_fraction, seed=42)
     rows = []
-    async with embedded.start() as engine:
-        client: AsyncMongoClient[Any] = AsyncMongoClient(engine.uri)
+    async with server.start() as embedded_server:
+        client: AsyncMongoClient[Any] = AsyncMongoClient(embedded_server.uri)
         for name in ("seed poller (original)", "seed poller (fixed)", "jobwatch"):
-            rows.append(await scenario(engine, client, name, plan, settle_s=POLL_INTERVAL_S * 2.5))
+            rows.append(await scenario(embedded_server.uri, client, name, plan, settle_s=POLL_INTERVAL_S * 2.5))
         await client.close()
     print(f"load: {args.jobs} jobs x 2 stages x {args.items} items, {args.consumers} consumers at {args.rate:g} $inc/s, "
-          f"{args.legacy_fraction:.0%} legacy (collectionId null); embedded engine, one process")
+          f"{args.legacy_fraction:.0%} legacy (collectionId null); embedded server, one process")
     print(f"{'status keeper':<24} {'completed':>10} {'p50 ms':>9} {'p95 ms':>9} {'max ms':>9} {'writes':>7} {'writes/job':>10} {'$inc':>6} {'$inc/s':>7}")
     for r in rows:
         print(f"{r['name']:<24} {r['completed']:>4}/{r['jobs']:<5} {r['p50']:>9.1f} {r['p95']:>9.1f} {r['max']:>9.1f} {r['writes']:>7} {r['writes'] / r['jobs']:>10.1f} {r['increments']:>6} {r['inc_per_s']:>7.0f}")

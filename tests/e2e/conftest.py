@@ -9,7 +9,7 @@ import pytest
 from pymongo import MongoClient
 
 from tests.support.backends import Server
-from tests.support.served import serve_engine
+from tests.support.served import embedded_server
 
 
 @dataclass
@@ -31,9 +31,9 @@ class CliMongo:
 def cli_mongo(mongo_server: Server) -> Iterator[CliMongo]:
     database = f"jw_{uuid.uuid4().hex[:12]}"
     if mongo_server.is_embedded:
-        with serve_engine() as uri:
-            client: MongoClient[dict[str, Any]] = MongoClient(uri)
-            yield CliMongo(uri, database, client)
+        with embedded_server() as server:
+            client: MongoClient[dict[str, Any]] = MongoClient(server.uri)
+            yield CliMongo(server.uri, database, client)
             client.close()
         return
     assert mongo_server.uri is not None

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import CliMongo
 from watcher import embedded
+from tests.support.documents import seed_job
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBWATCH = [sys.executable, "-m", "watcher"]
@@ -63,18 +64,14 @@ def wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
         time.sleep(0.05)
 
 
-@needs_embedded
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_run_stops_cleanly_on_a_signal_and_saves_its_position(signum: int) -> None:
+def test_run_stops_cleanly_on_a_signal_and_saves_its_position(cli_mongo: CliMongo, signum: int) -> None:
+    """``jobwatch run --uri`` against a server, as a process: health and
+    metrics up, the seed job completed, a signal stops it with its position saved."""
+    cli_mongo.db.background_jobs.insert_one(seed_job())
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests/e2e/serve_embedded.py"), "--health-port", str(port), "--log-json", "--position-save-interval-s", "60"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env(),
-        cwd=ROOT,
-    )
+    argv = [*JOBWATCH, "run", "--uri", cli_mongo.uri, "--database", cli_mongo.database, "--health-port", str(port), "--log-json", "--position-save-interval-s", "60"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
     try:
         wait_for(lambda: _ready(port), "the service to be ready")
         status, body = http_get(port, "/metrics")
@@ -86,13 +83,14 @@ def test_run_stops_cleanly_on_a_signal_and_saves_its_position(signum: int) -> No
         assert http_get(port, "/healthz")[0] == 200
         assert http_get(port, "/nope")[0] == 404
         proc.send_signal(signum)
-        out, err = proc.communicate(timeout=DEADLINE_S)
+        _, err = proc.communicate(timeout=DEADLINE_S)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, err
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result == {"exit": 0, "position_saved": True, "job_status": "Completed"}
+    position = cli_mongo.db.jobwatch_positions.find_one({"_id": "default"}) or {}
+    assert position.get("token"), position
+    assert (cli_mongo.db.background_jobs.find_one() or {}).get("status") == "Completed"
     actions = [json.loads(line).get("action") for line in err.splitlines() if line.startswith("{")]
     for expected in ("signal_received", "shutdown_started", "position_saved_at_shutdown", "watcher_stopped"):
         assert expected in actions, actions

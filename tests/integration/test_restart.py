@@ -9,7 +9,6 @@ import anyio
 import pytest
 from bson import ObjectId
 
-from tests.conftest import embedded_differs
 from tests.support.backends import Backend
 from tests.support.harness import running, settings_for, wait_until
 from tests.support.scripted import ScriptedSource
@@ -53,10 +52,6 @@ async def assert_all_done_once(jobs: Any, ids: list[Any]) -> None:
 
 
 @pytest.mark.parametrize("how", ["stop", "cancel"])
-@embedded_differs(
-    "the engine keeps no history while no stream of its client is open, so the test holds one "
-    "open during the downtime (MongoDB's oplog does this by itself)"
-)
 async def test_restart_mid_burst_resumes_and_every_job_ends_right(mongo: Backend, how: str) -> None:
     jobs = mongo.db.background_jobs
     ids = []
@@ -64,39 +59,33 @@ async def test_restart_mid_burst_resumes_and_every_job_ends_right(mongo: Backend
         job = new_job()
         ids.append(job["_id"])
         await jobs.insert_one(job)
-    keeper = await mongo.change_source().open([], resume_after=None, max_await_ms=50) if mongo.is_embedded else None
-    try:
-        watcher = Watcher(mongo.client, settings_for(mongo, position_save_interval_s=0.05), change_source=mongo.change_source())
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(watcher.run)
-            await watcher.wait_started()
-            await increment(jobs, ids, ITEMS // 2)
-            await wait_until(lambda: _has_position(mongo), what="a saved position")
-            if how == "stop":
-                await watcher.stop()
-            else:
-                tg.cancel_scope.cancel()  # abrupt: no shutdown sequence, no final save
-        position_at_stop = await saved_position(mongo)
-        assert position_at_stop is not None
+    watcher = Watcher(mongo.client, settings_for(mongo, position_save_interval_s=0.05), change_source=mongo.change_source())
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watcher.run)
+        await watcher.wait_started()
+        await increment(jobs, ids, ITEMS // 2)
+        await wait_until(lambda: _has_position(mongo), what="a saved position")
+        if how == "stop":
+            await watcher.stop()
+        else:
+            tg.cancel_scope.cancel()  # abrupt: no shutdown sequence, no final save
+    position_at_stop = await saved_position(mongo)
+    assert position_at_stop is not None
 
-        await increment(jobs, ids, ITEMS // 2)  # the rest happens while nobody watches
-        assert not await all_completed(jobs, ids)
+    await increment(jobs, ids, ITEMS // 2)  # the rest happens while nobody watches
+    assert not await all_completed(jobs, ids)
 
-        source = ScriptedSource(mongo.change_source())
-        async with running(mongo, source=source):
-            assert source.opened_with[0] == position_at_stop  # resumed from the saved watermark
-            await wait_until(lambda: all_completed(jobs, ids), what="every job to complete")
-        await assert_all_done_once(jobs, ids)
-    finally:
-        if keeper is not None:
-            await keeper.close()
+    source = ScriptedSource(mongo.change_source())
+    async with running(mongo, source=source):
+        assert source.opened_with[0] == position_at_stop  # resumed from the saved watermark
+        await wait_until(lambda: all_completed(jobs, ids), what="every job to complete")
+    await assert_all_done_once(jobs, ids)
 
 
 async def _has_position(mongo: Backend) -> bool:
     return await saved_position(mongo) is not None
 
 
-@embedded_differs("on the engine, history written while no stream is open is lost (MongoDB keeps it in the oplog)")
 async def test_unusable_position_means_sweep_then_stream_from_now(mongo: Backend) -> None:
     """A saved token the server no longer has (here: forged) is history lost:
     the watcher streams from now, sweeps, and carries on; it never dies of it."""

@@ -3,8 +3,9 @@
 1. ``MONGODB_URI`` (must be a replica set or sharded cluster);
 2. a ``mongod`` binary on PATH: a throw-away single-node replica set;
 3. a reachable Docker engine: a ``mongo`` container as a replica set (testcontainers);
-4. the embedded engine (mongoeco, Python >= 3.13): real PyMongo over its wire
-   proxy, change events from the engine through ``watcher.embedded``.
+4. the embedded server (``jobwatch embedded-server``: mongoeco behind a wire
+   front with change streams, Python >= 3.13), one per test, in the test's
+   event loop; PyMongo and its ``collection.watch()`` talk to it over TCP.
 
 ``resolve()`` picks one per session; ``connect()`` gives each test a fresh
 database on it. Nothing here is used by product code.
@@ -63,7 +64,6 @@ class Backend:
     client: AsyncMongoClient[dict[str, Any]]
     db_name: str
     uri: str
-    engine: embedded.EmbeddedMongo | None = None
 
     @property
     def db(self) -> Any:
@@ -71,11 +71,10 @@ class Backend:
 
     @property
     def is_embedded(self) -> bool:
-        return self.engine is not None
+        return self.server.is_embedded
 
     def change_source(self, collection: str = "background_jobs") -> ChangeSource:
-        if self.engine is not None:
-            return self.engine.change_source(self.db_name, collection)
+        """The production source on every backend: the driver's ``watch()``."""
         return PyMongoChangeSource(self.db[collection])
 
 
@@ -89,7 +88,7 @@ def resolve() -> Server:
     if docker_reason is None:
         return _start_container()
     if embedded.available():
-        return Server("embedded", None, f"mongoeco over its wire proxy (no mongod on PATH; Docker: {docker_reason})")
+        return Server("embedded", None, f"the embedded server, change streams over the wire (no mongod on PATH; Docker: {docker_reason})")
     return Server(
         "none",
         None,
@@ -102,10 +101,12 @@ def resolve() -> Server:
 async def connect(server: Server, **client_options: Any) -> AsyncIterator[Backend]:
     db_name = f"jw_{uuid.uuid4().hex[:12]}"
     if server.is_embedded:
-        async with embedded.start() as engine:
-            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(engine.uri, **client_options)
+        from watcher.embedded import server as embedded_server
+
+        async with embedded_server.start() as running:
+            client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(running.uri, **client_options)
             try:
-                yield Backend(server, client, db_name, engine.uri, engine)
+                yield Backend(server, client, db_name, running.uri)
             finally:
                 await client.close()
         return

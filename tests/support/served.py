@@ -1,39 +1,55 @@
-"""An embedded engine served from a background thread, for tests that call the
-CLI (in-process or as a subprocess) and need a URI, not an event loop."""
+"""``jobwatch embedded-server`` as a real process, for tests that need a URI
+(the CLI, ``jobwatch run`` as a subprocess)."""
 
 from __future__ import annotations
 
 import contextlib
-import threading
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
 
-import anyio
-import anyio.from_thread
+ROOT = Path(__file__).resolve().parents[2]
+START_DEADLINE_S = 60
 
-from watcher import embedded
+
+@dataclass
+class ServerProcess:
+    uri: str
+    port: int
+    process: subprocess.Popen[str]
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (the server flushes its journal first)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=START_DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
 
 
 @contextlib.contextmanager
-def serve_engine() -> Iterator[str]:
-    ready = threading.Event()
-    uri: list[str] = []
-    stop: list[Any] = []
-
-    async def main() -> None:
-        async with embedded.start() as engine:
-            uri.append(engine.uri)
-            event = anyio.Event()
-            stop.append((anyio.from_thread.BlockingPortal, event))
-            ready.set()
-            await event.wait()
-
-    with anyio.from_thread.start_blocking_portal() as portal:
-        future = portal.start_task_soon(main)
-        if not ready.wait(30):
-            raise RuntimeError("embedded engine did not start")
-        try:
-            yield uri[0]
-        finally:
-            portal.call(stop[0][1].set)
-            future.result(timeout=30)
+def embedded_server(*, port: int = 0, data_dir: Path | None = None) -> Iterator[ServerProcess]:
+    argv = [sys.executable, "-m", "watcher", "embedded-server", "--port", str(port)]
+    if data_dir is not None:
+        argv += ["--data", str(data_dir)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    try:
+        assert process.stdout is not None
+        uri = process.stdout.readline().strip()  # the first line: its connection string
+        if not uri.startswith("mongodb://"):
+            raise RuntimeError(f"embedded-server did not start (first line {uri!r}, exit {process.poll()})")
+        served_port = int(uri.split(":")[2].split("/")[0])
+        yield ServerProcess(uri, served_port, process)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=START_DEADLINE_S)
+        if process.stdout is not None:
+            process.stdout.close()

@@ -8,9 +8,9 @@
 3. A collection-scan job whose consumer lost increments: path A raises its
    counters from the collection's arrays on the next sweep.
 
-Every read and write goes through a real ``pymongo.AsyncMongoClient`` over
-the engine's wire proxy; change events come from the engine (see
-``watcher.embedded``).
+It runs on ``jobwatch embedded-server``'s server, started in-process: the
+watcher is the production one (``PyMongoChangeSource``, the driver's
+``collection.watch()`` over the wire), as with ``jobwatch run --uri``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from bson import ObjectId
 from pymongo import AsyncMongoClient
 
 from watcher import embedded
+from watcher.embedded import server
 from watcher.cli import simulate
 from watcher.service import Watcher
 from watcher.settings import Settings
@@ -60,19 +61,19 @@ async def run(out: Callable[[str], None] = print) -> int:
     if not embedded.available():
         out("jobwatch demo needs the embedded engine: install jobwatch[embedded] on Python >= 3.13 (./dev demo does).")
         return 2
-    async with embedded.start() as engine:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(engine.uri)
+    async with server.start() as embedded_server:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(embedded_server.uri)
         try:
-            return await _run(engine, client, out)
+            return await _run(embedded_server.uri, client, out)
         finally:
             await client.close()
 
 
-async def _run(engine: embedded.EmbeddedMongo, client: AsyncMongoClient[dict[str, Any]], out: Callable[[str], None]) -> int:
-    settings = Settings(uri=engine.uri, database="imageviewer", health_port=0, sweep_interval_s=3600, progress_interval_s=0.25)
+async def _run(uri: str, client: AsyncMongoClient[dict[str, Any]], out: Callable[[str], None]) -> int:
+    settings = Settings(uri=uri, database="imageviewer", health_port=0, sweep_interval_s=3600, progress_interval_s=0.25)
     db = client[settings.database]
     jobs = db[settings.jobs_collection]
-    out("jobwatch demo: the seed incident on the embedded engine (mongoeco, no server; real PyMongo over its wire proxy)")
+    out("jobwatch demo: the seed incident on the embedded server (no MongoDB; PyMongo and its change streams over the wire)")
 
     legacy = seed_job()
     await jobs.insert_one(legacy)
@@ -80,8 +81,10 @@ async def _run(engine: embedded.EmbeddedMongo, client: AsyncMongoClient[dict[str
     out(f"   {_line(legacy)}")
     out("   the 5-second poller skipped it forever: its filter required collectionId != null")
 
-    events = await engine.change_source(settings.database, settings.jobs_collection).open([], resume_after=None, max_await_ms=50)
-    watcher = Watcher(client, settings, change_source=engine.change_source(settings.database, settings.jobs_collection))
+    # The demo's own observer: each write's post-image ("whenAvailable"; the
+    # embedded server keeps it, MongoDB needs changeStreamPreAndPostImages).
+    events = await jobs.watch(full_document="whenAvailable", max_await_time_ms=50)
+    watcher = Watcher(client, settings)
     started = time.perf_counter()
     async with watcher:
         startup_ms = (time.perf_counter() - started) * 1000

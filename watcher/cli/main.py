@@ -45,6 +45,7 @@ JOBWATCH_CONFIG, TOML) > default.
 \b
 examples:
   jobwatch demo                          the seed incident on the embedded engine, no server
+  jobwatch embedded-server --port 27017  a MongoDB-compatible server with change streams, no MongoDB
   jobwatch run --uri 'mongodb://db:27017/?replicaSet=rs0'
   jobwatch status --check                exit 1 when the watcher is not alive
   jobwatch jobs --stuck --older-than 10m open jobs that should be done, and why
@@ -266,35 +267,33 @@ def build() -> click.Group:
 
 
 def _add_embedded_server(group: click.Group) -> None:
-    """``jobwatch embedded-server [--port P] [--data DIR]``, when the embedded
-    wire server is part of this build (``watcher.embedded.server``, which
-    needs the ``embedded`` extra). Its own Click command wins when it has one;
-    else a thin one calls ``server.serve(port=..., data=...)`` for the exit code."""
-    try:
-        from watcher.embedded import server  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:  # no wire server in this build, or no mongoeco
-        return
-    command = getattr(server, "command", None)
-    if isinstance(command, click.Command):
-        group.add_command(command, "embedded-server")
-        return
-    serve = getattr(server, "serve", None)
-    if not callable(serve):
-        return
-
-    def embedded_server(port: int, data: Path | None) -> int:
-        return int(serve(port=port, data=data) or exits.OK)
-
+    """``jobwatch embedded-server [--port P] [--data DIR]``: it is the database,
+    not a client of one, so it takes no watcher settings."""
     group.add_command(click.Command(
         "embedded-server",
-        callback=embedded_server,
+        callback=lambda **kwargs: Invocation("embedded-server", kwargs, {}, None, False),
         short_help="a MongoDB-compatible server with change streams, for trying jobwatch without MongoDB",
-        help="Serve the embedded engine over the wire; the first line of stdout is its connection string.",
+        help="Serve the embedded engine over the MongoDB wire protocol, change streams included, until SIGTERM "
+        "or SIGINT. The first line of stdout is its connection string. Exit 1 when it cannot serve.",
         params=[
-            click.Option(["--port"], type=click.IntRange(0, 65535), default=0, show_default=True, help="TCP port; 0 picks a free one"),
-            click.Option(["--data"], type=click.Path(file_okay=False, path_type=Path), default=None, help="keep the data in this directory"),
+            click.Option(["--port"], type=click.IntRange(0, 65535), default=0, show_default=True, help="TCP port on 127.0.0.1; 0 picks a free one"),
+            click.Option(["--data"], type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+                         help="keep data and change history in DIR across restarts (default: in memory)"),
         ],
+        context_settings={"max_content_width": 100},
     ))
+
+
+def _embedded_server(options: Mapping[str, Any], emit: Emit) -> int:
+    from watcher import embedded
+
+    if not embedded.available():
+        _err("embedded-server needs the embedded engine: install jobwatch[embedded] on Python >= 3.13 (./dev does)")
+        return exits.USAGE
+    from watcher.embedded import server
+
+    logs.setup(level="WARNING")
+    return server.main(int(options["port"]), options["data"], emit)
 
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -348,14 +347,14 @@ def main(argv: Sequence[str] | None = None, *, out: Emit | None = None) -> int:
         return exits.USAGE
     except click.Abort:
         return exits.INTERRUPTED
-    if isinstance(invocation, int):  # a command that runs without settings (embedded-server)
-        return invocation
     if not isinstance(invocation, Invocation):  # a group's --help printed; nothing to run
         return exits.OK
     return _run(invocation, emit)
 
 
 def _run(invocation: Invocation, emit: Emit) -> int:
+    if invocation.command == "embedded-server":
+        return _embedded_server(invocation.options, emit)
     for secret in redact.secrets_in(str(invocation.flags.get("uri") or "")):
         logs.add_secret(secret)  # before anything could print it, even a validation error
     for line in settings_module.unknown_environment():  # first: a typo may explain the error below

@@ -1,0 +1,224 @@
+"""``jobwatch run`` as a real process against ``jobwatch embedded-server`` (a
+process too), killed with SIGKILL at random points of bursts of consumer
+increments and restarted: every job ends right, exactly once.
+
+What is checked, from a change stream the test reads over the whole run:
+every job whose stages are complete ends ``Completed`` within one sweep
+interval of the restart (the stream is the fast path, the sweep the
+guarantee), ``completedAt`` is written once per job, no status ever goes
+back from ``Completed`` and no counter goes down. Each restart resumes from
+the saved position (the log says ``stream_opened`` with ``resumed``), never
+from a history-lost restart.
+
+``JOBWATCH_KILL_TRIALS`` sets the number of trials (default 20).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bson import ObjectId
+from pymongo import MongoClient
+
+from tests.support.served import ServerProcess, embedded_server
+from watcher import embedded
+
+pytestmark = pytest.mark.skipif(not embedded.available(), reason="needs the embedded extra (Python >= 3.13)")
+
+ROOT = Path(__file__).resolve().parents[2]
+TRIALS = int(os.environ.get("JOBWATCH_KILL_TRIALS", "20"))
+SWEEP_INTERVAL_S = 2.0
+# Time for a process to start under load, on top of what the service promises.
+STARTUP_ALLOWANCE_S = 30.0
+JOBS_PER_TRIAL = 2
+ITEMS = 4
+STAGES = ("thumbnail", "cache")
+DATABASE = "jobwatch_kill9"
+
+
+def new_job() -> dict[str, Any]:
+    return {
+        "_id": ObjectId(),
+        "jobType": "collection-scan",
+        "status": "InProgress",
+        "collectionId": None,
+        "stages": {name: {"status": "InProgress", "completedItems": 0, "totalItems": ITEMS} for name in STAGES},
+    }
+
+
+class Run:
+    """One ``jobwatch run`` process, its JSON log in a file."""
+
+    def __init__(self, uri: str, log_path: Path) -> None:
+        self.log_path = log_path
+        argv = [
+            sys.executable, "-m", "watcher", "run", "--uri", uri, "--database", DATABASE, "--health-port", "0", "--log-json",
+            "--sweep-interval-s", str(SWEEP_INTERVAL_S), "--position-save-interval-s", "0.1", "--max-await-ms", "100",
+        ]
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+        self._log = log_path.open("w")
+        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self._log, env=env, cwd=ROOT)
+
+    def actions(self) -> list[dict[str, Any]]:
+        lines = self.log_path.read_text().splitlines()
+        return [json.loads(line) for line in lines if line.startswith("{")]
+
+    def wait_streaming(self) -> None:
+        deadline = time.monotonic() + STARTUP_ALLOWANCE_S
+        while not any(a.get("action") == "stream_opened" for a in self.actions()):
+            assert self.process.poll() is None, self.log_path.read_text()
+            assert time.monotonic() < deadline, "jobwatch run did not open its stream"
+            time.sleep(0.02)
+
+    def kill(self, signum: int = signal.SIGKILL) -> int:
+        self.process.send_signal(signum)
+        code = self.process.wait(timeout=STARTUP_ALLOWANCE_S)
+        self._log.close()
+        return code
+
+
+class ChangeLog:
+    """Every change to the jobs collection, read by the driver's change stream."""
+
+    def __init__(self, client: MongoClient[dict[str, Any]]) -> None:
+        self.events: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._stream = client[DATABASE].background_jobs.watch(max_await_time_ms=100)
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while not self._stop.is_set():
+            event = self._stream.try_next()
+            if event is not None:
+                self.events.append(event)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=STARTUP_ALLOWANCE_S)
+        self._stream.close()
+
+    def check(self, ids: list[Any]) -> None:
+        """completedAt once per job; no status back from Completed; no counter down."""
+        completed_at: dict[Any, int] = defaultdict(int)
+        statuses: dict[tuple[Any, str], list[str]] = defaultdict(list)
+        counters: dict[tuple[Any, str], list[int]] = defaultdict(list)
+        for event in self.events:
+            if event["operationType"] != "update":
+                continue
+            job_id = event["documentKey"]["_id"]
+            for field, value in event["updateDescription"]["updatedFields"].items():
+                if field == "completedAt":
+                    completed_at[job_id] += 1
+                elif field == "status" or field.endswith(".status"):
+                    statuses[(job_id, field)].append(value)
+                elif field.endswith(".completedItems"):
+                    counters[(job_id, field)].append(value)
+        assert all(completed_at[job_id] == 1 for job_id in ids), {str(k): completed_at[k] for k in ids if completed_at[k] != 1}
+        for key, values in statuses.items():
+            if "Completed" in values:
+                assert set(values[values.index("Completed") :]) == {"Completed"}, (key, values)
+        for key, values in counters.items():
+            assert values == sorted(values), (key, values)
+
+
+@pytest.fixture
+def server() -> Iterator[ServerProcess]:
+    with embedded_server() as running:
+        yield running
+
+
+def wait_completed(jobs: Any, ids: list[Any], deadline_s: float) -> None:
+    end = time.monotonic() + deadline_s
+    while jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) < len(ids):
+        assert time.monotonic() < end, list(jobs.find({"_id": {"$in": ids}, "status": {"$ne": "Completed"}}))
+        time.sleep(0.02)
+
+
+def burst(jobs: Any, ids: list[Any], rng: random.Random) -> list[tuple[Any, str]]:
+    increments = [(job_id, stage) for job_id in ids for stage in STAGES for _ in range(ITEMS)]
+    rng.shuffle(increments)
+    return increments
+
+
+def test_kill_9_at_random_points_every_job_ends_right_once(server: ServerProcess, tmp_path: Path) -> None:
+    rng = random.Random(int(os.environ.get("JOBWATCH_KILL_SEED", "9")))
+    client: MongoClient[dict[str, Any]] = MongoClient(server.uri)
+    jobs = client[DATABASE].background_jobs
+    changes = ChangeLog(client)
+    run = Run(server.uri, tmp_path / "run-0.log")
+    run.wait_streaming()
+    all_ids: list[Any] = []
+    positions = client[DATABASE].jobwatch_positions
+    resumed_restarts = 0
+    try:
+        for trial in range(1, TRIALS + 1):
+            ids = [new_job()["_id"] for _ in range(JOBS_PER_TRIAL)]
+            jobs.insert_many([{**new_job(), "_id": job_id} for job_id in ids])
+            all_ids += ids
+            increments = burst(jobs, ids, rng)
+            kill_at = rng.randrange(len(increments))
+            for index, (job_id, stage) in enumerate(increments):
+                if index == kill_at:
+                    had_position = positions.find_one({"_id": "default", "token": {"$ne": None}}) is not None
+                    assert run.kill() == -signal.SIGKILL
+                    run = Run(server.uri, tmp_path / f"run-{trial}.log")  # back at once: the burst goes on
+                jobs.update_one({"_id": job_id}, {"$inc": {f"stages.{stage}.completedItems": 1}})
+            run.wait_streaming()
+            wait_completed(jobs, ids, SWEEP_INTERVAL_S + STARTUP_ALLOWANCE_S)
+            opened = [a for a in run.actions() if a.get("action") == "stream_opened"]
+            if had_position:  # a kill before the first save has nothing to resume from
+                assert opened[0].get("resumed") is True, opened
+                resumed_restarts += 1
+            assert not [a for a in run.actions() if a.get("error") == "ChangeStreamHistoryLost"]
+    finally:
+        if run.process.poll() is None:
+            run.kill(signal.SIGTERM)
+        changes.close()
+    for doc in jobs.find({"_id": {"$in": all_ids}}):
+        assert doc["status"] == "Completed" and doc["progress"] == 100, doc
+        assert all(s["completedItems"] == ITEMS and s["status"] == "Completed" for s in doc["stages"].values()), doc
+    changes.check(all_ids)
+    assert resumed_restarts >= TRIALS // 2  # most kills come after a save: resuming is the rule
+    client.close()
+
+
+def test_sigterm_saves_the_position_and_the_restart_resumes_from_it(server: ServerProcess, tmp_path: Path) -> None:
+    client: MongoClient[dict[str, Any]] = MongoClient(server.uri)
+    jobs = client[DATABASE].background_jobs
+    ids = [new_job()["_id"] for _ in range(3)]
+    jobs.insert_many([{**new_job(), "_id": job_id} for job_id in ids])
+    increments = burst(jobs, ids, random.Random(1))
+    half = len(increments) // 2
+    run = Run(server.uri, tmp_path / "first.log")
+    run.wait_streaming()
+    for job_id, stage in increments[:half]:
+        jobs.update_one({"_id": job_id}, {"$inc": {f"stages.{stage}.completedItems": 1}})
+    assert run.kill(signal.SIGTERM) == 0
+    saved = [a.get("action") for a in run.actions()]
+    assert "position_saved_at_shutdown" in saved, saved
+    for job_id, stage in increments[half:]:  # while nobody watches
+        jobs.update_one({"_id": job_id}, {"$inc": {f"stages.{stage}.completedItems": 1}})
+    restarted = Run(server.uri, tmp_path / "second.log")
+    try:
+        restarted.wait_streaming()
+        wait_completed(jobs, ids, SWEEP_INTERVAL_S + STARTUP_ALLOWANCE_S)
+        actions = restarted.actions()
+        opened = [a for a in actions if a.get("action") == "stream_opened"]
+        assert opened[0].get("resumed") is True, opened
+        assert not [a for a in actions if a.get("action") == "stream_error"], actions
+    finally:
+        restarted.kill(signal.SIGTERM)
+    client.close()

@@ -1,0 +1,228 @@
+"""The embedded engine (mongoeco) and the tap that copies its changes into the
+server's history.
+
+The engine is one in-process ``mongoeco.AsyncMongoClient``: in memory, or in
+SQLite under the data directory. Its own change streams only reach watchers
+of that client object, carry no ``updateDescription``, and keep no history
+while nobody watches; so the server opens one watcher over the whole client
+at start and records every change it reports into ``History``, computing
+``updateDescription`` from the last image it saw of each document (the
+engine gives the post-image of each write; the images are primed from the
+data at start).
+
+Two engine behaviours shape this module (mongoeco 4.11):
+
+- a collection drop is reported as ``invalidate`` and closes a client-wide
+  watcher; the tap records a ``drop`` and reopens after that event;
+- each dropped collection's event takes a sequence number the engine's next
+  write then also gets, and that write's event is discarded;
+  ``absorb_after_drop`` spends those numbers on private writes, until one
+  of them is seen, so no client change is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import bson
+from loguru import logger
+
+from watcher.embedded import events, history
+
+PRIVATE_DB = "__jobwatch_embedded"
+ENGINE_FILE = "engine.sqlite"
+TAP_AWAIT_MS = 1000
+# The engine's own buffer of changes the tap has yet to read. The memory
+# engine runs one command without yielding, so the tap reads a command's
+# changes after it: the buffer holds one maximal write batch (the wire's
+# maxWriteBatchSize). A single command changing more documents than this
+# outruns the tap, which then fails, and the server stops (loudly).
+ENGINE_BUFFER_EVENTS = 100_000
+# More than any number of collections one dropDatabase can take with it.
+MAX_ABSORB_WRITES = 100_000
+
+
+class Engine:
+    def __init__(self, client: Any, history_: history.History) -> None:
+        self.client = client
+        self.history = history_
+        self._images: dict[bytes, events.Document] = {}
+        self._tap: Any = None
+        self._keeper: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._failure: BaseException | None = None
+        self._last_marker: object = None
+
+    async def start(self) -> None:
+        # A watcher the tap never reads keeps the engine publishing while the
+        # tap reopens after a drop.
+        self._keeper = await self.client[PRIVATE_DB]["keeper"].watch(max_await_time_ms=0)
+        self._tap = await self.client.watch(full_document="updateLookup", max_await_time_ms=TAP_AWAIT_MS)
+        await self._prime_images()
+        self._task = asyncio.create_task(self._pump(), name="embedded-tap")
+
+    async def stop(self) -> None:
+        """Record what the engine still holds, then stop the tap."""
+        with contextlib.suppress(Exception):
+            await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for cursor in (self._tap, self._keeper):
+            if cursor is not None:
+                cursor.close()
+
+    async def wait_failed(self) -> BaseException:
+        """Return the tap's failure, if it ever stops: then the history is stale."""
+        assert self._task is not None
+        try:
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if self._task.cancelled():
+                return RuntimeError("the embedded change tap was cancelled")
+            raise
+        except BaseException as exc:
+            return exc
+        return RuntimeError("the embedded change tap ended")
+
+    async def flush(self) -> None:
+        """Wait until every change the engine has published is in the history.
+
+        Reads the engine hub's offset and the tap cursor's (private to
+        mongoeco 4.11): the only exact way to know the tap has caught up.
+        """
+        hub = self.client._change_hub
+        while self._tap._offset < hub.current_offset():
+            if self._failure is not None or self._task is None or self._task.done():
+                raise RuntimeError("the embedded change tap stopped") from self._failure
+            await asyncio.sleep(0)
+
+    async def absorb_after_drop(self) -> None:
+        for _ in range(MAX_ABSORB_WRITES):
+            marker = bson.ObjectId()
+            await self.client[PRIVATE_DB]["sequence"].insert_one({"_id": marker})
+            await self.flush()
+            if self._last_marker == marker:
+                await self.client[PRIVATE_DB]["sequence"].delete_many({})
+                return
+        raise RuntimeError("the engine discards every change after a drop")
+
+    async def _prime_images(self) -> None:
+        for db_name in await self.client.list_database_names():
+            if db_name == PRIVATE_DB:
+                continue
+            db = self.client[db_name]
+            for coll_name in await db.list_collection_names():
+                async for document in db[coll_name].find({}):
+                    self._images[_image_key(db_name, coll_name, {"_id": document["_id"]})] = _wire(document)
+
+    async def _pump(self) -> None:
+        try:
+            while True:
+                change = await self._tap.try_next()
+                if change is None:
+                    continue
+                self._record(change)
+                if change["operationType"] == "invalidate":
+                    # The engine closed the tap; continue right after the drop.
+                    self._tap = await self.client.watch(full_document="updateLookup", max_await_time_ms=TAP_AWAIT_MS, resume_after=change["_id"])
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._failure = exc
+            logger.bind(action="embedded_tap_failed", error=repr(exc)).error("embedded change tap stopped")
+            raise
+
+    def _record(self, change: dict[str, Any]) -> None:
+        operation = change["operationType"]
+        db, coll = change["ns"]["db"], change["ns"]["coll"]
+        if db == PRIVATE_DB:
+            if coll == "sequence" and change["operationType"] == "insert":
+                self._last_marker = change["documentKey"]["_id"]
+            return
+        if operation == "invalidate":
+            self._forget(db, coll)
+            self.history.record("drop", db, coll)
+            return
+        key = _wire(change["documentKey"])
+        image_key = _image_key(db, coll, key)
+        after = _wire(change.get("fullDocument"))
+        if operation == "delete":
+            self._images.pop(image_key, None)
+            self.history.record("delete", db, coll, document_key=key)
+            return
+        description = None
+        if operation == "update":
+            description = events.describe_update(self._images.get(image_key), after or {})
+        if after is not None:
+            self._images[image_key] = after
+        self.history.record(operation, db, coll, document_key=key, full_document=after, update_description=description)
+
+    def current(self, db: str, coll: str, document_key: events.Document) -> events.Document | None:
+        """The document as of the last recorded change (updateLookup's answer
+        once ``flush()`` returned): the engine's image, without a query."""
+        return self._images.get(_image_key(db, coll, document_key))
+
+    def record_rename(self, db: str, coll: str, to_db: str, to_coll: str) -> None:
+        prefix = _image_key(db, coll, None)
+        moved = {k: v for k, v in self._images.items() if k.startswith(prefix)}
+        for key, image in moved.items():
+            del self._images[key]
+            self._images[_image_key(to_db, to_coll, {"_id": image.get("_id")})] = image
+        self.history.record("rename", db, coll, rename_to=(to_db, to_coll))
+
+    def record_drop_database(self, db: str) -> None:
+        """After the engine's own drop per collection (recorded by the tap)."""
+        for key in [k for k in self._images if k.startswith(f"{db}\x00".encode())]:
+            del self._images[key]
+        self.history.record("dropDatabase", db, "")
+
+    def _forget(self, db: str, coll: str) -> None:
+        prefix = _image_key(db, coll, None)
+        for key in [k for k in self._images if k.startswith(prefix)]:
+            del self._images[key]
+
+
+def _image_key(db: str, coll: str, document_key: events.Document | None) -> bytes:
+    prefix = f"{db}\x00{coll}\x00".encode()
+    if document_key is None:
+        return prefix
+    from mongoeco.wire.bson_bridge import encode_wire_value
+
+    return prefix + bson.encode(encode_wire_value(document_key))
+
+
+def _wire(value: Any) -> Any:
+    """The engine's PyMongo-typed values in the wire layer's types."""
+    from mongoeco.wire.bson_bridge import decode_wire_value
+
+    return decode_wire_value(value)
+
+
+@contextlib.asynccontextmanager
+async def open_engine(data_dir: Path | None, *, max_events: int = history.DEFAULT_MAX_EVENTS) -> AsyncIterator[Engine]:
+    import mongoeco
+
+    history_ = history.History(journal_dir=data_dir, max_events=max_events)
+    if data_dir is None:
+        client = mongoeco.AsyncMongoClient(change_stream_history_size=ENGINE_BUFFER_EVENTS)
+    else:
+        from mongoeco.engines.sqlite import SQLiteEngine
+
+        client = mongoeco.AsyncMongoClient(SQLiteEngine(str(data_dir / ENGINE_FILE)), change_stream_history_size=ENGINE_BUFFER_EVENTS)
+    await client._engine.connect()
+    engine = Engine(client, history_)
+    try:
+        await engine.start()
+        yield engine
+    finally:
+        try:
+            await engine.stop()
+        finally:
+            history_.close()
+            await client.close()

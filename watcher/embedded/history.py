@@ -1,0 +1,223 @@
+"""The server's change history: every change in order, bounded, optionally
+journaled to disk so resume tokens survive the server's own restart.
+
+MongoDB keeps changes in its oplog whether or not anyone watches; this is
+that oplog for the embedded server. Each change gets a sequence number and a
+cluster time (a BSON Timestamp: seconds, increment). A resume token names a
+history (a random id, kept in the journal) and a sequence; the history can
+serve it while every change after it is retained.
+
+The journal is one file of BSON documents: a header ``{history, base,
+baseTime}`` and then one document per change, appended and flushed as each
+change is recorded. A half-written last document (the process was killed
+mid-append) is ignored on load. When more than ``max_events`` are retained
+the oldest are dropped and the file is rewritten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import bson
+
+from watcher.embedded import events
+
+JOURNAL_NAME = "changes.bson"
+DEFAULT_MAX_EVENTS = 100_000
+
+
+class HistoryLost(Exception):
+    """The changes after a token, or after a cluster time, are not retained."""
+
+
+class History:
+    def __init__(self, *, journal_dir: Path | None = None, max_events: int = DEFAULT_MAX_EVENTS) -> None:
+        self._max_events = max_events
+        self._entries: list[events.Entry] = []
+        self._path = journal_dir / JOURNAL_NAME if journal_dir is not None else None
+        self._file: IO[bytes] | None = None
+        self._changed = asyncio.Event()
+        self.history_id = secrets.randbits(63)
+        # Every change with sequence <= base is gone; resuming needs token >= base.
+        self._base = 0
+        self._base_time = _now_cluster_time()
+        self._last_time = self._base_time
+        if self._path is not None:
+            self._load(self._path)
+            self._rewrite()
+
+    @property
+    def head(self) -> int:
+        return self._entries[-1].sequence if self._entries else self._base
+
+    def record(
+        self,
+        operation: str,
+        db: str,
+        coll: str,
+        *,
+        document_key: events.Document | None = None,
+        full_document: events.Document | None = None,
+        update_description: events.Document | None = None,
+        rename_to: tuple[str, str] | None = None,
+    ) -> events.Entry:
+        entry = events.Entry(
+            sequence=self.head + 1,
+            cluster_time=self._next_cluster_time(),
+            wall_time=datetime.datetime.now(datetime.UTC),
+            operation=operation,
+            db=db,
+            coll=coll,
+            document_key=document_key,
+            full_document=full_document,
+            update_description=update_description,
+            rename_to=rename_to,
+        )
+        self._entries.append(entry)
+        if self._file is not None:
+            self._file.write(bson.encode(_entry_document(entry)))
+            self._file.flush()
+        if len(self._entries) > self._max_events + self._max_events // 4:
+            self._prune()
+        self._changed.set()
+        self._changed = asyncio.Event()
+        return entry
+
+    def check_resumable(self, position: events.Position) -> None:
+        if position.history_id != self.history_id or not self._base <= position.sequence <= self.head:
+            raise HistoryLost(f"resume token {position.sequence} is not in this server's retained history ({self._base}..{self.head})")
+
+    def sequence_at_time(self, cluster_time: tuple[int, int]) -> int:
+        """The sequence to resume after so that the first change returned is at or after ``cluster_time``."""
+        if cluster_time < self._base_time:
+            raise HistoryLost("startAtOperationTime is older than this server's retained history")
+        for entry in self._entries:
+            if entry.cluster_time >= cluster_time:
+                return entry.sequence - 1
+        return self.head
+
+    def after(self, sequence: int) -> Iterator[events.Entry]:
+        """Retained changes with a sequence greater than ``sequence``, in order."""
+        if not self._entries or sequence >= self.head:
+            return iter(())
+        start = max(0, sequence - self._entries[0].sequence + 1)  # sequences are consecutive
+        return iter(self._entries[start:])
+
+    async def wait_beyond(self, sequence: int, timeout_s: float) -> None:
+        """Return when a change after ``sequence`` exists, or after ``timeout_s``."""
+        if self.head > sequence or timeout_s <= 0:
+            return
+        changed = self._changed
+        try:
+            await asyncio.wait_for(changed.wait(), timeout_s)
+        except TimeoutError:
+            return
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _next_cluster_time(self) -> tuple[int, int]:
+        seconds = max(int(time.time()), self._last_time[0])
+        increment = self._last_time[1] + 1 if seconds == self._last_time[0] else 1
+        self._last_time = (seconds, increment)
+        return self._last_time
+
+    def _prune(self) -> None:
+        # Pruned in steps of a quarter of the bound, so appends stay O(1) on average.
+        excess = len(self._entries) - self._max_events
+        dropped = self._entries[excess - 1]
+        self._base, self._base_time = dropped.sequence, dropped.cluster_time
+        del self._entries[:excess]
+        if self._path is not None:
+            self._rewrite()
+
+    def _load(self, path: Path) -> None:
+        if not path.exists():
+            return
+        data = path.read_bytes()
+        documents = list(_complete_documents(data))
+        if not documents:
+            return
+        header, *entries = documents
+        self.history_id = int(header["history"])
+        self._base = int(header["base"])
+        self._base_time = (int(header["baseTime"][0]), int(header["baseTime"][1]))
+        self._entries.extend(_entry_from(doc) for doc in entries)
+        self._last_time = max(self._base_time, self._entries[-1].cluster_time if self._entries else self._base_time)
+
+    def _rewrite(self) -> None:
+        """Write header and retained changes to a new file, then swap it in."""
+        assert self._path is not None
+        self.close()
+        temporary = self._path.with_suffix(".tmp")
+        with temporary.open("wb") as out:
+            out.write(bson.encode({"history": bson.Int64(self.history_id), "base": bson.Int64(self._base), "baseTime": list(self._base_time)}))
+            for entry in self._entries:
+                out.write(bson.encode(_entry_document(entry)))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, self._path)
+        self._file = self._path.open("ab")
+
+
+def _now_cluster_time() -> tuple[int, int]:
+    return (int(time.time()), 0)
+
+
+def _complete_documents(data: bytes) -> Iterator[dict[str, Any]]:
+    offset = 0
+    while offset + 4 <= len(data):
+        size = int.from_bytes(data[offset : offset + 4], "little")
+        if size < 5 or offset + size > len(data):
+            return  # a torn final append: the change it held was never acknowledged as journaled
+        try:
+            yield bson.decode(data[offset : offset + size])
+        except bson.errors.InvalidBSON:
+            return
+        offset += size
+
+
+def _entry_document(entry: events.Entry) -> dict[str, Any]:
+    from mongoeco.wire.bson_bridge import encode_wire_value
+
+    document: dict[str, Any] = {
+        "seq": bson.Int64(entry.sequence),
+        "ct": bson.Timestamp(*entry.cluster_time),
+        "wt": entry.wall_time,
+        "op": entry.operation,
+        "db": entry.db,
+        "coll": entry.coll,
+        "key": encode_wire_value(entry.document_key),
+        "doc": encode_wire_value(entry.full_document),
+        "desc": encode_wire_value(entry.update_description),
+        "to": list(entry.rename_to) if entry.rename_to else None,
+    }
+    return document
+
+
+def _entry_from(document: dict[str, Any]) -> events.Entry:
+    from mongoeco.wire.bson_bridge import decode_wire_value
+
+    ct: bson.Timestamp = document["ct"]
+    wall_time: datetime.datetime = document["wt"]
+    return events.Entry(
+        sequence=int(document["seq"]),
+        cluster_time=(ct.time, ct.inc),
+        wall_time=wall_time.replace(tzinfo=datetime.UTC) if wall_time.tzinfo is None else wall_time,
+        operation=document["op"],
+        db=document["db"],
+        coll=document["coll"],
+        document_key=decode_wire_value(document["key"]),
+        full_document=decode_wire_value(document["doc"]),
+        update_description=decode_wire_value(document["desc"]),
+        rename_to=(document["to"][0], document["to"][1]) if document["to"] else None,
+    )

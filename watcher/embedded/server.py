@@ -1,0 +1,81 @@
+"""Start and run the embedded server: engine, history, wire front.
+
+``start()`` is for tests and ``jobwatch demo`` (an async context manager
+giving the URI); ``serve()`` is ``jobwatch embedded-server``: it serves until
+SIGINT or SIGTERM, then stops the listener, records every change the engine
+still holds and closes the journal, so tokens stay resumable after a restart
+with the same data directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from watcher.embedded import engine as engine_
+from watcher.embedded import history, wire
+
+HOST = "127.0.0.1"
+
+
+@dataclass
+class EmbeddedServer:
+    uri: str
+    port: int
+    engine: engine_.Engine
+    proxy: Any
+
+
+@contextlib.asynccontextmanager
+async def start(port: int = 0, data_dir: Path | None = None, *, max_events: int = history.DEFAULT_MAX_EVENTS) -> AsyncIterator[EmbeddedServer]:
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    async with engine_.open_engine(data_dir, max_events=max_events) as engine:
+        proxy = wire.proxy_class()(engine, host=HOST, port=port)
+        address = await proxy.start()
+        try:
+            proxy.address_slot.append(f"{address.host}:{address.port}")
+            yield EmbeddedServer(address.uri, address.port, engine, proxy)
+        finally:
+            await proxy.close()
+
+
+class TapFailed(Exception):
+    """The server can no longer record changes: serving on would be a silent lie."""
+
+
+async def serve(port: int, data_dir: Path | None, on_ready: Callable[[str], None]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with start(port, data_dir) as server:
+            on_ready(server.uri)
+            stopped = asyncio.create_task(stop.wait())
+            failed = asyncio.create_task(server.engine.wait_failed())
+            await asyncio.wait({stopped, failed}, return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            if failed.done():
+                raise TapFailed(f"change history stopped: {failed.result()!r}")
+            failed.cancel()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+
+
+def main(port: int, data_dir: Path | None, emit: Callable[[str], None]) -> int:
+    """``jobwatch embedded-server``: the URI as the first line of stdout, then
+    serve. 0 when stopped by a signal; 1 when it could not go on."""
+    try:
+        asyncio.run(serve(port, data_dir, emit))
+    except (TapFailed, OSError) as exc:
+        print(f"jobwatch embedded-server: {exc}", file=sys.stderr, flush=True)
+        return 1
+    return 0
