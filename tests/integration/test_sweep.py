@@ -108,11 +108,13 @@ async def test_job_type_filter_narrows_an_on_demand_sweep(mongo: Backend) -> Non
     assert (await jobs.find_one({"_id": 2}) or {})["status"] == "Pending"
 
 
-async def test_start_up_creates_the_partial_index_on_open_statuses(mongo: Backend) -> None:
+async def test_start_up_creates_the_sweep_index_without_a_partial_filter(mongo: Backend) -> None:
+    # A plain index: MongoDB 5.0 rejects $in in a partial filter expression.
     async with running(mongo):
         indexes = await mongo.db.background_jobs.index_information()
     assert SWEEP_INDEX in indexes
-    assert "Pending" in str(indexes[SWEEP_INDEX]["partialFilterExpression"])
+    assert [tuple(key) for key in indexes[SWEEP_INDEX]["key"]] == [("status", 1), ("jobType", 1)]
+    assert "partialFilterExpression" not in indexes[SWEEP_INDEX]
 
 
 async def test_odd_shapes_never_stop_the_sweep_or_the_stream(mongo: Backend) -> None:

@@ -14,7 +14,6 @@ from typing import Any
 import anyio
 from bson import ObjectId, json_util
 from pymongo import AsyncMongoClient
-from pymongo import errors as pymongo_errors
 
 import rules
 from watcher.cli import exits
@@ -25,6 +24,7 @@ from watcher.storage.position import MongoPositionStore
 from watcher.service import ConfigurationProblem, Unreachable, Watcher, check_server
 from watcher.settings import Settings
 from watcher.intake.source import ChangeSource
+from watcher.storage import errors
 from watcher.storage.store import JobStore
 from watcher.intake.sweep import SweepReport
 
@@ -49,7 +49,7 @@ def dispatch(args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
     except ConfigurationProblem as exc:
         _fail(str(exc))
         return exits.USAGE
-    except Unreachable as exc:
+    except (Unreachable, errors.StoreUnavailable) as exc:
         _fail(str(exc))
         return exits.UNREACHABLE
 
@@ -59,12 +59,10 @@ def _fail(message: str) -> None:
 
 
 async def _connected(handler: Callable[..., Any], args: argparse.Namespace, settings: Settings, emit: Emit) -> int:
-    try:
+    with errors.translated("--uri / JOBWATCH_URI", "read"):  # a bad URI is a ConfigurationProblem
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
             settings.uri_value, serverSelectionTimeoutMS=settings.server_selection_timeout_ms, appname="jobwatch"
         )
-    except (pymongo_errors.ConfigurationError, pymongo_errors.InvalidURI) as exc:
-        raise ConfigurationProblem(f"--uri / JOBWATCH_URI: {exc}") from None
     try:
         await check_server(client, settings)
         return int(await handler(client, args, settings, emit))

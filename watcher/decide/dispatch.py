@@ -22,7 +22,7 @@ from watcher.ops import logs
 from watcher.decide.coalesce import JobQueue, Work
 from watcher.ops.metrics import Metrics
 from watcher.storage.position import Token
-from watcher.storage.store import JobStore, WriteRejected
+from watcher.storage.store import JobStore
 
 Clock = Callable[[], float]
 #: Jobs whose rejection was already logged (oldest forgotten first).
@@ -58,18 +58,30 @@ class Dispatcher:
         self._changed = anyio.Event()
 
     async def offer(self, key: Hashable, doc: Mapping[str, Any], token: Token | None, event_time_s: float | None) -> None:
-        """Queue a job's newest document; waits while the queue is full."""
+        """Queue a job's newest document; waits while the queue is full (every
+        finished evaluation trims handled tokens and wakes this up)."""
         while not self._queue.offer(key, doc, token, event_time_s):
             await self._changed.wait()
-        self._metrics.pending_jobs.set(self._queue.pending_jobs)
+        self._observe_backlog()
         self._notify()
 
     async def record(self, token: Token) -> None:
         while not self._queue.has_room(None):
             await self._changed.wait()
         self._queue.record(token)
+        self._observe_backlog()
+        self._notify()
 
-    def _warn_rejected(self, key: Hashable, reason: str) -> None:
+    def _observe_backlog(self) -> None:
+        self._metrics.pending_jobs.set(self._queue.pending_jobs)
+        self._metrics.backlog_tokens.set(self._queue.backlog_tokens)
+
+    @property
+    def full(self) -> bool:
+        """The backlog is at its cap (readiness says so)."""
+        return self._queue.full
+
+    def _warn_rejected(self, key: Hashable, reason: str, category: str = "unreadable") -> None:
         """Once per job and reason: a consumer still counting on a broken job
         must not turn every increment into a warning."""
         if self._rejected.get(key) == reason:
@@ -77,7 +89,8 @@ class Dispatcher:
         if len(self._rejected) >= MAX_REMEMBERED_REJECTIONS:
             self._rejected.pop(next(iter(self._rejected)))
         self._rejected[key] = reason
-        logs.event("job_skipped", "WARNING", "job cannot be read; skipped, nothing written", job_id=key, reason=reason)
+        self._metrics.jobs_skipped.labels(category).inc()
+        logs.event("job_skipped", "WARNING", "job skipped; nothing written, the next sweep tries again", job_id=key, reason=reason, category=category)
 
     async def drained(self) -> None:
         """Returns once nothing is pending or in flight."""
@@ -109,7 +122,7 @@ class Dispatcher:
             await self._process(work)
         finally:
             slots.release()
-            self._metrics.pending_jobs.set(self._queue.pending_jobs)
+            self._observe_backlog()
             self._notify()
 
     async def _process(self, work: Work) -> None:
@@ -130,13 +143,13 @@ class Dispatcher:
             matched = await self._store.apply(result)
         except errors.StoreUnavailable as exc:
             delay_s = self._retry_backoff.next_delay_s()
-            logs.event("write_retry", "WARNING", "store unavailable; will evaluate the job again", job_id=work.key, error=str(exc), retry_in_s=round(delay_s, 3))
-            self._metrics.errors.labels("StoreUnavailable", "retry").inc()
+            logs.event("write_retry", "WARNING", "store unavailable; will evaluate the job again", job_id=work.key, error=exc.error, retry_in_s=round(delay_s, 3))
+            self._metrics.errors.labels(exc.error, exc.action.value).inc()
             self._queue.retry(work, self._clock() + delay_s)
             return
-        except WriteRejected as exc:
-            logs.event("write_rejected", "ERROR", "the server refused the update; job skipped", job_id=work.key, error=str(exc))
-            self._metrics.errors.labels("WriteRejected", "skip").inc()
+        except errors.Rejected as exc:
+            self._metrics.errors.labels(exc.error, exc.action.value).inc()
+            self._warn_rejected(work.key, f"the server refused the update: {exc.error}", "write_refused")
             self._queue.finish(work)
             return
         self._retry_backoff.reset()

@@ -15,9 +15,11 @@ from typing import Any
 import rules
 from rules import Evaluation, Outcome
 from watcher.decide import dispatch
+from watcher.intake.settle import CounterWatch
 from watcher.ops import logs
 from watcher.ops.metrics import Metrics
-from watcher.storage.store import JobStore, WriteRejected, job_key
+from watcher.storage import errors
+from watcher.storage.store import JobStore, Unreadable, job_key
 
 #: A report keeps at most this many per-job lines (the totals are always exact).
 MAX_REPORTED_JOBS = 10_000
@@ -41,6 +43,7 @@ class SweepReport:
     jobs_completed: int = 0
     progress_updated: int = 0
     stale: int = 0  # the job changed between read and write; the stream has it
+    path_a_waiting: int = 0  # jobs whose collection is ahead of a counter that is still moving
     skipped: list[tuple[Any, str]] = field(default_factory=list)
     changes: list[JobChange] = field(default_factory=list)
     duration_s: float = 0.0
@@ -66,11 +69,13 @@ class Sweeper:
         metrics: Metrics,
         *,
         policy: rules.Policy,
+        counters: CounterWatch,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._policy = policy
+        self._counters = counters
         self._clock = clock
 
     async def sweep(
@@ -81,15 +86,24 @@ class Sweeper:
         job_types: Iterable[str] = (),
         on_job: Callable[[Evaluation], None] | None = None,
     ) -> SweepReport:
-        """One pass over the open jobs. ``dry_run`` evaluates and reports, writes nothing."""
+        """One pass over the open jobs. ``dry_run`` evaluates and reports, writes nothing.
+
+        Raises ``errors.StoreUnavailable`` when the jobs cannot be read (the
+        caller retries the pass; every write is guarded, so a pass that runs
+        twice changes nothing twice)."""
         started = self._clock()
         report = SweepReport(dry_run=dry_run, full=full)
         logs.event("sweep_started", full=full, dry_run=dry_run)
         async for batch in self._store.open_jobs(full=full, job_types=job_types):
-            counts = await self._store.collection_counts(doc["collectionId"] for doc in batch if doc.get("collectionId") is not None)
+            counts = await self._store.collection_counts(
+                doc["collectionId"] for doc in batch if not isinstance(doc, Unreadable) and doc.get("collectionId") is not None
+            )
             for doc in batch:
-                result = rules.evaluate(doc, collection_counts=_counts_for(doc, counts), policy=self._policy)
                 report.scanned += 1
+                if isinstance(doc, Unreadable):
+                    self._skip(report, doc["_id"], doc.reason)
+                    continue
+                result = rules.evaluate(doc, collection_counts=self._settled_counts(doc, counts, report), policy=self._policy)
                 self._metrics.evaluations.labels("sweep", result.outcome.value).inc()
                 await self._settle(result, report, dry_run)
                 if on_job is not None:
@@ -99,10 +113,38 @@ class Sweeper:
         logs.event("sweep_finished", **{k: v for k, v in report.summary().items() if k != "dry_run"}, dry_run=dry_run)
         return report
 
+    def _settled_counts(self, doc: Mapping[str, Any], counts: Mapping[Any, Mapping[str, int]], report: SweepReport) -> Mapping[str, int] | None:
+        """Path A's counts for the stages whose counters stood still (see
+        ``watcher.intake.settle``); None for path B."""
+        found = _counts_for(doc, counts)
+        if not found:
+            return None
+        settled = self._counters.settled(job_key(doc.get("_id")), doc, found, self._clock())
+        kept = {stage: n for stage, n in found.items() if stage in settled}
+        if len(kept) < len(found) and _ahead(doc, {s: n for s, n in found.items() if s not in kept}):
+            report.path_a_waiting += 1
+        return kept
+
+    def _skip(self, report: SweepReport, job_id: Any, reason: str, category: str = "unreadable") -> None:
+        report.skipped.append((job_id, reason))
+        self._metrics.jobs_skipped.labels(category).inc()
+        logs.event("job_skipped", "WARNING", "job skipped; nothing written, the next sweep tries again", job_id=job_id, reason=reason, category=category)
+
+    async def look(self, *, full: bool = True, job_types: Iterable[str] = ()) -> int:
+        """Read the open jobs and their collection counts without deciding
+        anything: the observation path A needs before it may act. Returns how
+        many jobs have a collection ahead of a counter not yet known to stand still."""
+        report = SweepReport(dry_run=True, full=full)
+        async for batch in self._store.open_jobs(full=full, job_types=job_types):
+            readable = [doc for doc in batch if not isinstance(doc, Unreadable)]
+            counts = await self._store.collection_counts(doc["collectionId"] for doc in readable if doc.get("collectionId") is not None)
+            for doc in readable:
+                self._settled_counts(doc, counts, report)
+        return report.path_a_waiting
+
     async def _settle(self, result: Evaluation, report: SweepReport, dry_run: bool) -> None:
         if result.outcome is Outcome.REJECTED:
-            report.skipped.append((result.job_id, result.rejection or "unreadable"))
-            logs.event("job_skipped", "WARNING", "job cannot be read; skipped, nothing written", job_id=result.job_id, reason=result.rejection)
+            self._skip(report, result.job_id, result.rejection or "unreadable")
             return
         if not result.writes:
             return
@@ -110,9 +152,9 @@ class Sweeper:
         if not dry_run:
             try:
                 applied = await self._store.apply(result)
-            except WriteRejected as exc:
-                report.skipped.append((result.job_id, str(exc)))
-                logs.event("write_rejected", "ERROR", "the server refused the update; job skipped", job_id=result.job_id, error=str(exc))
+            except errors.Rejected as exc:
+                self._metrics.errors.labels(exc.error, exc.action.value).inc()
+                self._skip(report, result.job_id, f"the server refused the update: {exc.error}", "write_refused")
                 return
             dispatch.count_applied(result, applied, self._metrics, "sweep")
             if not applied:
@@ -129,6 +171,19 @@ class Sweeper:
         for kind in ("scanned", "stages_completed", "jobs_completed", "progress_updated", "stale"):
             self._metrics.sweep_findings.labels(kind).inc(getattr(report, kind))
         self._metrics.sweep_findings.labels("skipped").inc(len(report.skipped))
+
+
+def _ahead(doc: Mapping[str, Any], counts: Mapping[str, int]) -> bool:
+    """Whether some collection count is above the stage's stored counter."""
+    stages = doc.get("stages")
+    if not isinstance(stages, Mapping):
+        return False
+    for stage, count in counts.items():
+        raw = stages.get(stage)
+        current = raw.get("completedItems") if isinstance(raw, Mapping) else None
+        if not isinstance(current, int | float) or isinstance(current, bool) or count > current:
+            return True
+    return False
 
 
 def _counts_for(doc: Mapping[str, Any], counts: Mapping[Any, Mapping[str, int]]) -> Mapping[str, int] | None:

@@ -33,6 +33,10 @@ class Metrics:
         )
         self.sweep_findings = Counter("jobwatch_sweep_findings", "What sweeps found", ["kind"], registry=r)
         self.errors = Counter("jobwatch_errors", "Errors by class and action", ["error", "action"], registry=r)
+        self.jobs_skipped = Counter(
+            "jobwatch_jobs_skipped", "Jobs skipped (unreadable, or a write the server refused)", ["reason"], registry=r
+        )
+        self.backlog_tokens = Gauge("jobwatch_backlog_tokens", "Change-stream positions read but not yet handled", registry=r)
         self.streaming = Gauge("jobwatch_streaming", "1 while the change stream is open", registry=r)
 
     def exposition(self) -> bytes:

@@ -25,6 +25,8 @@ class Saved:
 
 
 class PositionStore(Protocol):
+    """Raises only ``errors.StoreUnavailable`` (or a fatal outcome)."""
+
     async def load(self) -> Saved | None: ...
 
     async def save(self, token: Token) -> None: ...
@@ -41,11 +43,12 @@ class MongoPositionStore:
         self._name = name
 
     async def load(self) -> Saved | None:
-        with errors.at_storage_boundary("position load"):
+        with errors.translated("position load", "read"):
             doc = await self._coll.find_one({"_id": self._name})
         if doc is None:
             return None
-        return Saved(doc.get("token"), doc.get("savedAt"), doc.get("heartbeatAt"), doc.get("lastSweep"))
+        token = doc.get("token")
+        return Saved(token if isinstance(token, Mapping) else None, doc.get("savedAt"), doc.get("heartbeatAt"), doc.get("lastSweep"))
 
     async def save(self, token: Token) -> None:
         await self._upsert({"$set": {"token": dict(token)}, "$currentDate": {"savedAt": True, "heartbeatAt": True}})
@@ -57,5 +60,7 @@ class MongoPositionStore:
         await self._upsert(update)
 
     async def _upsert(self, update: Mapping[str, Any]) -> None:
-        with errors.at_storage_boundary("position save"):
+        # "read": whatever goes wrong with our own document, the answer is to
+        # try again at the next save; nothing here is one job's fault.
+        with errors.translated("position save", "read"):
             await self._coll.update_one({"_id": self._name}, update, upsert=True)
