@@ -127,15 +127,21 @@ class Watcher:
         job_types: Iterable[str] = (),
         full: bool = True,
         on_job: Callable[[rules.Evaluation], None] | None = None,
+        settle: bool | None = None,
     ) -> SweepReport:
         """One reconciliation pass now (also while ``run()`` is going).
 
-        Path A raises only counters that stood still for ``path_a_quiet_s``:
-        when this watcher has not seen a candidate before, it looks once,
-        waits that long, and then makes the pass it reports. Transient
-        failures are retried a few times; then ``errors.StoreUnavailable``.
+        Path A raises only counters that stood still for ``path_a_quiet_s``.
+        With ``settle`` (the default when the service is not running, as for
+        ``jobwatch sweep``), a candidate not seen before is looked at once,
+        the pass waits that long and then makes the pass it reports; a
+        running service remembers what its stream and earlier sweeps saw
+        instead. Transient failures are retried a few times; then
+        ``errors.StoreUnavailable``.
         """
-        if self.settings.path_a_quiet_s > 0:
+        if settle is None:
+            settle = not self._running
+        if settle and self.settings.path_a_quiet_s > 0:
             waiting = await self._retrying(lambda: self._sweeper.look(full=full, job_types=job_types))
             if waiting:
                 logs.event("sweep_waiting_for_path_a", "INFO", "collection counts ahead of counters: checking they stand still", jobs=waiting, wait_s=self.settings.path_a_quiet_s)
