@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from watcher.intake.source import ChangeSource, ChangeStream, Event
 from watcher.storage.position import Token
 
@@ -21,6 +23,7 @@ class Step:
     error: BaseException | None = None
     inject: Mapping[str, Any] | None = None
     on_open: BaseException | None = None  # raise from open() itself
+    hang: bool = False  # never answer the next read (a half-open connection)
 
 
 class _Stream:
@@ -30,6 +33,7 @@ class _Stream:
         self._duplicate = duplicate
         self._again: Event | None = None
         self.delivered = 0
+        self.hung = False
 
     async def try_next(self) -> Event | None:
         if self._again is not None:
@@ -37,6 +41,9 @@ class _Stream:
             return event
         if self._step is not None and self.delivered >= self._step.after:
             step, self._step = self._step, None
+            if step.hang:
+                self.hung = True
+                await anyio.sleep_forever()
             if step.error is not None:
                 raise step.error
             if step.inject is not None:
