@@ -300,7 +300,9 @@ class Watcher:
         await self._keeper.heartbeat(report.summary())
 
     async def _start_health(self, tg: anyio.abc.TaskGroup) -> None:
-        self.health = HealthServer(self.metrics, ready=lambda: self.ready, host=self.settings.health_host, port=self.settings.health_port)
+        self.health = HealthServer(
+            self.metrics, ready=lambda: self.ready, why_not_ready=self.not_ready_reason, host=self.settings.health_host, port=self.settings.health_port
+        )
         try:
             await tg.start(self.health.serve)
         except OSError as exc:
