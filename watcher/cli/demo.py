@@ -69,7 +69,7 @@ async def run(out: Callable[[str], None] = print) -> int:
 
 
 async def _run(engine: embedded.EmbeddedMongo, client: AsyncMongoClient[dict[str, Any]], out: Callable[[str], None]) -> int:
-    settings = Settings(uri=engine.uri, database="imageviewer", health_port=0, sweep_interval_s=3600, progress_interval_s=0.25)
+    settings = Settings(uri=engine.uri, database="imageviewer", health_port=0, sweep_interval_s=3600, progress_interval_s=0.25, path_a_quiet_s=0.5)
     db = client[settings.database]
     jobs = db[settings.jobs_collection]
     out("jobwatch demo: the seed incident on the embedded engine (mongoeco, no server; real PyMongo over its wire proxy)")
@@ -122,7 +122,8 @@ async def _run(engine: embedded.EmbeddedMongo, client: AsyncMongoClient[dict[str
         waiting = await jobs.find_one({"_id": lossy["_id"]}) or {}
         out(f"\n3. collection-scan job {lossy['_id']}: thumbnail counter {ITEMS - 7}/{ITEMS} (7 increments lost), collection holds {ITEMS} thumbnails")
         out(f"   stream: {_line(waiting)}")
-        sweep = await watcher.sweep()
+        # settle: path A waits until the counter and the collection stood still (path_a_quiet_s)
+        sweep = await watcher.sweep(settle=True)
         fixed = await jobs.find_one({"_id": lossy["_id"]}) or {}
         out(f"   sweep (path A, $size on the server, $max on the counter): {sweep.jobs_completed} job completed in {sweep.duration_s * 1000:.1f} ms")
         out(f"   -> {_line(fixed)}")
