@@ -12,9 +12,10 @@ deadline), close.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import types
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import anyio
@@ -92,7 +93,7 @@ class Watcher:
             self._store, self._queue, self.metrics, workers=settings.workers, policy=policy, retry_backoff=self._new_backoff(), clock=clock
         )
         counters = CounterWatch(quiet_s=settings.path_a_quiet_s)
-        self._sweeper = Sweeper(self._store, self.metrics, policy=policy, counters=counters, clock=clock)
+        self._sweeper = Sweeper(self._store, self.metrics, policy=policy, counters=counters, dispatcher=self._dispatcher, clock=clock)
         self._keeper = PositionKeeper(
             position_store or MongoPositionStore(db, settings.positions_collection, settings.watcher_name),
             self._queue.advance,
@@ -146,10 +147,23 @@ class Watcher:
             if waiting:
                 logs.event("sweep_waiting_for_path_a", "INFO", "collection counts ahead of counters: checking they stand still", jobs=waiting, wait_s=self.settings.path_a_quiet_s)
                 await anyio.sleep(self.settings.path_a_quiet_s)
-        report = await self._retrying(lambda: self._sweeper.sweep(full=full, dry_run=dry_run, job_types=job_types, on_job=on_job))
+        async with self._dispatching():
+            report = await self._retrying(lambda: self._sweeper.sweep(full=full, dry_run=dry_run, job_types=job_types, on_job=on_job))
         if not dry_run:
             self.last_sweep = report
         return report
+
+    @contextlib.asynccontextmanager
+    async def _dispatching(self) -> AsyncIterator[None]:
+        """The sweep writes through the dispatcher: run it for the sweep's
+        duration when ``run()`` is not running it already."""
+        if self._dispatcher.running:
+            yield
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._dispatcher.run)
+            yield
+            tg.cancel_scope.cancel()
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         retry = self._new_backoff()

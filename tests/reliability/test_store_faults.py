@@ -151,3 +151,28 @@ def teardown_module() -> None:
     if FIGURES:
         total = sum(FIGURES.values())
         print(f"\nstore faults: {total} injected over {len(FIGURES)} operations ({len(SURVIVABLE)} error classes), loop survived every one")
+
+
+async def test_a_one_shot_sweep_that_cannot_read_says_so_plainly(mongo: Backend) -> None:
+    from watcher.storage import errors
+
+    faults = Faults()
+    faults.fail_always("background_jobs.find", pe.AutoReconnect("connection refused"))
+    await mongo.db.background_jobs.insert_one(done_job())
+    watcher = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo), change_source=mongo.change_source())
+    with pytest.raises(errors.StoreUnavailable), anyio.fail_after(30):
+        await watcher.sweep()
+
+
+async def test_sweep_writes_follow_the_stream_s_write_policy(mongo: Backend) -> None:
+    """A sweep's write that fails transiently is retried by the dispatcher
+    (not lost, not fatal), and the report still counts it exactly."""
+    faults = Faults()
+    faults.fail("background_jobs.update_one", pe.AutoReconnect("reset"), times=3)
+    await mongo.db.background_jobs.insert_many([done_job() for _ in range(3)])
+    watcher = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo), change_source=mongo.change_source())
+    report = await watcher.sweep()
+    assert report.jobs_completed == 3 and report.stale == 0 and faults.raised["background_jobs.update_one"] == 3
+    assert await all_completed(mongo)
+    dry = await watcher.sweep(dry_run=True)
+    assert dry.scanned == 0 and dry.jobs_completed == 0

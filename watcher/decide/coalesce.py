@@ -25,9 +25,11 @@ import heapq
 import itertools
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from watcher.storage.position import Token
+
+Offered = Literal["queued", "covered", "full"]
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,8 @@ class Work:
     doc: Mapping[str, Any]
     seq: int
     event_time_s: float | None  # when the newest event happened on the server, if known
+    counts: Mapping[str, int] | None = None  # path A's settled collection counts (from a sweep)
+    ticket: Any = None  # a sweep's claim on the outcome (opaque here)
 
 
 @dataclass
@@ -51,6 +55,8 @@ class _Job:
     dirty_floor: int = 0  # oldest event that arrived while in flight
     ready_at: float = 0.0
     queued: bool = False  # an entry for it is in the ready deque
+    counts: Mapping[str, int] | None = None
+    ticket: Any = None
 
 
 class JobQueue:
@@ -95,10 +101,25 @@ class JobQueue:
         if job.in_flight and not job.dirty:
             job.dirty_floor = seq
         job.doc, job.seq, job.event_time_s, job.dirty = doc, seq, event_time_s, True
+        job.counts = None  # the counters moved: path A's evidence is stale
         job.ready_at = 0.0  # news about a deferred job: look at it now
         if not job.in_flight:
             self._enqueue(key, job)
         return True
+
+    def offer_swept(self, key: Hashable, doc: Mapping[str, Any], counts: Mapping[str, int] | None, ticket: Any) -> Offered:
+        """Queue a job the sweep read, with its path A counts. "covered" when
+        the job is already queued or in flight: the stream's document is at
+        least as new as the sweep's, and it will be evaluated anyway."""
+        if key in self._jobs:
+            return "covered"
+        if not self.has_room(key):
+            return "full"
+        seq = self._next(None)
+        job = self._jobs[key] = _Job(doc, seq, None, floor=seq, counts=counts, ticket=ticket)
+        self._push_floor(key, job)
+        self._enqueue(key, job)
+        return "queued"
 
     def record(self, token: Token) -> None:
         """A position with nothing to do (an idle batch's post-batch token, an
@@ -134,7 +155,9 @@ class JobQueue:
             if job.in_flight or not job.dirty or job.ready_at > now:
                 continue  # stale entry; a deferred job waits in the heap
             job.in_flight, job.dirty, job.ready_at = True, False, 0.0
-            return Work(key, job.doc, job.seq, job.event_time_s)
+            work = Work(key, job.doc, job.seq, job.event_time_s, job.counts, job.ticket)
+            job.counts = job.ticket = None
+            return work
         return None
 
     def _release_due(self, now: float) -> None:
@@ -173,7 +196,15 @@ class JobQueue:
         job = self._jobs[work.key]
         job.in_flight = False
         job.dirty = True
+        self._give_back(job, work)
         self._defer_at(work.key, job, at)
+
+    def _give_back(self, job: _Job, work: Work) -> None:
+        """A sweep's claim stays with its job until an evaluation finishes; its
+        counts too, unless a newer document arrived meanwhile."""
+        job.ticket = job.ticket or work.ticket
+        if job.seq == work.seq:
+            job.counts = work.counts
 
     def _defer_at(self, key: Hashable, job: _Job, at: float) -> None:
         job.ready_at = at
@@ -195,6 +226,7 @@ class JobQueue:
         if job.dirty:  # newer news: evaluate it now
             job.in_flight = False
             job.ready_at = 0.0
+            self._give_back(job, work)
             self._enqueue(work.key, job)
             return
         self.retry(work, at)

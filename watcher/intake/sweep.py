@@ -12,13 +12,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import anyio
+
 import rules
 from rules import Evaluation, Outcome
 from watcher.decide import dispatch
 from watcher.intake.settle import CounterWatch
 from watcher.ops import logs
 from watcher.ops.metrics import Metrics
-from watcher.storage import errors
 from watcher.storage.store import JobStore, Unreadable, job_key
 
 #: A report keeps at most this many per-job lines (the totals are always exact).
@@ -70,12 +71,14 @@ class Sweeper:
         *,
         policy: rules.Policy,
         counters: CounterWatch,
+        dispatcher: dispatch.Dispatcher,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._policy = policy
         self._counters = counters
+        self._dispatcher = dispatcher
         self._clock = clock
 
     async def sweep(
@@ -86,11 +89,15 @@ class Sweeper:
         job_types: Iterable[str] = (),
         on_job: Callable[[Evaluation], None] | None = None,
     ) -> SweepReport:
-        """One pass over the open jobs. ``dry_run`` evaluates and reports, writes nothing.
+        """One pass over the open jobs. ``dry_run`` evaluates and reports
+        ("would complete"), writes nothing.
 
-        Raises ``errors.StoreUnavailable`` when the jobs cannot be read (the
-        caller retries the pass; every write is guarded, so a pass that runs
-        twice changes nothing twice)."""
+        With a dispatcher (which must be running), every job read goes
+        through the same queue and write path as the stream's events: one
+        write policy (guard, rate limit, retries, skips); the report counts
+        each outcome once it is known. Raises ``errors.StoreUnavailable`` when
+        the jobs cannot be read (the caller retries the pass; every write is
+        guarded, so a pass that runs twice changes nothing twice)."""
         started = self._clock()
         report = SweepReport(dry_run=dry_run, full=full)
         logs.event("sweep_started", full=full, dry_run=dry_run)
@@ -98,16 +105,20 @@ class Sweeper:
             counts = await self._store.collection_counts(
                 doc["collectionId"] for doc in batch if not isinstance(doc, Unreadable) and doc.get("collectionId") is not None
             )
-            for doc in batch:
-                report.scanned += 1
-                if isinstance(doc, Unreadable):
-                    self._skip(report, doc["_id"], doc.reason)
-                    continue
-                result = rules.evaluate(doc, collection_counts=self._settled_counts(doc, counts, report), policy=self._policy)
-                self._metrics.evaluations.labels("sweep", result.outcome.value).inc()
-                await self._settle(result, report, dry_run)
-                if on_job is not None:
-                    on_job(result)
+            async with anyio.create_task_group() as tg:
+                for doc in batch:
+                    report.scanned += 1
+                    if isinstance(doc, Unreadable):
+                        self._skip(report, doc["_id"], doc.reason)
+                        continue
+                    settled = self._settled_counts(doc, counts, report)
+                    if not dry_run:
+                        tg.start_soon(self._through_queue, doc, settled, report, on_job)
+                        continue
+                    result = rules.evaluate(doc, collection_counts=settled, policy=self._policy)
+                    self._would(result, report)
+                    if on_job is not None:
+                        on_job(result)
         report.duration_s = round(self._clock() - started, 6)
         self._observe(report)
         logs.event("sweep_finished", **{k: v for k, v in report.summary().items() if k != "dry_run"}, dry_run=dry_run)
@@ -142,24 +153,36 @@ class Sweeper:
                 self._settled_counts(doc, counts, report)
         return report.path_a_waiting
 
-    async def _settle(self, result: Evaluation, report: SweepReport, dry_run: bool) -> None:
+    async def _through_queue(
+        self,
+        doc: Mapping[str, Any],
+        counts: Mapping[str, int] | None,
+        report: SweepReport,
+        on_job: Callable[[Evaluation], None] | None,
+    ) -> None:
+        ticket = await self._dispatcher.submit(job_key(doc.get("_id")), doc, counts)
+        if ticket is None or ticket.result is None:
+            report.stale += 1  # the stream had a newer state of this job queued
+            return
+        result = ticket.result
+        if on_job is not None:
+            on_job(result)
+        if ticket.skipped is not None:
+            report.skipped.append((result.job_id, ticket.skipped))  # logged once by the dispatcher
+        elif result.writes:
+            self._count(result, report, applied=ticket.applied, dry_run=False)
+
+    def _would(self, result: Evaluation, report: SweepReport) -> None:
+        """A dry run's verdict: what the write path would do, nothing sent."""
         if result.outcome is Outcome.REJECTED:
             self._skip(report, result.job_id, result.rejection or "unreadable")
+        elif result.writes:
+            self._count(result, report, applied=False, dry_run=True)
+
+    def _count(self, result: Evaluation, report: SweepReport, *, applied: bool, dry_run: bool) -> None:
+        if not applied and not dry_run:
+            report.stale += 1
             return
-        if not result.writes:
-            return
-        applied = False
-        if not dry_run:
-            try:
-                applied = await self._store.apply(result)
-            except errors.Rejected as exc:
-                self._metrics.errors.labels(exc.error, exc.action.value).inc()
-                self._skip(report, result.job_id, f"the server refused the update: {exc.error}", "write_refused")
-                return
-            dispatch.count_applied(result, applied, self._metrics, "sweep")
-            if not applied:
-                report.stale += 1
-                return
         report.stages_completed += len(result.completed_stages)
         report.jobs_completed += result.completes_job
         report.progress_updated += result.outcome is Outcome.PROGRESS
