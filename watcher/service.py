@@ -112,6 +112,7 @@ class Watcher:
         self._finished = anyio.Event()
         self._settled = anyio.Event()
         self._running = False
+        self._fatal: ConfigurationProblem | Unreachable | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self.last_sweep: SweepReport | None = None
         self.health: HealthServer | None = None
@@ -160,10 +161,13 @@ class Watcher:
         if self._dispatcher.running:
             yield
             return
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._dispatcher.run)
-            yield
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._dispatcher.run)
+                yield
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise _sole(group) from None
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         retry = self._new_backoff()
@@ -275,9 +279,22 @@ class Watcher:
             if settings.health_port:
                 await self._start_health(tg)  # first: probes answer during a long start-up
             intake = anyio.CancelScope()
-            tg.start_soon(self._intake, intake, tg)
+            tg.start_soon(self._stops_on_fatal, self._intake, intake, tg)
             await self._stop.wait()
             await self._shutdown(intake, tg)
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _stops_on_fatal(self, task: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``task``; a deliberate fatal outcome becomes an orderly stop
+        (drain, save the position) after which ``run()`` raises it."""
+        try:
+            await task(*args)
+        except (ConfigurationProblem, Unreachable) as exc:
+            if self._fatal is None:
+                self._fatal = exc
+                logs.event("watcher_fatal", "ERROR", str(exc), error=type(exc).__name__)
+            self._stop.set()
 
     async def _intake(self, scope: anyio.CancelScope, tg: anyio.abc.TaskGroup) -> None:
         """Start-up, then the stream's life; all of it inside ``scope``, so a
@@ -287,12 +304,12 @@ class Watcher:
             if self.settings.create_index:
                 await self._ensure_index()
             token = await self._keeper.load()
-            tg.start_soon(self._dispatcher.run)
-            tg.start_soon(self._keeper.run)
+            tg.start_soon(self._stops_on_fatal, self._dispatcher.run)
+            tg.start_soon(self._stops_on_fatal, self._keeper.run)
             await self._supervisor.run(token, started=lambda: self._on_started(tg))
 
     def _on_started(self, tg: anyio.abc.TaskGroup) -> None:
-        tg.start_soon(self._sweeps.periodic, lambda: self._supervisor.degraded)
+        tg.start_soon(self._stops_on_fatal, self._sweeps.periodic, lambda: self._supervisor.degraded)
         self._started.set()
         self._settled.set()
         logs.event("watcher_started", streaming=self.streaming, degraded=self.degraded)

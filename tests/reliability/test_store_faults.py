@@ -176,3 +176,12 @@ async def test_sweep_writes_follow_the_stream_s_write_policy(mongo: Backend) -> 
     assert await all_completed(mongo)
     dry = await watcher.sweep(dry_run=True)
     assert dry.scanned == 0 and dry.jobs_completed == 0
+
+
+async def test_a_one_shot_sweep_without_write_privileges_is_one_configuration_problem(mongo: Backend) -> None:
+    faults = Faults()
+    faults.fail_always("background_jobs.update_one", failure(13, "Unauthorized"))
+    await mongo.db.background_jobs.insert_one(done_job())
+    watcher = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo), change_source=mongo.change_source())
+    with pytest.raises(ConfigurationProblem, match="Unauthorized"), anyio.fail_after(30):
+        await watcher.sweep()

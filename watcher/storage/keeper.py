@@ -87,8 +87,12 @@ class PositionKeeper:
     async def save_at_stop(self, deadline_s: float) -> None:
         """The last save: shielded from the cancellation that is stopping us,
         bounded so a dead server cannot hold the exit."""
+        saved = False
         with anyio.CancelScope(shield=True), anyio.move_on_after(deadline_s) as scope:
-            saved = await self.save()
+            try:
+                saved = await self.save()
+            except errors.ConfigurationProblem:
+                pass  # already stopping, for this very reason or another
         if scope.cancelled_caught or not saved:
             logs.event("position_not_saved_at_shutdown", "WARNING", "the last position save failed; a restart re-reads a little history")
         else:
