@@ -22,6 +22,7 @@ from rules import Evaluation, Outcome
 from watcher.storage import backoff
 from watcher.storage import errors
 from watcher.ops import logs
+from watcher.decide import updates
 from watcher.decide.coalesce import JobQueue, Work
 from watcher.ops.metrics import Metrics
 from watcher.storage.position import Token
@@ -180,7 +181,7 @@ class Dispatcher:
                 self._queue.defer(work, allowed_at)
                 return
         try:
-            matched = await self._store.apply(result)
+            matched = await self._store.apply(result.job_id, *updates.for_evaluation(result))
         except errors.StoreUnavailable as exc:
             delay_s = self._retry_backoff.next_delay_s()
             logs.event("write_retry", "WARNING", "store unavailable; will evaluate the job again", job_id=work.key, error=exc.error, retry_in_s=round(delay_s, 3))

@@ -16,9 +16,7 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from rules import Evaluation
 from rules.status import Status, spellings
-from watcher.decide import updates
 from watcher.settings import Settings
 from watcher.storage import errors
 
@@ -50,12 +48,12 @@ class JobStore:
         self._collections = db[settings.collections_collection]
         self._settings = settings
 
-    async def apply(self, evaluation: Evaluation) -> bool:
-        """One conditional update round trip. False when the guard no longer
-        held (the document moved on; its own change event re-evaluates it).
-        Raises ``errors.StoreUnavailable`` (retry) or ``errors.Rejected`` (skip)."""
-        with errors.translated(f"update of job {evaluation.job_id!r}", "write"):
-            query, update = updates.for_evaluation(evaluation)
+    async def apply(self, job_id: Any, query: Mapping[str, Any], update: Mapping[str, Any]) -> bool:
+        """One conditional update round trip (``query`` carries the guard).
+        False when the guard no longer held (the document moved on; its own
+        change event re-evaluates it). Raises ``errors.StoreUnavailable``
+        (retry) or ``errors.Rejected`` (skip)."""
+        with errors.translated(f"update of job {job_id!r}", "write"):
             result = await self._jobs.update_one(query, update)
         return result.matched_count == 1
 
