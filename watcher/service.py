@@ -350,7 +350,8 @@ class Watcher:
             await self._dispatcher.drained()
         if drain.cancelled_caught:
             logs.event("shutdown_drain_incomplete", "WARNING", "jobs still pending at the deadline; the saved position keeps them", pending=self._queue.pending_jobs)
-        await self._keeper.save_at_stop(deadline_s / 2)
+        if self._started.is_set():  # before that, nothing was read that a save could keep
+            await self._keeper.save_at_stop(deadline_s / 2)
         tg.cancel_scope.cancel()
         logs.event("watcher_stopped")
 
