@@ -122,7 +122,9 @@ class StreamReader:
                 stream = await self._source.open(self._pipeline, resume_after=resume_after, max_await_ms=self._settings.max_await_ms)
         except TimeoutError:
             raise _stalled("opening the change stream", open_deadline_s) from None
-        self.last_token = resume_after
+        # PyMongo knows a resume point at once (the first batch's post-batch
+        # token): a failure before the first event can then resume, not restart.
+        self.last_token = stream.resume_token or resume_after
         self.health.open = True
         self.health.last_batch_at = self._clock()
         return stream
