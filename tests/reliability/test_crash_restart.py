@@ -21,6 +21,7 @@ pytestmark = pytest.mark.reliability
 
 FULL = os.environ.get("JOBWATCH_RELIABILITY_FULL") == "1"
 TRIALS, JOBS, ITEMS = (50, 200, 4) if FULL else (3, 20, 4)
+TRIALS = int(os.environ.get("JOBWATCH_CRASH_TRIALS", TRIALS))  # e.g. a shorter big run
 STAGES = ("thumbnail", "cache")
 
 
