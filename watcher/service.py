@@ -161,6 +161,7 @@ class Watcher:
         if self._dispatcher.running:
             yield
             return
+        self._dispatcher.give_up_after = ONE_SHOT_ATTEMPTS
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._dispatcher.run)
@@ -168,6 +169,8 @@ class Watcher:
                 tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise _sole(group) from None
+        finally:
+            self._dispatcher.give_up_after = None
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         retry = self._new_backoff()

@@ -185,3 +185,14 @@ async def test_a_one_shot_sweep_without_write_privileges_is_one_configuration_pr
     watcher = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo), change_source=mongo.change_source())
     with pytest.raises(ConfigurationProblem, match="Unauthorized"), anyio.fail_after(30):
         await watcher.sweep()
+
+
+async def test_a_one_shot_sweep_whose_writes_keep_failing_gives_up_plainly(mongo: Backend) -> None:
+    from watcher.storage import errors
+
+    faults = Faults()
+    faults.fail_always("background_jobs.update_one", pe.AutoReconnect("connection refused"))
+    await mongo.db.background_jobs.insert_one(done_job())
+    watcher = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo), change_source=mongo.change_source())
+    with pytest.raises(errors.StoreUnavailable), anyio.fail_after(30):
+        await watcher.sweep()

@@ -72,6 +72,9 @@ class Dispatcher:
         self._changed = anyio.Event()
         self._rejected: dict[Hashable, str] = {}
         self.running = False
+        #: Consecutive failed writes after which ``run()`` raises instead of
+        #: retrying (None: retry until the server is back, as the service does).
+        self.give_up_after: int | None = None
 
     def _notify(self) -> None:
         self._changed.set()
@@ -183,6 +186,8 @@ class Dispatcher:
         try:
             matched = await self._store.apply(result.job_id, *updates.for_evaluation(result))
         except errors.StoreUnavailable as exc:
+            if self.give_up_after is not None and self._retry_backoff.attempt + 1 >= self.give_up_after:
+                raise  # a one-shot caller (``jobwatch sweep``) says so instead of waiting forever
             delay_s = self._retry_backoff.next_delay_s()
             logs.event("write_retry", "WARNING", "store unavailable; will evaluate the job again", job_id=work.key, error=exc.error, retry_in_s=round(delay_s, 3))
             self._metrics.errors.labels(exc.error, exc.action.value).inc()
