@@ -1,65 +1,61 @@
-"""The service: wires stream, dispatcher, sweeps, position and health into one
-``run()`` that owns one task group.
+"""The service: wires stream supervisor, dispatcher, sweeps, position keeper
+and health into one ``run()`` that owns one task group.
 
-Start-up order matters: the stream is opened (from the saved position) before
-the first sweep, and consumed after it, so no change falls between the two.
-Shutdown is a sequence: stop intake, drain, save the position (shielded,
-with a deadline), close.
+What happens where: the supervisor (``watcher.intake.supervisor``) owns the
+stream's life and its catch-up sweeps; the position keeper
+(``watcher.storage.keeper``) loads and saves the resume position; every
+driver error was already translated at the storage boundary
+(``watcher.storage.errors``). This module only starts them in order and stops
+them in order: stop intake, drain, save the position (shielded, with a
+deadline), close.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import time
 import types
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 import anyio
-from pymongo import AsyncMongoClient
-from pymongo import errors as pymongo_errors
 
 import rules
-from watcher.storage import backoff
-from watcher.storage import census
-from watcher.storage import errors
-from watcher.ops import logs
 from watcher.decide.coalesce import JobQueue
 from watcher.decide.dispatch import Dispatcher
+from watcher.intake.settle import CounterWatch
+from watcher.intake.source import ChangeSource, PyMongoChangeSource
+from watcher.intake.stream import StreamReader
+from watcher.intake.supervisor import Supervisor, Sweeps
+from watcher.intake.sweep import Sweeper, SweepReport
+from watcher.ops import logs
 from watcher.ops.health import HealthServer
 from watcher.ops.metrics import Metrics
-from watcher.storage.position import MongoPositionStore, PositionStore
 from watcher.settings import Settings
-from watcher.intake.source import ChangeSource, ChangeStream, PyMongoChangeSource
-from watcher.storage.position import Token
+from watcher.storage import backoff, census, errors
+from watcher.storage.keeper import PositionKeeper
+from watcher.storage.position import MongoPositionStore, PositionStore
 from watcher.storage.store import JobStore
-from watcher.intake.stream import StreamReader
-from watcher.intake.sweep import Sweeper, SweepReport
 
-CLOSE_DEADLINE_S = 2.0
-
-
-class ConfigurationProblem(Exception):
-    """The watcher cannot run as configured; the message says how to fix it."""
-
-
-class Unreachable(Exception):
-    """No MongoDB server answered within the server-selection timeout."""
+# The deliberate fatal outcomes, where callers have always found them.
+ConfigurationProblem = errors.ConfigurationProblem
+Unreachable = errors.Unreachable
+#: A one-shot sweep (``jobwatch sweep``) retries a failed pass this often before giving up.
+ONE_SHOT_ATTEMPTS = 5
+T = TypeVar("T")
 
 
-async def check_server(client: AsyncMongoClient[Any], settings: Settings) -> None:
+async def check_server(client: Any, settings: Settings) -> None:
     """One ping, so a wrong URI or a down server is said at once, clearly."""
     try:
-        await client.admin.command("ping")
-    except pymongo_errors.ServerSelectionTimeoutError as exc:
+        with errors.translated("ping", "read"):
+            await client.admin.command("ping")
+    except errors.StoreUnavailable as exc:
         raise Unreachable(
-            f"MongoDB at {settings.uri_redacted} is unreachable: no server answered within "
-            f"{settings.server_selection_timeout_ms} ms ({logs.redacted(str(exc)).split(',')[0][:200]})"
+            f"MongoDB at {settings.uri_redacted} is unreachable or not answering: {exc.error} "
+            f"within {settings.server_selection_timeout_ms} ms"
         ) from None
-    except pymongo_errors.OperationFailure as exc:
-        if errors.classify(exc) is errors.Action.FATAL:
-            raise ConfigurationProblem(f"MongoDB refused jobwatch: {errors.name(exc)}") from None
-        raise
 
 
 class Watcher:
@@ -69,11 +65,16 @@ class Watcher:
     ``Settings``. ``run()`` works until ``stop()``; or use it as an async
     context manager, which runs it in the background and stops it on exit.
     The change source defaults to PyMongo's ``collection.watch()``.
+
+    ``run()`` raises only ``ConfigurationProblem`` (exit code 2: bad
+    settings, missing privileges, a standalone server without degraded mode,
+    a busy health port) or ``Unreachable`` (exit code 3), each with a
+    one-line message; everything else foreseeable is retried inside.
     """
 
     def __init__(
         self,
-        client: AsyncMongoClient[Any],
+        client: Any,
         settings: Settings | None = None,
         *,
         change_source: ChangeSource | None = None,
@@ -81,41 +82,44 @@ class Watcher:
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.settings = settings or Settings()
-        db = client[self.settings.database]
+        self.settings = settings = settings or Settings()
+        db = client[settings.database]
         self.metrics = metrics or Metrics()
         self._clock = clock
-        self._policy = rules.Policy(scan_stage=self.settings.scan_stage)
         self._client = client
-        self._store = JobStore(db, self.settings)
-        self._source = change_source or PyMongoChangeSource(db[self.settings.jobs_collection])
-        self._positions = position_store or MongoPositionStore(
-            db, self.settings.positions_collection, self.settings.watcher_name,
-            save_interval_s=self.settings.position_save_interval_s, state=self._heartbeat_state,
-        )
-        self._queue = JobQueue(max_jobs=self.settings.max_pending_jobs, progress_interval_s=self.settings.progress_interval_s)
+        policy = rules.Policy(scan_stage=settings.scan_stage)
+        self._store = JobStore(db, settings)
+        self._queue = JobQueue(max_jobs=settings.max_pending_jobs, progress_interval_s=settings.progress_interval_s)
         self._dispatcher = Dispatcher(
-            self._store,
-            self._queue,
+            self._store, self._queue, self.metrics, workers=settings.workers, policy=policy, retry_backoff=self._new_backoff(), clock=clock
+        )
+        counters = CounterWatch(quiet_s=settings.path_a_quiet_s)
+        self._sweeper = Sweeper(self._store, self.metrics, policy=policy, counters=counters, dispatcher=self._dispatcher, clock=clock)
+        self._keeper = PositionKeeper(
+            position_store
+            or MongoPositionStore(
+                db, settings.positions_collection, settings.watcher_name,
+                save_interval_s=settings.position_save_interval_s, state=self._heartbeat_state,
+            ),
+            self._queue.advance,
             self.metrics,
-            workers=self.settings.workers,
-            policy=self._policy,
-            retry_backoff=self._new_backoff(),
+            interval_s=settings.position_save_interval_s,
+            retry=self._new_backoff(),
             clock=clock,
         )
-        self._stream_backoff = self._new_backoff()
-        self._reader = StreamReader(self._source, self._dispatcher, self.metrics, self.settings, healthy=self._stream_backoff)
-        self._sweeper = Sweeper(self._store, self.metrics, policy=self._policy, clock=clock)
+        stream_backoff = self._new_backoff()
+        source = change_source or PyMongoChangeSource(db[settings.jobs_collection])
+        self._reader = StreamReader(source, self._dispatcher, self.metrics, settings, healthy=stream_backoff, counters=counters, clock=clock)
+        self._sweeps = Sweeps(self._periodic_pass, settings, self.metrics, retry=self._new_backoff(), after=self._after_sweep)
+        self._supervisor = Supervisor(self._reader, self._sweeps, settings, self.metrics, retry=stream_backoff)
         self._stop = anyio.Event()
         self._started = anyio.Event()
         self._finished = anyio.Event()
         self._settled = anyio.Event()
         self._running = False
-        self._saved_at: float | None = None
+        self._fatal: ConfigurationProblem | Unreachable | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self.last_sweep: SweepReport | None = None
-        self.streaming = False
-        self.degraded = False
         self.health: HealthServer | None = None
 
     def _new_backoff(self) -> backoff.Backoff:
@@ -130,16 +134,62 @@ class Watcher:
         job_types: Iterable[str] = (),
         full: bool = True,
         on_job: Callable[[rules.Evaluation], None] | None = None,
+        settle: bool | None = None,
     ) -> SweepReport:
-        """One reconciliation pass now (also while ``run()`` is going)."""
-        report = await self._sweeper.sweep(full=full, dry_run=dry_run, job_types=job_types, on_job=on_job)
+        """One reconciliation pass now (also while ``run()`` is going).
+
+        Path A raises only counters that stood still for ``path_a_quiet_s``.
+        With ``settle`` (the default when the service is not running, as for
+        ``jobwatch sweep``), a candidate not seen before is looked at once,
+        the pass waits that long and then makes the pass it reports; a
+        running service remembers what its stream and earlier sweeps saw
+        instead. Transient failures are retried a few times; then
+        ``errors.StoreUnavailable``.
+        """
+        if settle is None:
+            settle = not self._running
+        if settle and self.settings.path_a_quiet_s > 0:
+            waiting = await self._retrying(lambda: self._sweeper.look(full=full, job_types=job_types))
+            if waiting:
+                logs.event("sweep_waiting_for_path_a", "INFO", "collection counts ahead of counters: checking they stand still", jobs=waiting, wait_s=self.settings.path_a_quiet_s)
+                await anyio.sleep(self.settings.path_a_quiet_s)
+        async with self._dispatching():
+            report = await self._retrying(lambda: self._sweeper.sweep(full=full, dry_run=dry_run, job_types=job_types, on_job=on_job))
         if not dry_run:
             self.last_sweep = report
         return report
 
+    @contextlib.asynccontextmanager
+    async def _dispatching(self) -> AsyncIterator[None]:
+        """The sweep writes through the dispatcher: run it for the sweep's
+        duration when ``run()`` is not running it already."""
+        if self._dispatcher.running:
+            yield
+            return
+        self._dispatcher.give_up_after = ONE_SHOT_ATTEMPTS
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._dispatcher.run)
+                yield
+                tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            raise _sole(group) from None
+        finally:
+            self._dispatcher.give_up_after = None
+
+    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
+        retry = self._new_backoff()
+        while True:
+            try:
+                return await attempt()
+            except errors.StoreUnavailable:
+                if retry.attempt + 1 >= ONE_SHOT_ATTEMPTS:
+                    raise
+                await anyio.sleep(retry.next_delay_s())
+
     async def run(self) -> None:
-        """Run until ``stop()``. Raises ``ConfigurationProblem`` for what no
-        retry can fix (standalone server, bad credentials)."""
+        """Run until ``stop()``. Raises ``ConfigurationProblem`` or ``Unreachable``
+        (one line each) for what no retry can fix."""
         if self._running:
             raise RuntimeError("this Watcher is already running")
         self._running = True
@@ -148,7 +198,6 @@ class Watcher:
         except BaseExceptionGroup as group:
             raise _sole(group) from None
         finally:
-            self.streaming = False
             self.metrics.streaming.set(0)
             self._finished.set()
             self._settled.set()
@@ -172,8 +221,36 @@ class Watcher:
         await self._started.wait()
 
     @property
+    def streaming(self) -> bool:
+        """The change stream is open."""
+        return self._reader.health.open
+
+    @property
+    def degraded(self) -> bool:
+        return self._supervisor.degraded
+
+    @property
     def ready(self) -> bool:
-        return self._started.is_set() and (self.streaming or self.degraded) and not self._stop.is_set()
+        """What ``/readyz`` says: started and not stopping; the stream open and
+        answering (a batch, even empty, within the stall bound) or degraded
+        mode on purpose; the backlog below its cap; sweeps succeeding or
+        being retried."""
+        if not self._started.is_set() or self._stop.is_set():
+            return False
+        reading = self._reader.health.reading(self._clock(), self._reader.stall_s)
+        return (reading or self.degraded) and not self._dispatcher.full and self._sweeps.state != "never"
+
+    def not_ready_reason(self) -> str | None:
+        """Why ``ready`` is False, in a few words (None when ready)."""
+        if self.ready:
+            return None
+        if not self._started.is_set():
+            return "starting"
+        if self._stop.is_set():
+            return "stopping"
+        if self._dispatcher.full:
+            return "backlog at its cap"
+        return "change stream not reading"
 
     async def __aenter__(self) -> Watcher:
         self._tg = anyio.create_task_group()
@@ -208,134 +285,62 @@ class Watcher:
         logs.event("watcher_starting", database=settings.database, collection=settings.jobs_collection, watcher=settings.watcher_name)
         async with anyio.create_task_group() as tg:
             if settings.health_port:
-                await self._start_health(tg)  # first: probes answer during a long start-up sweep
-            await check_server(self._client, self.settings)
-            self.metrics.observe_mode.set(1 if settings.observe else 0)
-            if settings.create_index and not settings.observe and await self._store.ensure_sweep_index():
-                logs.event("index_created", "INFO", "created the sweep's partial index on open statuses")
-            saved = await self._positions.load()
-            stream = await self._open_first(saved.token if saved else None)
-            await self._sweep_now(full=True)
-            tg.start_soon(self._dispatcher.run)
-            tg.start_soon(self._periodic_sweeps)
-            tg.start_soon(self._save_positions)
-            tg.start_soon(census.run, self._client[settings.database], settings, self.metrics)
+                await self._start_health(tg)  # first: probes answer during a long start-up
             intake = anyio.CancelScope()
-            tg.start_soon(self._intake, intake, stream)
-            self._started.set()
-            self._settled.set()
-            logs.event("watcher_started", streaming=self.streaming, degraded=self.degraded)
+            tg.start_soon(self._stops_on_fatal, self._intake, intake, tg)
             await self._stop.wait()
             await self._shutdown(intake, tg)
+        if self._fatal is not None:
+            raise self._fatal
 
-    async def _start_health(self, tg: anyio.abc.TaskGroup) -> None:
-        self.health = HealthServer(self.metrics, ready=lambda: self.ready, host=self.settings.health_host, port=self.settings.health_port)
+    async def _stops_on_fatal(self, task: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """Run ``task``; a deliberate fatal outcome becomes an orderly stop
+        (drain, save the position) after which ``run()`` raises it."""
         try:
-            await tg.start(self.health.serve)
-        except OSError as exc:
-            raise ConfigurationProblem(
-                f"cannot listen on {self.settings.health_host}:{self.settings.health_port} for health/metrics "
-                f"({exc.strerror}); set JOBWATCH_HEALTH_PORT (0 disables the endpoint)"
-            ) from exc
+            await task(*args)
+        except (ConfigurationProblem, Unreachable) as exc:
+            if self._fatal is None:
+                self._fatal = exc
+                logs.event("watcher_fatal", "ERROR", str(exc), error=type(exc).__name__)
+            self._stop.set()
 
-    async def _open_first(self, token: Token | None) -> ChangeStream | None:
-        while True:
-            try:
-                stream = await self._reader.open(token)
-                self._set_streaming(True, resumed=token is not None)
-                return stream
-            except Exception as exc:
-                if errors.is_not_replica_set(exc):
-                    self._degrade(exc)  # raises unless degraded mode is allowed
-                    return None
-                action = self._on_stream_error(exc, "opening")
-                if action is errors.Action.RESTART and token is not None:
-                    token = None  # history lost: from now, and the first sweep covers the gap
-                else:
-                    await anyio.sleep(self._stream_backoff.next_delay_s())
-
-    def _degrade(self, exc: BaseException) -> None:
-        message = (
-            "change streams need a replica set or sharded cluster, and this server is a standalone mongod. "
-            "Start it with --replSet rs0 and run rs.initiate() once (see README, 'MongoDB'), "
-            "or set JOBWATCH_ALLOW_DEGRADED=true to sweep every "
-            f"{self.settings.degraded_sweep_interval_s:g}s instead."
-        )
-        if not self.settings.allow_degraded:
-            raise ConfigurationProblem(message) from exc
-        self.degraded = True
-        self.metrics.degraded.set(1)
-        logs.event("stream_unavailable_degraded", "WARNING", "DEGRADED: no change stream; completions wait for the next sweep. " + message)
-
-    def _set_streaming(self, on: bool, *, resumed: bool = False) -> None:
-        self.streaming = on
-        self.metrics.streaming.set(1 if on else 0)
-        if on:
-            logs.event("stream_opened", resumed=resumed)
-
-    def _on_stream_error(self, exc: BaseException, while_: str) -> errors.Action:
-        action = errors.classify(exc)
-        self.metrics.errors.labels(errors.name(exc), action.value).inc()
-        level = "ERROR" if action is errors.Action.FATAL else "WARNING"
-        logs.event("stream_error", level, f"change stream error while {while_}", error=errors.name(exc), next_step=action.value, detail=logs.redacted(str(exc))[:300])
-        if action is errors.Action.FATAL:
-            if not isinstance(exc, pymongo_errors.PyMongoError):
-                raise exc  # a bug, not a MongoDB condition: stop loudly with its traceback
-            if errors.is_not_replica_set(exc):
-                self._degrade(exc)
-            raise ConfigurationProblem(f"change stream failed and retrying cannot help: {errors.name(exc)}: {logs.redacted(str(exc))[:300]}") from exc
-        return action
-
-    async def _intake(self, scope: anyio.CancelScope, stream: ChangeStream | None) -> None:
+    async def _intake(self, scope: anyio.CancelScope, tg: anyio.abc.TaskGroup) -> None:
+        """Start-up, then the stream's life; all of it inside ``scope``, so a
+        stop cancels it wherever it is waiting (even a first open that fails)."""
         with scope:
-            if stream is None:  # degraded: sweeps only
-                await anyio.sleep_forever()
-            token = self._reader.last_token
-            needs_sweep = False
-            try:
-                while True:
-                    try:
-                        if stream is None:
-                            stream = await self._reader.open(token)
-                            self._set_streaming(True, resumed=token is not None)
-                            if needs_sweep:  # opened from now first: nothing falls between
-                                needs_sweep = False
-                                await self._sweep_now(full=True)
-                        await self._reader.consume(stream)
-                    except Exception as exc:
-                        self._set_streaming(False)
-                        await _close(stream)
-                        stream = None
-                        if self._on_stream_error(exc, "streaming") is errors.Action.RESTART:
-                            logs.event("stream_restarting", "WARNING", "position unusable: streaming from now, then sweeping", error=errors.name(exc))
-                            token, needs_sweep = None, True
-                        else:
-                            token = self._reader.last_token or token
-                        delay_s = self._stream_backoff.next_delay_s()
-                        logs.event("stream_reopen_scheduled", "INFO", "reopening the stream", delay_s=round(delay_s, 3), attempt=self._stream_backoff.attempt)
-                        await anyio.sleep(delay_s)
-            finally:
-                await _close(stream)
+            await check_server(self._client, self.settings)
+            self.metrics.observe_mode.set(1 if self.settings.observe else 0)
+            if self.settings.create_index and not self.settings.observe:  # --observe writes nothing to the jobs
+                await self._ensure_index()
+            token = await self._keeper.load()
+            tg.start_soon(self._stops_on_fatal, self._dispatcher.run)
+            tg.start_soon(self._stops_on_fatal, self._keeper.run)
+            await self._supervisor.run(token, started=lambda: self._on_started(tg))
 
-    async def _sweep_now(self, *, full: bool) -> None:
+    def _on_started(self, tg: anyio.abc.TaskGroup) -> None:
+        tg.start_soon(self._stops_on_fatal, self._sweeps.periodic, lambda: self._supervisor.degraded)
+        # After the start-up sweep, so the first census counts what that sweep left open.
+        tg.start_soon(census.run, self._client[self.settings.database], self.settings, self.metrics)
+        self._started.set()
+        self._settled.set()
+        logs.event("watcher_started", streaming=self.streaming, degraded=self.degraded)
+
+    async def _ensure_index(self) -> None:
         try:
-            report = await self.sweep(full=full)
-        except errors.StoreUnavailable as exc:
-            logs.event("sweep_failed", "WARNING", "sweep could not reach MongoDB; the next one will retry", error=str(exc))
-            return
+            if await self._store.ensure_sweep_index():
+                logs.event("index_created", "INFO", "created the sweep's index on (status, jobType)")
+        except (errors.StorageProblem, errors.ConfigurationProblem) as exc:
+            # Sweeps work without it, only slower: never a reason to stop.
+            logs.event("index_not_created", "WARNING", "could not create the sweep's index; sweeping without it", error=errors.name(exc))
+
+    async def _periodic_pass(self, full: bool) -> SweepReport:
+        report = await self._sweeper.sweep(full=full)
+        self.last_sweep = report
+        return report
+
+    async def _after_sweep(self, report: SweepReport) -> None:
         self.metrics.sweep_succeeded()
-        try:
-            await self._positions.heartbeat(last_sweep=report.summary())
-        except errors.StoreUnavailable:
-            pass  # the next heartbeat will carry it
-
-    async def _periodic_sweeps(self) -> None:
-        count = 0
-        while True:
-            interval_s = self.settings.degraded_sweep_interval_s if self.degraded else self.settings.sweep_interval_s
-            await anyio.sleep(interval_s)
-            count += 1
-            await self._sweep_now(full=self.degraded or count % self.settings.full_sweep_every == 0)
+        await self._keeper.heartbeat(report.summary())
 
     def _heartbeat_state(self) -> dict[str, Any]:
         """What ``jobwatch status`` reads about this watcher (saved with each heartbeat)."""
@@ -352,24 +357,17 @@ class Watcher:
             "lastSweepAt": at(self.metrics.last_sweep_at),
         }
 
-    async def _save_positions(self) -> None:
-        while True:
-            await anyio.sleep(self.settings.position_save_interval_s)
-            await self._save_position()
-
-    async def _save_position(self) -> None:
-        token = self._queue.advance(self._clock())
+    async def _start_health(self, tg: anyio.abc.TaskGroup) -> None:
+        self.health = HealthServer(
+            self.metrics, ready=lambda: self.ready, why_not_ready=self.not_ready_reason, host=self.settings.health_host, port=self.settings.health_port
+        )
         try:
-            if token is not None:
-                await self._positions.save(token)
-                self._saved_at = self._clock()
-                logs.event("position_saved", "DEBUG")
-            else:
-                await self._positions.heartbeat()
-        except errors.StoreUnavailable as exc:
-            logs.event("position_save_failed", "WARNING", "could not save the position; will retry", error=str(exc))
-        if self._saved_at is not None:
-            self.metrics.position_age.set(self._clock() - self._saved_at)
+            await tg.start(self.health.serve)
+        except OSError as exc:
+            raise ConfigurationProblem(
+                f"cannot listen on {self.settings.health_host}:{self.settings.health_port} for health/metrics "
+                f"({exc.strerror}); set JOBWATCH_HEALTH_PORT (0 disables the endpoint)"
+            ) from None
 
     async def _shutdown(self, intake: anyio.CancelScope, tg: anyio.abc.TaskGroup) -> None:
         logs.event("shutdown_started", "INFO", "stopping intake")
@@ -379,26 +377,22 @@ class Watcher:
             await self._dispatcher.drained()
         if drain.cancelled_caught:
             logs.event("shutdown_drain_incomplete", "WARNING", "jobs still pending at the deadline; the saved position keeps them", pending=self._queue.pending_jobs)
-        with anyio.CancelScope(shield=True), anyio.move_on_after(deadline_s / 2):
-            await self._save_position()
-            logs.event("position_saved_at_shutdown")
+        if self._started.is_set():  # before that, nothing was read that a save could keep
+            await self._keeper.save_at_stop(deadline_s / 2)
         tg.cancel_scope.cancel()
         logs.event("watcher_stopped")
 
 
-async def _close(stream: ChangeStream | None) -> None:
-    if stream is None:
-        return
-    with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_DEADLINE_S):
-        try:
-            await stream.close()
-        except Exception as exc:  # closing a broken cursor may fail; it is gone either way
-            logs.event("stream_close_failed", "DEBUG", error=errors.name(exc))
-
-
 def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one error inside nested single-member task-group errors, else the group."""
+    """The error ``run()`` stands for: a deliberate fatal outcome if there is
+    one anywhere in the group, else the one error inside nested
+    single-member groups, else the group itself (a bug: all of it)."""
+    fatal = group.subgroup(lambda exc: isinstance(exc, ConfigurationProblem | Unreachable))
+    if fatal is not None:
+        group = fatal
     error: BaseException = group
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) >= 1:
+        if len(error.exceptions) > 1 and fatal is None:
+            break
         error = error.exceptions[0]
     return error

@@ -72,8 +72,13 @@ class Settings(BaseSettings):
     full_sweep_every: Annotated[int, Field(ge=1)] = Field(
         12, description="every Nth periodic sweep also scans jobs whose status is missing or unknown (unindexed)"
     )
+    path_a_quiet_s: Annotated[float, Field(ge=0)] = Field(
+        60.0,
+        description="path A raises a stage's counter only after it and the collection's count stood still this long "
+        "(a consumer between its push and its $inc is never counted twice)",
+    )
     sweep_batch_size: Annotated[int, Field(ge=1, le=10_000)] = Field(500, description="jobs read per sweep batch")
-    create_index: bool = Field(True, description="create the sweep's partial index on open statuses if absent")
+    create_index: bool = Field(True, description="create the sweep's index on (status, jobType) if absent")
     workers: Annotated[int, Field(ge=1, le=256)] = Field(8, description="jobs evaluated and written concurrently")
     max_pending_jobs: Annotated[int, Field(ge=1)] = Field(
         10_000, description="jobs waiting for evaluation before the stream stops reading (back-pressure)"

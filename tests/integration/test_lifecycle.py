@@ -10,7 +10,7 @@ import anyio
 
 from tests.support.backends import Backend
 from tests.support.documents import seed_job
-from tests.support.harness import settings_for, wait_until
+from tests.support.harness import running, settings_for, wait_until
 from watcher import Watcher
 from watcher.storage.position import MongoPositionStore, Saved
 from watcher.storage.position import Token
@@ -58,8 +58,27 @@ async def test_stop_requested_during_start_up_still_stops(mongo: Backend) -> Non
         watcher.request_stop()  # before the stream is even open
         with anyio.fail_after(10):
             await watcher.stop()
-    stored = await mongo.db.background_jobs.find_one({})
-    assert stored is not None and stored["status"] == "Completed"  # the start-up sweep ran
+    # Stop is honoured at once, even before the start-up sweep: the next run has it.
+    async with running(mongo):
+        stored = await mongo.db.background_jobs.find_one({})
+        assert stored is not None and stored["status"] == "Completed"
+
+
+async def test_stop_is_honoured_while_the_stream_cannot_open(mongo: Backend) -> None:
+    from pymongo import errors as pe
+
+    from tests.support.scripted import ScriptedSource, Step
+
+    down = [Step(after=0, on_open=pe.AutoReconnect("connection refused")) for _ in range(10_000)]
+    source = ScriptedSource(mongo.change_source(), down)
+    watcher = Watcher(mongo.client, settings_for(mongo), change_source=source)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watcher.run)
+        await wait_until(lambda: _opened_at_least(source, 3), what="a few failed opens")
+        assert not watcher.ready
+        with anyio.fail_after(10):
+            await watcher.stop()
+    assert not watcher.ready
 
 
 async def test_a_hanging_position_save_cannot_hold_shutdown_past_its_deadline(mongo: Backend) -> None:
@@ -97,3 +116,7 @@ async def _completed(mongo: Backend) -> bool:
 
 async def _save_started(positions: SlowPositions) -> bool:
     return positions.saves_started > 0
+
+
+async def _opened_at_least(source: Any, count: int) -> bool:
+    return len(source.opened_with) >= count

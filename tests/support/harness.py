@@ -39,6 +39,7 @@ def settings_for(mongo: Backend, **overrides: Any) -> Settings:
         "backoff_base_s": 0.05,
         "max_backoff_s": 0.2,
         "server_selection_timeout_ms": 5000,
+        "path_a_quiet_s": 0.2,
     }
     values.update(overrides)
     return Settings(**values)

@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
+
 from watcher.intake.source import ChangeSource, ChangeStream, Event
 from watcher.storage.position import Token
 
@@ -21,6 +23,10 @@ class Step:
     error: BaseException | None = None
     inject: Mapping[str, Any] | None = None
     on_open: BaseException | None = None  # raise from open() itself
+    hang: bool = False  # never answer the next read (a half-open connection)
+    #: Show no resume token before the first event, like a source without
+    #: post-batch tokens (MongoDB and the embedded server give one at open).
+    tokenless: bool = False
 
 
 class _Stream:
@@ -30,6 +36,8 @@ class _Stream:
         self._duplicate = duplicate
         self._again: Event | None = None
         self.delivered = 0
+        self.hung = False
+        self._tokenless = step is not None and step.tokenless
 
     async def try_next(self) -> Event | None:
         if self._again is not None:
@@ -37,6 +45,9 @@ class _Stream:
             return event
         if self._step is not None and self.delivered >= self._step.after:
             step, self._step = self._step, None
+            if step.hang:
+                self.hung = True
+                await anyio.sleep_forever()
             if step.error is not None:
                 raise step.error
             if step.inject is not None:
@@ -50,6 +61,8 @@ class _Stream:
 
     @property
     def resume_token(self) -> Token | None:
+        if self._tokenless and self.delivered == 0:
+            return None
         return self._inner.resume_token
 
     async def close(self) -> None:

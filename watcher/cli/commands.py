@@ -14,7 +14,6 @@ from typing import Any
 import anyio
 from bson import ObjectId, json_util
 from pymongo import AsyncMongoClient
-from pymongo import errors as pymongo_errors
 
 import rules
 from rules import explain
@@ -66,7 +65,8 @@ def describe_failure(exc: BaseException) -> tuple[int, str]:
         return exits.UNREACHABLE, str(exc)
     if isinstance(exc, errors.StoreUnavailable):
         return exits.UNREACHABLE, f"MongoDB could not be used: {exc}"
-    if isinstance(exc, pymongo_errors.PyMongoError):
+    if isinstance(exc, errors.StorageProblem) or type(exc).__module__.startswith(("pymongo.", "bson.")):
+        # Past the storage boundary only by a path that does not translate: still the server's problem.
         return exits.UNREACHABLE, f"MongoDB could not be used: {errors.name(exc)}: {str(exc)[:300]}"
     return exits.FAILED, f"unexpected error (a bug; please report it): {type(exc).__name__}: {str(exc)[:300]}"
 
@@ -77,13 +77,12 @@ def _fail(message: str) -> None:
 
 async def _connected(handler: Handler, options: Options, settings: Settings, emit: Emit) -> int:
     try:
-        with warnings.catch_warnings(record=True) as caught:
+        with warnings.catch_warnings(record=True) as caught, errors.translated("--uri / JOBWATCH_URI", "read"):
             warnings.simplefilter("always")
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
                 settings.uri_value, serverSelectionTimeoutMS=settings.server_selection_timeout_ms, appname="jobwatch"
             )
-    except (pymongo_errors.ConfigurationError, pymongo_errors.InvalidURI, ValueError) as exc:
-        # ValueError: the driver's word for a malformed host or port.
+    except ValueError as exc:  # the driver's word for a malformed host or port
         raise ConfigurationProblem(f"--uri / JOBWATCH_URI: {logs.redacted(str(exc))}") from None
     for warning in caught:  # e.g. an unknown URI option: said once, in our words, redacted
         logs.event("uri_warning", "WARNING", logs.redacted(str(warning.message)))
@@ -441,7 +440,7 @@ async def _position_reset(client: AsyncMongoClient[Any], options: Options, setti
         await positions.save(token)
         emit(f"position of {where} set to now: {_json(dict(token))}")
     else:
-        with errors.at_storage_boundary("position reset"):
+        with errors.translated("position reset", "read"):
             await client[settings.database][settings.positions_collection].update_one(
                 {"_id": settings.watcher_name}, {"$unset": {"token": "", "savedAt": ""}}
             )
@@ -451,7 +450,7 @@ async def _position_reset(client: AsyncMongoClient[Any], options: Options, setti
 
 async def _current_token(client: AsyncMongoClient[Any], settings: Settings) -> Mapping[str, Any]:
     """The change stream's position now: its first (empty) batch's resume token."""
-    with errors.at_storage_boundary("open a change stream for its current position"):
+    with errors.translated("open a change stream for its current position", "read"):
         async with await client[settings.database][settings.jobs_collection].watch(max_await_time_ms=100) as stream:
             await stream.try_next()
             token = stream.resume_token

@@ -70,7 +70,7 @@ async def run(out: Callable[[str], None] = print) -> int:
 
 
 async def _run(uri: str, client: AsyncMongoClient[dict[str, Any]], out: Callable[[str], None]) -> int:
-    settings = Settings(uri=uri, database="imageviewer", health_port=0, sweep_interval_s=3600, progress_interval_s=0.25)
+    settings = Settings(uri=uri, database="imageviewer", health_port=0, sweep_interval_s=3600, progress_interval_s=0.25, path_a_quiet_s=0.5)
     db = client[settings.database]
     jobs = db[settings.jobs_collection]
     out("jobwatch demo: the seed incident on the embedded server (no MongoDB; PyMongo and its change streams over the wire)")
@@ -125,7 +125,8 @@ async def _run(uri: str, client: AsyncMongoClient[dict[str, Any]], out: Callable
         waiting = await jobs.find_one({"_id": lossy["_id"]}) or {}
         out(f"\n3. collection-scan job {lossy['_id']}: thumbnail counter {ITEMS - 7}/{ITEMS} (7 increments lost), collection holds {ITEMS} thumbnails")
         out(f"   stream: {_line(waiting)}")
-        sweep = await watcher.sweep()
+        # settle: path A waits until the counter and the collection stood still (path_a_quiet_s)
+        sweep = await watcher.sweep(settle=True)
         fixed = await jobs.find_one({"_id": lossy["_id"]}) or {}
         out(f"   sweep (path A, $size on the server, $max on the counter): {sweep.jobs_completed} job completed in {sweep.duration_s * 1000:.1f} ms")
         out(f"   -> {_line(fixed)}")

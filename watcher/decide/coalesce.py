@@ -6,19 +6,30 @@ is in flight, further events for it become one re-evaluation afterwards.
 The watermark is the newest resume token all of whose earlier events have
 been handled, so saving it never skips a job that is still waiting.
 
+Handled tokens are trimmed as work finishes (not only when the position is
+saved), so a full token backlog frees room the moment the job holding it
+back is done: the stream never waits on the periodic save.
+
 No I/O and no clock of its own: the caller passes ``now`` (monotonic seconds).
-Memory is bounded: at most ``max_jobs`` jobs and ``max_tokens`` unsaved
+Memory is bounded: at most ``max_jobs`` jobs and ``max_tokens`` unhandled
 tokens; ``offer`` says no beyond that and the stream waits (back-pressure).
+Every operation is O(log n) in the jobs waiting: deferred jobs sit in a heap
+ordered by ready time, job floors in another (stale entries are skipped
+when they reach the top: lazy deletion).
 """
 
 from __future__ import annotations
 
 import collections
+import heapq
+import itertools
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from watcher.storage.position import Token
+
+Offered = Literal["queued", "covered", "full"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,8 @@ class Work:
     doc: Mapping[str, Any]
     seq: int
     event_time_s: float | None  # when the newest event happened on the server, if known
+    counts: Mapping[str, int] | None = None  # path A's settled collection counts (from a sweep)
+    ticket: Any = None  # a sweep's claim on the outcome (opaque here)
 
 
 @dataclass
@@ -41,6 +54,9 @@ class _Job:
     dirty: bool = True  # a document not yet evaluated is waiting
     dirty_floor: int = 0  # oldest event that arrived while in flight
     ready_at: float = 0.0
+    queued: bool = False  # an entry for it is in the ready deque
+    counts: Mapping[str, int] | None = None
+    ticket: Any = None
 
 
 class JobQueue:
@@ -50,7 +66,11 @@ class JobQueue:
         self._progress_interval_s = progress_interval_s
         self._jobs: dict[Hashable, _Job] = {}
         self._ready: collections.deque[Hashable] = collections.deque()
+        self._deferred: list[tuple[float, int, Hashable]] = []  # (ready_at, tie, key)
+        self._floors: list[tuple[int, int, Hashable]] = []  # (floor, tie, key)
+        self._tie = itertools.count()
         self._tokens: collections.deque[tuple[int, Token]] = collections.deque()
+        self._watermark: Token | None = None  # newest handled token not yet returned by advance()
         self._last_progress_write: dict[Hashable, float] = {}
         self._seq = 0
 
@@ -61,6 +81,11 @@ class JobQueue:
             return False
         return key is None or key in self._jobs or len(self._jobs) < self._max_jobs
 
+    @property
+    def full(self) -> bool:
+        """The backlog is at its cap: the stream is waiting for work to finish."""
+        return len(self._tokens) >= self._max_tokens or len(self._jobs) >= self._max_jobs
+
     def offer(self, key: Hashable, doc: Mapping[str, Any], token: Token | None, event_time_s: float | None = None) -> bool:
         """Queue ``doc`` as the newest state of job ``key``. False (and nothing
         recorded) when full; the caller waits for room and offers again."""
@@ -69,22 +94,38 @@ class JobQueue:
         seq = self._next(token)
         job = self._jobs.get(key)
         if job is None:
-            self._jobs[key] = _Job(doc, seq, event_time_s, floor=seq)
-            self._ready.append(key)
+            job = self._jobs[key] = _Job(doc, seq, event_time_s, floor=seq)
+            self._push_floor(key, job)
+            self._enqueue(key, job)
             return True
         if job.in_flight and not job.dirty:
             job.dirty_floor = seq
-        was_waiting = job.dirty and not job.in_flight
         job.doc, job.seq, job.event_time_s, job.dirty = doc, seq, event_time_s, True
+        job.counts = None  # the counters moved: path A's evidence is stale
         job.ready_at = 0.0  # news about a deferred job: look at it now
-        if not job.in_flight and not was_waiting:
-            self._ready.append(key)
+        if not job.in_flight:
+            self._enqueue(key, job)
         return True
+
+    def offer_swept(self, key: Hashable, doc: Mapping[str, Any], counts: Mapping[str, int] | None, ticket: Any) -> Offered:
+        """Queue a job the sweep read, with its path A counts. "covered" when
+        the job is already queued or in flight: the stream's document is at
+        least as new as the sweep's, and it will be evaluated anyway."""
+        if key in self._jobs:
+            return "covered"
+        if not self.has_room(key):
+            return "full"
+        seq = self._next(None)
+        job = self._jobs[key] = _Job(doc, seq, None, floor=seq, counts=counts, ticket=ticket)
+        self._push_floor(key, job)
+        self._enqueue(key, job)
+        return "queued"
 
     def record(self, token: Token) -> None:
         """A position with nothing to do (an idle batch's post-batch token, an
         event that needs no evaluation): handled as soon as those before it are."""
         self._next(token)
+        self._trim()
 
     def _next(self, token: Token | None) -> int:
         self._seq += 1
@@ -92,26 +133,50 @@ class JobQueue:
             self._tokens.append((self._seq, token))
         return self._seq
 
+    def _enqueue(self, key: Hashable, job: _Job) -> None:
+        if not job.queued:
+            job.queued = True
+            self._ready.append(key)
+
+    def _push_floor(self, key: Hashable, job: _Job) -> None:
+        heapq.heappush(self._floors, (job.floor, next(self._tie), key))
+
     # -- work -------------------------------------------------------------
 
     def take(self, now: float) -> Work | None:
         """The next job ready for evaluation, or None."""
-        for _ in range(len(self._ready)):
+        self._release_due(now)
+        while self._ready:
             key = self._ready.popleft()
             job = self._jobs.get(key)
-            if job is None or job.in_flight or not job.dirty:
+            if job is None:
                 continue
-            if job.ready_at > now:
-                self._ready.append(key)
-                continue
-            job.in_flight, job.dirty = True, False
-            return Work(key, job.doc, job.seq, job.event_time_s)
+            job.queued = False
+            if job.in_flight or not job.dirty or job.ready_at > now:
+                continue  # stale entry; a deferred job waits in the heap
+            job.in_flight, job.dirty, job.ready_at = True, False, 0.0
+            work = Work(key, job.doc, job.seq, job.event_time_s, job.counts, job.ticket)
+            job.counts = job.ticket = None
+            return work
         return None
+
+    def _release_due(self, now: float) -> None:
+        while self._deferred and self._deferred[0][0] <= now:
+            at, _, key = heapq.heappop(self._deferred)
+            job = self._jobs.get(key)
+            if job is not None and job.ready_at == at and job.dirty and not job.in_flight:
+                job.ready_at = 0.0
+                self._enqueue(key, job)
 
     def next_ready_at(self) -> float | None:
         """When the earliest deferred job becomes ready (None: nothing deferred)."""
-        times = [job.ready_at for job in self._jobs.values() if job.dirty and not job.in_flight and job.ready_at]
-        return min(times, default=None)
+        while self._deferred:
+            at, _, key = self._deferred[0]
+            job = self._jobs.get(key)
+            if job is not None and job.ready_at == at and job.dirty and not job.in_flight:
+                return at
+            heapq.heappop(self._deferred)  # stale: the job moved on
+        return None
 
     def finish(self, work: Work) -> None:
         """``work`` was handled: its job's events up to ``work.seq`` are covered."""
@@ -119,19 +184,31 @@ class JobQueue:
         job.in_flight = False
         if job.dirty:
             job.floor = job.dirty_floor
-            self._ready.append(work.key)
+            self._push_floor(work.key, job)
+            self._enqueue(work.key, job)
         else:
             del self._jobs[work.key]
+        self._trim()
 
     def retry(self, work: Work, at: float) -> None:
         """``work`` could not be handled (store unavailable): evaluate the job's
         newest document again at ``at``. Its events stay unhandled meanwhile."""
         job = self._jobs[work.key]
         job.in_flight = False
-        if not job.dirty:
-            job.dirty = True
+        job.dirty = True
+        self._give_back(job, work)
+        self._defer_at(work.key, job, at)
+
+    def _give_back(self, job: _Job, work: Work) -> None:
+        """A sweep's claim stays with its job until an evaluation finishes; its
+        counts too, unless a newer document arrived meanwhile."""
+        job.ticket = job.ticket or work.ticket
+        if job.seq == work.seq:
+            job.counts = work.counts
+
+    def _defer_at(self, key: Hashable, job: _Job, at: float) -> None:
         job.ready_at = at
-        self._ready.append(work.key)
+        heapq.heappush(self._deferred, (at, next(self._tie), key))
 
     # -- progress rate limit ---------------------------------------------
 
@@ -141,8 +218,17 @@ class JobQueue:
         return now if last is None else last + self._progress_interval_s
 
     def defer(self, work: Work, at: float) -> None:
-        """A progress-only write was rate-limited: look again at ``at`` (a newer
-        event makes it ready at once, so a completion is never delayed)."""
+        """A progress-only write was rate-limited: look again at ``at``. If a
+        newer document arrived while this one was being looked at, it is
+        evaluated at once instead: it may be the completion, which is never
+        delayed by a rate limit that only applies to progress."""
+        job = self._jobs[work.key]
+        if job.dirty:  # newer news: evaluate it now
+            job.in_flight = False
+            job.ready_at = 0.0
+            self._give_back(job, work)
+            self._enqueue(work.key, job)
+            return
         self.retry(work, at)
 
     def progress_written(self, key: Hashable, now: float) -> None:
@@ -150,12 +236,26 @@ class JobQueue:
 
     # -- position ---------------------------------------------------------
 
+    def _floor(self) -> int:
+        while self._floors:
+            floor, _, key = self._floors[0]
+            job = self._jobs.get(key)
+            if job is not None and job.floor == floor:
+                return floor
+            heapq.heappop(self._floors)  # the job finished or its floor moved up
+        return self._seq + 1
+
+    def _trim(self) -> None:
+        """Drop the tokens whose events are all handled; the newest of them is
+        the watermark the next ``advance()`` returns."""
+        floor = self._floor()
+        while self._tokens and self._tokens[0][0] < floor:
+            _, self._watermark = self._tokens.popleft()
+
     def advance(self, now: float) -> Token | None:
         """The watermark token if it moved since the last call, else None."""
-        floor = min((job.floor for job in self._jobs.values()), default=self._seq + 1)
-        token = None
-        while self._tokens and self._tokens[0][0] < floor:
-            _, token = self._tokens.popleft()
+        self._trim()
+        token, self._watermark = self._watermark, None
         stale = now - self._progress_interval_s
         for key in [k for k, at in self._last_progress_write.items() if at < stale]:
             del self._last_progress_write[key]
@@ -164,6 +264,10 @@ class JobQueue:
     @property
     def pending_jobs(self) -> int:
         return len(self._jobs)
+
+    @property
+    def backlog_tokens(self) -> int:
+        return len(self._tokens)
 
     @property
     def idle(self) -> bool:

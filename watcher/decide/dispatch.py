@@ -1,8 +1,10 @@
 """The hot path's second half: take coalesced work, evaluate, write once.
 
 ``Dispatcher`` wraps the pure ``JobQueue`` with anyio signalling: the stream
-``offer``s (waiting when the queue is full), ``run`` keeps up to ``workers``
-evaluations in flight, one per job at a time.
+``offer``s (waiting when the queue is full), the sweep ``submit``s (and waits
+for the outcome), ``run`` keeps up to ``workers`` evaluations in flight, one
+per job at a time. One write policy for both: the guard, the progress rate
+limit, retries with backoff, skips logged once.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -19,14 +22,30 @@ from rules import Evaluation, Outcome
 from watcher.storage import backoff
 from watcher.storage import errors
 from watcher.ops import logs
+from watcher.decide import updates
 from watcher.decide.coalesce import JobQueue, Work
 from watcher.ops.metrics import Metrics
 from watcher.storage.position import Token
-from watcher.storage.store import JobStore, WriteRejected
+from watcher.storage.store import JobStore
 
 Clock = Callable[[], float]
 #: Jobs whose rejection was already logged (oldest forgotten first).
 MAX_REMEMBERED_REJECTIONS = 1000
+
+
+@dataclass
+class Ticket:
+    """A sweep's claim on one job's outcome, resolved when an evaluation of
+    the job finishes (after any rate-limit deferrals and retries)."""
+
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: Evaluation | None = None
+    applied: bool = False  # the guarded update matched
+    skipped: str | None = None  # why the job was skipped, if it was
+
+    def resolve(self, result: Evaluation, *, applied: bool = False, skipped: str | None = None) -> None:
+        self.result, self.applied, self.skipped = result, applied, skipped
+        self.done.set()
 
 
 class Dispatcher:
@@ -52,24 +71,53 @@ class Dispatcher:
         self._wall_clock = wall_clock
         self._changed = anyio.Event()
         self._rejected: dict[Hashable, str] = {}
+        self.running = False
+        #: Consecutive failed writes after which ``run()`` raises instead of
+        #: retrying (None: retry until the server is back, as the service does).
+        self.give_up_after: int | None = None
 
     def _notify(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
 
     async def offer(self, key: Hashable, doc: Mapping[str, Any], token: Token | None, event_time_s: float | None) -> None:
-        """Queue a job's newest document; waits while the queue is full."""
+        """Queue a job's newest document; waits while the queue is full (every
+        finished evaluation trims handled tokens and wakes this up)."""
         while not self._queue.offer(key, doc, token, event_time_s):
             await self._changed.wait()
-        self._metrics.pending_jobs.set(self._queue.pending_jobs)
+        self._observe_backlog()
         self._notify()
 
     async def record(self, token: Token) -> None:
         while not self._queue.has_room(None):
             await self._changed.wait()
         self._queue.record(token)
+        self._observe_backlog()
+        self._notify()
 
-    def _warn_rejected(self, key: Hashable, reason: str) -> None:
+    async def submit(self, key: Hashable, doc: Mapping[str, Any], counts: Mapping[str, int] | None) -> Ticket | None:
+        """Queue a job the sweep read and wait for its outcome. None when the
+        job was already queued by the stream (its newer document is evaluated)."""
+        ticket = Ticket()
+        while (offered := self._queue.offer_swept(key, doc, counts, ticket)) == "full":
+            await self._changed.wait()
+        if offered == "covered":
+            return None
+        self._observe_backlog()
+        self._notify()
+        await ticket.done.wait()
+        return ticket
+
+    def _observe_backlog(self) -> None:
+        self._metrics.pending_jobs.set(self._queue.pending_jobs)
+        self._metrics.backlog_tokens.set(self._queue.backlog_tokens)
+
+    @property
+    def full(self) -> bool:
+        """The backlog is at its cap (readiness says so)."""
+        return self._queue.full
+
+    def _warn_rejected(self, key: Hashable, reason: str, category: str = "unreadable") -> None:
         """Once per job and reason: a consumer still counting on a broken job
         must not turn every increment into a warning."""
         if self._rejected.get(key) == reason:
@@ -77,8 +125,8 @@ class Dispatcher:
         if len(self._rejected) >= MAX_REMEMBERED_REJECTIONS:
             self._rejected.pop(next(iter(self._rejected)))
         self._rejected[key] = reason
-        self._metrics.skipped("unreadable")
-        logs.event("job_skipped", "WARNING", "job cannot be read; skipped, nothing written", job_id=key, reason=reason)
+        self._metrics.skipped(category)
+        logs.event("job_skipped", "WARNING", "job skipped; nothing written, the next sweep tries again", job_id=key, reason=reason, category=category)
 
     async def drained(self) -> None:
         """Returns once nothing is pending or in flight."""
@@ -86,12 +134,18 @@ class Dispatcher:
             await self._changed.wait()
 
     async def run(self) -> None:
-        slots = anyio.Semaphore(self._workers)
-        async with anyio.create_task_group() as tg:
-            while True:
-                await slots.acquire()
-                work = await self._next_work()
-                tg.start_soon(self._handle, work, slots)
+        if self.running:
+            raise RuntimeError("this Dispatcher is already running")
+        self.running = True
+        try:
+            slots = anyio.Semaphore(self._workers)
+            async with anyio.create_task_group() as tg:
+                while True:
+                    await slots.acquire()
+                    work = await self._next_work()
+                    tg.start_soon(self._handle, work, slots)
+        finally:
+            self.running = False
 
     async def _next_work(self) -> Work:
         while True:
@@ -110,16 +164,18 @@ class Dispatcher:
             await self._process(work)
         finally:
             slots.release()
-            self._metrics.pending_jobs.set(self._queue.pending_jobs)
+            self._observe_backlog()
             self._notify()
 
     async def _process(self, work: Work) -> None:
-        result = rules.evaluate(work.doc, policy=self._policy)
-        self._metrics.evaluations.labels("stream", result.outcome.value).inc()
+        source = "stream" if work.ticket is None else "sweep"
+        result = rules.evaluate(work.doc, collection_counts=work.counts, policy=self._policy)
+        self._metrics.evaluations.labels(source, result.outcome.value).inc()
         if result.outcome is Outcome.REJECTED:
             self._warn_rejected(work.key, result.rejection or "unreadable")
         if not result.writes:
             self._queue.finish(work)
+            _resolve(work, result, skipped=result.rejection if result.outcome is Outcome.REJECTED else None)
             return
         now = self._clock()
         if result.outcome is Outcome.PROGRESS:
@@ -128,24 +184,33 @@ class Dispatcher:
                 self._queue.defer(work, allowed_at)
                 return
         try:
-            matched = await self._store.apply(result)
+            matched = await self._store.apply(result.job_id, *updates.for_evaluation(result))
         except errors.StoreUnavailable as exc:
+            if self.give_up_after is not None and self._retry_backoff.attempt + 1 >= self.give_up_after:
+                raise  # a one-shot caller (``jobwatch sweep``) says so instead of waiting forever
             delay_s = self._retry_backoff.next_delay_s()
-            logs.event("write_retry", "WARNING", "store unavailable; will evaluate the job again", job_id=work.key, error=str(exc), retry_in_s=round(delay_s, 3))
-            self._metrics.errors.labels("StoreUnavailable", "retry").inc()
+            logs.event("write_retry", "WARNING", "store unavailable; will evaluate the job again", job_id=work.key, error=exc.error, retry_in_s=round(delay_s, 3))
+            self._metrics.errors.labels(exc.error, exc.action.value).inc()
             self._queue.retry(work, self._clock() + delay_s)
             return
-        except WriteRejected as exc:
-            logs.event("write_rejected", "ERROR", "the server refused the update; job skipped", job_id=work.key, error=str(exc))
-            self._metrics.errors.labels("WriteRejected", "skip").inc()
-            self._metrics.skipped("write_rejected")
+        except errors.Rejected as exc:
+            self._metrics.errors.labels(exc.error, exc.action.value).inc()
+            reason = f"the server refused the update: {exc.error}"
+            self._warn_rejected(work.key, reason, "write_refused")
             self._queue.finish(work)
+            _resolve(work, result, skipped=reason)
             return
         self._retry_backoff.reset()
         if result.outcome is Outcome.PROGRESS:
             self._queue.progress_written(work.key, self._clock())
         self._queue.finish(work)
-        count_applied(result, matched, self._metrics, "stream", work.event_time_s, self._wall_clock)
+        count_applied(result, matched, self._metrics, source, work.event_time_s, self._wall_clock)
+        _resolve(work, result, applied=matched)
+
+
+def _resolve(work: Work, result: Evaluation, *, applied: bool = False, skipped: str | None = None) -> None:
+    if isinstance(work.ticket, Ticket):
+        work.ticket.resolve(result, applied=applied, skipped=skipped)
 
 
 def count_applied(result: Evaluation, matched: bool, metrics: Metrics, source: str, event_time_s: float | None = None, wall_clock: Clock = time.time) -> None:

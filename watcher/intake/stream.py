@@ -1,5 +1,10 @@
 """The hot path's first half: read the change stream and hand each job's newest
-document to the dispatcher. Errors go up to the service, which classifies them.
+document to the dispatcher.
+
+Every call on the stream runs inside the storage boundary, so what comes out
+is an event or ``errors.StreamBroken`` (the supervisor reopens); a read that
+neither returns nor fails within ``stall_s`` (a half-open connection) is
+abandoned as broken too.
 """
 
 from __future__ import annotations
@@ -7,8 +12,10 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from bson import Timestamp
 
 from watcher.storage import backoff
@@ -19,6 +26,7 @@ from watcher.ops.metrics import Metrics
 from watcher.settings import Settings
 from watcher.intake.source import ChangeSource, ChangeStream, Event
 from watcher.storage.position import Token
+from watcher.intake.settle import CounterWatch
 
 #: Operations that can change what the rules decide.
 JOB_OPERATIONS = ("insert", "update", "replace")
@@ -54,6 +62,28 @@ def event_time_s(event: Event) -> float | None:
     return None
 
 
+#: A read counts as hung after this many max-await periods without a reply...
+STALL_FACTOR = 5
+#: ...and never sooner than this (a short max-await is no reason to be jumpy).
+MIN_STALL_S = 1.0
+
+
+def stall_s(max_await_ms: int) -> float:
+    """How long a read (getMore) may take before the stream counts as stalled."""
+    return max(STALL_FACTOR * max_await_ms / 1000, MIN_STALL_S)
+
+
+@dataclass
+class StreamHealth:
+    """What readiness needs to know about the stream, kept by reader and supervisor."""
+
+    open: bool = False
+    last_batch_at: float | None = None  # monotonic time of the last reply (even empty)
+
+    def reading(self, now: float, stall_s: float) -> bool:
+        return self.open and self.last_batch_at is not None and now - self.last_batch_at <= stall_s
+
+
 class StreamReader:
     def __init__(
         self,
@@ -63,6 +93,9 @@ class StreamReader:
         settings: Settings,
         *,
         healthy: backoff.Backoff,
+        counters: CounterWatch | None = None,
+        health: StreamHealth | None = None,
+        clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._source = source
@@ -71,20 +104,37 @@ class StreamReader:
         self._settings = settings
         self._healthy = healthy
         self._wall_clock = wall_clock
+        self._clock = clock
+        self._counters = counters
+        self.health = health or StreamHealth()
+        self.stall_s = stall_s(settings.max_await_ms)
         self._pipeline = pipeline(settings)
         #: The token after the last event (or idle batch) read: where a
         #: resumed stream goes on. Not what is saved: that is the watermark.
         self.last_token: Token | None = None
 
     async def open(self, resume_after: Token | None) -> ChangeStream:
-        stream = await self._source.open(self._pipeline, resume_after=resume_after, max_await_ms=self._settings.max_await_ms)
-        self.last_token = resume_after
+        """Open a stream; raises ``errors.StreamBroken`` or a fatal outcome."""
+        # Opening includes server selection: allow for it before calling the open hung.
+        open_deadline_s = self.stall_s + self._settings.server_selection_timeout_ms / 1000
+        try:
+            with errors.translated("opening the change stream", "stream"), anyio.fail_after(open_deadline_s):
+                stream = await self._source.open(self._pipeline, resume_after=resume_after, max_await_ms=self._settings.max_await_ms)
+        except TimeoutError:
+            raise _stalled("opening the change stream", open_deadline_s) from None
+        # PyMongo knows a resume point at once (the first batch's post-batch
+        # token): a failure before the first event can then resume, not restart.
+        self.last_token = stream.resume_token or resume_after
+        self.health.open = True
+        self.health.last_batch_at = self._clock()
         return stream
 
     async def consume(self, stream: ChangeStream) -> None:
-        """Read until an error (raised) or an ending event (``StreamInvalidated``)."""
+        """Read until the stream breaks: raises ``errors.StreamBroken`` (also for
+        an ending event, or a read that hangs past ``stall_s``)."""
         while True:
-            event = await stream.try_next()
+            event = await self._read(stream)
+            self.health.last_batch_at = self._clock()
             self._healthy.reset()  # a batch came back: the stream is healthy
             if event is None:
                 token = stream.resume_token
@@ -92,7 +142,15 @@ class StreamReader:
                     self.last_token = token
                     await self._dispatcher.record(token)
                 continue
-            await self._handle(event, stream.resume_token)
+            with errors.translated("reading the change stream", "stream"):
+                await self._handle(event, stream.resume_token)
+
+    async def _read(self, stream: ChangeStream) -> Event | None:
+        try:
+            with errors.translated("reading the change stream", "stream"), anyio.fail_after(self.stall_s):
+                return await stream.try_next()
+        except TimeoutError:
+            raise _stalled("reading the change stream", self.stall_s) from None
 
     async def _handle(self, event: Event, token: Token | None) -> None:
         operation = event.get("operationType", "")
@@ -113,4 +171,10 @@ class StreamReader:
             return
         if "_id" not in doc:
             doc = {**doc, "_id": event["documentKey"]["_id"]}
+        if self._counters is not None:
+            self._counters.observe(key, doc, self._clock())
         await self._dispatcher.offer(key, doc, token, when)
+
+
+def _stalled(what: str, after_s: float) -> errors.StreamBroken:
+    return errors.StreamBroken(f"{what}: no reply within {after_s:g}s", error="StreamStalled", action=errors.Action.RESUME)

@@ -12,12 +12,15 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import anyio
+
 import rules
 from rules import Evaluation, Outcome
 from watcher.decide import dispatch
+from watcher.intake.settle import CounterWatch
 from watcher.ops import logs
 from watcher.ops.metrics import Metrics
-from watcher.storage.store import JobStore, WriteRejected, job_key
+from watcher.storage.store import JobStore, Unreadable, job_key
 
 #: A report keeps at most this many per-job lines (the totals are always exact).
 MAX_REPORTED_JOBS = 10_000
@@ -41,6 +44,7 @@ class SweepReport:
     jobs_completed: int = 0
     progress_updated: int = 0
     stale: int = 0  # the job changed between read and write; the stream has it
+    path_a_waiting: int = 0  # jobs whose collection is ahead of a counter that is still moving
     skipped: list[tuple[Any, str]] = field(default_factory=list)
     changes: list[JobChange] = field(default_factory=list)
     duration_s: float = 0.0
@@ -66,11 +70,15 @@ class Sweeper:
         metrics: Metrics,
         *,
         policy: rules.Policy,
+        counters: CounterWatch,
+        dispatcher: dispatch.Dispatcher,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._store = store
         self._metrics = metrics
         self._policy = policy
+        self._counters = counters
+        self._dispatcher = dispatcher
         self._clock = clock
 
     async def sweep(
@@ -81,45 +89,100 @@ class Sweeper:
         job_types: Iterable[str] = (),
         on_job: Callable[[Evaluation], None] | None = None,
     ) -> SweepReport:
-        """One pass over the open jobs. ``dry_run`` evaluates and reports, writes nothing."""
+        """One pass over the open jobs. ``dry_run`` evaluates and reports
+        ("would complete"), writes nothing.
+
+        With a dispatcher (which must be running), every job read goes
+        through the same queue and write path as the stream's events: one
+        write policy (guard, rate limit, retries, skips); the report counts
+        each outcome once it is known. Raises ``errors.StoreUnavailable`` when
+        the jobs cannot be read (the caller retries the pass; every write is
+        guarded, so a pass that runs twice changes nothing twice)."""
         started = self._clock()
         report = SweepReport(dry_run=dry_run, full=full)
         logs.event("sweep_started", full=full, dry_run=dry_run)
         async for batch in self._store.open_jobs(full=full, job_types=job_types):
-            counts = await self._store.collection_counts(doc["collectionId"] for doc in batch if doc.get("collectionId") is not None)
-            for doc in batch:
-                result = rules.evaluate(doc, collection_counts=_counts_for(doc, counts), policy=self._policy)
-                report.scanned += 1
-                self._metrics.evaluations.labels("sweep", result.outcome.value).inc()
-                await self._settle(result, report, dry_run)
-                if on_job is not None:
-                    on_job(result)
+            counts = await self._store.collection_counts(
+                doc["collectionId"] for doc in batch if not isinstance(doc, Unreadable) and doc.get("collectionId") is not None
+            )
+            async with anyio.create_task_group() as tg:
+                for doc in batch:
+                    report.scanned += 1
+                    if isinstance(doc, Unreadable):
+                        self._skip(report, doc["_id"], doc.reason)
+                        continue
+                    settled = self._settled_counts(doc, counts, report)
+                    if not dry_run:
+                        tg.start_soon(self._through_queue, doc, settled, report, on_job)
+                        continue
+                    result = rules.evaluate(doc, collection_counts=settled, policy=self._policy)
+                    self._would(result, report)
+                    if on_job is not None:
+                        on_job(result)
         report.duration_s = round(self._clock() - started, 6)
         self._observe(report)
         logs.event("sweep_finished", **{k: v for k, v in report.summary().items() if k != "dry_run"}, dry_run=dry_run)
         return report
 
-    async def _settle(self, result: Evaluation, report: SweepReport, dry_run: bool) -> None:
+    def _settled_counts(self, doc: Mapping[str, Any], counts: Mapping[Any, Mapping[str, int]], report: SweepReport) -> Mapping[str, int] | None:
+        """Path A's counts for the stages whose counters stood still (see
+        ``watcher.intake.settle``); None for path B."""
+        found = _counts_for(doc, counts)
+        if not found:
+            return None
+        settled = self._counters.settled(job_key(doc.get("_id")), doc, found, self._clock())
+        kept = {stage: n for stage, n in found.items() if stage in settled}
+        if len(kept) < len(found) and _ahead(doc, {s: n for s, n in found.items() if s not in kept}):
+            report.path_a_waiting += 1
+        return kept
+
+    def _skip(self, report: SweepReport, job_id: Any, reason: str, category: str = "unreadable") -> None:
+        report.skipped.append((job_id, reason))
+        self._metrics.skipped(category)
+        logs.event("job_skipped", "WARNING", "job skipped; nothing written, the next sweep tries again", job_id=job_id, reason=reason, category=category)
+
+    async def look(self, *, full: bool = True, job_types: Iterable[str] = ()) -> int:
+        """Read the open jobs and their collection counts without deciding
+        anything: the observation path A needs before it may act. Returns how
+        many jobs have a collection ahead of a counter not yet known to stand still."""
+        report = SweepReport(dry_run=True, full=full)
+        async for batch in self._store.open_jobs(full=full, job_types=job_types):
+            readable = [doc for doc in batch if not isinstance(doc, Unreadable)]
+            counts = await self._store.collection_counts(doc["collectionId"] for doc in readable if doc.get("collectionId") is not None)
+            for doc in readable:
+                self._settled_counts(doc, counts, report)
+        return report.path_a_waiting
+
+    async def _through_queue(
+        self,
+        doc: Mapping[str, Any],
+        counts: Mapping[str, int] | None,
+        report: SweepReport,
+        on_job: Callable[[Evaluation], None] | None,
+    ) -> None:
+        ticket = await self._dispatcher.submit(job_key(doc.get("_id")), doc, counts)
+        if ticket is None or ticket.result is None:
+            report.stale += 1  # the stream had a newer state of this job queued
+            return
+        result = ticket.result
+        if on_job is not None:
+            on_job(result)
+        if ticket.skipped is not None:
+            report.skipped.append((result.job_id, ticket.skipped))  # logged once by the dispatcher
+        elif result.writes:
+            self._count(result, report, applied=ticket.applied, dry_run=False)
+
+    def _would(self, result: Evaluation, report: SweepReport) -> None:
+        """A dry run's verdict: what the write path would do, nothing sent."""
         if result.outcome is Outcome.REJECTED:
-            report.skipped.append((result.job_id, result.rejection or "unreadable"))
-            self._metrics.skipped("unreadable")
-            logs.event("job_skipped", "WARNING", "job cannot be read; skipped, nothing written", job_id=result.job_id, reason=result.rejection)
+            self._skip(report, result.job_id, result.rejection or "unreadable")
+        elif result.writes:
+            self._count(result, report, applied=False, dry_run=True)
+
+    def _count(self, result: Evaluation, report: SweepReport, *, applied: bool, dry_run: bool) -> None:
+        if not applied and not dry_run:
+            report.stale += 1
             return
-        if not result.writes:
-            return
-        applied = False
-        if not dry_run:
-            try:
-                applied = await self._store.apply(result)
-            except WriteRejected as exc:
-                report.skipped.append((result.job_id, str(exc)))
-                self._metrics.skipped("write_rejected")
-                logs.event("write_rejected", "ERROR", "the server refused the update; job skipped", job_id=result.job_id, error=str(exc))
-                return
-            dispatch.count_applied(result, applied, self._metrics, "sweep")
-            if not applied:
-                report.stale += 1
-                return
         report.stages_completed += len(result.completed_stages)
         report.jobs_completed += result.completes_job
         report.progress_updated += result.outcome is Outcome.PROGRESS
@@ -131,6 +194,19 @@ class Sweeper:
         for kind in ("scanned", "stages_completed", "jobs_completed", "progress_updated", "stale"):
             self._metrics.sweep_findings.labels(kind).inc(getattr(report, kind))
         self._metrics.sweep_findings.labels("skipped").inc(len(report.skipped))
+
+
+def _ahead(doc: Mapping[str, Any], counts: Mapping[str, int]) -> bool:
+    """Whether some collection count is above the stage's stored counter."""
+    stages = doc.get("stages")
+    if not isinstance(stages, Mapping):
+        return False
+    for stage, count in counts.items():
+        raw = stages.get(stage)
+        current = raw.get("completedItems") if isinstance(raw, Mapping) else None
+        if not isinstance(current, int | float) or isinstance(current, bool) or count > current:
+            return True
+    return False
 
 
 def _counts_for(doc: Mapping[str, Any], counts: Mapping[Any, Mapping[str, int]]) -> Mapping[str, int] | None:

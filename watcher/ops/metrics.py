@@ -16,7 +16,7 @@ from importlib import metadata
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-SKIP_REASONS = ("unreadable", "write_rejected")
+SKIP_REASONS = ("unreadable", "write_refused")
 
 
 def version() -> str:
@@ -59,6 +59,7 @@ class Metrics:
         for reason in SKIP_REASONS:  # present at 0, so rate() sees the first skip
             self.skipped_jobs.labels(reason)
         self.errors = Counter("jobwatch_errors", "Errors by class and action", ["error", "action"], registry=r)
+        self.backlog_tokens = Gauge("jobwatch_backlog_tokens", "Change-stream positions read but not yet handled", registry=r)
         self.streaming = Gauge("jobwatch_stream_open", "1 while the change stream is open", registry=r)
         self.degraded = Gauge("jobwatch_degraded", "1 in degraded mode: no change stream, sweeps only", registry=r)
         self.observe_mode = Gauge("jobwatch_observe_mode", "1 when running with --observe (nothing is written)", registry=r)

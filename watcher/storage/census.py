@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from pymongo import errors as pymongo_errors
 from pymongo.asynchronous.database import AsyncDatabase
 
 from rules.status import Status, spellings
@@ -92,7 +91,7 @@ def pipeline(job_types: Iterable[str] = ()) -> list[Mapping[str, Any]]:
 
 
 async def take(db: AsyncDatabase[Any], settings: Settings) -> Census:
-    with errors.at_storage_boundary("job census"):
+    with errors.translated("job census", "read"):
         cursor = await db[settings.jobs_collection].aggregate(pipeline(settings.job_types))
         docs = await cursor.to_list()
     if not docs:
@@ -117,10 +116,8 @@ async def run(db: AsyncDatabase[Any], settings: Settings, metrics: Metrics) -> N
     while True:
         try:
             publish(await take(db, settings), metrics, dt.datetime.now(dt.UTC))
-        except errors.StoreUnavailable as exc:
-            metrics.errors.labels("StoreUnavailable", "census").inc()
-            logs.event("census_failed", "WARNING", "job census failed; the next one will retry", error=str(exc))
-        except pymongo_errors.PyMongoError as exc:  # one the boundary lets through (e.g. an unsupported operator)
+        except (errors.StorageProblem, errors.ConfigurationProblem, errors.Unreachable) as exc:
+            # The census only informs metrics: whatever the server says, the watcher goes on.
             metrics.errors.labels(errors.name(exc), "census").inc()
             logs.event("census_failed", "WARNING", "job census failed; the next one will retry", error=errors.name(exc), detail=str(exc)[:200])
         await anyio.sleep(settings.census_interval_s)
@@ -134,7 +131,7 @@ async def open_jobs_with_times(db: AsyncDatabase[Any], settings: Settings) -> As
     if settings.job_types:
         match["jobType"] = {"$in": list(settings.job_types)}
     batch: list[dict[str, Any]] = []
-    with errors.at_storage_boundary("open jobs read"):
+    with errors.translated("open jobs read", "read"):
         async for doc in db[settings.jobs_collection].find(match, projection, batch_size=settings.sweep_batch_size):
             batch.append(doc)
             if len(batch) >= settings.sweep_batch_size:

@@ -29,6 +29,8 @@ class Saved:
 
 
 class PositionStore(Protocol):
+    """Raises only ``errors.StoreUnavailable`` (or a fatal outcome)."""
+
     async def load(self) -> Saved | None: ...
 
     async def save(self, token: Token) -> None: ...
@@ -57,14 +59,15 @@ class MongoPositionStore:
         self._state = state
 
     async def load(self) -> Saved | None:
-        with errors.at_storage_boundary("position load"):
+        with errors.translated("position load", "read"):
             doc = await self._coll.find_one({"_id": self._name})
         if doc is None:
             return None
         interval = doc.get("saveIntervalS")
         state = doc.get("state")
+        token = doc.get("token")
         return Saved(
-            doc.get("token"),
+            token if isinstance(token, Mapping) else None,
             doc.get("savedAt"),
             doc.get("heartbeatAt"),
             doc.get("lastSweep"),
@@ -89,5 +92,7 @@ class MongoPositionStore:
             own["state"] = dict(self._state())
         if own:
             update = {**update, "$set": {**update.get("$set", {}), **own}}
-        with errors.at_storage_boundary("position save"):
+        # "read": whatever goes wrong with our own document, the answer is to
+        # try again at the next save; nothing here is one job's fault.
+        with errors.translated("position save", "read"):
             await self._coll.update_one({"_id": self._name}, update, upsert=True)

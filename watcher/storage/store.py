@@ -1,45 +1,46 @@
 """The jobs collection as the watcher uses it: the storage boundary.
 
-Driver exceptions stop here: transient ones become ``errors.StoreUnavailable``,
-a write the server refuses for one job becomes ``WriteRejected`` (logged with
-the job's id, never fatal).
+Every driver call runs inside ``errors.translated``: what comes out is a
+result or one of the outcomes in ``watcher.storage.errors`` (retry later,
+skip this job, fatal), never a ``pymongo.errors`` exception.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
+import bson
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING
-from pymongo import errors as pymongo_errors
 from pymongo.asynchronous.database import AsyncDatabase
 
-from rules import Evaluation
 from rules.status import Status, spellings
 from watcher.ops import logs
-from watcher.storage import errors
-from watcher.decide import updates
 from watcher.settings import Settings
+from watcher.storage import errors
 
 #: The fields the rules read: sweeps and the change stream fetch only these.
 JOB_FIELDS = ("jobType", "status", "progress", "totalItems", "completedItems", "collectionId", "stages")
 OPEN_SPELLINGS = spellings(Status.PENDING, Status.IN_PROGRESS)
 KNOWN_SPELLINGS = OPEN_SPELLINGS + spellings(Status.COMPLETED, Status.FAILED, Status.CANCELLED)
-SWEEP_INDEX = "jobwatch_open_status"
+#: A plain index on (status, jobType). MongoDB 5.0 rejects ``$in`` in a
+#: partial filter, and a plain index serves both sweep passes: the ``$in``
+#: pass reads only open statuses, and the ``$nin`` pass's index bounds skip
+#: the terminal values, so neither reads the finished jobs that make up
+#: most of the collection.
+SWEEP_INDEX = "jobwatch_status_type"
+SWEEP_INDEX_KEYS = [("status", ASCENDING), ("jobType", ASCENDING)]
+_RAW = CodecOptions(document_class=RawBSONDocument)
 
 
-class WriteRejected(Exception):
-    """The server refused a write to one job (validation, type mismatch)."""
+class Unreadable(dict[str, Any]):
+    """A job document the driver could not decode: its ``_id`` and why."""
 
-
-@contextlib.contextmanager
-def _translated(what: str) -> Iterator[None]:
-    try:
-        with errors.at_storage_boundary(what):
-            yield
-    except pymongo_errors.WriteError as exc:
-        raise WriteRejected(f"{what}: {errors.name(exc)}: {exc.details.get('errmsg') if exc.details else exc}") from exc
+    def __init__(self, job_id: Any, reason: str) -> None:
+        super().__init__(_id=job_id)
+        self.reason = reason
 
 
 class JobStore:
@@ -48,20 +49,21 @@ class JobStore:
         self._collections = db[settings.collections_collection]
         self._settings = settings
 
-    async def apply(self, evaluation: Evaluation) -> bool:
-        """One conditional update round trip. False when the guard no longer
-        held (the document moved on; its own change event re-evaluates it).
-        With ``settings.observe`` the update is logged, not sent, and counts as applied."""
-        query, update = updates.for_evaluation(evaluation)
+    async def apply(self, job_id: Any, query: Mapping[str, Any], update: Mapping[str, Any]) -> bool:
+        """One conditional update round trip (``query`` carries the guard).
+        False when the guard no longer held (the document moved on; its own
+        change event re-evaluates it). Raises ``errors.StoreUnavailable``
+        (retry) or ``errors.Rejected`` (skip). With ``settings.observe`` the
+        update is logged, not sent, and counts as applied."""
         if self._settings.observe:  # --observe: decide and log as usual, write nothing
-            logs.event("write_observed", "INFO", "observe mode: not written", job_id=evaluation.job_id, outcome=evaluation.outcome.value, update=update)
+            logs.event("write_observed", "INFO", "observe mode: not written", job_id=job_id, update=update)
             return True
-        with _translated(f"update of job {evaluation.job_id!r}"):
+        with errors.translated(f"update of job {job_id!r}", "write"):
             result = await self._jobs.update_one(query, update)
         return result.matched_count == 1
 
     async def get(self, job_id: Any) -> dict[str, Any] | None:
-        with _translated(f"read of job {job_id!r}"):
+        with errors.translated(f"read of job {job_id!r}", "read"):
             return await self._jobs.find_one({"_id": job_id})
 
     def _type_filter(self, job_types: Iterable[str]) -> dict[str, Any]:
@@ -71,52 +73,95 @@ class JobStore:
     async def open_jobs(self, *, full: bool, job_types: Iterable[str] = ()) -> AsyncIterator[list[dict[str, Any]]]:
         """Open jobs in batches, projected to what the rules read.
 
-        The indexed pass reads jobs whose status is an open spelling (partial
-        index: cost follows open jobs). ``full`` adds the jobs with a missing
-        or unknown status, which no index can select: an unindexed scan.
+        The first pass reads jobs whose status is an open spelling; ``full``
+        adds those with a missing or unknown status. Documents are decoded
+        one by one, so a document the driver cannot decode becomes one
+        ``Unreadable`` entry (one skipped job), not a failed sweep. A failed
+        find or getMore raises ``errors.StoreUnavailable``: the sweep retries.
         """
         queries = [{"status": {"$in": OPEN_SPELLINGS}}]
         if full:
             queries.append({"status": {"$nin": KNOWN_SPELLINGS}})
         projection = dict.fromkeys(JOB_FIELDS, 1)
+        raw_jobs = self._jobs.with_options(codec_options=_RAW)
         for query in queries:
             query.update(self._type_filter(job_types))
-            with _translated("sweep read"):
-                cursor = self._jobs.find(query, projection, batch_size=self._settings.sweep_batch_size)
-                batch: list[dict[str, Any]] = []
-                async for doc in cursor:
-                    batch.append(doc)
-                    if len(batch) >= self._settings.sweep_batch_size:
-                        yield batch
-                        batch = []
+            batch: list[dict[str, Any]] = []
+            with errors.translated("sweep read", "read"):
+                cursor = raw_jobs.find(query, projection, batch_size=self._settings.sweep_batch_size)
+                try:
+                    async for raw in cursor:
+                        batch.append(_decode(raw))
+                        if len(batch) >= self._settings.sweep_batch_size:
+                            yield batch
+                            batch = []
+                finally:
+                    await cursor.close()
             if batch:
                 yield batch
 
     async def collection_counts(self, collection_ids: Iterable[Any]) -> dict[Any, dict[str, int]]:
         """Path A: per collection, the number of items per stage, counted on the
-        server with ``$size`` (the arrays themselves never cross the wire)."""
+        server (the arrays themselves never cross the wire).
+
+        A field that is not an array (a string, a number, null, missing) gives
+        no count: that stage falls back to its own counters. If the server
+        still refuses the batch, each collection is asked alone, so one bad
+        collection document costs at most its own job's path A.
+        """
         ids = list({job_key(cid): cid for cid in collection_ids}.values())
         if not ids:
             return {}
-        sizes = {stage: {"$size": {"$ifNull": [f"${field}", []]}} for stage, field in self._settings.stage_arrays.items()}
+        try:
+            return await self._counts(ids)
+        except errors.Rejected:
+            pass
+        counts: dict[Any, dict[str, int]] = {}
+        for one in ids:
+            try:
+                counts.update(await self._counts([one]))
+            except errors.Rejected:
+                continue  # this collection's counts are no evidence; path B applies
+        return counts
+
+    async def _counts(self, ids: list[Any]) -> dict[Any, dict[str, int]]:
+        sizes = {
+            stage: {"$cond": [{"$isArray": f"${field}"}, {"$size": f"${field}"}, None]}
+            for stage, field in self._settings.stage_arrays.items()
+        }
         pipeline: list[Mapping[str, Any]] = [{"$match": {"_id": {"$in": ids}}}, {"$project": sizes}]
-        with _translated("collection counts"):
+        # "write": an error the server gives for these documents skips them
+        # (Rejected); transient trouble is StoreUnavailable, as for any read.
+        with errors.translated("collection counts", "write"):
             cursor = await self._collections.aggregate(pipeline)
             docs = await cursor.to_list()
-        return {job_key(doc.pop("_id")): doc for doc in docs}
+        counts: dict[Any, dict[str, int]] = {}
+        for doc in docs:
+            key = job_key(doc.pop("_id", None))
+            counts[key] = {stage: value for stage, value in doc.items() if isinstance(value, int) and not isinstance(value, bool)}
+        return counts
 
     async def ensure_sweep_index(self) -> bool:
-        """Create the partial index on open statuses if absent. True if created."""
-        with _translated("sweep index"):
+        """Create the sweep's index if absent. True if created. Raises
+        ``errors.Rejected`` when the server refuses it (the sweep works
+        without it, only slower) or ``errors.StoreUnavailable``."""
+        with errors.translated("sweep index", "write"):
             existing = await self._jobs.index_information()
-            if SWEEP_INDEX in existing:
+            if any(info.get("key") == SWEEP_INDEX_KEYS and "partialFilterExpression" not in info for info in existing.values()):
                 return False
-            await self._jobs.create_index(
-                [("status", ASCENDING), ("jobType", ASCENDING)],
-                name=SWEEP_INDEX,
-                partialFilterExpression={"status": {"$in": OPEN_SPELLINGS}},
-            )
+            await self._jobs.create_index(SWEEP_INDEX_KEYS, name=SWEEP_INDEX)
         return True
+
+    async def explain_sweep(self, *, full: bool) -> list[dict[str, Any]]:
+        """The server's plan for each sweep pass (for tests and operators)."""
+        queries = [{"status": {"$in": OPEN_SPELLINGS}}]
+        if full:
+            queries.append({"status": {"$nin": KNOWN_SPELLINGS}})
+        plans: list[dict[str, Any]] = []
+        with errors.translated("sweep explain", "read"):
+            for query in queries:
+                plans.append(await self._jobs.find(query, dict.fromkeys(JOB_FIELDS, 1)).explain())
+        return plans
 
     async def count_open(self) -> list[dict[str, Any]]:
         """Open jobs grouped by status and type, for ``jobwatch status``."""
@@ -125,9 +170,23 @@ class JobStore:
             {"$group": {"_id": {"status": "$status", "jobType": "$jobType"}, "count": {"$sum": 1}}},
             {"$sort": {"count": -1}},
         ]
-        with _translated("open job counts"):
+        with errors.translated("open job counts", "read"):
             cursor = await self._jobs.aggregate(pipeline)
             return await cursor.to_list()
+
+
+def _decode(raw: RawBSONDocument) -> dict[str, Any]:
+    try:
+        return bson.decode(raw.raw)
+    except (bson.errors.BSONError, ValueError, OverflowError) as exc:
+        return Unreadable(_raw_id(raw), f"undecodable document ({type(exc).__name__})")
+
+
+def _raw_id(raw: RawBSONDocument) -> Any:
+    try:
+        return raw["_id"]
+    except (bson.errors.BSONError, ValueError, KeyError, OverflowError):  # the _id itself cannot be decoded
+        return "<undecodable _id>"
 
 
 def job_key(value: Any) -> Any:

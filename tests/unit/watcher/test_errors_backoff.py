@@ -3,6 +3,8 @@ from __future__ import annotations
 import pytest
 from pymongo import errors as pe
 
+from bson import errors as bson_errors
+
 from watcher.storage import backoff
 from watcher.storage import errors
 from watcher.storage.errors import Action
@@ -36,6 +38,17 @@ def failure(code: int, *labels: str) -> pe.OperationFailure:
         (errors.StreamInvalidated("dropped"), Action.RESTART),
         (errors.StoreUnavailable("down"), Action.RESUME),
         (ValueError("a bug"), Action.FATAL),
+        (pe.WriteConcernError("wc", 64, {"code": 64}), Action.RESUME),
+        (pe.ExecutionTimeout("slow", 50, {"code": 50}), Action.RESUME),  # MaxTimeMSExpired
+        (failure(11601), Action.RESUME),  # Interrupted
+        (pe.WriteError("conflict", 112, {"code": 112}), Action.RESUME),  # WriteConflict
+        (pe.WriteError("invalid", 121, {"code": 121}), Action.SKIP),  # DocumentValidationFailure
+        (pe.WriteError("odd", 4242, {"code": 4242}), Action.RESTART),  # unknown: a write skips, a stream restarts
+        (pe.InvalidOperation("closed cursor"), Action.RESUME),
+        (pe.DocumentTooLarge("too big"), Action.SKIP),
+        (bson_errors.InvalidBSON("bad"), Action.SKIP),
+        (OverflowError("int too big for BSON"), Action.SKIP),
+        (failure(17124), Action.RESTART),  # $size of a non-array: unknown to us, never fatal
     ],
 )
 def test_classify(exc: BaseException, action: Action) -> None:
@@ -64,3 +77,48 @@ def test_backoff_resets_after_a_healthy_batch() -> None:
     assert [b.next_delay_s() for _ in range(3)] == [1, 2, 4]
     b.reset()
     assert b.next_delay_s() == 1
+
+
+@pytest.mark.parametrize(
+    ("exc", "operation", "outcome", "action"),
+    [
+        (pe.AutoReconnect("reset"), "write", errors.StoreUnavailable, Action.RESUME),
+        (pe.WriteError("odd", 4242, {"code": 4242}), "write", errors.Rejected, Action.SKIP),
+        (pe.DocumentTooLarge("too big"), "write", errors.Rejected, Action.SKIP),
+        (failure(17124), "read", errors.StoreUnavailable, Action.RESUME),
+        (bson_errors.InvalidBSON("bad"), "stream", errors.StreamBroken, Action.RESTART),
+        (failure(286), "stream", errors.StreamBroken, Action.RESTART),
+        (pe.InvalidOperation("closed"), "stream", errors.StreamBroken, Action.RESUME),
+        (failure(13), "write", errors.ConfigurationProblem, None),
+        (failure(40573), "stream", errors.NotReplicaSet, None),
+    ],
+)
+def test_translation_per_operation(exc: BaseException, operation: errors.Operation, outcome: type[BaseException], action: Action | None) -> None:
+    with pytest.raises(outcome) as caught, errors.translated("op", operation):
+        raise exc
+    if action is not None:
+        assert isinstance(caught.value, errors.StorageProblem) and caught.value.action is action
+
+
+def test_a_bug_is_never_translated() -> None:
+    with pytest.raises(KeyError), errors.translated("op", "write"):
+        raise KeyError("a bug")
+
+
+def test_nothing_above_storage_catches_driver_errors() -> None:
+    """The boundary is one place: no module outside watcher/storage names a
+    ``pymongo.errors`` exception in an ``except`` clause (or imports the
+    module to do so). The embedded engine's adapter raises them, as PyMongo does."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(__file__).resolve().parents[3] / "watcher"
+    offenders = []
+    for path in root.rglob("*.py"):
+        relative = path.relative_to(root).as_posix()
+        if relative.startswith(("storage/", "embedded/")):
+            continue
+        text = path.read_text()
+        if re.search(r"pymongo\.errors|from pymongo import errors|bson\.errors|from bson import errors", text):
+            offenders.append(relative)
+    assert offenders == []

@@ -1,0 +1,123 @@
+"""Stream faults with MongoDB's exact replies, through the real PyMongo
+driver (MockupDB) and jobwatch's stream reader: what reaches the supervisor
+is always a ``StreamBroken`` with the right next step, never a driver error,
+and a getMore that gets no reply at all is detected within the stall bound."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from mockupdb import MockupDB, Request
+from pymongo import AsyncMongoClient
+
+from watcher.decide.coalesce import JobQueue
+from watcher.decide.dispatch import Dispatcher
+from watcher.intake import stream
+from watcher.intake.source import PyMongoChangeSource
+from watcher.ops.metrics import Metrics
+from watcher.settings import Settings
+from watcher.storage import backoff, errors
+
+pytestmark = pytest.mark.reliability
+
+NS = "imageviewer.background_jobs"
+CURSOR_ID = 42
+WAIT_S = 10.0
+
+
+def _housekeeping(request: Request) -> bool:
+    doc = request.doc
+    if "killCursors" in doc:
+        return bool(request.ok(cursorsKilled=doc.get("cursors", [])))
+    if "endSessions" in doc:
+        return bool(request.ok())
+    return False
+
+
+@pytest.fixture
+def server() -> Any:
+    mock = MockupDB(auto_ismaster={"ismaster": True, "isWritablePrimary": True, "setName": "rs0", "minWireVersion": 0, "maxWireVersion": 21})
+    mock.run()
+    mock.autoresponds(_housekeeping)
+    yield mock
+    mock.stop()
+
+
+@pytest.fixture
+async def client(server: Any) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
+    c: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(server.uri, directConnection=True, serverSelectionTimeoutMS=2000, socketTimeoutMS=None)
+    yield c
+    await c.close()
+
+
+def reader_for(client: AsyncMongoClient[Any]) -> stream.StreamReader:
+    settings = Settings(database="imageviewer", health_port=0, max_await_ms=100, server_selection_timeout_ms=2000)
+    metrics = Metrics()
+    healthy = backoff.Backoff(base_s=0.1, max_s=1)
+    dispatcher = Dispatcher(None, JobQueue(max_jobs=10, progress_interval_s=0), metrics, workers=1, policy=None, retry_backoff=healthy)  # type: ignore[arg-type]
+    return stream.StreamReader(stream_source(client), dispatcher, metrics, settings, healthy=healthy)
+
+
+def stream_source(client: AsyncMongoClient[Any]) -> PyMongoChangeSource:
+    return PyMongoChangeSource(client["imageviewer"]["background_jobs"])
+
+
+async def opened(server: Any, reader: stream.StreamReader) -> Any:
+    result: dict[str, Any] = {}
+
+    async def run() -> None:
+        result["stream"] = await reader.open(None)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        request = await anyio.to_thread.run_sync(lambda: server.receives(timeout=WAIT_S))
+        request.reply({"cursor": {"id": CURSOR_ID, "ns": NS, "firstBatch": [], "postBatchResumeToken": {"_data": "01"}}})
+    return result["stream"]
+
+
+async def consume_with_reply(server: Any, reader: stream.StreamReader, reply: dict[str, Any] | None) -> errors.StreamBroken:
+    """Run the reader; answer its getMore with ``reply`` (None: never answer)."""
+    live = await opened(server, reader)
+    caught: dict[str, errors.StreamBroken] = {}
+
+    async def consume() -> None:
+        try:
+            await reader.consume(live)
+        except errors.StreamBroken as exc:
+            caught["exc"] = exc
+
+    with anyio.fail_after(WAIT_S):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume)
+            request = await anyio.to_thread.run_sync(lambda: server.receives(timeout=WAIT_S))
+            assert "getMore" in request.doc
+            if reply is not None:
+                request.reply(reply)
+    with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+        try:
+            await live.close()
+        except Exception:  # the cursor is broken either way
+            pass
+    return caught["exc"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "action"),
+    [
+        pytest.param({"ok": 0, "code": 286, "codeName": "ChangeStreamHistoryLost", "errmsg": "lost", "errorLabels": ["NonResumableChangeStreamError"]}, errors.Action.RESTART, id="history-lost"),
+        pytest.param({"ok": 0, "code": 280, "codeName": "ChangeStreamFatalError", "errmsg": "fatal"}, errors.Action.RESTART, id="change-stream-fatal"),
+        pytest.param({"ok": 0, "code": 2, "codeName": "BadValue", "errmsg": "odd"}, errors.Action.RESTART, id="unknown-non-resumable"),
+    ],
+)
+async def test_non_resumable_errors_arrive_as_a_restart(server: Any, client: AsyncMongoClient[Any], reply: dict[str, Any], action: errors.Action) -> None:
+    broken = await consume_with_reply(server, reader_for(client), reply)
+    assert broken.action is action
+
+
+async def test_a_getmore_without_reply_is_a_stall_not_a_hang(server: Any, client: AsyncMongoClient[Any]) -> None:
+    reader = reader_for(client)
+    broken = await consume_with_reply(server, reader, None)
+    assert broken.error == "StreamStalled" and broken.action is errors.Action.RESUME

@@ -1,0 +1,92 @@
+"""Crash and restart: the watcher is cancelled without cleanup at random
+points while consumers burst increments; a new watcher takes over each time.
+Every job ends right and each completion is written once."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import anyio
+import pytest
+from bson import ObjectId
+
+from tests.conftest import embedded_differs
+from tests.support.backends import Backend
+from tests.support.harness import settings_for, wait_until
+from watcher import Watcher
+
+pytestmark = pytest.mark.reliability
+
+FULL = os.environ.get("JOBWATCH_RELIABILITY_FULL") == "1"
+TRIALS, JOBS, ITEMS = (50, 200, 4) if FULL else (3, 20, 4)
+TRIALS = int(os.environ.get("JOBWATCH_CRASH_TRIALS", TRIALS))  # e.g. a shorter big run
+STAGES = ("thumbnail", "cache")
+
+
+def new_job() -> dict[str, Any]:
+    return {
+        "_id": ObjectId(),
+        "jobType": "resume-collection",
+        "status": "Pending",
+        "collectionId": None,
+        "stages": {s: {"status": "InProgress", "completedItems": 0, "totalItems": ITEMS} for s in STAGES},
+    }
+
+
+def applied_job_completions(watcher: Watcher) -> float:
+    return sum(watcher.metrics.writes.labels(src, "job", "applied")._value.get() for src in ("stream", "sweep"))
+
+
+@embedded_differs("the engine keeps no history while no stream of its client is open: one stays open across the crashes")
+async def test_random_crashes_during_bursts_leave_no_job_wrong(mongo: Backend) -> None:
+    rng = random.Random(20261201)
+    jobs = mongo.db.background_jobs
+    keeper = await mongo.change_source().open([], resume_after=None, max_await_ms=50) if mongo.is_embedded else None
+    wrong = crashes = completions = 0
+    try:
+        for trial in range(TRIALS):
+            docs = [new_job() for _ in range(JOBS)]
+            ids = [doc["_id"] for doc in docs]
+            await jobs.insert_many(docs)
+            watchers: list[Watcher] = []
+
+            async def consumers() -> None:
+                async def one(job_id: Any) -> None:
+                    for _ in range(ITEMS):
+                        for stage in STAGES:
+                            await jobs.update_one({"_id": job_id}, {"$inc": {f"stages.{stage}.completedItems": 1}})
+
+                async with anyio.create_task_group() as tg:
+                    for job_id in ids:
+                        tg.start_soon(one, job_id)
+
+            async with anyio.create_task_group() as burst:
+                burst.start_soon(consumers)
+                for _ in range(3):
+                    watcher = Watcher(mongo.client, settings_for(mongo, position_save_interval_s=0.02, watcher_name=f"t{trial}"), change_source=mongo.change_source())
+                    watchers.append(watcher)
+                    with anyio.move_on_after(rng.uniform(0.05, 0.6)):
+                        await watcher.run()  # cancelled mid-flight: no drain, no final save
+                    crashes += 1
+            final = Watcher(mongo.client, settings_for(mongo, watcher_name=f"t{trial}"), change_source=mongo.change_source())
+            watchers.append(final)
+            async with final:
+
+                async def done() -> bool:
+                    return await jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) == JOBS
+
+                await wait_until(done, what=f"trial {trial}: every job completed", deadline_s=60)
+            async for doc in jobs.find({"_id": {"$in": ids}}):
+                ok = doc["status"] == "Completed" and doc["progress"] == 100 and doc.get("completedAt") is not None
+                ok = ok and all(s["status"] == "Completed" and s["completedItems"] == ITEMS for s in doc["stages"].values())
+                wrong += not ok
+            trial_completions = sum(applied_job_completions(w) for w in watchers)
+            assert trial_completions <= JOBS  # a completion is never written twice
+            completions += int(trial_completions)
+    finally:
+        if keeper is not None:
+            await keeper.close()
+    print(f"\ncrash/restart: {TRIALS} trials x {JOBS} jobs, {crashes} abrupt cancels: {wrong} jobs wrong, {completions} completions acknowledged, none twice")
+    assert wrong == 0

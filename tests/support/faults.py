@@ -1,0 +1,130 @@
+"""A fault-injecting wrapper around a real client, for tests only.
+
+``FaultyClient(client, faults)`` behaves like the client, except that the
+operations named in ``faults`` raise the exceptions planned for them:
+``"<collection>.<method>"`` for ``update_one``, ``find_one``, ``aggregate``,
+``create_index``, ``index_information``; ``"<collection>.find"`` when a
+find's first batch is read and ``"<collection>.getmore"`` after its first
+document (a cursor failing mid-sweep). The server's ``failCommand`` fail
+point does the same on a real MongoDB; the embedded engine has none.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import AsyncIterator
+from typing import Any
+
+
+class Faults:
+    def __init__(self) -> None:
+        self._once: dict[str, collections.deque[BaseException]] = collections.defaultdict(collections.deque)
+        self._always: dict[str, BaseException] = {}
+        self.raised: collections.Counter[str] = collections.Counter()
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def fail(self, op: str, exc: BaseException, times: int = 1) -> None:
+        self._once[op].extend([exc] * times)
+
+    def fail_always(self, op: str, exc: BaseException) -> None:
+        self._always[op] = exc
+
+    def clear(self) -> None:
+        self._once.clear()
+        self._always.clear()
+
+    def pending(self, op: str) -> int:
+        """Planned one-shot faults on ``op`` not yet raised."""
+        return len(self._once.get(op, ()))
+
+    def check(self, op: str) -> None:
+        self.calls[op] += 1
+        exc = self._always.get(op)
+        if exc is None and self._once.get(op):
+            exc = self._once[op].popleft()
+        if exc is not None:
+            self.raised[op] += 1
+            raise exc
+
+
+class FaultyClient:
+    def __init__(self, client: Any, faults: Faults) -> None:
+        self._client = client
+        self._faults = faults
+
+    def __getitem__(self, name: str) -> FaultyDatabase:
+        return FaultyDatabase(self._client[name], self._faults)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+class FaultyDatabase:
+    def __init__(self, db: Any, faults: Faults) -> None:
+        self._db = db
+        self._faults = faults
+
+    def __getitem__(self, name: str) -> FaultyCollection:
+        return FaultyCollection(self._db[name], self._faults, name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+
+class FaultyCollection:
+    def __init__(self, coll: Any, faults: Faults, name: str) -> None:
+        self._coll = coll
+        self._faults = faults
+        self._name = name
+
+    def with_options(self, **kwargs: Any) -> FaultyCollection:
+        return FaultyCollection(self._coll.with_options(**kwargs), self._faults, self._name)
+
+    async def update_one(self, *args: Any, **kwargs: Any) -> Any:
+        self._faults.check(f"{self._name}.update_one")
+        return await self._coll.update_one(*args, **kwargs)
+
+    async def find_one(self, *args: Any, **kwargs: Any) -> Any:
+        self._faults.check(f"{self._name}.find_one")
+        return await self._coll.find_one(*args, **kwargs)
+
+    async def aggregate(self, *args: Any, **kwargs: Any) -> Any:
+        self._faults.check(f"{self._name}.aggregate")
+        return await self._coll.aggregate(*args, **kwargs)
+
+    async def create_index(self, *args: Any, **kwargs: Any) -> Any:
+        self._faults.check(f"{self._name}.create_index")
+        return await self._coll.create_index(*args, **kwargs)
+
+    async def index_information(self) -> Any:
+        self._faults.check(f"{self._name}.index_information")
+        return await self._coll.index_information()
+
+    def find(self, *args: Any, **kwargs: Any) -> FaultyCursor:
+        return FaultyCursor(self._coll.find(*args, **kwargs), self._faults, self._name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._coll, name)
+
+
+class FaultyCursor:
+    def __init__(self, cursor: Any, faults: Faults, name: str) -> None:
+        self._cursor = cursor
+        self._faults = faults
+        self._name = name
+        self._read = 0
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        self._faults.check(f"{self._name}.find" if self._read == 0 else f"{self._name}.getmore")
+        doc = await self._cursor.__anext__()
+        self._read += 1
+        return doc
+
+    async def close(self) -> None:
+        await self._cursor.close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)

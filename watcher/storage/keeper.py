@@ -1,0 +1,105 @@
+"""Keeping the resume position: load it at start, save the watermark now and
+then, save it once more at stop (shielded, with a deadline).
+
+The watermark comes from the coalescing queue (a callable, so this module
+stays below it): the newest token all of whose earlier events were handled.
+A save that fails is logged and tried again at the next interval; it never
+stops the service.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+
+from watcher.ops import logs
+from watcher.ops.metrics import Metrics
+from watcher.storage import backoff, errors
+from watcher.storage.position import PositionStore, Token
+
+Watermark = Callable[[float], Token | None]
+
+
+class PositionKeeper:
+    def __init__(
+        self,
+        positions: PositionStore,
+        watermark: Watermark,
+        metrics: Metrics,
+        *,
+        interval_s: float,
+        retry: backoff.Backoff,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._positions = positions
+        self._watermark = watermark
+        self._metrics = metrics
+        self._interval_s = interval_s
+        self._retry = retry
+        self._clock = clock
+        self._saved_at: float | None = None
+        self._unsaved: Token | None = None  # a watermark whose save failed: saved next time
+
+    async def load(self) -> Token | None:
+        """The saved token, retried with backoff while MongoDB cannot answer
+        (the caller's cancel scope ends the wait on stop)."""
+        while True:
+            try:
+                saved = await self._positions.load()
+            except errors.StoreUnavailable as exc:
+                delay_s = self._retry.next_delay_s()
+                logs.event("position_load_failed", "WARNING", "could not read the saved position; retrying", error=exc.error, retry_in_s=round(delay_s, 3))
+                await anyio.sleep(delay_s)
+                continue
+            self._retry.reset()
+            return saved.token if saved else None
+
+    async def run(self) -> None:
+        """Save the watermark every ``interval_s`` until cancelled."""
+        while True:
+            await anyio.sleep(self._interval_s)
+            await self.save()
+
+    async def save(self) -> bool:
+        """Save the watermark if it moved (else a heartbeat). False if it failed."""
+        token = self._watermark(self._clock()) or self._unsaved
+        try:
+            if token is not None:
+                await self._positions.save(token)
+                self._unsaved = None
+                self._saved_at = self._clock()
+                logs.event("position_saved", "DEBUG")
+            else:
+                await self._positions.heartbeat()
+        except errors.StoreUnavailable as exc:
+            self._unsaved = token
+            self._metrics.errors.labels(exc.error, exc.action.value).inc()
+            logs.event("position_save_failed", "WARNING", "could not save the position; will retry", error=exc.error)
+            return False
+        finally:
+            if self._saved_at is not None:
+                self._metrics.position_age.set(self._clock() - self._saved_at)
+        return True
+
+    async def save_at_stop(self, deadline_s: float) -> None:
+        """The last save: shielded from the cancellation that is stopping us,
+        bounded so a dead server cannot hold the exit."""
+        saved = False
+        with anyio.CancelScope(shield=True), anyio.move_on_after(deadline_s) as scope:
+            try:
+                saved = await self.save()
+            except errors.ConfigurationProblem:
+                pass  # already stopping, for this very reason or another
+        if scope.cancelled_caught or not saved:
+            logs.event("position_not_saved_at_shutdown", "WARNING", "the last position save failed; a restart re-reads a little history")
+        else:
+            logs.event("position_saved_at_shutdown")
+
+    async def heartbeat(self, last_sweep: Mapping[str, Any]) -> None:
+        try:
+            await self._positions.heartbeat(last_sweep=last_sweep)
+        except errors.StoreUnavailable:
+            pass  # the next heartbeat carries it
