@@ -46,7 +46,12 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--full", action="store_true", help="the issue's sizes (slow: minutes per benchmark)")
     p.add_argument("--no-save", action="store_true", help="print the table only; leave bench/results alone")
+    p.add_argument("--tag", default="", help="write bench/results/<name>_<tag>.json instead (e.g. a variant of the watcher)")
     return p
+
+
+def result_name(name: str, args: argparse.Namespace) -> str:
+    return f"{name}_{args.tag}" if getattr(args, "tag", "") else name
 
 
 def mongodb_uri() -> str | None:
@@ -167,6 +172,9 @@ class CommandCounter(monitoring.CommandListener):
         if name in {"hello", "ismaster", "isMaster", "ping", "endSessions", "buildInfo", "saslStart", "saslContinue"}:
             return
         target = event.command.get(name)
+        pipeline = event.command.get("pipeline") if name == "aggregate" else None
+        if pipeline and isinstance(pipeline[0], dict) and "$changeStream" in pipeline[0]:
+            name = "changeStream"  # opening the stream is the intake, not a read of jobs
         collection = target if isinstance(target, str) else event.command.get("collection", "")
         self._collections[event.request_id] = str(collection)
         self.by_name[name] += 1

@@ -138,7 +138,7 @@ def main() -> int:
         figures["by_rate"] = figures["modes"][headline]["by_rate"]
         figures["headline_mode"] = headline
     parameters = {"plans": {f"{r:g}": plan.as_dict() for r, plan in plans.items()}, "modes": modes, "keepers": list(keepers), "full": args.full}
-    path = common.save("latency", parameters=parameters, figures=figures, backend_info=backends, save_file=not args.no_save)
+    path = common.save(common.result_name("latency", args), parameters=parameters, figures=figures, backend_info=backends, save_file=not args.no_save)
     if path is not None and samples:
         subtitle = f"{jobs} jobs x 2 stages x {args.items} items per rate; {common.machine()['cpu_count']} CPUs, Python {common.machine()['python']}"
         png = plot(samples, path.with_suffix(".png"), subtitle)

@@ -102,11 +102,12 @@ def _new_job(plan: Plan, rng: random.Random) -> dict[str, Any]:
     }
 
 
-async def play(db: Any, plan: Plan, progress: common.Progress | None = None) -> Outcome:
-    """Run the plan's consumers against ``db``; returns when every increment is acknowledged."""
+async def play(db: Any, plan: Plan, progress: common.Progress | None = None, outcome: Outcome | None = None) -> Outcome:
+    """Run the plan's consumers against ``db``; returns when every increment is
+    acknowledged. ``outcome`` (optional) is filled as the load runs."""
     rng = random.Random(plan.seed)
     jobs = db[JOBS]
-    outcome = Outcome()
+    outcome = outcome if outcome is not None else Outcome()
     remaining: dict[Any, int] = {}
     per_job = len(plan.stages) * plan.items
     send, receive = anyio.create_memory_object_stream[tuple[Any, str]](max_buffer_size=plan.consumers * 2)
