@@ -11,8 +11,16 @@ keeper.
 
 Latency is "from the acknowledgement of a job's last ``$inc`` to the moment a
 reader sees the job ``Completed``". The reader is a change stream of its own
-(``fullDocument: updateLookup``, matching ``status: Completed``), in the
-benchmark's process, timed on the same monotonic clock as the consumers.
+(``fullDocument: updateLookup``), in the benchmark's process, timed on the same
+monotonic clock as the consumers. The start is the earlier of two moments:
+the consumer's ``update_one`` returning for the job's last ``$inc``, and the
+reader seeing that increment's event (every item counted). Both are late
+estimates of the server's acknowledgement: a consumer coroutine resumes only
+when the event loop gets to it (in-process, after whatever the watcher is
+doing), and the reader sees the event after the commit. Taking the earlier
+one keeps the figure from going negative, which the consumer's clock alone
+did in-process (the watcher's completion was seen before the consumer's task
+resumed).
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -38,7 +48,7 @@ from bench import common
 from bench.poller import POLL_INTERVAL_S, VARIANTS, SeedPoller
 
 JOBS = "background_jobs"
-SEEN_COMPLETED = [{"$match": {"operationType": {"$in": ["update", "replace", "insert"]}, "fullDocument.status": "Completed"}}]
+OBSERVED = [{"$match": {"operationType": {"$in": ["update", "replace", "insert"]}}}]
 #: Keepers: the watcher and the two seed pollers.
 KEEPERS = ("jobwatch", "poller_fixed", "poller_original")
 STARTUP_DEADLINE_S = 60.0
@@ -168,8 +178,9 @@ async def play(db: Any, plan: Plan, progress: common.Progress | None = None, out
     return outcome
 
 
-async def observe(stream: Any, done: dict[Any, float]) -> None:
-    """Record when each job is first seen Completed (monotonic seconds)."""
+async def observe(stream: Any, counted: dict[Any, float], done: dict[Any, float]) -> None:
+    """Record when each job is first seen with every item counted, and first
+    seen Completed (monotonic seconds)."""
     while True:
         event = await stream.try_next()
         if event is None:
@@ -177,8 +188,14 @@ async def observe(stream: Any, done: dict[Any, float]) -> None:
             continue
         now = time.monotonic()
         doc = event.get("fullDocument") or {}
+        job_id = doc.get("_id", event.get("documentKey", {}).get("_id"))
         if doc.get("status") == "Completed":
-            done.setdefault(doc.get("_id", event.get("documentKey", {}).get("_id")), now)
+            done.setdefault(job_id, now)
+            counted.setdefault(job_id, now)
+            continue
+        stages = list((doc.get("stages") or {}).values())
+        if stages and all(isinstance(s, dict) and s.get("completedItems", 0) >= s.get("totalItems", 1) for s in stages):
+            counted.setdefault(job_id, now)
 
 
 async def settle(done: dict[Any, float], job_ids: list[Any], deadline_s: float) -> None:
@@ -205,10 +222,10 @@ class Backend:
 
     async def observer(self, client: AsyncMongoClient[Any], database: str) -> Any:
         if self.engine is not None:
-            return await self.engine.change_source(database, JOBS).open(SEEN_COMPLETED, resume_after=None, max_await_ms=50)
+            return await self.engine.change_source(database, JOBS).open(OBSERVED, resume_after=None, max_await_ms=50)
         from watcher.intake.source import PyMongoChangeSource
 
-        return await PyMongoChangeSource(client[database][JOBS]).open(SEEN_COMPLETED, resume_after=None, max_await_ms=50)
+        return await PyMongoChangeSource(client[database][JOBS]).open(OBSERVED, resume_after=None, max_await_ms=50)
 
     def info(self) -> dict[str, Any]:
         return common.backend(self.mode)
@@ -265,6 +282,8 @@ async def separate_process() -> AsyncIterator[Backend]:
         line = await anyio.to_thread.run_sync(proc.stdout.readline)
         if not line.startswith("mongodb://"):
             raise RuntimeError(f"jobwatch embedded-server did not print its URI first (got {line!r})")
+        # Keep reading what it prints next, so a full pipe never blocks the server.
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         yield SeparateProcess(line.strip())
     finally:
         proc.terminate()
@@ -280,13 +299,15 @@ async def watcher_process(uri: str, database: str, client: AsyncMongoClient[Any]
     """``jobwatch run --uri`` as a subprocess; ready once its heartbeat document exists."""
     env = {**os.environ, "JOBWATCH_LOG_LEVEL": "WARNING"}
     cmd = [*jobwatch_command(), "run", "--uri", uri, "--database", database, "--health-port", "0", "--sweep-interval-s", "3600"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty watcher must never block on it
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
     try:
         positions = client[database]["jobwatch_positions"]
         deadline = time.monotonic() + STARTUP_DEADLINE_S
         while await positions.find_one({}) is None:
             if proc.poll() is not None:
-                raise RuntimeError(f"jobwatch run exited with {proc.returncode}: {(proc.stderr.read() if proc.stderr else '')[-500:]}")
+                log.seek(0)
+                raise RuntimeError(f"jobwatch run exited with {proc.returncode}: {log.read()[-500:]}")
             if time.monotonic() > deadline:
                 raise RuntimeError("jobwatch run did not start within the deadline")
             await anyio.sleep(0.1)
@@ -298,6 +319,7 @@ async def watcher_process(uri: str, database: str, client: AsyncMongoClient[Any]
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 # -- one keeper under one workload -----------------------------------------
@@ -309,11 +331,26 @@ class Run:
     plan: Plan
     outcome: Outcome
     done: dict[Any, float]
+    counted: dict[Any, float]
     commands: common.CommandCounter | None
     settle_s: float
 
+    def _start(self, job: Any) -> float | None:
+        moments = [t for t in (self.outcome.last_ack.get(job), self.counted.get(job)) if t is not None]
+        return min(moments) if moments else None
+
     @property
     def latencies_ms(self) -> list[float]:
+        out = []
+        for job in self.outcome.job_ids:
+            start = self._start(job)
+            if job in self.done and start is not None:
+                out.append((self.done[job] - start) * 1000)
+        return out
+
+    @property
+    def latencies_from_consumer_ack_ms(self) -> list[float]:
+        """The consumer's clock alone (can be negative in-process; see the module doc)."""
         return [(self.done[j] - self.outcome.last_ack[j]) * 1000 for j in self.outcome.job_ids if j in self.done and j in self.outcome.last_ack]
 
     @property
@@ -341,12 +378,13 @@ async def run_keeper(
     keeper_client: AsyncMongoClient[Any] = AsyncMongoClient(backend.uri, event_listeners=[counter])
     db = load_client[database]
     done: dict[Any, float] = {}
+    counted: dict[Any, float] = {}
     progress = common.Progress(f"{label} {keeper}", plan.increments)
     settle_s = POLL_INTERVAL_S * 2.5 if keeper != "jobwatch" else 10.0
     stream = await backend.observer(load_client, database)
     try:
         async with anyio.create_task_group() as tg:
-            tg.start_soon(observe, stream, done)
+            tg.start_soon(observe, stream, counted, done)
             if keeper == "jobwatch" and isinstance(backend, SeparateProcess):
                 async with watcher_process(backend.uri, database, load_client):
                     outcome = await play(db, plan, progress)
@@ -374,4 +412,4 @@ async def run_keeper(
         await stream.close()
         await load_client.close()
         await keeper_client.close()
-    return Run(keeper, plan, outcome, done, commands, settle_s)
+    return Run(keeper, plan, outcome, done, counted, commands, settle_s)
