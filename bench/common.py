@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.metadata
 import json
 import math
 import os
@@ -76,11 +77,11 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(terse=True),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
-    for module in ("pymongo", "mongoeco", "anyio", "pydantic"):
+    for dist in ("pymongo", "mongoeco", "anyio", "pydantic"):
         try:
-            info[module] = __import__(module).__version__
-        except Exception:  # noqa: BLE001 - a version is nice to have, never required
-            info[module] = None
+            info[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            info[dist] = None
     info["git_commit"] = _git_commit()
     return info
 
