@@ -19,6 +19,7 @@ from rules import Evaluation, Outcome
 from watcher.storage import backoff
 from watcher.storage import errors
 from watcher.ops import logs
+from watcher.decide import budget
 from watcher.decide.coalesce import JobQueue, Work
 from watcher.ops.metrics import Metrics
 from watcher.storage.position import Token
@@ -52,6 +53,7 @@ class Dispatcher:
         self._wall_clock = wall_clock
         self._changed = anyio.Event()
         self._rejected: dict[Hashable, str] = {}
+        self._budget = budget.ProgressBudget()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -61,6 +63,7 @@ class Dispatcher:
         """Queue a job's newest document; waits while the queue is full."""
         while not self._queue.offer(key, doc, token, event_time_s):
             await self._changed.wait()
+        self._budget.credit()
         self._metrics.pending_jobs.set(self._queue.pending_jobs)
         self._notify()
 
@@ -125,6 +128,9 @@ class Dispatcher:
             allowed_at = self._queue.progress_allowed_at(work.key, now)
             if allowed_at > now:
                 self._queue.defer(work, allowed_at)
+                return
+            if not self._budget.try_spend():
+                self._queue.finish(work)  # over budget: the job's next event, or the sweep, writes its progress
                 return
         try:
             matched = await self._store.apply(result)
