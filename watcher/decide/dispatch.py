@@ -22,7 +22,7 @@ from rules import Evaluation, Outcome
 from watcher.storage import backoff
 from watcher.storage import errors
 from watcher.ops import logs
-from watcher.decide import updates
+from watcher.decide import budget, updates
 from watcher.decide.coalesce import JobQueue, Work
 from watcher.ops.metrics import Metrics
 from watcher.storage.position import Token
@@ -75,6 +75,8 @@ class Dispatcher:
         #: Consecutive failed writes after which ``run()`` raises instead of
         #: retrying (None: retry until the server is back, as the service does).
         self.give_up_after: int | None = None
+        #: Progress-only writes across all jobs, as a share of the events seen.
+        self._budget = budget.ProgressBudget()
 
     def _notify(self) -> None:
         self._changed.set()
@@ -85,6 +87,7 @@ class Dispatcher:
         finished evaluation trims handled tokens and wakes this up)."""
         while not self._queue.offer(key, doc, token, event_time_s):
             await self._changed.wait()
+        self._budget.credit()
         self._observe_backlog()
         self._notify()
 
@@ -182,6 +185,12 @@ class Dispatcher:
             allowed_at = self._queue.progress_allowed_at(work.key, now)
             if allowed_at > now:
                 self._queue.defer(work, allowed_at)
+                return
+            if source == "stream" and not self._budget.try_spend():
+                # Over budget: dropped, not deferred (a deferred job would hold the
+                # saved position back while it is quiet); its next event or the
+                # next sweep writes its progress. Completions never ask.
+                self._queue.finish(work)
                 return
         try:
             matched = await self._store.apply(result.job_id, *updates.for_evaluation(result))
