@@ -8,44 +8,17 @@ from typing import Any
 
 import anyio
 import pytest
-from bson import ObjectId
 from bson import errors as bson_errors
 from pymongo import errors as pe
 
 from tests.support.backends import Backend
 from tests.support.faults import Faults, FaultyClient
-from tests.support.harness import running, settings_for, wait_until
-from tests.support.scripted import ScriptedSource, Step
+from tests.support.harness import complete_a_job, running, settings_for, wait_until
+from tests.support.scripted import ScriptedSource, Step, failure, opened
 from watcher import Watcher
 from watcher.service import ConfigurationProblem
 
 pytestmark = pytest.mark.reliability
-ITEMS = 3
-
-
-def failure(code: int, name: str, *labels: str) -> pe.OperationFailure:
-    return pe.OperationFailure(name, code=code, details={"ok": 0, "code": code, "codeName": name, "errorLabels": list(labels)})
-
-
-async def complete_a_job(mongo: Backend) -> Any:
-    jobs = mongo.db.background_jobs
-    job_id = ObjectId()
-    await jobs.insert_one({"_id": job_id, "status": "InProgress", "stages": {"a": {"status": "InProgress", "completedItems": 0, "totalItems": ITEMS}}})
-    for _ in range(ITEMS):
-        await jobs.update_one({"_id": job_id}, {"$inc": {"stages.a.completedItems": 1}})
-
-    async def done() -> bool:
-        return await jobs.count_documents({"_id": job_id, "status": "Completed"}) == 1
-
-    await wait_until(done, what=f"job {job_id} to complete")
-    return job_id
-
-
-def opened(source: ScriptedSource, count: int) -> Any:
-    async def check() -> bool:
-        return len(source.opened_with) >= count
-
-    return check
 
 
 def sweeps(watcher: Watcher) -> float:
@@ -60,7 +33,6 @@ def sweeps(watcher: Watcher) -> float:
         pytest.param(Step(after=1, error=pe.InvalidOperation("cannot use a closed cursor")), False, id="invalid-operation"),
         pytest.param(Step(after=1, error=failure(99999, "SomethingNew")), True, id="unknown-server-error"),
         pytest.param(Step(after=0, on_open=failure(99999, "SomethingNew")), False, id="unknown-error-while-opening"),
-        pytest.param(Step(after=1, error=failure(286, "ChangeStreamHistoryLost", "NonResumableChangeStreamError")), True, id="history-lost"),
         pytest.param(Step(after=1, error=pe.AutoReconnect("reset")), False, id="network"),
     ],
 )

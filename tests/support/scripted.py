@@ -4,14 +4,20 @@ Fakes live only at this seam; the rules and the watcher are real."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from pymongo import errors as pe
 
 from watcher.intake.source import ChangeSource, ChangeStream, Event
 from watcher.storage.position import Token
+
+
+def failure(code: int, name: str, *labels: str) -> pe.OperationFailure:
+    """A server error as PyMongo raises it: code, code name and error labels."""
+    return pe.OperationFailure(name, code=code, details={"ok": 0, "code": code, "codeName": name, "errorLabels": list(labels)})
 
 
 @dataclass
@@ -83,3 +89,12 @@ class ScriptedSource:
             raise step.on_open
         inner = await self._inner.open(pipeline, resume_after=resume_after, max_await_ms=max_await_ms)
         return _Stream(inner, step, self._duplicate)
+
+
+def opened(source: ScriptedSource, count: int) -> Callable[[], Awaitable[bool]]:
+    """A ``wait_until`` condition: ``source`` has opened ``count`` streams."""
+
+    async def check() -> bool:
+        return len(source.opened_with) >= count
+
+    return check
