@@ -83,13 +83,17 @@ async def test_a_failing_catch_up_sweep_is_retried_until_it_succeeds(mongo: Back
 
 
 async def test_a_hung_read_is_detected_and_the_stream_reopened(mongo: Backend) -> None:
-    source = ScriptedSource(mongo.change_source(), [Step(after=1, hang=True)])
+    # The reopen is held, so "not ready while not reading" is a state the test
+    # can look at, not a moment between the stall and a quick reopen.
+    reopen = anyio.Event()
+    source = ScriptedSource(mongo.change_source(), [Step(after=1, hang=True), Step(after=0, hold=reopen)])
     async with running(mongo, source=source, max_await_ms=50) as watcher:
         jobs = mongo.db.background_jobs
         await jobs.insert_one({"_id": "first", "status": "Pending", "stages": {"a": {"completedItems": 0, "totalItems": 1}}})
-        await wait_until(lambda: _not(lambda: watcher.ready), what="readiness to turn false while the read hangs")
         await wait_until(opened(source, 2), what="the stream reopened after the stall bound")
+        assert not watcher.ready  # the hung stream was given up; the new one is not reading yet
         assert source.opened_with[1] is not None  # resumed after the event it had read
+        reopen.set()
         await wait_until(lambda: _is(lambda: watcher.ready), what="readiness back")
         await complete_a_job(mongo)
         assert watcher.metrics.errors.labels("StreamStalled", "resume")._value.get() == 1
@@ -125,7 +129,3 @@ async def _equal(value: Any, n: float) -> bool:
 
 async def _is(predicate: Any) -> bool:
     return bool(predicate())
-
-
-async def _not(predicate: Any) -> bool:
-    return not predicate()

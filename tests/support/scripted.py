@@ -33,6 +33,8 @@ class Step:
     #: Show no resume token before the first event, like a source without
     #: post-batch tokens (MongoDB and the embedded server give one at open).
     tokenless: bool = False
+    #: Hold ``open()`` until this event is set (a reopen that takes its time).
+    hold: anyio.Event | None = None
 
 
 class _Stream:
@@ -85,6 +87,8 @@ class ScriptedSource:
     async def open(self, pipeline: Sequence[Mapping[str, Any]], *, resume_after: Token | None, max_await_ms: int) -> ChangeStream:
         self.opened_with.append(resume_after)
         step = self._steps.pop(0) if self._steps else None
+        if step is not None and step.hold is not None:
+            await step.hold.wait()
         if step is not None and step.on_open is not None:
             raise step.on_open
         inner = await self._inner.open(pipeline, resume_after=resume_after, max_await_ms=max_await_ms)
