@@ -101,6 +101,21 @@ def test_status_check_fails_on_a_stale_heartbeat(cli_mongo: CliMongo, capsys: py
     assert run_cli(cli_mongo.args("status"), capsys)[0] == exits.OK  # without --check: a report, not a verdict
 
 
+def test_status_and_position_read_a_position_document_of_any_shape(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    # Someone else's (or an older version's) document under our name: every field of the wrong type.
+    cli_mongo.db.jobwatch_positions.insert_one({
+        "_id": "default", "token": "8263", "savedAt": "yesterday", "heartbeatAt": 12, "saveIntervalS": "60",
+        "lastSweep": "a string", "state": ["not", "a", "mapping"],
+    })
+    for argv in (("status",), ("status", "--json"), ("position", "show"), ("position", "show", "--json")):
+        code, out, err = run_cli(cli_mongo.args(*argv), capsys)
+        assert code == exits.OK, (argv, err)
+        assert "unexpected error" not in err
+    code, out, _ = run_cli(cli_mongo.args("status", "--json"), capsys)
+    status = json.loads(out)
+    assert status["alive"] is False and status["last_sweep"] is None and status["position_saved"] is False
+
+
 # -- jobs --stuck ---------------------------------------------------------------------
 
 

@@ -67,14 +67,14 @@ async def test_stop_requested_during_start_up_still_stops(mongo: Backend) -> Non
 async def test_stop_is_honoured_while_the_stream_cannot_open(mongo: Backend) -> None:
     from pymongo import errors as pe
 
-    from tests.support.scripted import ScriptedSource, Step
+    from tests.support.scripted import ScriptedSource, Step, opened
 
     down = [Step(after=0, on_open=pe.AutoReconnect("connection refused")) for _ in range(10_000)]
     source = ScriptedSource(mongo.change_source(), down)
     watcher = Watcher(mongo.client, settings_for(mongo), change_source=source)
     async with anyio.create_task_group() as tg:
         tg.start_soon(watcher.run)
-        await wait_until(lambda: _opened_at_least(source, 3), what="a few failed opens")
+        await wait_until(opened(source, 3), what="a few failed opens")
         assert not watcher.ready
         with anyio.fail_after(10):
             await watcher.stop()
@@ -116,7 +116,3 @@ async def _completed(mongo: Backend) -> bool:
 
 async def _save_started(positions: SlowPositions) -> bool:
     return positions.saves_started > 0
-
-
-async def _opened_at_least(source: Any, count: int) -> bool:
-    return len(source.opened_with) >= count

@@ -7,34 +7,12 @@ from typing import Any
 
 import anyio
 import pytest
-from bson import ObjectId
 from pymongo import errors as pe
 
 from tests.support.backends import Backend
-from tests.support.harness import running, wait_until
-from tests.support.scripted import ScriptedSource, Step
+from tests.support.harness import complete_a_job, running, wait_until
+from tests.support.scripted import ScriptedSource, Step, failure, opened
 from watcher.service import ConfigurationProblem
-
-ITEMS = 5
-
-
-def failure(code: int, name: str, *labels: str) -> pe.OperationFailure:
-    return pe.OperationFailure(name, code=code, details={"ok": 0, "code": code, "codeName": name, "errorLabels": list(labels)})
-
-
-async def complete_a_job(mongo: Backend) -> Any:
-    jobs = mongo.db.background_jobs
-    job_id = ObjectId()
-    await jobs.insert_one({"_id": job_id, "status": "InProgress", "stages": {"a": {"status": "InProgress", "completedItems": 0, "totalItems": ITEMS}}})
-    for _ in range(ITEMS):
-        await jobs.update_one({"_id": job_id}, {"$inc": {"stages.a.completedItems": 1}})
-
-    async def done() -> bool:
-        return await jobs.count_documents({"_id": job_id, "status": "Completed"}) == 1
-
-    await wait_until(done, what=f"job {job_id} to complete")
-    return job_id
-
 
 RESUMABLE = [
     pytest.param(failure(43, "CursorNotFound"), id="cursor-not-found"),
@@ -68,7 +46,7 @@ async def test_unusable_stream_restarts_from_now_after_a_sweep(mongo: Backend, s
     async with running(mongo, source=source) as watcher:
         sweeps_before = watcher.metrics.sweep_findings.labels("scanned")._value.get()
         await complete_a_job(mongo)
-        await wait_until(_opened(source, 2), what="a restarted stream")
+        await wait_until(opened(source, 2), what="a restarted stream")
         assert source.opened_with[1] is None  # from now: the old position is unusable
         await wait_until(lambda: _sweeps_ran(watcher, sweeps_before), what="the restart sweep")
         await complete_a_job(mongo)  # and it carries on
@@ -111,13 +89,6 @@ async def test_fatal_errors_stop_the_service(mongo: Backend) -> None:
     with pytest.raises(ConfigurationProblem, match="Unauthorized"):
         async with running(mongo, source=source):
             await anyio.sleep(30)  # run() fails at the first read and cancels this
-
-
-def _opened(source: ScriptedSource, count: int) -> Any:
-    async def check() -> bool:
-        return len(source.opened_with) >= count
-
-    return check
 
 
 async def _sweeps_ran(watcher: Any, before: float) -> bool:

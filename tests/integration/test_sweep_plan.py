@@ -28,7 +28,8 @@ def stages_of(plan: Any) -> list[dict[str, Any]]:
 
 
 @embedded_differs("the embedded engine's explain() has another format and no index bounds")
-async def test_both_sweep_passes_use_the_index_and_skip_terminal_statuses(mongo: Backend) -> None:
+@pytest.mark.parametrize("job_types", [(), ("x",)], ids=["all-types", "one-type"])
+async def test_both_sweep_passes_use_the_index_and_skip_terminal_statuses(mongo: Backend, job_types: tuple[str, ...]) -> None:
     if mongo.is_embedded:
         pytest.skip("explain() on the embedded engine does not report MongoDB's plan stages")
     await mongo.db.background_jobs.insert_many(
@@ -37,7 +38,7 @@ async def test_both_sweep_passes_use_the_index_and_skip_terminal_statuses(mongo:
     async with running(mongo):
         pass  # creates the index
     store = JobStore(mongo.db, settings_for(mongo))
-    plans = await store.explain_sweep(full=True)
+    plans = await store.explain_sweep(full=True, job_types=job_types)
     assert len(plans) == 2
     for plan in plans:
         winning = plan["queryPlanner"]["winningPlan"]
@@ -46,5 +47,7 @@ async def test_both_sweep_passes_use_the_index_and_skip_terminal_statuses(mongo:
         assert not [stage for stage in stages_of(winning) if stage["stage"] == "COLLSCAN"]
         bounds = str([scan.get("indexBounds") for scan in scans])
         assert '"Completed", "Completed"' not in bounds.replace("'", '"')
+        # The plan explained is the plan of the queries the sweep sends, type filter included.
+        assert ('"x", "x"' in bounds.replace("'", '"')) == bool(job_types)
 
 

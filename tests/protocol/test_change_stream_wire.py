@@ -2,8 +2,9 @@
 MockupDB (MongoDB's own wire-protocol test server), read through jobwatch's
 default change source and stream reader.
 
-This is where the things the embedded engine cannot show are shown: events
-carrying ``updateDescription`` (ignored: decisions come from fullDocument),
+The embedded server imitates these replies; here they are MongoDB's own, so
+what is pinned does not depend on that imitation: events carrying
+``updateDescription`` (ignored: decisions come from fullDocument),
 post-batch resume tokens on idle batches (the position advances on a quiet
 collection), PyMongo's own resume on a ResumableChangeStreamError, and code
 286 with its NonResumableChangeStreamError label.
@@ -11,53 +12,19 @@ collection), PyMongo's own resume on a ResumableChangeStreamError, and code
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
 import pytest
 from bson import ObjectId, Timestamp
-from mockupdb import MockupDB, Request
+from mockupdb import Request
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
-from watcher.storage import backoff
-from watcher.storage import errors
+from tests.support.mockup import CURSOR_ID, NS, WAIT_S, reader_for
 from watcher.intake import stream
-from watcher.decide.coalesce import JobQueue
-from watcher.decide.dispatch import Dispatcher
-from watcher.ops.metrics import Metrics
-from watcher.settings import Settings
-from watcher.intake.source import PyMongoChangeSource
-
-NS = "imageviewer.background_jobs"
-CURSOR_ID = 42
-WAIT_S = 10.0
-
-
-def _housekeeping(request: Request) -> bool:
-    doc = request.doc
-    if "killCursors" in doc:
-        return bool(request.ok(cursorsKilled=doc.get("cursors", [])))
-    if "endSessions" in doc:
-        return bool(request.ok())
-    return False
-
-
-@pytest.fixture
-def server() -> Any:
-    mock = MockupDB(auto_ismaster={"ismaster": True, "isWritablePrimary": True, "setName": "rs0", "minWireVersion": 0, "maxWireVersion": 21})
-    mock.run()
-    mock.autoresponds(_housekeeping)
-    yield mock
-    mock.stop()
-
-
-@pytest.fixture
-async def client(server: Any) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
-    c: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(server.uri, directConnection=True, serverSelectionTimeoutMS=5000)
-    yield c
-    await c.close()
+from watcher.storage import errors
 
 
 async def answer(server: Any, action: Callable[[], Awaitable[Any]], reply: Callable[[Request], Any]) -> tuple[Any, Request]:
@@ -95,16 +62,6 @@ def update_event(token: str, job: dict[str, Any]) -> dict[str, Any]:
         "updateDescription": {"updatedFields": {"stages.thumbnail.completedItems": 132}, "removedFields": [], "truncatedArrays": []},
         "fullDocument": job,
     }
-
-
-def reader_for(client: AsyncMongoClient[Any]) -> tuple[stream.StreamReader, JobQueue]:
-    settings = Settings(database="imageviewer", health_port=0, max_await_ms=100)
-    queue = JobQueue(max_jobs=10, progress_interval_s=0)
-    metrics = Metrics()
-    healthy = backoff.Backoff(base_s=0.1, max_s=1)
-    dispatcher = Dispatcher(None, queue, metrics, workers=1, policy=None, retry_backoff=healthy)  # type: ignore[arg-type]
-    source = PyMongoChangeSource(client["imageviewer"]["background_jobs"])
-    return stream.StreamReader(source, dispatcher, metrics, settings, healthy=healthy), queue
 
 
 async def test_open_sends_our_pipeline_with_update_lookup(server: Any, client: AsyncMongoClient[Any]) -> None:

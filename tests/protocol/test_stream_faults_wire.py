@@ -5,64 +5,17 @@ and a getMore that gets no reply at all is detected within the stall bound."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import pytest
-from mockupdb import MockupDB, Request
 from pymongo import AsyncMongoClient
 
-from watcher.decide.coalesce import JobQueue
-from watcher.decide.dispatch import Dispatcher
+from tests.support.mockup import CURSOR_ID, NS, WAIT_S, reader_for
 from watcher.intake import stream
-from watcher.intake.source import PyMongoChangeSource
-from watcher.ops.metrics import Metrics
-from watcher.settings import Settings
-from watcher.storage import backoff, errors
+from watcher.storage import errors
 
 pytestmark = pytest.mark.reliability
-
-NS = "imageviewer.background_jobs"
-CURSOR_ID = 42
-WAIT_S = 10.0
-
-
-def _housekeeping(request: Request) -> bool:
-    doc = request.doc
-    if "killCursors" in doc:
-        return bool(request.ok(cursorsKilled=doc.get("cursors", [])))
-    if "endSessions" in doc:
-        return bool(request.ok())
-    return False
-
-
-@pytest.fixture
-def server() -> Any:
-    mock = MockupDB(auto_ismaster={"ismaster": True, "isWritablePrimary": True, "setName": "rs0", "minWireVersion": 0, "maxWireVersion": 21})
-    mock.run()
-    mock.autoresponds(_housekeeping)
-    yield mock
-    mock.stop()
-
-
-@pytest.fixture
-async def client(server: Any) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
-    c: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(server.uri, directConnection=True, serverSelectionTimeoutMS=2000, socketTimeoutMS=None)
-    yield c
-    await c.close()
-
-
-def reader_for(client: AsyncMongoClient[Any]) -> stream.StreamReader:
-    settings = Settings(database="imageviewer", health_port=0, max_await_ms=100, server_selection_timeout_ms=2000)
-    metrics = Metrics()
-    healthy = backoff.Backoff(base_s=0.1, max_s=1)
-    dispatcher = Dispatcher(None, JobQueue(max_jobs=10, progress_interval_s=0), metrics, workers=1, policy=None, retry_backoff=healthy)  # type: ignore[arg-type]
-    return stream.StreamReader(stream_source(client), dispatcher, metrics, settings, healthy=healthy)
-
-
-def stream_source(client: AsyncMongoClient[Any]) -> PyMongoChangeSource:
-    return PyMongoChangeSource(client["imageviewer"]["background_jobs"])
 
 
 async def opened(server: Any, reader: stream.StreamReader) -> Any:
@@ -113,11 +66,11 @@ async def consume_with_reply(server: Any, reader: stream.StreamReader, reply: di
     ],
 )
 async def test_non_resumable_errors_arrive_as_a_restart(server: Any, client: AsyncMongoClient[Any], reply: dict[str, Any], action: errors.Action) -> None:
-    broken = await consume_with_reply(server, reader_for(client), reply)
+    broken = await consume_with_reply(server, reader_for(client)[0], reply)
     assert broken.action is action
 
 
 async def test_a_getmore_without_reply_is_a_stall_not_a_hang(server: Any, client: AsyncMongoClient[Any]) -> None:
-    reader = reader_for(client)
+    reader, _ = reader_for(client)
     broken = await consume_with_reply(server, reader, None)
     assert broken.error == "StreamStalled" and broken.action is errors.Action.RESUME

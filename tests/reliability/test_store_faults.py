@@ -17,6 +17,7 @@ from pymongo import errors as pe
 from tests.support.backends import Backend
 from tests.support.faults import Faults, FaultyClient
 from tests.support.harness import settings_for, wait_until
+from tests.support.scripted import failure
 from watcher import Watcher
 from watcher.service import ConfigurationProblem
 
@@ -24,10 +25,6 @@ pytestmark = pytest.mark.reliability
 
 FULL = os.environ.get("JOBWATCH_RELIABILITY_FULL") == "1"
 REPEATS = 20 if FULL else 4
-
-
-def failure(code: int, name: str, *labels: str) -> pe.OperationFailure:
-    return pe.OperationFailure(name, code=code, details={"ok": 0, "code": code, "codeName": name, "errorLabels": list(labels)})
 
 
 def write_error(code: int, name: str) -> pe.WriteError:

@@ -216,12 +216,3 @@ def _start_container() -> Server:
     # Inside the container the member's own address is localhost:27017.
     _initiate(uri, "localhost:27017")
     return server
-
-
-@contextlib.contextmanager
-def session_server() -> Iterator[Server]:
-    server = resolve()
-    try:
-        yield server
-    finally:
-        server.close()

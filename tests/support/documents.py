@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import decimal
 from collections.abc import Mapping
 from typing import Any
+
+from bson import Decimal128
 
 from rules import SERVER_NOW, AtLeast, Equals, Evaluation, Raise, StageNames
 
 FIXED_NOW = dt.datetime(2025, 10, 12, 18, 49, tzinfo=dt.UTC)
 
-MISSING = object()
+MISSING: Any = object()
 
 
 def seed_job(**overrides: Any) -> dict[str, Any]:
@@ -35,6 +38,17 @@ def seed_job(**overrides: Any) -> dict[str, Any]:
     return doc
 
 
+def _number(value: Any) -> decimal.Decimal | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return None if value != value else decimal.Decimal(value)
+    if isinstance(value, Decimal128):
+        found = value.to_decimal()
+        return None if found.is_nan() else found
+    return None
+
+
 def get_path(doc: Mapping[str, Any], path: str) -> Any:
     node: Any = doc
     for part in path.split("."):
@@ -44,25 +58,27 @@ def get_path(doc: Mapping[str, Any], path: str) -> Any:
     return node
 
 
-def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
-    *parents, leaf = path.split(".")
-    node = doc
-    for part in parents:
-        node = node.setdefault(part, {})
-    node[leaf] = value
+def mongo_equal(stored: Any, pinned: Any) -> bool:
+    """``{path: {$eq: pinned}}`` on a field holding ``stored`` (MISSING if absent)."""
+    if pinned is None:
+        return stored is MISSING or stored is None
+    if stored is MISSING:
+        return False
+    a, b = _number(stored), _number(pinned)
+    if a is not None or b is not None:
+        return a is not None and b is not None and a == b
+    return type(stored) is type(pinned) and stored == pinned
 
 
 def guard_matches(evaluation: Evaluation, doc: Mapping[str, Any]) -> bool:
     for path, condition in evaluation.guard.items():
         value = get_path(doc, path)
         if isinstance(condition, Equals):
-            if condition.value is None:
-                if value is not MISSING and value is not None:
-                    return False
-            elif value is MISSING or value != condition.value:
+            if not mongo_equal(value, condition.value):
                 return False
         elif isinstance(condition, AtLeast):
-            if not isinstance(value, (int, float)) or value < condition.value:
+            have, need = _number(value), _number(condition.value)
+            if have is None or need is None or have < need:
                 return False
         elif isinstance(condition, StageNames):
             if not isinstance(value, Mapping) or set(value) != set(condition.value):
@@ -71,17 +87,24 @@ def guard_matches(evaluation: Evaluation, doc: Mapping[str, Any]) -> bool:
 
 
 def apply(evaluation: Evaluation, doc: Mapping[str, Any], now: dt.datetime = FIXED_NOW) -> dict[str, Any]:
-    """The document after the server applied ``evaluation`` (if its guard holds)."""
+    """The document after the server applied ``evaluation``'s update (if its
+    guard holds): ``$set``, ``$max`` (numbers only; BSON orders text above
+    numbers, so ``$max`` leaves text alone) and ``$currentDate``."""
     out = copy.deepcopy(dict(doc))
     if not evaluation.writes or not guard_matches(evaluation, doc):
         return out
     for path, value in evaluation.writes.items():
+        *parents, leaf = path.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
         if value is SERVER_NOW:
-            set_path(out, path, now)
+            node[leaf] = now
         elif isinstance(value, Raise):
-            current = get_path(out, path)
-            if current is MISSING or current is None or current < value.value:
-                set_path(out, path, value.value)
+            current = node.get(leaf, MISSING)
+            have = _number(current)
+            if current is MISSING or current is None or (have is not None and have < value.value):
+                node[leaf] = value.value
         else:
-            set_path(out, path, value)
+            node[leaf] = value
     return out

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
+from bson import ObjectId
 from pymongo import AsyncMongoClient, monitoring
 
 from tests.support.backends import Backend
@@ -86,3 +87,19 @@ class CommandLog(monitoring.CommandListener):
                 for name, cmd in self.commands
                 if name in names and (collection is None or cmd.get(name) == collection)
             ]
+
+
+async def complete_a_job(mongo: Backend, *, items: int = 3) -> Any:
+    """Insert a one-stage job, count its items up one ``$inc`` at a time as a
+    consumer does, and wait for the watcher to complete it; its ``_id``."""
+    jobs = mongo.db.background_jobs
+    job_id = ObjectId()
+    await jobs.insert_one({"_id": job_id, "status": "InProgress", "stages": {"a": {"status": "InProgress", "completedItems": 0, "totalItems": items}}})
+    for _ in range(items):
+        await jobs.update_one({"_id": job_id}, {"$inc": {"stages.a.completedItems": 1}})
+
+    async def done() -> bool:
+        return await jobs.count_documents({"_id": job_id, "status": "Completed"}) == 1
+
+    await wait_until(done, what=f"job {job_id} to complete")
+    return job_id

@@ -1,5 +1,7 @@
-"""Hypothesis strategies for hostile job documents, and a MongoDB-faithful
-model of applying an ``Evaluation`` to one.
+"""Hypothesis strategies for hostile job documents. The MongoDB-faithful
+model of applying an ``Evaluation`` to one lives in ``documents`` (one model
+for every test); it is re-exported here for the suites that import it from
+this module.
 
 "Hostile" means what a real ``background_jobs`` collection can hold after
 years of hand edits, old writers and bugs: every BSON type in every field
@@ -21,9 +23,7 @@ as counts.
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
-import decimal
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -32,11 +32,13 @@ import bson
 from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from hypothesis import strategies as st
 
-from rules import SERVER_NOW, AtLeast, Equals, Evaluation, Raise, StageNames
+from tests.support.documents import MISSING
+from tests.support.documents import apply as apply
+from tests.support.documents import get_path as get_path
+from tests.support.documents import guard_matches as guard_matches
+from tests.support.documents import mongo_equal as mongo_equal
 
 INT64_MAX = 2**63 - 1
-FIXED_NOW = dt.datetime(2025, 10, 12, 18, 49, tzinfo=dt.UTC)
-MISSING: Any = object()
 
 KNOWN_STATUSES = ["Pending", "InProgress", "Completed", "Failed", "Cancelled", "pending", "inprogress", "IN_PROGRESS", "in-progress", "completed", "CANCELED", "Running", "Queued", ""]
 PLAIN_NAMES = ["scan", "thumbnail", "cache", "resize", "upload"]
@@ -225,78 +227,3 @@ def collection_documents(draw: st.DrawFn, arrays: tuple[str, ...] = ("thumbnails
         if value is not MISSING:
             doc[field] = value
     return doc
-
-
-# -- applying an Evaluation the way MongoDB would -----------------------------
-
-
-def _number(value: Any) -> decimal.Decimal | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return None if value != value else decimal.Decimal(value)
-    if isinstance(value, Decimal128):
-        found = value.to_decimal()
-        return None if found.is_nan() else found
-    return None
-
-
-def get_path(doc: Mapping[str, Any], path: str) -> Any:
-    node: Any = doc
-    for part in path.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return MISSING
-        node = node[part]
-    return node
-
-
-def mongo_equal(stored: Any, pinned: Any) -> bool:
-    """``{path: {$eq: pinned}}`` on a field holding ``stored`` (MISSING if absent)."""
-    if pinned is None:
-        return stored is MISSING or stored is None
-    if stored is MISSING:
-        return False
-    a, b = _number(stored), _number(pinned)
-    if a is not None or b is not None:
-        return a is not None and b is not None and a == b
-    return type(stored) is type(pinned) and stored == pinned
-
-
-def guard_matches(evaluation: Evaluation, doc: Mapping[str, Any]) -> bool:
-    for path, condition in evaluation.guard.items():
-        value = get_path(doc, path)
-        if isinstance(condition, Equals):
-            if not mongo_equal(value, condition.value):
-                return False
-        elif isinstance(condition, AtLeast):
-            have, need = _number(value), _number(condition.value)
-            if have is None or need is None or have < need:
-                return False
-        elif isinstance(condition, StageNames):
-            if not isinstance(value, Mapping) or set(value) != set(condition.value):
-                return False
-    return True
-
-
-def apply(evaluation: Evaluation, doc: Mapping[str, Any]) -> dict[str, Any]:
-    """The document after the server applied ``evaluation``'s update (if its
-    guard holds): ``$set``, ``$max`` (numbers only; BSON orders text above
-    numbers, so ``$max`` leaves text alone) and ``$currentDate``."""
-    out = copy.deepcopy(dict(doc))
-    if not evaluation.writes or not guard_matches(evaluation, doc):
-        return out
-    for path, value in evaluation.writes.items():
-        *parents, leaf = path.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        if value is SERVER_NOW:
-            node[leaf] = FIXED_NOW
-        elif isinstance(value, Raise):
-            current = node.get(leaf, MISSING)
-            have = _number(current)
-            if current is MISSING or current is None or (have is not None and have < value.value):
-                node[leaf] = value.value
-        else:
-            node[leaf] = value
-    return out

@@ -4,14 +4,20 @@ Fakes live only at this seam; the rules and the watcher are real."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+from pymongo import errors as pe
 
 from watcher.intake.source import ChangeSource, ChangeStream, Event
 from watcher.storage.position import Token
+
+
+def failure(code: int, name: str, *labels: str) -> pe.OperationFailure:
+    """A server error as PyMongo raises it: code, code name and error labels."""
+    return pe.OperationFailure(name, code=code, details={"ok": 0, "code": code, "codeName": name, "errorLabels": list(labels)})
 
 
 @dataclass
@@ -27,6 +33,8 @@ class Step:
     #: Show no resume token before the first event, like a source without
     #: post-batch tokens (MongoDB and the embedded server give one at open).
     tokenless: bool = False
+    #: Hold ``open()`` until this event is set (a reopen that takes its time).
+    hold: anyio.Event | None = None
 
 
 class _Stream:
@@ -79,7 +87,18 @@ class ScriptedSource:
     async def open(self, pipeline: Sequence[Mapping[str, Any]], *, resume_after: Token | None, max_await_ms: int) -> ChangeStream:
         self.opened_with.append(resume_after)
         step = self._steps.pop(0) if self._steps else None
+        if step is not None and step.hold is not None:
+            await step.hold.wait()
         if step is not None and step.on_open is not None:
             raise step.on_open
         inner = await self._inner.open(pipeline, resume_after=resume_after, max_await_ms=max_await_ms)
         return _Stream(inner, step, self._duplicate)
+
+
+def opened(source: ScriptedSource, count: int) -> Callable[[], Awaitable[bool]]:
+    """A ``wait_until`` condition: ``source`` has opened ``count`` streams."""
+
+    async def check() -> bool:
+        return len(source.opened_with) >= count
+
+    return check

@@ -56,9 +56,14 @@ def dispatch(command: str, options: Options, settings: Settings, emit: Emit) -> 
 
 
 def describe_failure(exc: BaseException) -> tuple[int, str]:
-    """An exit code and a one-line message for an error that ended a command."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]  # a task group's wrapping says nothing to an operator
+    """An exit code and a one-line message for an error that ended a command.
+
+    A task group's wrapping says nothing to an operator: a group is described
+    by what it holds (several consumers that lost the same server at once are
+    one unreachable server), by its first bug if it holds one."""
+    if isinstance(exc, BaseExceptionGroup):
+        described = [describe_failure(inner) for inner in exc.exceptions]
+        return next((d for d in described if d[0] == exits.FAILED), described[0])
     if isinstance(exc, ConfigurationProblem):
         return exits.USAGE, str(exc)
     if isinstance(exc, Unreachable):

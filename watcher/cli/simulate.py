@@ -22,6 +22,7 @@ from bson import ObjectId
 from pymongo.asynchronous.database import AsyncDatabase
 
 from watcher.settings import Settings
+from watcher.storage import errors
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,11 @@ def new_job(plan: Plan, *, legacy: bool, collection_id: Any) -> dict[str, Any]:
     }
 
 
+# The simulator's writes are translated as reads: a refused write is no
+# one job's fault here (nothing skips it), so every failure ends the run as
+# "MongoDB could not be used", never as a driver traceback.
+
+
 async def create_jobs(db: AsyncDatabase[Any], settings: Settings, plan: Plan, rng: random.Random) -> list[dict[str, Any]]:
     jobs = []
     for _ in range(plan.jobs):
@@ -72,10 +78,12 @@ async def create_jobs(db: AsyncDatabase[Any], settings: Settings, plan: Plan, rn
         if not legacy:
             collection_id = ObjectId()
             arrays: dict[str, list[Any]] = {field: [] for field in settings.stage_arrays.values()}
-            await db[settings.collections_collection].insert_one({"_id": collection_id, "name": f"sim-{collection_id}", **arrays})
+            with errors.translated("simulate: create a collection", "read"):
+                await db[settings.collections_collection].insert_one({"_id": collection_id, "name": f"sim-{collection_id}", **arrays})
         jobs.append(new_job(plan, legacy=legacy, collection_id=collection_id))
     if jobs:
-        await db[settings.jobs_collection].insert_many(jobs)
+        with errors.translated("simulate: create the jobs", "read"):
+            await db[settings.jobs_collection].insert_many(jobs)
     return jobs
 
 
@@ -107,11 +115,13 @@ async def play(
             async for job, stage in items:
                 tick = time.monotonic()
                 if job["collectionId"] is not None and stage in settings.stage_arrays:
-                    await coll_coll.update_one({"_id": job["collectionId"]}, {"$push": {settings.stage_arrays[stage]: ObjectId()}})
+                    with errors.translated("simulate: add an item", "read"):
+                        await coll_coll.update_one({"_id": job["collectionId"]}, {"$push": {settings.stage_arrays[stage]: ObjectId()}})
                 if rng.random() < plan.lost_fraction:
                     outcome.lost += 1
                 else:
-                    await job_coll.update_one({"_id": job["_id"]}, {"$inc": {f"stages.{stage}.completedItems": 1}})
+                    with errors.translated("simulate: count an item", "read"):
+                        await job_coll.update_one({"_id": job["_id"]}, {"$inc": {f"stages.{stage}.completedItems": 1}})
                     outcome.increments += 1
                     outcome.last_increment_at[job["_id"]] = time.monotonic()
                 done = outcome.increments + outcome.lost
@@ -129,4 +139,5 @@ async def play(
 
 
 async def count_completed(db: AsyncDatabase[Any], settings: Settings, job_ids: Sequence[Any]) -> int:
-    return await db[settings.jobs_collection].count_documents({"_id": {"$in": list(job_ids)}, "status": "Completed"})
+    with errors.translated("simulate: count completed jobs", "read"):
+        return await db[settings.jobs_collection].count_documents({"_id": {"$in": list(job_ids)}, "status": "Completed"})

@@ -120,9 +120,11 @@ class Dispatcher:
         """The backlog is at its cap (readiness says so)."""
         return self._queue.full
 
-    def _warn_rejected(self, key: Hashable, reason: str, category: str = "unreadable") -> None:
-        """Once per job and reason: a consumer still counting on a broken job
-        must not turn every increment into a warning."""
+    def note_skipped(self, key: Hashable, reason: str, category: str = "unreadable") -> None:
+        """Count and log a skipped job (here, or a sweep's job it could not
+        decode), once per job and reason: a consumer still counting on a
+        broken job, or a sweep every few minutes, must not turn it into a
+        stream of warnings."""
         if self._rejected.get(key) == reason:
             return
         if len(self._rejected) >= MAX_REMEMBERED_REJECTIONS:
@@ -175,7 +177,7 @@ class Dispatcher:
         result = rules.evaluate(work.doc, collection_counts=work.counts, policy=self._policy)
         self._metrics.evaluations.labels(source, result.outcome.value).inc()
         if result.outcome is Outcome.REJECTED:
-            self._warn_rejected(work.key, result.rejection or "unreadable")
+            self.note_skipped(work.key, result.rejection or "unreadable")
         if not result.writes:
             self._queue.finish(work)
             _resolve(work, result, skipped=result.rejection if result.outcome is Outcome.REJECTED else None)
@@ -205,7 +207,7 @@ class Dispatcher:
         except errors.Rejected as exc:
             self._metrics.errors.labels(exc.error, exc.action.value).inc()
             reason = f"the server refused the update: {exc.error}"
-            self._warn_rejected(work.key, reason, "write_refused")
+            self.note_skipped(work.key, reason, "write_refused")
             self._queue.finish(work)
             _resolve(work, result, skipped=reason)
             return

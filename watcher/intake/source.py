@@ -1,7 +1,9 @@
 """The change-source seam: where change events come from.
 
-The default is PyMongo's ``collection.watch()``. Another source (the
-embedded engine, a scripted one in tests) only has to open a stream that
+Every server, MongoDB or ``jobwatch embedded-server``, is watched through
+PyMongo's ``collection.watch()`` over the wire. The seam exists for tests
+that script a stream's events and failures, and for an application that
+embeds the watcher with its own source: it only has to open a stream that
 yields event documents and tells its resume token.
 """
 

@@ -136,10 +136,9 @@ class Sweeper:
             report.path_a_waiting += 1
         return kept
 
-    def _skip(self, report: SweepReport, job_id: Any, reason: str, category: str = "unreadable") -> None:
+    def _skip(self, report: SweepReport, job_id: Any, reason: str) -> None:
         report.skipped.append((job_id, reason))
-        self._metrics.skipped(category)
-        logs.event("job_skipped", "WARNING", "job skipped; nothing written, the next sweep tries again", job_id=job_id, reason=reason, category=category)
+        self._dispatcher.note_skipped(job_key(job_id), reason)
 
     async def look(self, *, full: bool = True, job_types: Iterable[str] = ()) -> int:
         """Read the open jobs and their collection counts without deciding

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from typing import Any, TextIO
 
 from loguru import logger
@@ -43,7 +44,19 @@ def _readable(record: Any) -> str:
     return _redactor(line).replace("{", "{{").replace("}", "}}") + "\n{exception}"
 
 
-def _json_sink(stream: TextIO) -> Any:
+def _writer(stream: TextIO | None) -> Callable[[str], None]:
+    def write(text: str) -> None:
+        # Without an explicit stream, sys.stderr is looked up per line, not at
+        # setup: whoever replaced it since (pytest's capture, a daemon's
+        # redirect) gets the line, never a stream that has since been closed.
+        out = sys.stderr if stream is None else stream
+        out.write(text)
+        out.flush()
+
+    return write
+
+
+def _json_sink(write: Callable[[str], None]) -> Any:
     def sink(message: Any) -> None:
         record = message.record
         doc = {
@@ -55,20 +68,20 @@ def _json_sink(stream: TextIO) -> Any:
         }
         if record["exception"] is not None:
             doc["exception"] = f"{record['exception'].type.__name__}: {record['exception'].value}"
-        stream.write(_redactor(json.dumps(doc, default=str)) + "\n")
-        stream.flush()
+        write(_redactor(json.dumps(doc, default=str)) + "\n")
 
     return sink
 
 
 def setup(*, json_lines: bool = False, level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Configure the process's log output (the CLI calls this once)."""
-    out = stream or sys.stderr
+    """Configure the process's log output (the CLI calls this once): to
+    ``stream``, or to whatever ``sys.stderr`` is when each line is written."""
+    write = _writer(stream)
     logger.remove()
     if json_lines:
-        logger.add(_json_sink(out), level=level)
+        logger.add(_json_sink(write), level=level)
     else:
-        logger.add(out, level=level, format=_readable, colorize=False, backtrace=False, diagnose=False)
+        logger.add(write, level=level, format=_readable, colorize=False, backtrace=False, diagnose=False)
 
 
 def redacted(text: str) -> str:

@@ -66,11 +66,12 @@ class MongoPositionStore:
         interval = doc.get("saveIntervalS")
         state = doc.get("state")
         token = doc.get("token")
+        last_sweep = doc.get("lastSweep")
         return Saved(
             token if isinstance(token, Mapping) else None,
             doc.get("savedAt"),
             doc.get("heartbeatAt"),
-            doc.get("lastSweep"),
+            last_sweep if isinstance(last_sweep, Mapping) else None,
             float(interval) if isinstance(interval, int | float) and not isinstance(interval, bool) else None,
             state if isinstance(state, Mapping) else {},
         )

@@ -66,9 +66,14 @@ class JobStore:
         with errors.translated(f"read of job {job_id!r}", "read"):
             return await self._jobs.find_one({"_id": job_id})
 
-    def _type_filter(self, job_types: Iterable[str]) -> dict[str, Any]:
+    def _sweep_queries(self, full: bool, job_types: Iterable[str]) -> list[dict[str, Any]]:
+        """The sweep's passes: open spellings; with ``full``, a missing or unknown status too."""
         types = list(job_types) or list(self._settings.job_types)
-        return {"jobType": {"$in": types}} if types else {}
+        by_type: dict[str, Any] = {"jobType": {"$in": types}} if types else {}
+        queries: list[dict[str, Any]] = [{"status": {"$in": OPEN_SPELLINGS}, **by_type}]
+        if full:
+            queries.append({"status": {"$nin": KNOWN_SPELLINGS}, **by_type})
+        return queries
 
     async def open_jobs(self, *, full: bool, job_types: Iterable[str] = ()) -> AsyncIterator[list[dict[str, Any]]]:
         """Open jobs in batches, projected to what the rules read.
@@ -79,13 +84,9 @@ class JobStore:
         ``Unreadable`` entry (one skipped job), not a failed sweep. A failed
         find or getMore raises ``errors.StoreUnavailable``: the sweep retries.
         """
-        queries = [{"status": {"$in": OPEN_SPELLINGS}}]
-        if full:
-            queries.append({"status": {"$nin": KNOWN_SPELLINGS}})
         projection = dict.fromkeys(JOB_FIELDS, 1)
         raw_jobs = self._jobs.with_options(codec_options=_RAW)
-        for query in queries:
-            query.update(self._type_filter(job_types))
+        for query in self._sweep_queries(full, job_types):
             batch: list[dict[str, Any]] = []
             with errors.translated("sweep read", "read"):
                 cursor = raw_jobs.find(query, projection, batch_size=self._settings.sweep_batch_size)
@@ -152,14 +153,11 @@ class JobStore:
             await self._jobs.create_index(SWEEP_INDEX_KEYS, name=SWEEP_INDEX)
         return True
 
-    async def explain_sweep(self, *, full: bool) -> list[dict[str, Any]]:
-        """The server's plan for each sweep pass (for tests and operators)."""
-        queries = [{"status": {"$in": OPEN_SPELLINGS}}]
-        if full:
-            queries.append({"status": {"$nin": KNOWN_SPELLINGS}})
+    async def explain_sweep(self, *, full: bool, job_types: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """The server's plan for each query ``open_jobs`` sends (for tests and operators)."""
         plans: list[dict[str, Any]] = []
         with errors.translated("sweep explain", "read"):
-            for query in queries:
+            for query in self._sweep_queries(full, job_types):
                 plans.append(await self._jobs.find(query, dict.fromkeys(JOB_FIELDS, 1)).explain())
         return plans
 
