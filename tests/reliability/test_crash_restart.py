@@ -4,6 +4,7 @@ Every job ends right and each completion is written once."""
 
 from __future__ import annotations
 
+import gc
 import os
 import random
 from typing import Any
@@ -12,7 +13,6 @@ import anyio
 import pytest
 from bson import ObjectId
 
-from tests.conftest import embedded_differs
 from tests.support.backends import Backend
 from tests.support.harness import settings_for, wait_until
 from watcher import Watcher
@@ -39,11 +39,15 @@ def applied_job_completions(watcher: Watcher) -> float:
     return sum(watcher.metrics.writes.labels(src, "job", "applied")._value.get() for src in ("stream", "sweep"))
 
 
-@embedded_differs("the engine keeps no history while no stream of its client is open: one stays open across the crashes")
+# Cancelling a watcher at a random point can cancel PyMongo's async client
+# while it opens a connection; the driver then leaves that socket to the
+# garbage collector. That is what a crash does; the socket is collected here
+# (below), so the warning belongs to this test and says nothing of the watcher.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore:unclosed <socket:ResourceWarning")
 async def test_random_crashes_during_bursts_leave_no_job_wrong(mongo: Backend) -> None:
     rng = random.Random(20261201)
     jobs = mongo.db.background_jobs
-    keeper = await mongo.change_source().open([], resume_after=None, max_await_ms=50) if mongo.is_embedded else None
     wrong = crashes = completions = 0
     try:
         for trial in range(TRIALS):
@@ -86,7 +90,6 @@ async def test_random_crashes_during_bursts_leave_no_job_wrong(mongo: Backend) -
             assert trial_completions <= JOBS  # a completion is never written twice
             completions += int(trial_completions)
     finally:
-        if keeper is not None:
-            await keeper.close()
+        gc.collect()  # sockets abandoned by cancelled connects, collected while this test's filters hold
     print(f"\ncrash/restart: {TRIALS} trials x {JOBS} jobs, {crashes} abrupt cancels: {wrong} jobs wrong, {completions} completions acknowledged, none twice")
     assert wrong == 0
