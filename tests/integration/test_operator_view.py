@@ -6,11 +6,12 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+import pytest
 from bson import ObjectId
 
 from tests.support.backends import Backend
 from tests.support.documents import seed_job
-from tests.support.harness import running, wait_until
+from tests.support.harness import running, settings_for, wait_until
 from watcher.cli import commands
 from watcher.storage.position import MongoPositionStore
 
@@ -79,3 +80,23 @@ async def test_observe_mode_decides_and_writes_nothing(mongo: Backend) -> None:
     stored = await jobs.find_one({"_id": job["_id"]})
     assert stored is not None and stored["status"] == "Pending" and "completedAt" not in stored  # nothing written
     assert "jobwatch_open_status" not in await jobs.index_information()  # not even the index
+
+
+async def test_the_stuck_listing_reads_past_a_document_the_driver_cannot_decode(mongo: Backend) -> None:
+    from bson.datetime_ms import DatetimeMS
+
+    from watcher.storage import census
+    from watcher.storage.store import Unreadable
+
+    if mongo.is_embedded:
+        pytest.skip("the embedded engine cannot store a date beyond year 9999 (MongoDB can)")
+    jobs = mongo.db.background_jobs
+    await jobs.insert_many(
+        [
+            {"_id": "undecodable", "status": "Pending", "stages": {"a": {"totalItems": 2, "startedAt": DatetimeMS(2**62)}}},
+            {"_id": "good", "status": "Pending", "stages": {"a": {"totalItems": 2}}},
+        ]
+    )
+    read = [doc async for batch in census.open_jobs_with_times(mongo.db, settings_for(mongo)) for doc in batch]
+    unreadable = [doc["_id"] for doc in read if isinstance(doc, Unreadable)]
+    assert unreadable == ["undecodable"] and {doc["_id"] for doc in read} == {"undecodable", "good"}

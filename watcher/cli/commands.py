@@ -26,7 +26,7 @@ from watcher.service import ConfigurationProblem, Unreachable, Watcher, check_se
 from watcher.settings import Settings
 from watcher.storage import census, errors
 from watcher.storage.position import MongoPositionStore, Saved
-from watcher.storage.store import JobStore
+from watcher.storage.store import JobStore, Unreadable
 
 Emit = Callable[[str], None]
 Options = Mapping[str, Any]
@@ -303,6 +303,10 @@ async def _jobs(client: AsyncMongoClient[Any], options: Options, settings: Setti
     stuck: list[dict[str, Any]] = []
     async for batch in census.open_jobs_with_times(client[settings.database], settings):
         for doc in batch:
+            if isinstance(doc, Unreadable):
+                stuck.append({"job_id": doc.get("_id"), "jobType": None, "status": None, "idle_s": None,
+                              "counters_say_done": False, "why": f"cannot be read as a job (rule 0): {doc.reason}"})
+                continue
             result, _ = await _evaluate(store, doc, settings)
             moved = _moved_at(doc)
             idle_s = (now - moved).total_seconds() if moved else None

@@ -131,9 +131,10 @@ async def open_jobs_with_times(db: AsyncDatabase[Any], settings: Settings) -> As
     if settings.job_types:
         match["jobType"] = {"$in": list(settings.job_types)}
     batch: list[dict[str, Any]] = []
+    raw_jobs = db[settings.jobs_collection].with_options(codec_options=store.RAW)
     with errors.translated("open jobs read", "read"):
-        async for doc in db[settings.jobs_collection].find(match, projection, batch_size=settings.sweep_batch_size):
-            batch.append(doc)
+        async for raw in raw_jobs.find(match, projection, batch_size=settings.sweep_batch_size):
+            batch.append(store.decode(raw))  # an undecodable job is listed, not the end of the listing
             if len(batch) >= settings.sweep_batch_size:
                 yield batch
                 batch = []

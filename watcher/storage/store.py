@@ -32,7 +32,8 @@ KNOWN_SPELLINGS = OPEN_SPELLINGS + spellings(Status.COMPLETED, Status.FAILED, St
 #: most of the collection.
 SWEEP_INDEX = "jobwatch_status_type"
 SWEEP_INDEX_KEYS = [("status", ASCENDING), ("jobType", ASCENDING)]
-_RAW = CodecOptions(document_class=RawBSONDocument)
+#: Read jobs raw, decode one by one: an undecodable document costs one job.
+RAW = CodecOptions(document_class=RawBSONDocument)
 
 
 class Unreadable(dict[str, Any]):
@@ -85,14 +86,14 @@ class JobStore:
         find or getMore raises ``errors.StoreUnavailable``: the sweep retries.
         """
         projection = dict.fromkeys(JOB_FIELDS, 1)
-        raw_jobs = self._jobs.with_options(codec_options=_RAW)
+        raw_jobs = self._jobs.with_options(codec_options=RAW)
         for query in self._sweep_queries(full, job_types):
             batch: list[dict[str, Any]] = []
             with errors.translated("sweep read", "read"):
                 cursor = raw_jobs.find(query, projection, batch_size=self._settings.sweep_batch_size)
                 try:
                     async for raw in cursor:
-                        batch.append(_decode(raw))
+                        batch.append(decode(raw))
                         if len(batch) >= self._settings.sweep_batch_size:
                             yield batch
                             batch = []
@@ -173,7 +174,8 @@ class JobStore:
             return await cursor.to_list()
 
 
-def _decode(raw: RawBSONDocument) -> dict[str, Any]:
+def decode(raw: RawBSONDocument) -> dict[str, Any]:
+    """One raw job document, or an ``Unreadable`` saying why it cannot be decoded."""
     try:
         return bson.decode(raw.raw)
     except (bson.errors.BSONError, ValueError, OverflowError) as exc:
