@@ -216,7 +216,8 @@ async def _explain(client: AsyncMongoClient[Any], options: Options, settings: Se
         if doc is not None:
             break
     if doc is None:
-        _fail(f"no job with _id {options['job_id']!r} in {settings.database}.{settings.jobs_collection} (looked for an ObjectId and a string id)")
+        shown = options["job_id"] if len(options["job_id"]) <= 80 else options["job_id"][:77] + "..."  # one short line, whatever was typed
+        _fail(f"no job with _id {shown!r} in {settings.database}.{settings.jobs_collection} (looked for an ObjectId and a string id)")
         return exits.FAILED
     result, counts = await _evaluate(store, doc, settings)
     if options["as_json"]:
