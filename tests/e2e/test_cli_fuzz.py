@@ -206,7 +206,7 @@ def test_bad_stage_arrays_json_is_a_configuration_error(value: str, via_env: boo
     assert_user_error(code, out, err, allowed=(exits.UNREACHABLE,) if fine else (exits.USAGE,))
 
 
-@FUZZ
+@settings(FUZZ, max_examples=min(FUZZ.max_examples, 10))  # each example waits for server selection
 @given(
     names=st.lists(st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ_0123456789", min_size=1, max_size=20), min_size=1, max_size=4),
     value=st.text(alphabet=st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"), max_size=10),
