@@ -160,9 +160,11 @@ async def test_hostile_documents_through_the_stream_and_a_sweep(mongo: Backend, 
                 stored, key = bson.decode(bson.encode(doc)), id_key(doc["_id"])
                 await mongo.db.background_jobs.insert_one(doc)
             except (pe.WriteError, pe.OperationFailure, bson.errors.InvalidDocument) as exc:
-                # What the backend cannot store (the embedded engine refuses some
-                # values MongoDB keeps, e.g. dates beyond year 9999); they never
-                # reach the watcher, so they prove nothing here.
+                # What the backend refuses to store never reaches the watcher:
+                # MongoDB too refuses a job whose status and jobType are both
+                # arrays (the sweep's compound index allows one array field),
+                # and an engine may refuse values MongoDB keeps (dates beyond
+                # year 9999). Counted and printed, not silently dropped.
                 refused.append(f"{type(exc).__name__}: {str(exc)[:120]}")
                 continue
             befores[key] = stored

@@ -87,7 +87,15 @@ async def _connected(handler: Handler, options: Options, settings: Settings, emi
     for warning in caught:  # e.g. an unknown URI option: said once, in our words, redacted
         logs.event("uri_warning", "WARNING", logs.redacted(str(warning.message)))
     try:
-        await check_server(client, settings)
+        # A mongodb+srv:// URI is only parsed once the driver resolved it, at
+        # the first command: its warnings come here.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                await check_server(client, settings)
+            finally:
+                for warning in caught:
+                    logs.event("uri_warning", "WARNING", logs.redacted(str(warning.message)))
         return int(await handler(client, options, settings, emit))
     finally:
         await client.close()
