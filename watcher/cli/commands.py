@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import sys
 import warnings
@@ -198,13 +199,16 @@ def render_sweep(report: SweepReport) -> str:
 # -- explain -----------------------------------------------------------------
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
 def candidate_ids(text: str) -> list[Any]:
     """An id as typed: an ObjectId if it looks like one, then the string, then a number."""
     ids: list[Any] = []
     if ObjectId.is_valid(text) and len(text) == 24:
         ids.append(ObjectId(text))
     ids.append(text)
-    if text.lstrip("-").isdigit():
+    if _INTEGER.fullmatch(text):  # ASCII digits only ("¹".isdigit() is true), and within int64
         ids.append(int(text))
     return ids
 
