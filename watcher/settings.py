@@ -37,6 +37,8 @@ CONFIG_ENV = "JOBWATCH_CONFIG"
 #: path, and the ./dev script's interpreter and environment.
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,15}")
 NOT_SETTINGS = frozenset({CONFIG_ENV, "JOBWATCH_PYTHON", "JOBWATCH_VENV"})
+#: What MongoDB refuses in a database name (on any platform it runs on).
+_BAD_DATABASE_CHARS = frozenset('/\\. "$*<>:|?\x00')
 
 #: The config file's values while ``load`` builds a Settings (lowest priority
 #: above the defaults); empty for a plain ``Settings()``.
@@ -50,7 +52,9 @@ class ConfigFileError(ValueError):
 class Settings(BaseSettings):
     """Every knob of the watcher. The README's configuration table lists them."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True)
+    # allow_inf_nan=False: an infinite backoff, deadline or interval is a
+    # watcher that waits forever, and NaN passes no bound check honestly.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True, allow_inf_nan=False)
 
     uri: SecretStr = Field(SecretStr(DEFAULT_URI), description="MongoDB connection string (replica set or sharded cluster)")
     uri_file: Path | None = Field(
@@ -62,7 +66,7 @@ class Settings(BaseSettings):
     positions_collection: str = Field("jobwatch_positions", min_length=1, description="where resume tokens and heartbeats are saved")
     watcher_name: str = Field("default", min_length=1, description="one saved position per name; replicas share a name")
     job_types: Annotated[tuple[str, ...], NoDecode] = Field((), description="job types to watch, comma-separated; empty = every type")
-    stage_arrays: dict[str, str] = Field(
+    stage_arrays: Annotated[dict[str, str], NoDecode] = Field(
         {"thumbnail": "thumbnails", "cache": "cacheImages"},
         description="stage name -> array field of the collection document counted by path A",
     )
@@ -97,7 +101,8 @@ class Settings(BaseSettings):
         10.0, description="sweep interval when change streams are unavailable and allow_degraded is set"
     )
     allow_degraded: bool = Field(False, description="on a standalone server, sweep every degraded_sweep_interval_s instead of failing")
-    server_selection_timeout_ms: Annotated[int, Field(ge=100)] = Field(
+    # The driver refuses a billion ms or more; said here, it names the setting, not the URI.
+    server_selection_timeout_ms: Annotated[int, Field(ge=100, lt=1_000_000_000)] = Field(
         10_000, description="how long to look for a server before saying it is unreachable"
     )
     shutdown_deadline_s: Annotated[float, Field(gt=0)] = Field(10.0, description="bound on draining and saving at shutdown")
@@ -151,6 +156,47 @@ class Settings(BaseSettings):
             raise ValueError(f"must start with mongodb:// or mongodb+srv:// ({found})")
         if not text.split("://", 1)[1].rpartition("@")[2].split("/", 1)[0].split("?", 1)[0]:
             raise ValueError("names no host (expected mongodb://host[:port][,host...]/...)")
+        return value
+
+    @field_validator("database")
+    @classmethod
+    def _database_name(cls, value: str) -> str:
+        # What MongoDB refuses as a database name; said here, before any connection.
+        bad = sorted(set(value) & _BAD_DATABASE_CHARS)
+        if bad:
+            raise ValueError(f"a MongoDB database name cannot contain {' '.join(repr(c) for c in bad)}")
+        if len(value.encode("utf-8")) >= 64:
+            raise ValueError("a MongoDB database name must be shorter than 64 bytes")
+        return value
+
+    @field_validator("jobs_collection", "collections_collection", "positions_collection")
+    @classmethod
+    def _collection_name(cls, value: str) -> str:
+        if "$" in value or "\x00" in value:
+            raise ValueError("a MongoDB collection name cannot contain '$' or NUL")
+        if value.startswith("system."):
+            raise ValueError("'system.' collections are MongoDB's own")
+        return value
+
+    @field_validator("stage_arrays", mode="before")
+    @classmethod
+    def _stage_arrays_json(cls, value: Any) -> Any:
+        if isinstance(value, str):  # JOBWATCH_STAGE_ARRAYS='{"thumbnail": "thumbnails"}'
+            try:
+                value = json.loads(value)
+            except ValueError as exc:
+                raise ValueError(f'not JSON ({exc}); expected an object such as {{"thumbnail": "thumbnails"}}') from None
+        return value
+
+    @field_validator("stage_arrays")
+    @classmethod
+    def _stage_arrays_names(cls, value: dict[str, str]) -> dict[str, str]:
+        # Each array name becomes "$<name>" in path A's aggregation: it must be a field path.
+        for stage, field in value.items():
+            if not stage:
+                raise ValueError("a stage name cannot be empty")
+            if not field or field.startswith("$") or "\x00" in field or "" in field.split("."):
+                raise ValueError(f"stage {stage!r}: {field!r} is not a field name")
         return value
 
     @field_validator("log_level")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import sys
 import warnings
@@ -92,7 +93,15 @@ async def _connected(handler: Handler, options: Options, settings: Settings, emi
     for warning in caught:  # e.g. an unknown URI option: said once, in our words, redacted
         logs.event("uri_warning", "WARNING", logs.redacted(str(warning.message)))
     try:
-        await check_server(client, settings)
+        # A mongodb+srv:// URI is only parsed once the driver resolved it, at
+        # the first command: its warnings come here.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                await check_server(client, settings)
+            finally:
+                for warning in caught:
+                    logs.event("uri_warning", "WARNING", logs.redacted(str(warning.message)))
         return int(await handler(client, options, settings, emit))
     finally:
         await client.close()
@@ -195,13 +204,16 @@ def render_sweep(report: SweepReport) -> str:
 # -- explain -----------------------------------------------------------------
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
 def candidate_ids(text: str) -> list[Any]:
     """An id as typed: an ObjectId if it looks like one, then the string, then a number."""
     ids: list[Any] = []
     if ObjectId.is_valid(text) and len(text) == 24:
         ids.append(ObjectId(text))
     ids.append(text)
-    if text.lstrip("-").isdigit():
+    if _INTEGER.fullmatch(text):  # ASCII digits only ("¹".isdigit() is true), and within int64
         ids.append(int(text))
     return ids
 
@@ -221,7 +233,8 @@ async def _explain(client: AsyncMongoClient[Any], options: Options, settings: Se
         if doc is not None:
             break
     if doc is None:
-        _fail(f"no job with _id {options['job_id']!r} in {settings.database}.{settings.jobs_collection} (looked for an ObjectId and a string id)")
+        shown = options["job_id"] if len(options["job_id"]) <= 80 else options["job_id"][:77] + "..."  # one short line, whatever was typed
+        _fail(f"no job with _id {shown!r} in {settings.database}.{settings.jobs_collection} (looked for an ObjectId and a string id)")
         return exits.FAILED
     result, counts = await _evaluate(store, doc, settings)
     if options["as_json"]:

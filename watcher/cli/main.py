@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from watcher import settings as settings_module
 from watcher.cli import exits
@@ -366,6 +367,9 @@ def _run(invocation: Invocation, emit: Emit) -> int:
         return exits.USAGE
     except settings_module.ConfigFileError as exc:
         _err(str(exc))
+        return exits.USAGE
+    except SettingsError as exc:  # a value pydantic-settings could not even decode (never echoed: it may be the URI)
+        _err(f"invalid configuration: {str(exc).split(' from source')[0]}")
         return exits.USAGE
     for secret in redact.secrets_in(settings.uri_value):  # from the environment, config or secret file too
         logs.add_secret(secret)

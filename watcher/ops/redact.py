@@ -29,8 +29,12 @@ def secrets_in(text: str) -> list[str]:
     found: list[str] = []
     rest = text.split("://", 1)[1] if "://" in text else text
     words = rest.split()
-    if words and "@" in words[0]:
-        userinfo = words[0].rpartition("@")[0]
+    # The first word up to its last "@"; and, since a password typed
+    # unescaped may hold a space, the whole text up to its last "@" too.
+    for candidate in (words[0] if words else "", rest.strip()):
+        if "@" not in candidate:
+            continue
+        userinfo = candidate.rpartition("@")[0]
         found += [userinfo, unquote(userinfo)]
         if ":" in userinfo:
             password = userinfo.split(":", 1)[1]

@@ -192,8 +192,21 @@ def _raw_id(raw: RawBSONDocument) -> Any:
 def job_key(value: Any) -> Any:
     """A dict key for an ``_id``: the id itself, or its repr when unhashable
     (legacy rows may hold a document as ``_id``)."""
+    if isinstance(value, float) and value != value:
+        # NaN is not equal to itself: as a dict key each event's NaN would be
+        # a new job (no coalescing, a skip warned again and again). One
+        # object stands for it: no other job's key, and it logs as "nan".
+        return _NAN_ID
     try:
         hash(value)
     except TypeError:
         return repr(value)
     return value
+
+
+class _NanId:
+    def __repr__(self) -> str:
+        return "nan"
+
+
+_NAN_ID = _NanId()
