@@ -25,7 +25,7 @@ from loguru import logger
 from pymongo import errors as pe
 
 import rules
-from tests.support import backend_figures, hostile
+from tests.support import backend_figures, documents, hostile
 from tests.support.backends import Backend
 from tests.support.documents import seed_job
 from tests.support.harness import running, wait_until
@@ -59,7 +59,7 @@ def id_key(value: Any) -> Any:
     """An ``_id`` as the server tells ids apart: numbers by value across
     types (1, 1.0 and Int64(1) are one id), anything else by its BSON bytes
     (NaN is one id too)."""
-    number = hostile._number(value)
+    number = documents.numeric_value(value)
     return ("number", number) if number is not None else encoded(value)
 
 

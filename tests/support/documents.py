@@ -38,7 +38,7 @@ def seed_job(**overrides: Any) -> dict[str, Any]:
     return doc
 
 
-def _number(value: Any) -> decimal.Decimal | None:
+def numeric_value(value: Any) -> decimal.Decimal | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -64,7 +64,7 @@ def mongo_equal(stored: Any, pinned: Any) -> bool:
         return stored is MISSING or stored is None
     if stored is MISSING:
         return False
-    a, b = _number(stored), _number(pinned)
+    a, b = numeric_value(stored), numeric_value(pinned)
     if a is not None or b is not None:
         return a is not None and b is not None and a == b
     return type(stored) is type(pinned) and stored == pinned
@@ -77,7 +77,7 @@ def guard_matches(evaluation: Evaluation, doc: Mapping[str, Any]) -> bool:
             if not mongo_equal(value, condition.value):
                 return False
         elif isinstance(condition, AtLeast):
-            have, need = _number(value), _number(condition.value)
+            have, need = numeric_value(value), numeric_value(condition.value)
             if have is None or need is None or have < need:
                 return False
         elif isinstance(condition, StageNames):
@@ -102,7 +102,7 @@ def apply(evaluation: Evaluation, doc: Mapping[str, Any], now: dt.datetime = FIX
             node[leaf] = now
         elif isinstance(value, Raise):
             current = node.get(leaf, MISSING)
-            have = _number(current)
+            have = numeric_value(current)
             if current is MISSING or current is None or (have is not None and have < value.value):
                 node[leaf] = value.value
         else:
