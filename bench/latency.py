@@ -1,6 +1,6 @@
 """Completion latency: jobwatch against the seed's fixed 5-second poller, side by side.
 
-    ./dev bench latency              # 200 jobs per rate and keeper (a minute or two)
+    ./dev bench latency              # 200 jobs per rate and keeper, both modes (about 8 minutes on 2 busy cores)
     ./dev bench latency --full       # 1,000 completions per rate and keeper (the issue's size)
     ./dev bench latency --mode separate-process   # jobwatch run + jobwatch embedded-server
 
