@@ -126,11 +126,12 @@ async def measure(sizes: list[tuple[int, int]]) -> tuple[dict[str, Any], dict[st
 
 def main() -> int:
     p = common.parser(__doc__)
+    p.add_argument("--sizes", help="total:open pairs, comma-separated (e.g. 1000:100,100000:100)")
     args = p.parse_args()
     from watcher.ops import logs
 
     logs.setup(level="ERROR")
-    sizes = FULL_SIZES if args.full else DEFAULT_SIZES
+    sizes = [(int(t), int(o)) for t, o in (pair.split(":") for pair in args.sizes.split(","))] if args.sizes else (FULL_SIZES if args.full else DEFAULT_SIZES)
     results, info = anyio.run(measure, sizes)
     common.table(
         ["total / open", "sweep s", "docs read", "indexed pass s", "indexed docs"],
