@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ def backend(mode: str = "in-process") -> dict[str, Any]:
         from watcher.ops import redact
 
         return {"kind": "mongodb", "uri": redact.uri(uri), "mode": mode}
-    return {"kind": "embedded", "engine": "mongoeco MemoryEngine behind its wire proxy", "mode": mode}
+    return {"kind": "embedded", "engine": "jobwatch embedded-server (mongoeco MemoryEngine, wire proxy, change streams)", "mode": mode}
 
 
 # -- progress --------------------------------------------------------------
@@ -159,6 +159,10 @@ class CommandCounter(monitoring.CommandListener):
     Pass it as ``AsyncMongoClient(uri, event_listeners=[counter])``. It also
     counts the documents each read returned (``firstBatch``/``nextBatch``),
     which is what "documents read" means in these benchmarks.
+
+    A ``getMore`` on a change-stream cursor is counted as ``changeStreamGetMore``,
+    not as a read: it is the intake (the events the watcher must see), not a
+    read of jobs on the hot path.
     """
 
     def __init__(self) -> None:
@@ -167,6 +171,9 @@ class CommandCounter(monitoring.CommandListener):
         self.docs_returned = 0
         self.failures = 0
         self._collections: dict[int, str] = {}
+        self._stream_cursors: set[int] = set()
+        self._opening_streams: set[int] = set()
+        self._stream_requests: set[int] = set()  # getMores on change-stream cursors in flight
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         name = event.command_name
@@ -176,20 +183,31 @@ class CommandCounter(monitoring.CommandListener):
         pipeline = event.command.get("pipeline") if name == "aggregate" else None
         if pipeline and isinstance(pipeline[0], dict) and "$changeStream" in pipeline[0]:
             name = "changeStream"  # opening the stream is the intake, not a read of jobs
+            self._opening_streams.add(event.request_id)
+        if name == "getMore" and event.command.get("getMore") in self._stream_cursors:
+            name = "changeStreamGetMore"
+            self._stream_requests.add(event.request_id)
         collection = target if isinstance(target, str) else event.command.get("collection", "")
         self._collections[event.request_id] = str(collection)
         self.by_name[name] += 1
         self.by_target[(name, str(collection))] += 1
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        cursor = event.reply.get("cursor") if isinstance(event.reply, dict) else None
-        if isinstance(cursor, dict):
-            batch = cursor.get("firstBatch", cursor.get("nextBatch", []))
-            self.docs_returned += len(batch)
+        cursor = event.reply.get("cursor") if isinstance(event.reply, Mapping) else None
+        if isinstance(cursor, Mapping):
+            if event.request_id in self._opening_streams:
+                self._stream_cursors.add(cursor.get("id"))
+            elif event.request_id not in self._stream_requests:
+                batch = cursor.get("firstBatch", cursor.get("nextBatch", []))
+                self.docs_returned += len(batch)
+        self._opening_streams.discard(event.request_id)
+        self._stream_requests.discard(event.request_id)
         self._collections.pop(event.request_id, None)
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         self.failures += 1
+        self._opening_streams.discard(event.request_id)
+        self._stream_requests.discard(event.request_id)
         self._collections.pop(event.request_id, None)
 
     def reset(self) -> None:

@@ -13,9 +13,9 @@ completed. Cases:
 - ``busy_200_per_s``: the latency benchmark's load (100 concurrent jobs,
   200 increments/s asked).
 
-In-process on the embedded engine the watcher's change events come from the
-engine's own stream, so its ``getMore`` commands are not on the counted client;
-against ``MONGODB_URI`` they are (``commands_per_increment`` includes them).
+The watcher reads its change stream over the wire (the embedded server
+serves real change streams, as MongoDB does), so its ``getMore`` commands are
+on the counted client and ``commands_per_increment`` includes them.
 """
 
 from __future__ import annotations

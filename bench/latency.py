@@ -1,6 +1,6 @@
 """Completion latency: jobwatch against the seed's fixed 5-second poller, side by side.
 
-    ./dev bench latency              # 200 jobs per rate and keeper (a minute or two)
+    ./dev bench latency              # 200 jobs per rate and keeper, both modes (about 8 minutes on 2 busy cores)
     ./dev bench latency --full       # 1,000 completions per rate and keeper (the issue's size)
     ./dev bench latency --mode separate-process   # jobwatch run + jobwatch embedded-server
 
@@ -12,8 +12,8 @@ jobs. Each rate runs jobwatch, then the fixed poller, under the same
 generated load on the same backend, each on a fresh database. The achieved
 increment rate is reported beside the one asked.
 
-Modes: ``in-process`` (the embedded engine and the watcher in this process,
-events from the engine's in-process change stream) and ``separate-process``
+Modes: ``in-process`` (the embedded server and the watcher in this process,
+the watcher reading a real change stream over the wire) and ``separate-process``
 (``jobwatch embedded-server`` and ``jobwatch run --uri`` as processes of
 their own: the production stream path). With ``MONGODB_URI`` set, both modes
 use that server instead of the embedded engine.

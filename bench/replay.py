@@ -9,7 +9,8 @@ ones from the embedded engine so the shape can be checked against them.
 
 The loop does per event what ``StreamReader`` and ``Dispatcher`` do: decode,
 ``offer``, then ``take`` until nothing is ready (evaluate, rate-limit
-progress with ``progress_allowed_at``/``defer``, build the update, ``finish``),
+progress with ``progress_allowed_at``/``defer``, ask the progress budget,
+build the update, ``finish``),
 then ``next_ready_at`` as the dispatcher does before it sleeps. A simulated
 clock advances by ``1 / events_per_s`` per event, so rate-limited (deferred)
 jobs pile up in the queue as they do in the service.
@@ -28,7 +29,7 @@ from bson import ObjectId, Timestamp
 
 import rules
 from rules import Outcome
-from watcher.decide import updates
+from watcher.decide import budget, updates
 from watcher.decide.coalesce import JobQueue
 from watcher.intake import stream
 from watcher.storage import store
@@ -81,6 +82,7 @@ class Tally:
     evaluations: int = 0
     updates_built: int = 0
     deferred: int = 0
+    over_budget: int = 0  # progress writes the budget refused (the work is finished unwritten)
     cpu_s: float = 0.0
     wall_s: float = 0.0
     max_pending_jobs: int = 0
@@ -96,6 +98,7 @@ class HotPath:
     def __init__(self, *, events_per_s: float, max_jobs: int = 100_000, progress_interval_s: float = 1.0) -> None:
         self.queue = JobQueue(max_jobs=max_jobs, progress_interval_s=progress_interval_s)
         self.policy = rules.Policy()
+        self.budget = budget.ProgressBudget()
         self.step_s = 1.0 / events_per_s
         self.now = 0.0
         self.tally = Tally()
@@ -111,6 +114,7 @@ class HotPath:
         if not self.queue.offer(key, doc, event["_id"], when):
             raise RuntimeError("queue full: raise max_jobs for this replay")
         self.tally.events += 1
+        self.budget.credit()
         # dispatch: as Dispatcher._next_work / _process, with the write removed
         queue, now = self.queue, self.now
         while (work := queue.take(now)) is not None:
@@ -122,6 +126,10 @@ class HotPath:
                     if allowed_at > now:
                         queue.defer(work, allowed_at)
                         self.tally.deferred += 1
+                        continue
+                    if not self.budget.try_spend():
+                        self.tally.over_budget += 1
+                        queue.finish(work)
                         continue
                 updates.for_evaluation(result)
                 self.tally.updates_built += 1

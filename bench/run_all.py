@@ -55,12 +55,13 @@ def headline(name: str, figures: dict[str, Any]) -> list[tuple[str, Any]]:
 def main() -> int:
     p = common.parser(__doc__)
     p.add_argument("--only", action="append", choices=BENCHMARKS, help="run only this one (repeatable)")
+    p.add_argument("--summary-only", action="store_true", help="run nothing: summarise the results files already there (after benchmarks run one by one)")
     args = p.parse_args()
     names = args.only or list(BENCHMARKS)
     extra = ["--full"] if args.full else []
     timings: dict[str, float] = {}
     failed: list[str] = []
-    for name in names:
+    for name in [] if args.summary_only else names:
         print(f"\n== {name} ==", flush=True)
         started = time.monotonic()
         code = subprocess.call([sys.executable, str(common.ROOT / "bench" / f"{name}.py"), *extra])

@@ -92,7 +92,7 @@ async def one_size(backend: workload.Backend, total: int, open_count: int) -> di
     try:
         settings = Settings(uri=backend.uri, database=database, health_port=0)
         progress = common.Progress(f"sweep: filling {total:,}/{open_count:,}", total)
-        target = backend.engine.engine[database] if backend.engine is not None else client[database]
+        target = backend.local_database(database) or client[database]
         await fill(target, total, open_count, progress)
         progress.close()
         await JobStore(client[database], settings).ensure_sweep_index()
@@ -103,7 +103,7 @@ async def one_size(backend: workload.Backend, total: int, open_count: int) -> di
             for _ in range(REPEATS):
                 counter.reset()
                 started = time.perf_counter()
-                report = await watcher.sweep(dry_run=True, full=full)
+                report = await watcher.sweep(dry_run=True, full=full, settle=False)
                 seconds.append(time.perf_counter() - started)
                 docs.append(counter.docs_returned)
                 assert report.scanned == open_count, (report.scanned, open_count)
@@ -126,11 +126,12 @@ async def measure(sizes: list[tuple[int, int]]) -> tuple[dict[str, Any], dict[st
 
 def main() -> int:
     p = common.parser(__doc__)
+    p.add_argument("--sizes", help="total:open pairs, comma-separated (e.g. 1000:100,100000:100)")
     args = p.parse_args()
     from watcher.ops import logs
 
     logs.setup(level="ERROR")
-    sizes = FULL_SIZES if args.full else DEFAULT_SIZES
+    sizes = [(int(t), int(o)) for t, o in (pair.split(":") for pair in args.sizes.split(","))] if args.sizes else (FULL_SIZES if args.full else DEFAULT_SIZES)
     results, info = anyio.run(measure, sizes)
     common.table(
         ["total / open", "sweep s", "docs read", "indexed pass s", "indexed docs"],

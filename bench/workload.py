@@ -208,21 +208,30 @@ async def settle(done: dict[Any, float], job_ids: list[Any], deadline_s: float) 
 
 
 class Backend:
-    """Where the database is and how change streams are read from it."""
+    """Where the database is and how change streams are read from it.
+
+    Every keeper and the reader use PyMongo's ``collection.watch()`` over the
+    wire: the embedded server serves real change streams, so there is no
+    in-process shortcut left. ``server`` is the embedded server when this
+    process runs it (``None`` against ``MONGODB_URI`` or a subprocess).
+    """
 
     mode = "in-process"
 
-    def __init__(self, uri: str, engine: Any | None = None) -> None:
+    def __init__(self, uri: str, server: Any | None = None) -> None:
         self.uri = uri
-        self.engine = engine
+        self.server = server
 
     def change_source(self, database: str) -> Any | None:
-        """The watcher's source: the engine's adapter in-process, else PyMongo's default."""
-        return self.engine.change_source(database, JOBS) if self.engine is not None else None
+        """The watcher's source: None, so it uses PyMongo's default."""
+        return None
+
+    def local_database(self, database: str) -> Any | None:
+        """The engine's own (async, PyMongo-like) database when it is in this
+        process: filling through it skips the wire, which is not what is measured."""
+        return self.server.engine.client[database] if self.server is not None else None
 
     async def observer(self, client: AsyncMongoClient[Any], database: str) -> Any:
-        if self.engine is not None:
-            return await self.engine.change_source(database, JOBS).open(OBSERVED, resume_after=None, max_await_ms=50)
         from watcher.intake.source import PyMongoChangeSource
 
         return await PyMongoChangeSource(client[database][JOBS]).open(OBSERVED, resume_after=None, max_await_ms=50)
@@ -233,15 +242,15 @@ class Backend:
 
 @contextlib.asynccontextmanager
 async def in_process() -> AsyncIterator[Backend]:
-    """The embedded engine in this process (or ``MONGODB_URI``)."""
+    """The embedded server in this process (or ``MONGODB_URI``)."""
     uri = common.mongodb_uri()
     if uri is not None:
         yield Backend(uri)
         return
-    from watcher import embedded
+    from watcher.embedded import server
 
-    async with embedded.start() as engine:
-        yield Backend(engine.uri, engine)
+    async with server.start() as embedded:
+        yield Backend(embedded.uri, embedded)
 
 
 def jobwatch_command() -> list[str]:
