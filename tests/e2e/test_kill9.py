@@ -29,9 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bson import ObjectId
 from pymongo import MongoClient
 
+from tests.support.documents import fresh_job
 from tests.support.served import ServerProcess, embedded_server
 from watcher import embedded
 
@@ -49,13 +49,7 @@ DATABASE = "jobwatch_kill9"
 
 
 def new_job() -> dict[str, Any]:
-    return {
-        "_id": ObjectId(),
-        "jobType": "collection-scan",
-        "status": "InProgress",
-        "collectionId": None,
-        "stages": {name: {"status": "InProgress", "completedItems": 0, "totalItems": ITEMS} for name in STAGES},
-    }
+    return fresh_job(ITEMS, STAGES)
 
 
 class Run:

@@ -7,9 +7,9 @@ from typing import Any
 
 import anyio
 import pytest
-from bson import ObjectId
 
 from tests.support.backends import Backend
+from tests.support.documents import fresh_job
 from tests.support.harness import running, settings_for, wait_until
 from tests.support.scripted import ScriptedSource
 from watcher import Watcher
@@ -18,13 +18,7 @@ ITEMS = 40
 
 
 def new_job() -> dict[str, Any]:
-    return {
-        "_id": ObjectId(),
-        "jobType": "collection-scan",
-        "status": "InProgress",
-        "collectionId": None,
-        "stages": {name: {"status": "InProgress", "completedItems": 0, "totalItems": ITEMS} for name in ("thumbnail", "cache")},
-    }
+    return fresh_job(ITEMS)
 
 
 async def increment(jobs: Any, ids: list[Any], count: int) -> None:

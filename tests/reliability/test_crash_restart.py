@@ -11,9 +11,9 @@ from typing import Any
 
 import anyio
 import pytest
-from bson import ObjectId
 
 from tests.support.backends import Backend
+from tests.support.documents import fresh_job
 from tests.support.harness import settings_for, wait_until
 from watcher import Watcher
 
@@ -26,13 +26,7 @@ STAGES = ("thumbnail", "cache")
 
 
 def new_job() -> dict[str, Any]:
-    return {
-        "_id": ObjectId(),
-        "jobType": "resume-collection",
-        "status": "Pending",
-        "collectionId": None,
-        "stages": {s: {"status": "InProgress", "completedItems": 0, "totalItems": ITEMS} for s in STAGES},
-    }
+    return fresh_job(ITEMS, STAGES, jobType="resume-collection", status="Pending")
 
 
 def applied_job_completions(watcher: Watcher) -> float:

@@ -10,7 +10,7 @@ import decimal
 from collections.abc import Mapping
 from typing import Any
 
-from bson import Decimal128
+from bson import Decimal128, ObjectId
 
 from rules import SERVER_NOW, AtLeast, Equals, Evaluation, Raise, StageNames
 
@@ -36,6 +36,20 @@ def seed_job(**overrides: Any) -> dict[str, Any]:
     }
     doc.update(overrides)
     return doc
+
+
+def fresh_job(items: int, stages: tuple[str, ...] = ("thumbnail", "cache"), **overrides: Any) -> dict[str, Any]:
+    """A legacy job (null ``collectionId``) whose consumers have not started:
+    every stage open at 0 of ``items``. The crash and restart tests' unit of work."""
+    job: dict[str, Any] = {
+        "_id": ObjectId(),
+        "jobType": "collection-scan",
+        "status": "InProgress",
+        "collectionId": None,
+        "stages": {name: {"status": "InProgress", "completedItems": 0, "totalItems": items} for name in stages},
+    }
+    job.update(overrides)
+    return job
 
 
 def numeric_value(value: Any) -> decimal.Decimal | None:
