@@ -26,7 +26,6 @@ resumed).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import os
 import random
 import shutil
@@ -46,6 +45,7 @@ from pymongo import AsyncMongoClient
 
 from bench import common
 from bench.poller import POLL_INTERVAL_S, VARIANTS, SeedPoller
+from watcher.cli import simulate
 
 JOBS = "background_jobs"
 OBSERVED = [{"$match": {"operationType": {"$in": ["update", "replace", "insert"]}}}]
@@ -97,19 +97,9 @@ class Outcome:
 
 
 def _new_job(plan: Plan, rng: random.Random) -> dict[str, Any]:
-    legacy = rng.random() < plan.legacy_fraction
-    return {
-        "_id": ObjectId(),
-        "jobType": plan.job_type,
-        "status": "Pending",
-        "progress": 0,
-        "totalItems": 0,
-        "completedItems": 0,
-        "message": "Queued",
-        "createdAt": dt.datetime.now(dt.UTC),
-        "collectionId": None if legacy else ObjectId(),
-        "stages": {stage: {"status": "InProgress", "progress": 0, "totalItems": plan.items, "completedItems": 0} for stage in plan.stages},
-    }
+    """A job as the image service creates it (the simulator's builder)."""
+    shape = simulate.Plan(stages=plan.stages, items=plan.items, job_type=plan.job_type)
+    return simulate.new_job(shape, legacy=rng.random() < plan.legacy_fraction, collection_id=ObjectId())
 
 
 async def play(db: Any, plan: Plan, progress: common.Progress | None = None, outcome: Outcome | None = None) -> Outcome:

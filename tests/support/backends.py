@@ -1,4 +1,4 @@
-"""Where the test suite gets its MongoDB, in DESIGN.md's order:
+"""Where the test suite gets its MongoDB, in this order:
 
 1. ``MONGODB_URI`` (must be a replica set or sharded cluster);
 2. a ``mongod`` binary on PATH: a throw-away single-node replica set;

@@ -13,6 +13,7 @@ from typing import Any
 from bson import Decimal128, ObjectId
 
 from rules import SERVER_NOW, AtLeast, Equals, Evaluation, Raise, StageNames
+from watcher.cli import demo
 
 FIXED_NOW = dt.datetime(2025, 10, 12, 18, 49, tzinfo=dt.UTC)
 
@@ -20,20 +21,9 @@ MISSING: Any = object()
 
 
 def seed_job(**overrides: Any) -> dict[str, Any]:
-    """The incident's document, exactly as reported (seed-bug-report.md)."""
-    doc: dict[str, Any] = {
-        "_id": "68ebf7fb500d92ef82221ec2",
-        "jobType": "resume-collection",
-        "status": "Pending",
-        "progress": 0,
-        "totalItems": 0,
-        "completedItems": 0,
-        "stages": {
-            "thumbnail": {"status": "InProgress", "completedItems": 132, "totalItems": 132},
-            "cache": {"status": "InProgress", "completedItems": 132, "totalItems": 132},
-        },
-        "collectionId": None,
-    }
+    """The incident's document (the demo's), under its id as a legacy string:
+    the tests look it up both ways."""
+    doc: dict[str, Any] = {**demo.seed_job(), "_id": "68ebf7fb500d92ef82221ec2"}
     doc.update(overrides)
     return doc
 

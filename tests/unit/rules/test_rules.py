@@ -1,4 +1,4 @@
-"""Every rule and edge case of DESIGN.md, one documented answer each."""
+"""Every rule and edge case, one documented answer each (README's table)."""
 
 from __future__ import annotations
 
