@@ -343,3 +343,26 @@ async def test_many_document_writes_and_drop_database(client: AsyncMongoClient[d
     assert {e["ns"]["coll"] for e in seen[9:11]} == {"jobs", "more"} and seen[11]["ns"] == {"db": "db"}
     assert seen[12]["documentKey"] == {"_id": "after"}
     await cluster.close()
+
+
+async def test_the_engine_hands_back_what_the_history_holds(served: Any, client: AsyncMongoClient[dict[str, Any]]) -> None:
+    """The engine's own copies of recorded changes are released (the history
+    keeps them as BSON), and the tap still resumes after a drop."""
+    from watcher.embedded import engine
+
+    hub = served.engine.client._change_hub
+    stream = await client.db.jobs.watch(max_await_time_ms=100)
+    written = engine.RELEASE_EVERY + 10
+    await client.db.jobs.insert_many([{"_id": i, "n": 0} for i in range(written)])
+    await served.engine.flush()
+    with anyio.fail_after(DEADLINE_S):
+        while len(hub._events) > 1:  # released once the tap is idle
+            await anyio.sleep(0.05)
+    await client.db.jobs.drop()
+    await client.db.other.insert_one({"_id": "after"})
+    seen = [await next_event(stream) for _ in range(written + 2)]
+    assert [e["operationType"] for e in seen] == ["insert"] * written + ["drop", "invalidate"]
+    cluster_after = await client.watch(max_await_time_ms=100, start_after=seen[-1]["_id"])
+    await client.db.other.insert_one({"_id": "later"})
+    assert [(await next_event(cluster_after))["documentKey"] for _ in range(2)] == [{"_id": "after"}, {"_id": "later"}]
+    await cluster_after.close()

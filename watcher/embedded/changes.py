@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from watcher.embedded import errors, events, history
+from watcher.embedded import errors, events, history, stages
 
 DEFAULT_AWAIT_MS = 1000
 DEFAULT_BATCH = 101
@@ -32,7 +32,7 @@ FULL_DOCUMENT_MODES = frozenset({"default", "updateLookup", "whenAvailable", "re
 # dropped (a client killed with -9 never sends killCursors).
 CURSOR_IDLE_S = 600.0
 
-Lookup = Callable[[str, str, events.Document], Awaitable[events.Document | None]]
+Lookup = Callable[[str, str, bytes], Awaitable[bytes | None]]
 
 
 @dataclass
@@ -44,7 +44,7 @@ class Cursor:
     namespace: str
     position: int
     full_document: str
-    pipeline: list[events.Document]  # in the engine's internal form, converted once
+    apply: stages.Apply | None  # the pipeline after $changeStream, compiled once
     finished: bool = False
     pending: list[events.Document] = field(default_factory=list)
     last_used_s: float = 0.0
@@ -95,7 +95,7 @@ class ChangeStreams:
         self._expire_idle()
         await self._flush()
         position, finished = self._start_position(spec)
-        cursor = Cursor(next(self._ids), db, coll, watch_db, namespace, position, mode, _internal(pipeline), finished, last_used_s=_now_s())
+        cursor = Cursor(next(self._ids), db, coll, watch_db, namespace, position, mode, stages.compile_stages(pipeline), finished, last_used_s=_now_s())
         batch_size = _batch_size(command.get("cursor", {}).get("batchSize") if isinstance(command.get("cursor"), dict) else None)
         batch = await self._collect(cursor, batch_size)
         self._cursors[cursor.cursor_id] = cursor
@@ -206,34 +206,17 @@ class ChangeStreams:
         event = events.render(entry, self._history.history_id, full_document=full_document)
         if entry.operation == "update" and cursor.full_document == "updateLookup" and full_document is None:
             event["fullDocument"] = None
-        if not cursor.pipeline:
+        if cursor.apply is None:
             return event
-        return _apply(cursor.pipeline, event)
+        token = event["_id"]
+        transformed = cursor.apply(event)
+        if transformed is not None and transformed.get("_id") != token:
+            raise errors.CommandError(errors.CHANGE_STREAM_FATAL, "Encountered an event whose _id field, which contains the resume token, was modified by the pipeline")
+        return transformed
 
 
 def _now_s() -> float:
     return asyncio.get_running_loop().time()
-
-
-def _internal(pipeline: list[events.Document]) -> list[events.Document]:
-    from mongoeco.core.codec import DocumentCodec
-
-    converted: list[events.Document] = DocumentCodec.to_internal(pipeline)
-    return converted
-
-
-def _apply(pipeline: list[events.Document], event: events.Document) -> events.Document | None:
-    from mongoeco.core.aggregation import apply_pipeline
-    from mongoeco.core.codec import DocumentCodec
-
-    token = event["_id"]
-    result = apply_pipeline([event], pipeline)
-    if not result:
-        return None
-    transformed: events.Document = DocumentCodec.to_pymongo(result[0])
-    if transformed.get("_id") != token:
-        raise errors.CommandError(errors.CHANGE_STREAM_FATAL, "Encountered an event whose _id field, which contains the resume token, was modified by the pipeline")
-    return transformed
 
 
 def _batch_size(value: object) -> int:

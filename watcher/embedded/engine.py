@@ -44,13 +44,16 @@ TAP_AWAIT_MS = 1000
 ENGINE_BUFFER_EVENTS = 100_000
 # More than any number of collections one dropDatabase can take with it.
 MAX_ABSORB_WRITES = 100_000
+# The tap hands the engine back its copies of recorded changes in steps of this.
+RELEASE_EVERY = 1024
 
 
 class Engine:
     def __init__(self, client: Any, history_: history.History) -> None:
         self.client = client
         self.history = history_
-        self._images: dict[bytes, events.Document] = {}
+        # The last image of each document, as BSON (unscanned by the GC).
+        self._images: dict[bytes, bytes] = {}
         self._tap: Any = None
         self._keeper: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -102,6 +105,29 @@ class Engine:
                 raise RuntimeError("the embedded change tap stopped") from self._failure
             await asyncio.sleep(0)
 
+    def _release(self) -> None:
+        """Drop the engine's copies of the changes the tap has recorded.
+
+        The engine keeps its last ``ENGINE_BUFFER_EVENTS`` changes as Python
+        objects whether or not anyone still needs them; the history holds
+        them now (as BSON), so the engine's copies would only make every full
+        garbage collection scan them (over a second of pause at 100,000).
+        The last recorded change stays: the tap resumes after it when it
+        reopens. Private to mongoeco 4.11, as ``flush()`` is; on another
+        layout the engine keeps its own bound and nothing is lost.
+        """
+        hub = self.client._change_hub
+        retained = getattr(hub, "_events", None)
+        if not isinstance(retained, list) or not isinstance(getattr(hub, "_base_offset", None), int):
+            return
+        if getattr(hub, "_watcher_count", None) != 2:
+            return  # someone besides the tap and its keeper reads the engine: keep its history
+        with hub._condition:
+            excess = self._tap._offset - 1 - hub._base_offset
+            if excess > 0:
+                del retained[:excess]
+                hub._base_offset += excess
+
     async def absorb_after_drop(self) -> None:
         for _ in range(MAX_ABSORB_WRITES):
             marker = bson.ObjectId()
@@ -119,15 +145,20 @@ class Engine:
             db = self.client[db_name]
             for coll_name in await db.list_collection_names():
                 async for document in db[coll_name].find({}):
-                    self._images[_image_key(db_name, coll_name, {"_id": document["_id"]})] = _wire(document)
+                    self._images[_image_key(db_name, coll_name, bson.encode({"_id": document["_id"]}))] = bson.encode(document)
 
     async def _pump(self) -> None:
         try:
+            recorded = 0
             while True:
                 change = await self._tap.try_next()
+                if change is None or recorded >= RELEASE_EVERY:
+                    self._release()
+                    recorded = 0
                 if change is None:
                     continue
                 self._record(change)
+                recorded += 1
                 if change["operationType"] == "invalidate":
                     # The engine closed the tap; continue right after the drop.
                     self._tap = await self.client.watch(full_document="updateLookup", max_await_time_ms=TAP_AWAIT_MS, resume_after=change["_id"])
@@ -139,6 +170,8 @@ class Engine:
             raise
 
     def _record(self, change: dict[str, Any]) -> None:
+        """Record one engine change. The engine's values are PyMongo's types,
+        so BSON is encoded from them directly."""
         operation = change["operationType"]
         db, coll = change["ns"]["db"], change["ns"]["coll"]
         if db == PRIVATE_DB:
@@ -149,21 +182,25 @@ class Engine:
             self._forget(db, coll)
             self.history.record("drop", db, coll)
             return
-        key = _wire(change["documentKey"])
+        key = bson.encode(change["documentKey"])
         image_key = _image_key(db, coll, key)
-        after = _wire(change.get("fullDocument"))
         if operation == "delete":
             self._images.pop(image_key, None)
             self.history.record("delete", db, coll, document_key=key)
             return
+        after = change.get("fullDocument")
+        after_bson = None if after is None else bson.encode(after)
         description = None
         if operation == "update":
-            description = events.describe_update(self._images.get(image_key), after or {})
-        if after is not None:
-            self._images[image_key] = after
-        self.history.record(operation, db, coll, document_key=key, full_document=after, update_description=description)
+            # Both images decoded from BSON: values compare with the same types.
+            before = self._images.get(image_key)
+            described = events.describe_update(None if before is None else bson.decode(before), {} if after_bson is None else bson.decode(after_bson))
+            description = bson.encode(described)
+        if after_bson is not None:
+            self._images[image_key] = after_bson
+        self.history.record(operation, db, coll, document_key=key, full_document=after_bson, update_description=description)
 
-    def current(self, db: str, coll: str, document_key: events.Document) -> events.Document | None:
+    def current(self, db: str, coll: str, document_key: bytes) -> bytes | None:
         """The document as of the last recorded change (updateLookup's answer
         once ``flush()`` returned): the engine's image, without a query."""
         return self._images.get(_image_key(db, coll, document_key))
@@ -173,7 +210,7 @@ class Engine:
         moved = {k: v for k, v in self._images.items() if k.startswith(prefix)}
         for key, image in moved.items():
             del self._images[key]
-            self._images[_image_key(to_db, to_coll, {"_id": image.get("_id")})] = image
+            self._images[_image_key(to_db, to_coll, key[len(prefix) :])] = image
         self.history.record("rename", db, coll, rename_to=(to_db, to_coll))
 
     def record_drop_database(self, db: str) -> None:
@@ -188,20 +225,9 @@ class Engine:
             del self._images[key]
 
 
-def _image_key(db: str, coll: str, document_key: events.Document | None) -> bytes:
+def _image_key(db: str, coll: str, document_key: bytes | None) -> bytes:
     prefix = f"{db}\x00{coll}\x00".encode()
-    if document_key is None:
-        return prefix
-    from mongoeco.wire.bson_bridge import encode_wire_value
-
-    return prefix + bson.encode(encode_wire_value(document_key))
-
-
-def _wire(value: Any) -> Any:
-    """The engine's PyMongo-typed values in the wire layer's types."""
-    from mongoeco.wire.bson_bridge import decode_wire_value
-
-    return decode_wire_value(value)
+    return prefix if document_key is None else prefix + document_key
 
 
 @contextlib.asynccontextmanager

@@ -1,9 +1,12 @@
 """Change events as MongoDB shapes them: resume tokens, update descriptions,
 and the event document a change-stream cursor returns.
 
-Documents here are in the wire layer's value types (what the embedded
-server decodes from, and encodes to, BSON), so a client's ``$match`` values
-compare with event values of the same types.
+The history holds each change's documents as BSON bytes, which the
+garbage collector never scans (the same history held as Python dicts made
+each full collection pause the server for over a second at 100,000
+changes). Events carry them as ``RawBSONDocument``, written back to the wire
+as they are; ``materialize`` gives the wire layer's value types, which the
+engine's aggregation needs.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+
+import bson
+from bson.raw_bson import RawBSONDocument
 
 Document = dict[str, Any]
 
@@ -55,7 +61,8 @@ def decode_token(token: object) -> Position:
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """One retained change, as the history stores and journals it."""
+    """One retained change, as the history stores and journals it. Documents
+    are BSON bytes."""
 
     sequence: int
     cluster_time: tuple[int, int]  # (seconds, increment): a BSON Timestamp
@@ -63,10 +70,10 @@ class Entry:
     operation: str
     db: str
     coll: str
-    document_key: Document | None = None
+    document_key: bytes | None = None
     # Insert/replace: the document; update: the post-image of that write.
-    full_document: Document | None = None
-    update_description: Document | None = None
+    full_document: bytes | None = None
+    update_description: bytes | None = None
     rename_to: tuple[str, str] | None = None
 
     def in_scope(self, db: str | None, coll: str | None) -> bool:
@@ -118,7 +125,11 @@ def _diff(before: Mapping[str, Any], after: Mapping[str, Any], prefix: str, upda
     removed.extend(f"{prefix}{key}" for key in before if key not in after)
 
 
-def render(entry: Entry, history_id: int, *, full_document: Document | None) -> Document:
+def raw(document: bytes | None) -> RawBSONDocument | None:
+    return None if document is None else RawBSONDocument(document)
+
+
+def render(entry: Entry, history_id: int, *, full_document: bytes | None) -> Document:
     """The change event MongoDB would send for ``entry``."""
     from mongoeco._types._bson_values import Timestamp  # the wire layer's type (mongoeco.types re-exports it)
 
@@ -130,14 +141,21 @@ def render(entry: Entry, history_id: int, *, full_document: Document | None) -> 
         "ns": {"db": entry.db, "coll": entry.coll} if entry.operation != "dropDatabase" else {"db": entry.db},
     }
     if entry.operation in DOCUMENT_OPERATIONS:
-        event["documentKey"] = entry.document_key
+        event["documentKey"] = raw(entry.document_key)
     if entry.operation == "update":
-        event["updateDescription"] = entry.update_description
+        event["updateDescription"] = raw(entry.update_description)
     if full_document is not None or entry.operation in ("insert", "replace"):
-        event["fullDocument"] = full_document
+        event["fullDocument"] = raw(full_document)
     if entry.rename_to is not None:
         event["to"] = {"db": entry.rename_to[0], "coll": entry.rename_to[1]}
     return event
+
+
+def materialize(event: Document) -> Document:
+    """The event with its documents in the wire layer's value types."""
+    from mongoeco.wire.bson_bridge import decode_wire_value
+
+    return {k: decode_wire_value(bson.decode(v.raw)) if isinstance(v, RawBSONDocument) else v for k, v in event.items()}
 
 
 def invalidate(entry: Entry, history_id: int) -> Document:

@@ -26,8 +26,13 @@ from pathlib import Path
 from typing import IO, Any
 
 import bson
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
 
 from watcher.embedded import events
+
+# Journal documents keep their nested documents as BSON: entries hold bytes.
+_RAW = CodecOptions(document_class=RawBSONDocument)
 
 JOURNAL_NAME = "changes.bson"
 DEFAULT_MAX_EVENTS = 100_000
@@ -63,9 +68,9 @@ class History:
         db: str,
         coll: str,
         *,
-        document_key: events.Document | None = None,
-        full_document: events.Document | None = None,
-        update_description: events.Document | None = None,
+        document_key: bytes | None = None,
+        full_document: bytes | None = None,
+        update_description: bytes | None = None,
         rename_to: tuple[str, str] | None = None,
     ) -> events.Entry:
         entry = events.Entry(
@@ -180,35 +185,32 @@ def _complete_documents(data: bytes) -> Iterator[dict[str, Any]]:
         if size < 5 or offset + size > len(data):
             return  # a torn final append: the change it held was never acknowledged as journaled
         try:
-            yield bson.decode(data[offset : offset + size])
+            document = bson.decode(data[offset : offset + size], _RAW)
+            yield {key: document[key] for key in document}  # every field read now: a bad one fails here
         except bson.errors.InvalidBSON:
             return
         offset += size
 
 
 def _entry_document(entry: events.Entry) -> dict[str, Any]:
-    from mongoeco.wire.bson_bridge import encode_wire_value
-
-    document: dict[str, Any] = {
+    return {
         "seq": bson.Int64(entry.sequence),
         "ct": bson.Timestamp(*entry.cluster_time),
         "wt": entry.wall_time,
         "op": entry.operation,
         "db": entry.db,
         "coll": entry.coll,
-        "key": encode_wire_value(entry.document_key),
-        "doc": encode_wire_value(entry.full_document),
-        "desc": encode_wire_value(entry.update_description),
+        "key": events.raw(entry.document_key),
+        "doc": events.raw(entry.full_document),
+        "desc": events.raw(entry.update_description),
         "to": list(entry.rename_to) if entry.rename_to else None,
     }
-    return document
 
 
 def _entry_from(document: dict[str, Any]) -> events.Entry:
-    from mongoeco.wire.bson_bridge import decode_wire_value
-
     ct: bson.Timestamp = document["ct"]
     wall_time: datetime.datetime = document["wt"]
+    rename_to = list(document["to"]) if document["to"] is not None else None
     return events.Entry(
         sequence=int(document["seq"]),
         cluster_time=(ct.time, ct.inc),
@@ -216,8 +218,12 @@ def _entry_from(document: dict[str, Any]) -> events.Entry:
         operation=document["op"],
         db=document["db"],
         coll=document["coll"],
-        document_key=decode_wire_value(document["key"]),
-        full_document=decode_wire_value(document["doc"]),
-        update_description=decode_wire_value(document["desc"]),
-        rename_to=(document["to"][0], document["to"][1]) if document["to"] else None,
+        document_key=_bytes(document["key"]),
+        full_document=_bytes(document["doc"]),
+        update_description=_bytes(document["desc"]),
+        rename_to=(rename_to[0], rename_to[1]) if rename_to else None,
     )
+
+
+def _bytes(value: object) -> bytes | None:
+    return bytes(value.raw) if isinstance(value, RawBSONDocument) else None

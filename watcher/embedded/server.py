@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -57,6 +58,11 @@ async def serve(port: int, data_dir: Path | None, on_ready: Callable[[str], None
         loop.add_signal_handler(signum, stop.set)
     try:
         async with start(port, data_dir) as server:
+            # Everything alive now (the engine's modules, its primed data) lives
+            # as long as the process: out of the collector's sight, a full
+            # collection scans only what serving creates (it paused the server
+            # for 100-200 ms per collection before).
+            gc.freeze()
             on_ready(server.uri)
             stopped = asyncio.create_task(stop.wait())
             failed = asyncio.create_task(server.engine.wait_failed())

@@ -110,7 +110,7 @@ class ChangeStreamExecutor:
             reply.update(setName=SET_NAME, setVersion=1, hosts=[me], primary=me, me=me, secondary=False)
         return reply
 
-    async def _lookup(self, db: str, coll: str, document_key: dict[str, Any]) -> dict[str, Any] | None:
+    async def _lookup(self, db: str, coll: str, document_key: bytes) -> bytes | None:
         return self._engine.current(db, coll, document_key)
 
 
