@@ -7,10 +7,20 @@
 From the acknowledgement of a job's last ``$inc`` (the earlier of the
 consumer's call returning and the reader seeing that increment: see
 ``bench/workload.py``) to the moment a reader (a change stream of its own, in
-this process, on the same clock) sees the job ``Completed``; at 200 and 1,000 increments/s spread over 100 concurrent
-jobs. Each rate runs jobwatch, then the fixed poller, under the same
-generated load on the same backend, each on a fresh database. The achieved
-increment rate is reported beside the one asked.
+this process, on the same clock) sees the job ``Completed``; at 200 and 1,000
+increments/s spread over 100 concurrent jobs. Each rate runs jobwatch, then
+the fixed poller, under the same generated load on the same backend, each on
+a fresh database. The achieved increment rate is reported beside the one
+asked.
+
+Where the time goes: first, the backend's own ceiling under this load (the
+same consumers and reader, no keeper, increments as fast as they are
+acknowledged); then, beside the asked rates, a run at half that ceiling
+(``--sustained-share``), where no queue builds in the server. For jobwatch,
+two parts of each completion are reported apart: the server delivering the
+last ``$inc``'s event to a reader, and the watcher's own share (its
+``job_completed`` log line: the event's server time to its write being
+acknowledged).
 
 Modes: ``in-process`` (the embedded server and the watcher in this process,
 the watcher reading a real change stream over the wire) and ``separate-process``
@@ -21,6 +31,7 @@ use that server instead of the embedded engine.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,13 +47,29 @@ DEFAULT_JOBS = 200
 FULL_JOBS = 1000
 
 
-async def measure(mode: str, plans: dict[float, workload.Plan], keepers: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, dict[str, list[float]]], dict[str, Any]]:
+CAPACITY_JOBS = 100
+#: The extra rate below the backend's ceiling: latency without a queue in the server.
+SUSTAINED_SHARE = 0.5
+SUSTAINED_MAX_JOBS = 200
+
+
+async def measure(mode: str, plans: dict[float, workload.Plan], keepers: tuple[str, ...], sustained_share: float = SUSTAINED_SHARE) -> tuple[dict[str, Any], dict[str, dict[str, list[float]]], dict[str, Any]]:
     by_rate: dict[str, Any] = {}
     samples: dict[str, dict[str, list[float]]] = {}
     backend_cm = workload.in_process() if mode == "in-process" else workload.separate_process()
     async with backend_cm as backend:
         info = backend.info()
-        for rate, plan in plans.items():
+        # The backend's ceiling under this load (no keeper): an asked rate above
+        # it queues in the server, and every latency then includes the queue.
+        first = next(iter(plans.values()))
+        ceiling = await workload.capacity(backend, workload.Plan(jobs=CAPACITY_JOBS, items=first.items))
+        info = {**info, "capacity_inc_per_s": round(ceiling.outcome.achieved_rate, 1), "capacity_delivery_ms": common.distribution_ms(ceiling.delivery_ms)}
+        runs = dict(plans)
+        if sustained_share > 0 and ceiling.outcome.achieved_rate > 0:
+            sustained = round(ceiling.outcome.achieved_rate * sustained_share)
+            runs = {float(sustained): dataclasses.replace(first, rate=float(sustained), jobs=min(first.jobs, SUSTAINED_MAX_JOBS)), **runs}
+            info["sustained_rate"] = {"inc_per_s": sustained, "share_of_capacity": sustained_share}
+        for rate, plan in runs.items():
             key = f"{rate:g}"
             entry: dict[str, Any] = {}
             samples[key] = {}
@@ -58,12 +85,22 @@ async def measure(mode: str, plans: dict[float, workload.Plan], keepers: tuple[s
                     "rate_asked": rate,
                     "rate_achieved": round(run.outcome.achieved_rate, 1),
                     "from_consumer_ack_only": common.distribution_ms(run.latencies_from_consumer_ack_ms),
+                    # Where the time goes: the server delivering the last $inc's
+                    # event, and (jobwatch) the watcher's own share.
+                    "delivery_ms": common.distribution_ms(run.delivery_ms),
                 }
+                if keeper == "jobwatch":
+                    entry[keeper]["watcher_ms"] = common.distribution_ms(run.watcher_latencies_ms)
             if "jobwatch" in entry and "poller_fixed" in entry:
                 entry["ratio_p50"] = common.ratio(entry["poller_fixed"]["p50_ms"] or float("nan"), entry["jobwatch"]["p50_ms"] or float("nan"))
                 entry["ratio_p99"] = common.ratio(entry["poller_fixed"]["p99_ms"] or float("nan"), entry["jobwatch"]["p99_ms"] or float("nan"))
             by_rate[key] = entry
     return by_rate, samples, info
+
+
+def _quartet(distribution: dict[str, Any] | None) -> list[Any]:
+    d = distribution or {}
+    return [d.get("p50_ms"), d.get("p95_ms"), d.get("p99_ms"), d.get("max_ms")]
 
 
 def plot(samples: dict[str, dict[str, dict[str, list[float]]]], path: Path, subtitle: str) -> Path:
@@ -104,6 +141,7 @@ def main() -> int:
     p.add_argument("--items", type=int, default=10, help="items per stage, 2 stages (default 10)")
     p.add_argument("--rates", default=",".join(f"{r:g}" for r in RATES), help="increments/s, comma-separated")
     p.add_argument("--original", action="store_true", help="also run the original (buggy) poller")
+    p.add_argument("--sustained-share", type=float, default=SUSTAINED_SHARE, help=f"also run at this share of the backend's measured ceiling, at most {SUSTAINED_MAX_JOBS} jobs (default {SUSTAINED_SHARE}; 0: no)")
     args = p.parse_args()
     from watcher.ops import logs
 
@@ -126,7 +164,7 @@ def main() -> int:
                 print(f"separate-process mode skipped: {why}", flush=True)
                 figures.setdefault("modes", {})[mode] = {"skipped": why}
                 continue
-        by_rate, mode_samples, info = anyio.run(measure, mode, plans, keepers)
+        by_rate, mode_samples, info = anyio.run(measure, mode, plans, keepers, args.sustained_share)
         samples[mode] = mode_samples
         backends[mode] = info
         figures.setdefault("modes", {})[mode] = {"by_rate": by_rate}
@@ -136,13 +174,15 @@ def main() -> int:
                 e = entry[keeper]
                 rows.append([keeper, rate, e["rate_achieved"], f"{e['completions']}/{e['jobs']}", e["p50_ms"], e["p95_ms"], e["p99_ms"], e["max_ms"]])
             rows.append(["  fixed poller p50 / jobwatch p50", rate, None, None, entry.get("ratio_p50"), None, None, None])
-        common.table(["keeper", "$inc/s asked", "achieved", "completed", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows, title=f"latency ({mode}, {info['kind']})")
+            rows.append(["  server: last $inc acked -> event seen", rate, None, None, *_quartet(entry["jobwatch"]["delivery_ms"])])
+            rows.append(["  jobwatch's own share (event -> write acked)", rate, None, None, *_quartet(entry["jobwatch"].get("watcher_ms"))])
+        common.table(["keeper", "$inc/s asked", "achieved", "completed", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows, title=f"latency ({mode}, {info['kind']}; backend alone sustains {info['capacity_inc_per_s']} $inc/s)")
     # The headline keys: the production path when it ran, else in-process.
     headline = "separate-process" if "separate-process" in samples else "in-process"
     if headline in samples:
         figures["by_rate"] = figures["modes"][headline]["by_rate"]
         figures["headline_mode"] = headline
-    parameters = {"plans": {f"{r:g}": plan.as_dict() for r, plan in plans.items()}, "modes": modes, "keepers": list(keepers), "full": args.full}
+    parameters = {"plans": {f"{r:g}": plan.as_dict() for r, plan in plans.items()}, "modes": modes, "keepers": list(keepers), "full": args.full, "sustained_share": args.sustained_share}
     path = common.save(common.result_name("latency", args), parameters=parameters, figures=figures, backend_info=backends, save_file=not args.no_save)
     if path is not None and samples:
         subtitle = f"{jobs} jobs x 2 stages x {args.items} items per rate; {common.machine()['cpu_count']} CPUs, Python {common.machine()['python']}"

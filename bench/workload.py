@@ -26,6 +26,8 @@ resumed).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 import random
 import shutil
@@ -34,7 +36,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,8 @@ JOBS = "background_jobs"
 OBSERVED = [{"$match": {"operationType": {"$in": ["update", "replace", "insert"]}}}]
 #: Keepers: the watcher and the two seed pollers.
 KEEPERS = ("jobwatch", "poller_fixed", "poller_original")
+#: The load and the reader alone: what the backend sustains without a keeper.
+NO_KEEPER = "none"
 STARTUP_DEADLINE_S = 60.0
 
 
@@ -294,9 +298,11 @@ async def separate_process() -> AsyncIterator[Backend]:
 
 
 @contextlib.asynccontextmanager
-async def watcher_process(uri: str, database: str, client: AsyncMongoClient[Any]) -> AsyncIterator[subprocess.Popen[str]]:
-    """``jobwatch run --uri`` as a subprocess; ready once its heartbeat document exists."""
-    env = {**os.environ, "JOBWATCH_LOG_LEVEL": "WARNING"}
+async def watcher_process(uri: str, database: str, client: AsyncMongoClient[Any], completions: dict[Any, float] | None = None) -> AsyncIterator[subprocess.Popen[str]]:
+    """``jobwatch run --uri`` as a subprocess; ready once its heartbeat document exists.
+    ``completions`` is filled, when it stops, with each job's own latency as
+    its log reports it (see ``WatcherLatencies``)."""
+    env = {**os.environ, "JOBWATCH_LOG_LEVEL": "INFO", "JOBWATCH_LOG_JSON": "true"}
     cmd = [*jobwatch_command(), "run", "--uri", uri, "--database", database, "--health-port", "0", "--sweep-interval-s", "3600"]
     log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty watcher must never block on it
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
@@ -318,7 +324,47 @@ async def watcher_process(uri: str, database: str, client: AsyncMongoClient[Any]
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        if completions is not None:
+            log.seek(0)
+            for line in log:
+                WatcherLatencies.parse(line, completions)
         log.close()
+
+
+class WatcherLatencies:
+    """The watcher's own share of each completion: its ``job_completed`` log
+    line's ``latency_ms``, from the server's time on the event that finished
+    the job (``wallTime``) to the watcher's write being acknowledged. The
+    rest of the end-to-end figure is the server's: delivering that event, and
+    then the ``Completed`` one to the reader."""
+
+    ACTION = "job_completed"
+
+    @staticmethod
+    def parse(line: str, into: dict[Any, float]) -> None:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(record, dict) and record.get("action") == WatcherLatencies.ACTION and isinstance(record.get("latency_ms"), int | float):
+            into.setdefault(str(record.get("job_id")), float(record["latency_ms"]))
+
+    @staticmethod
+    @contextlib.contextmanager
+    def captured(into: dict[Any, float]) -> Iterator[None]:
+        """The same, from a watcher in this process (a log sink of its own)."""
+        from loguru import logger
+
+        def sink(message: Any) -> None:
+            extra = message.record["extra"]
+            if isinstance(extra.get("latency_ms"), int | float):
+                into.setdefault(str(extra.get("job_id")), float(extra["latency_ms"]))
+
+        handle = logger.add(sink, level="INFO", filter=lambda record: record["extra"].get("action") == WatcherLatencies.ACTION)
+        try:
+            yield
+        finally:
+            logger.remove(handle)
 
 
 # -- one keeper under one workload -----------------------------------------
@@ -333,6 +379,7 @@ class Run:
     counted: dict[Any, float]
     commands: common.CommandCounter | None
     settle_s: float
+    watcher_ms: dict[Any, float] = field(default_factory=dict)  # job id (as text) -> the watcher's own latency
 
     def _start(self, job: Any) -> float | None:
         moments = [t for t in (self.outcome.last_ack.get(job), self.counted.get(job)) if t is not None]
@@ -351,6 +398,16 @@ class Run:
     def latencies_from_consumer_ack_ms(self) -> list[float]:
         """The consumer's clock alone (can be negative in-process; see the module doc)."""
         return [(self.done[j] - self.outcome.last_ack[j]) * 1000 for j in self.outcome.job_ids if j in self.done and j in self.outcome.last_ack]
+
+    @property
+    def delivery_ms(self) -> list[float]:
+        """The server's event delivery: the consumer's acknowledgement of a
+        job's last ``$inc`` to the reader seeing that increment's event."""
+        return [(self.counted[j] - self.outcome.last_ack[j]) * 1000 for j in self.outcome.job_ids if j in self.counted and j in self.outcome.last_ack]
+
+    @property
+    def watcher_latencies_ms(self) -> list[float]:
+        return [self.watcher_ms[str(j)] for j in self.outcome.job_ids if str(j) in self.watcher_ms]
 
     @property
     def completed(self) -> int:
@@ -380,24 +437,29 @@ async def run_keeper(
     counted: dict[Any, float] = {}
     progress = common.Progress(f"{label} {keeper}", plan.increments)
     settle_s = POLL_INTERVAL_S * 2.5 if keeper != "jobwatch" else 10.0
+    watcher_ms: dict[Any, float] = {}
     stream = await backend.observer(load_client, database)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(observe, stream, counted, done)
-            if keeper == "jobwatch" and isinstance(backend, SeparateProcess):
-                async with watcher_process(backend.uri, database, load_client):
+            if keeper == NO_KEEPER:
+                outcome = await play(db, plan, progress)
+                commands = None
+            elif keeper == "jobwatch" and isinstance(backend, SeparateProcess):
+                async with watcher_process(backend.uri, database, load_client, watcher_ms):
                     outcome = await play(db, plan, progress)
                     await settle(done, outcome.job_ids, settle_s)
                 commands = None
             elif keeper == "jobwatch":
                 settings = Settings(uri=backend.uri, database=database, health_port=0, sweep_interval_s=3600, **(settings_overrides or {}))
                 watcher = Watcher(keeper_client, settings, change_source=backend.change_source(database))
-                async with watcher:
-                    counter.reset()  # start-up (index, first sweep, position) is not per-job cost
-                    outcome = await play(db, plan, progress)
-                    await settle(done, outcome.job_ids, settle_s)
-                    if on_watcher is not None:
-                        on_watcher(watcher)
+                with WatcherLatencies.captured(watcher_ms):
+                    async with watcher:
+                        counter.reset()  # start-up (index, first sweep, position) is not per-job cost
+                        outcome = await play(db, plan, progress)
+                        await settle(done, outcome.job_ids, settle_s)
+                        if on_watcher is not None:
+                            on_watcher(watcher)
                 commands = counter
             else:
                 poller = SeedPoller(keeper_client[database], require_collection=VARIANTS[keeper])
@@ -411,4 +473,11 @@ async def run_keeper(
         await stream.close()
         await load_client.close()
         await keeper_client.close()
-    return Run(keeper, plan, outcome, done, counted, commands, settle_s)
+    return Run(keeper, plan, outcome, done, counted, commands, settle_s, watcher_ms)
+
+
+async def capacity(backend: Backend, plan: Plan) -> Run:
+    """The backend's own ceiling under this load: the same consumers and
+    reader, increments sent as fast as they are acknowledged, no keeper."""
+    unthrottled = dataclasses.replace(plan, rate=0.0)
+    return await run_keeper(backend, NO_KEEPER, unthrottled, label="capacity")
