@@ -72,9 +72,11 @@ class Settings(BaseSettings):
     )
     scan_stage: str = Field("scan", description="stage whose completion with 0 items means nothing to process")
 
-    sweep_interval_s: Annotated[float, Field(gt=0)] = Field(300.0, description="seconds between full sweeps")
+    sweep_interval_s: Annotated[float, Field(gt=0)] = Field(300.0, description="seconds between periodic sweeps")
     full_sweep_every: Annotated[int, Field(ge=1)] = Field(
-        12, description="every Nth periodic sweep also scans jobs whose status is missing or unknown (unindexed)"
+        12,
+        description="every Nth periodic sweep also reads jobs whose status is missing or unknown "
+        "(start-up and catch-up sweeps always do)",
     )
     path_a_quiet_s: Annotated[float, Field(ge=0)] = Field(
         60.0,

@@ -235,9 +235,11 @@ def _image_key(db: str, coll: str, document_key: bytes | None) -> bytes:
 async def open_engine(data_dir: Path | None, *, max_events: int = history.DEFAULT_MAX_EVENTS) -> AsyncIterator[Engine]:
     import mongoeco
 
+    from watcher.embedded import planner
+
     history_ = history.History(journal_dir=data_dir, max_events=max_events)
     if data_dir is None:
-        client = mongoeco.AsyncMongoClient(change_stream_history_size=ENGINE_BUFFER_EVENTS)
+        client = mongoeco.AsyncMongoClient(planner.engine(), change_stream_history_size=ENGINE_BUFFER_EVENTS)
     else:
         from mongoeco.engines.sqlite import SQLiteEngine
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import anyio
@@ -50,10 +50,11 @@ class SweepReport:
     duration_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
-        """Totals only: what the heartbeat document and metrics keep."""
-        doc = asdict(self)
+        """Totals only: what the heartbeat document and metrics keep. Built
+        field by field: ``asdict`` would deep-copy every per-job line (up to
+        ``MAX_REPORTED_JOBS``) on each pass, only to drop them."""
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "changes"}
         doc["skipped"] = len(self.skipped)
-        doc.pop("changes")
         return doc
 
     def as_dict(self) -> dict[str, Any]:

@@ -1,0 +1,113 @@
+"""The embedded engine's index use, widened to the query shapes MongoDB
+serves from an index and mongoeco 4.11's memory engine does not.
+
+The memory engine keeps index buckets (index key tuple -> documents) but
+reads them only for an equality on a single-field index; every other filter
+examines the whole collection. MongoDB serves ``$in`` and ``$nin`` on the
+leading field of any ordered index, single or compound, from index bounds.
+So on the embedded engine the sweep's passes (``status $in`` open spellings,
+``status $nin`` known spellings, over the ``(status, jobType)`` index) cost
+the whole collection, where on MongoDB they cost the entries they return.
+This engine closes that gap for those shapes; nothing in the product knows
+about it.
+
+The buckets give a superset of the matching documents and the engine still
+applies the whole filter to each one, so a bucket taken needlessly costs
+time, never a wrong answer. A bucket is left out only when its leading key
+is a string that the condition rules out. That is exact for a top-level
+field: a compound index keys a document by the field's value itself (an
+array stays an array, a missing field is null), and a single-field index by
+the value and each array element, so a document whose key is some other
+string cannot match. Dotted paths, non-string operands, collations and
+anything else fall back to the engine's own choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from mongoeco.core.bson_ordering import bson_equality_key
+from mongoeco.core.query_plan import AndCondition, EqualsCondition, InCondition, NotInCondition
+from mongoeco.engines import memory
+from mongoeco.engines.virtual_indexes import query_can_use_index
+
+#: Ordered index directions; text, hashed and geo indexes key documents otherwise.
+ORDERED = (1, -1)
+#: The private parts of mongoeco 4.11 this module builds on: without them
+#: (another mongoeco), ``engine()`` gives the engine as it comes, only slower.
+HOOKS = (
+    (memory.MemoryEngine, "_indexed_candidate_storage_keys_for_plan_locked"),
+    (memory, "_MemoryIndexedCandidates"),
+)
+
+
+def engine() -> memory.MemoryEngine:
+    """A memory engine that serves the shapes above from its indexes."""
+    if all(hasattr(owner, name) for owner, name in HOOKS):
+        return IndexedMemoryEngine()
+    return memory.MemoryEngine()
+
+
+class IndexedMemoryEngine(memory.MemoryEngine):
+    """mongoeco's ``MemoryEngine`` that also reads its index buckets for
+    ``$eq``/``$in``/``$nin`` of strings on an index's leading field."""
+
+    def _indexed_candidate_storage_keys_for_plan_locked(
+        self,
+        indexes: Any,
+        index_data: Any,
+        query_plan: Any,
+        *,
+        dialect: Any,
+        collation: Any,
+    ) -> Any:
+        found = super()._indexed_candidate_storage_keys_for_plan_locked(indexes, index_data, query_plan, dialect=dialect, collation=collation)
+        if found is not None or collation is not None:
+            return found
+        storage_keys = candidates(indexes, index_data, query_plan, dialect=dialect)
+        if storage_keys is None:
+            return None
+        return memory._MemoryIndexedCandidates(storage_keys)
+
+
+def candidates(indexes: list[Any], index_data: dict[str, Any], query_plan: Any, *, dialect: Any) -> set[Any] | None:
+    """Storage keys of every document that may match ``query_plan``, read
+    from one index's buckets; None when no index serves one of its clauses."""
+    clauses = query_plan.clauses if isinstance(query_plan, AndCondition) else (query_plan,)
+    for clause in clauses:
+        served = _leading_key_test(clause)
+        if served is None:
+            continue
+        field, test = served
+        for index in indexes:
+            keys = index["key"]
+            if not keys or keys[0][0] != field or any(direction not in ORDERED for _, direction in keys):
+                continue
+            buckets = index_data.get(index["name"])
+            if buckets is None or not query_can_use_index(index, query_plan, dialect=dialect, collation=None):
+                continue
+            found: set[Any] = set()
+            for key in list(buckets.keys()):
+                if test(key[0]):
+                    found.update(buckets[key])
+            return found
+    return None
+
+
+def _leading_key_test(clause: Any) -> tuple[str, Callable[[Any], bool]] | None:
+    """For a condition this module serves, its field and a test of a bucket's
+    leading key: False only when no document under that key can match."""
+    if not isinstance(clause, EqualsCondition | InCondition | NotInCondition) or clause.null_matches_undefined or "." in clause.field:
+        return None
+    values = (clause.value,) if isinstance(clause, EqualsCondition) else clause.values
+    if not all(type(value) is str for value in values):
+        return None
+    named = {bson_equality_key(value) for value in values}
+
+    def string_key(key: Any) -> bool:
+        return isinstance(key, tuple) and len(key) == 2 and key[0] == "str"
+
+    if isinstance(clause, NotInCondition):
+        return clause.field, lambda key: key not in named  # any other value, array or null may match
+    return clause.field, lambda key: key in named or not string_key(key)  # arrays may hold a named string
