@@ -15,7 +15,7 @@ asked.
 
 Where the time goes: first, the backend's own ceiling under this load (the
 same consumers and reader, no keeper, increments as fast as they are
-acknowledged); then, beside the asked rates, a run at half that ceiling
+acknowledged); then, beside the asked rates, a run at 30 % of that ceiling
 (``--sustained-share``), where no queue builds in the server. For jobwatch,
 two parts of each completion are reported apart: the server delivering the
 last ``$inc``'s event to a reader, and the watcher's own share (its
@@ -49,7 +49,7 @@ FULL_JOBS = 1000
 
 CAPACITY_JOBS = 100
 #: The extra rate below the backend's ceiling: latency without a queue in the server.
-SUSTAINED_SHARE = 0.5
+SUSTAINED_SHARE = 0.3
 SUSTAINED_MAX_JOBS = 200
 
 
