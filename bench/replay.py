@@ -18,6 +18,7 @@ jobs pile up in the queue as they do in the service.
 
 from __future__ import annotations
 
+import cProfile
 import datetime as dt
 import itertools
 import time
@@ -83,6 +84,7 @@ class Tally:
     updates_built: int = 0
     deferred: int = 0
     over_budget: int = 0  # progress writes the budget refused (the work is finished unwritten)
+    jobs_completed: int = 0  # completion updates built: each finished job makes room for a new one
     cpu_s: float = 0.0
     wall_s: float = 0.0
     max_pending_jobs: int = 0
@@ -133,6 +135,8 @@ class HotPath:
                         continue
                 updates.for_evaluation(result)
                 self.tally.updates_built += 1
+                if result.outcome is Outcome.JOB_COMPLETED:
+                    self.tally.jobs_completed += 1
                 if result.outcome is Outcome.PROGRESS:
                     queue.progress_written(work.key, now)
             queue.finish(work)
@@ -159,12 +163,13 @@ def run(source: Iterator[dict[str, Any]], *, events_per_s: float, on_event: Call
     return path.tally
 
 
-def busy(jobs: int, count: int, *, events_per_job_s: float = 2.0) -> Tally:
+def busy(jobs: int, count: int, *, events_per_job_s: float = 2.0, profiler: cProfile.Profile | None = None) -> Tally:
     """Time ``count`` events over ``jobs`` busy jobs, each receiving
     ``events_per_job_s`` events per simulated second (above the 1/s progress
     interval, so about half its evaluations are deferred and wait in the
     queue). Two rounds over every job come first, untimed, so the queue is in
-    its steady state when the clock starts."""
+    its steady state when the clock starts. With ``profiler``, the timed part
+    (only) runs under it, so a profile shows the same work the figure times."""
     warm = 2 * jobs
     prepared = list(events(jobs, warm + count))
     path = HotPath(events_per_s=jobs * events_per_job_s)
@@ -173,8 +178,12 @@ def busy(jobs: int, count: int, *, events_per_job_s: float = 2.0) -> Tally:
     path.tally = Tally()
     timed = prepared[warm:]
     cpu0, wall0 = time.process_time(), time.perf_counter()
+    if profiler is not None:
+        profiler.enable()
     for event in timed:
         path.feed(event)
+    if profiler is not None:
+        profiler.disable()
     path.tally.cpu_s = time.process_time() - cpu0
     path.tally.wall_s = time.perf_counter() - wall0
     return path.tally
