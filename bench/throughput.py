@@ -19,13 +19,19 @@
    (``limited_by``). Each window also records this process's CPU time (the
    watcher, the consumers and the drivers; the database too in-process) and
    the load average, since wall-clock rates on a shared machine move with it.
-2. ``cpu_us_per_event``: process CPU time per event over events replayed
+2. ``max_events_per_s_database_removed``: the same stepping (change events
+   per second) through the product's own ``StreamReader`` and ``Dispatcher``,
+   fed by a paced source, every write answered at once (``bench/paced.py``):
+   the watcher's ceiling, which the database hides in 1. Each window keeps
+   the CPU per event read: the replay's work below plus the async plumbing
+   around it (tasks, timeouts, signalling, metrics).
+3. ``cpu_us_per_event``: process CPU time per event over events replayed
    through decode, coalescing, rules, the progress budget and update building
    (``bench/replay.py``), with 100, 1,000 and 10,000 busy jobs (each receiving
    2 events per simulated second, so progress writes are rate-limited and
    jobs wait in the queue). The headline is the highest of the sizes (the
    per-size figures are kept under ``cpu_us_per_event_by_busy_jobs``).
-3. ``rules_evals_per_s``: ``rules.evaluate`` on the seed's document per
+4. ``rules_evals_per_s``: ``rules.evaluate`` on the seed's document per
    second of this process's CPU time (one core's worth of work, which the
    goal is about), best of three windows after a warm-up (as
    ``rules_throughput``); the wall-clock rate, which a shared machine lowers,
@@ -47,7 +53,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common, load, replay, workload  # noqa: E402
+from bench import common, load, paced, replay, workload  # noqa: E402
 
 KEEP_UP_RATIO = 0.95
 BUSY_JOBS = (100, 1_000)
@@ -178,6 +184,17 @@ async def sustained(rates: list[float], window_s: float, mode: str) -> tuple[lis
     return steps, info
 
 
+async def watcher_only(rates: list[float], window_s: float) -> list[dict[str, Any]]:
+    """The same stepping through the watcher's own intake and dispatch, database removed (``bench/paced.py``)."""
+    steps = []
+    for rate in rates:
+        result = await paced.step(rate, window_s)
+        steps.append(result)
+        if not result["kept_up"]:
+            break
+    return steps
+
+
 def cpu_per_event(sizes: tuple[int, ...], count: int, progress: common.Progress | None = None) -> dict[str, Any]:
     by_jobs: dict[str, Any] = {}
     for jobs in sizes:
@@ -231,7 +248,9 @@ def main() -> int:
     p.add_argument("--window-s", type=float, help="seconds per rate (default 8; --full 60)")
     p.add_argument("--events", type=int, help="replayed events per busy-job size (default 5,000; --full 50,000)")
     p.add_argument("--busy-jobs", help="busy-job sizes for the CPU figure, comma-separated (default 100,1000; --full 100,1000,10000)")
+    p.add_argument("--paced-rates", default="500,1000,2000,4000,8000", help="stepped event rates for the watcher alone, database removed (stops at the first not kept up)")
     p.add_argument("--skip-sustained", action="store_true", help="only the database-free figures")
+    p.add_argument("--skip-paced", action="store_true", help="skip the watcher-alone stepping")
     p.add_argument("--profile", action="store_true", help="write bench/results/profile.txt")
     p.add_argument("--profile-jobs", type=int, default=10_000, help="busy jobs for --profile (default 10,000)")
     p.add_argument(
@@ -273,6 +292,19 @@ def main() -> int:
             ],
             title=f"sustained rate ({info['kind']}, {info['mode']}, {window_s:g} s windows)",
         )
+    if not args.skip_paced:
+        paced_steps = anyio.run(watcher_only, [float(r) for r in args.paced_rates.split(",")], window_s)
+        kept_paced = [s for s in paced_steps if s["kept_up"]]
+        figures["max_events_per_s_database_removed"] = max((s["rate_achieved"] for s in kept_paced), default=0.0)
+        figures["database_removed_steps"] = paced_steps
+        common.table(
+            ["events/s asked", "achieved", "window s", "due", "read", "handled", "backlog +/s", "kept up", "CPU share", "CPU us/event", "load"],
+            [
+                [s["rate_asked"], s["rate_achieved"], s["window_s"], s["events_due"], s["events_read"], s["handled_ratio"], s["backlog_growth_events_per_s"], s["kept_up"], s["process_cpu_share"], s["cpu_us_per_event_read"], f"{s['load_avg_1m']['min']}-{s['load_avg_1m']['max']}"]
+                for s in paced_steps
+            ],
+            title=f"the watcher alone: its StreamReader and Dispatcher, database removed ({window_s:g} s windows)",
+        )
     sizes = tuple(int(n) for n in args.busy_jobs.split(",")) if args.busy_jobs else (BUSY_JOBS_FULL if args.full else BUSY_JOBS)
     progress = common.Progress("replaying events", len(sizes))
     by_jobs = cpu_per_event(sizes, count, progress)
@@ -286,6 +318,7 @@ def main() -> int:
         "max_increments_per_s": "highest achieved $inc/s among the windows that kept up (handled >= keep_up_ratio, backlog not growing over the second half)",
         "cpu_us_per_event": "highest over the busy-job sizes of process CPU time per replayed event, database removed",
         "rules_evals_per_s": "rules.evaluate on the seed job per second of process CPU time (one core), best of three windows",
+        "max_events_per_s_database_removed": "highest event rate the product's StreamReader + Dispatcher kept up with, fed by a paced source, writes answered at once (bench/paced.py)",
     }
     common.table(
         ["busy jobs", "CPU us/event", "events", "evaluations", "deferred", "over budget", "updates built"],
@@ -297,7 +330,7 @@ def main() -> int:
         text = profile(count, args.profile_jobs, common.RESULTS / "profile.txt")
         print("\n".join(text.splitlines()[:40]))
     figures["load_avg_1m"] = watch.summary()
-    common.save(common.result_name("throughput", args), parameters={"window_s": window_s, "rates_asked": args.rates, "mode": mode, "replayed_events": count, "busy_jobs": list(sizes), "keep_up_ratio": KEEP_UP_RATIO, "full": args.full}, figures=figures, backend_info=info, save_file=not args.no_save)
+    common.save(common.result_name("throughput", args), parameters={"window_s": window_s, "rates_asked": args.rates, "mode": mode, "replayed_events": count, "busy_jobs": list(sizes), "paced_rates_asked": args.paced_rates, "keep_up_ratio": KEEP_UP_RATIO, "full": args.full}, figures=figures, backend_info=info, save_file=not args.no_save)
     return 0
 
 
