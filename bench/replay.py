@@ -8,12 +8,16 @@ the watcher's pipeline gives it (``documentKey``, ``clusterTime``,
 ones from the embedded engine so the shape can be checked against them.
 
 The loop does per event what ``StreamReader`` and ``Dispatcher`` do: decode,
-``offer``, then ``take`` until nothing is ready (evaluate, rate-limit
+note the stage counters for path A (``CounterWatch.observe``), ``offer``,
+then ``take`` until nothing is ready (evaluate, rate-limit
 progress with ``progress_allowed_at``/``defer``, ask the progress budget,
 build the update, ``finish``),
 then ``next_ready_at`` as the dispatcher does before it sleeps. A simulated
 clock advances by ``1 / events_per_s`` per event, so rate-limited (deferred)
-jobs pile up in the queue as they do in the service.
+jobs pile up in the queue as they do in the service. Every update the loop
+builds comes back as a change event (the document with its writes applied),
+as the watcher's own writes do through the stream: a completed job is last
+seen ``Completed``, and its events are counted with the consumers'.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from rules import Outcome
 from watcher.decide import budget, updates
 from watcher.decide.coalesce import JobQueue
 from watcher.intake import stream
+from watcher.intake.settle import CounterWatch
 from watcher.storage import store
 
 STAGES = ("thumbnail", "cache")
@@ -84,6 +89,7 @@ class Tally:
     updates_built: int = 0
     deferred: int = 0
     over_budget: int = 0  # progress writes the budget refused (the work is finished unwritten)
+    echo_events: int = 0  # of ``events``: the watcher's own writes seen back through the stream
     jobs_completed: int = 0  # completion updates built: each finished job makes room for a new one
     cpu_s: float = 0.0
     wall_s: float = 0.0
@@ -97,15 +103,25 @@ class Tally:
 class HotPath:
     """The replay loop's state: one queue, one policy, a simulated clock."""
 
-    def __init__(self, *, events_per_s: float, max_jobs: int = 100_000, progress_interval_s: float = 1.0) -> None:
+    def __init__(self, *, events_per_s: float, max_jobs: int = 100_000, progress_interval_s: float = 1.0, quiet_s: float = 30.0) -> None:
         self.queue = JobQueue(max_jobs=max_jobs, progress_interval_s=progress_interval_s)
         self.policy = rules.Policy()
         self.budget = budget.ProgressBudget()
+        self.counters = CounterWatch(quiet_s=quiet_s)
+        self._echoes: list[dict[str, Any]] = []
+        self._echo_seq = 0
         self.step_s = 1.0 / events_per_s
         self.now = 0.0
         self.tally = Tally()
 
     def feed(self, event: dict[str, Any]) -> None:
+        self._feed(event)
+        while self._echoes:
+            echo = self._echoes.pop()
+            self.tally.echo_events += 1
+            self._feed(echo)
+
+    def _feed(self, event: dict[str, Any]) -> None:
         # decode: as StreamReader._handle
         when = stream.event_time_s(event)
         doc = event.get("fullDocument")
@@ -113,6 +129,7 @@ class HotPath:
         if doc is None or key is None:
             self.queue.record(event["_id"])
             return
+        self.counters.observe(key, doc, self.now)
         if not self.queue.offer(key, doc, event["_id"], when):
             raise RuntimeError("queue full: raise max_jobs for this replay")
         self.tally.events += 1
@@ -135,6 +152,7 @@ class HotPath:
                         continue
                 updates.for_evaluation(result)
                 self.tally.updates_built += 1
+                self._echo(event, work.doc, result.writes)
                 if result.outcome is Outcome.JOB_COMPLETED:
                     self.tally.jobs_completed += 1
                 if result.outcome is Outcome.PROGRESS:
@@ -147,6 +165,34 @@ class HotPath:
         self.now = now + self.step_s
         if self.tally.events % 1000 == 0:
             queue.advance(self.now)  # the position saver's call, so tokens do not pile up
+
+
+    def _echo(self, event: dict[str, Any], doc: Any, writes: Any) -> None:
+        """The change event the write just built would cause (its document with the writes applied)."""
+        written = _apply(doc, writes)
+        self._echo_seq += 1
+        token = {"_data": f"{event['_id']['_data']}e{self._echo_seq}"}  # after the event being fed
+        self._echoes.append(
+            {"_id": token, "operationType": "update", "documentKey": {"_id": doc["_id"]}, "clusterTime": event.get("clusterTime"), "fullDocument": written}
+        )
+
+
+def _apply(doc: Any, writes: Any) -> dict[str, Any]:
+    """``doc`` with ``writes`` (dotted paths) applied, sharing what did not change."""
+    out = dict(doc)
+    for path, value in writes.items():
+        if value is rules.SERVER_NOW:
+            value = dt.datetime.now(dt.UTC)
+        elif isinstance(value, rules.Raise):
+            value = value.value
+        head, _, rest = path.partition(".")
+        if not rest:
+            out[head] = value
+            continue
+        stages = out[head] = dict(out[head])
+        name, _, leaf = rest.partition(".")
+        stages[name] = {**stages[name], leaf: value}
+    return out
 
 
 def run(source: Iterator[dict[str, Any]], *, events_per_s: float, on_event: Callable[[int], None] | None = None) -> Tally:
