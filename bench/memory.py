@@ -5,13 +5,17 @@
 
 Events are made one at a time as the driver would decode them (nothing is
 kept by the generator but one counter and one ``_id`` per job slot) and go
-through decode, ``JobQueue``, the rules, the progress budget and update
-building (``bench/replay.py``). 10,000 jobs are busy at any moment, each
+through decode, path A's counter watch, ``JobQueue``, the rules, the
+progress budget and update building (``bench/replay.py``); every update built
+comes back as a change event, as the watcher's own writes do (so a completed
+job is last seen ``Completed``). 10,000 jobs are busy at any moment, each
 receiving 2 events per simulated second (above the 1/s progress interval, so
 rate-limited jobs wait in the queue's deferral heap, as in the service). A
 job completes after ``2 * items`` events and its slot goes to a new job (a
 new ``_id``): with the default 10 items, a million events complete 50,000
 jobs, so anything keyed by job that is never forgotten shows as growth.
+``events`` counts every change event the watcher saw (the consumers' and
+its own writes'); ``--events`` and the samples count the consumers'.
 
 ``idle_mb`` is the RSS before the first event (everything imported, nothing
 fed; the generator's own state, 10,000 ids and counters, well under a
@@ -95,6 +99,8 @@ def main() -> int:
         "idle_mb": round(idle_mb, 2),
         "peak_mb": round(peak_mb, 2),
         "events": tally.events,
+        "consumer_events": tally.events - tally.echo_events,
+        "echo_events": tally.echo_events,
         "peak_above_idle_mb": round(peak_mb - idle_mb, 2),
         "end_mb": round(end_mb, 2),
         "kernel_high_water_mb": round(high_water_mb, 2),
@@ -109,7 +115,7 @@ def main() -> int:
         # The generator's CPU is counted too (events are made on the fly): see throughput for the hot path alone.
         "cpu_us_per_event_with_generation": round(tally.cpu_us_per_event, 1),
         "load_avg_1m": watch.summary(),
-        "samples": samples,
+        "samples": samples,  # (consumer events so far, RSS MB)
     }
     common.table(
         ["events", "busy jobs", "jobs completed", "idle MB", "peak MB", "above idle", "growth after 1/5", "MB per 1M events"],

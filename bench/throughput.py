@@ -26,7 +26,8 @@
    the CPU per event read: the replay's work below plus the async plumbing
    around it (tasks, timeouts, signalling, metrics).
 3. ``cpu_us_per_event``: process CPU time per event over events replayed
-   through decode, coalescing, rules, the progress budget and update building
+   through decode, path A's counter watch, coalescing, rules, the progress
+   budget and update building, the built updates coming back as events
    (``bench/replay.py``), with 100, 1,000 and 10,000 busy jobs (each receiving
    2 events per simulated second, so progress writes are rate-limited and
    jobs wait in the queue). The headline is the highest of the sizes (the
@@ -202,6 +203,7 @@ def cpu_per_event(sizes: tuple[int, ...], count: int, progress: common.Progress 
         by_jobs[str(jobs)] = {
             "cpu_us_per_event": round(tally.cpu_us_per_event, 1),
             "events": tally.events,
+            "echo_events": tally.echo_events,  # of events: the watcher's own writes seen back
             "evaluations": tally.evaluations,
             "deferred": tally.deferred,
             "over_budget": tally.over_budget,
