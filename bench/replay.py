@@ -103,7 +103,7 @@ class Tally:
 class HotPath:
     """The replay loop's state: one queue, one policy, a simulated clock."""
 
-    def __init__(self, *, events_per_s: float, max_jobs: int = 100_000, progress_interval_s: float = 1.0, quiet_s: float = 30.0) -> None:
+    def __init__(self, *, events_per_s: float, max_jobs: int = 100_000, progress_interval_s: float = 1.0, quiet_s: float = 60.0) -> None:
         self.queue = JobQueue(max_jobs=max_jobs, progress_interval_s=progress_interval_s)
         self.policy = rules.Policy()
         self.budget = budget.ProgressBudget()

@@ -325,7 +325,7 @@ def main() -> int:
     common.table(
         ["busy jobs", "CPU us/event", "events", "evaluations", "deferred", "over budget", "updates built"],
         [[jobs, f["cpu_us_per_event"], f["events"], f["evaluations"], f["deferred"], f["over_budget"], f["updates_built"]] for jobs, f in by_jobs.items()],
-        title="hot path with the database removed (decode, JobQueue, rules, budget, update building)",
+        title="hot path with the database removed (decode, path A watch, JobQueue, rules, budget, update building; own writes echoed)",
     )
     print(f"rules.evaluate on the seed job: {figures['rules_evals_per_s']:,} evaluations per CPU second (one core), {figures['rules_evals_per_wall_s']:,} per wall-clock second")
     if args.profile:
