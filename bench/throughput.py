@@ -244,6 +244,26 @@ def profile(count: int, jobs: int, path: Path) -> str:
     return text
 
 
+def profile_async(rate: float, window_s: float, path: Path) -> str:
+    """cProfile of one window of the watcher alone (``bench/paced.py``): where
+    the async path's time goes beyond the replay's work."""
+    profiler = cProfile.Profile()
+    profiler.enable()
+    result = anyio.run(paced.step, rate, window_s)
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    out.write(
+        f"cProfile of the watcher alone (StreamReader + Dispatcher, database removed, bench/paced.py): one {window_s:g} s window "
+        f"at {rate:g} events/s asked; {result['events_read']} events read ({result['rate_achieved']}/s), CPU share {result['process_cpu_share']}\n\n"
+    )
+    stats.sort_stats("tottime").print_stats(30)
+    stats.sort_stats("cumulative").print_stats(60)
+    text = out.getvalue()
+    path.write_text(text)
+    return text
+
+
 def main() -> int:
     p = common.parser(__doc__)
     p.add_argument("--rates", default="50,100,200,400,800,1600", help="stepped increment rates (stops at the first that is not kept up)")
@@ -255,6 +275,7 @@ def main() -> int:
     p.add_argument("--skip-paced", action="store_true", help="skip the watcher-alone stepping")
     p.add_argument("--profile", action="store_true", help="write bench/results/profile.txt")
     p.add_argument("--profile-jobs", type=int, default=10_000, help="busy jobs for --profile (default 10,000)")
+    p.add_argument("--profile-async", type=float, metavar="EVENTS_PER_S", help="also cProfile one 6 s window of the watcher alone at this rate (bench/results/profile_async.txt)")
     p.add_argument(
         "--mode",
         choices=("separate-process", "in-process"),
@@ -331,6 +352,9 @@ def main() -> int:
     if args.profile:
         text = profile(count, args.profile_jobs, common.RESULTS / "profile.txt")
         print("\n".join(text.splitlines()[:40]))
+    if args.profile_async:
+        text = profile_async(args.profile_async, 6.0, common.RESULTS / "profile_async.txt")
+        print("\n".join(text.splitlines()[:30]))
     figures["load_avg_1m"] = watch.summary()
     common.save(common.result_name("throughput", args), parameters={"window_s": window_s, "rates_asked": args.rates, "mode": mode, "replayed_events": count, "busy_jobs": list(sizes), "paced_rates_asked": args.paced_rates, "keep_up_ratio": KEEP_UP_RATIO, "full": args.full}, figures=figures, backend_info=info, save_file=not args.no_save)
     return 0
