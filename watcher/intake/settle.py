@@ -11,8 +11,13 @@ seed's stuck jobs) leaves them still. A consumer between its push and its
 increment shows a collection count younger than ``quiet_s``.
 
 Observations come from the stream (every event's document) and from every
-sweep's read. Pure: the caller passes ``now``. Bounded: the oldest jobs are
-forgotten first (a forgotten stage just waits one more quiet period).
+sweep's read. Pure: the caller passes ``now``. It holds the open jobs only: a
+job seen finished (Completed, Failed or Cancelled, in any spelling) is
+forgotten at once, since path A never touches it again; without that every
+job the stream ever saw stayed remembered, and the watcher's memory grew with
+the events (about 34 MB per million events at 10,000 busy jobs) up to the
+cap. Bounded besides: beyond ``max_jobs`` open jobs the oldest are forgotten
+first (a forgotten stage just waits one more quiet period).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import collections
 from collections.abc import Hashable, Mapping
 from typing import Any
+
+from rules import status as job_status
 
 #: Jobs remembered at most (an OrderedDict, oldest dropped first).
 MAX_JOBS = 100_000
@@ -35,7 +42,11 @@ class CounterWatch:
         self._counts: dict[Hashable, dict[str, tuple[int, float]]] = {}
 
     def observe(self, key: Hashable, doc: Mapping[str, Any], now: float) -> None:
-        """Remember ``doc``'s stage counters; a changed counter restarts its quiet period."""
+        """Remember ``doc``'s stage counters; a changed counter restarts its
+        quiet period. A finished job is forgotten instead."""
+        if job_status.parse(doc.get("status")) in job_status.TERMINAL:
+            self.forget(key)
+            return
         stages = doc.get("stages")
         if not isinstance(stages, Mapping):
             return
@@ -58,7 +69,9 @@ class CounterWatch:
         count have both stood still for ``quiet_s``; this read counts as an
         observation of both."""
         self.observe(key, doc, now)
-        seen = self._seen.get(key, {})
+        seen = self._seen.get(key)
+        if seen is None:  # finished, or no stages to watch: nothing settles, nothing is kept
+            return frozenset()
         known = self._counts.setdefault(key, {})
         for name, count in counts.items():
             before = known.get(name)
@@ -73,3 +86,7 @@ class CounterWatch:
     def forget(self, key: Hashable) -> None:
         self._seen.pop(key, None)
         self._counts.pop(key, None)
+
+    def __len__(self) -> int:
+        """Jobs remembered."""
+        return len(self._seen)

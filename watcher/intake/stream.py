@@ -165,7 +165,9 @@ class StreamReader:
         doc = event.get("fullDocument")
         key = store.job_key(event.get("documentKey", {}).get("_id"))
         if not isinstance(doc, Mapping) or key is None:
-            # The job was deleted before the lookup: nothing to evaluate.
+            # The job was deleted before the lookup: nothing to evaluate, nothing to remember.
+            if key is not None and self._counters is not None:
+                self._counters.forget(key)
             if token is not None:
                 await self._dispatcher.record(token)
             return

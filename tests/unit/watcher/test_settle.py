@@ -51,3 +51,54 @@ def test_memory_is_bounded() -> None:
         watch.settled(key, doc(1), {"thumbnail": 2}, now=0)
     assert watch.settled(0, doc(1), {"thumbnail": 2}, now=1) == frozenset()  # forgotten: first sight again
     assert watch.settled(9, doc(1), {"thumbnail": 2}, now=1) == {"thumbnail"}
+
+
+def finished(spelling: str) -> dict[str, object]:
+    return {**doc(9), "status": spelling}
+
+
+def test_a_finished_job_is_forgotten_in_any_spelling() -> None:
+    watch = CounterWatch(quiet_s=10)
+    spellings = ("Completed", "completed", "COMPLETE", "Failed", "cancelled", "Canceled")
+    for key, spelling in enumerate(spellings):
+        watch.observe(key, doc(3), now=0)
+        watch.settled(key, doc(3), {"thumbnail": 3}, now=1)
+    assert len(watch) == len(spellings)
+    for key, spelling in enumerate(spellings):
+        watch.observe(key, finished(spelling), now=2)
+    assert len(watch) == 0
+    # reopened later: first sight again, its quiet period starts over
+    assert watch.settled(0, doc(3), {"thumbnail": 3}, now=20) == frozenset()
+    assert watch.settled(0, doc(3), {"thumbnail": 3}, now=30) == {"thumbnail"}
+
+
+def test_an_open_or_unknown_status_is_remembered() -> None:
+    watch = CounterWatch(quiet_s=10)
+    for key, status in enumerate(("InProgress", "pending", None, "weird", 7, ["Completed"])):
+        watch.observe(key, {**doc(3), "status": status}, now=0)
+    assert len(watch) == 6
+
+
+def test_a_sweep_read_of_a_finished_job_keeps_nothing() -> None:
+    watch = CounterWatch(quiet_s=0)
+    assert watch.settled(1, finished("Completed"), {"thumbnail": 9}, now=0) == frozenset()
+    assert watch.settled(2, {"_id": 2, "stages": "not a document"}, {"thumbnail": 9}, now=0) == frozenset()
+    assert len(watch) == 0
+    # nothing of the counts was kept either: job 1 reopened starts from scratch
+    watch = CounterWatch(quiet_s=10)
+    watch.settled(1, finished("Completed"), {"thumbnail": 9}, now=0)
+    assert watch.settled(1, doc(9), {"thumbnail": 9}, now=10) == frozenset()
+
+
+def test_memory_follows_the_open_jobs_not_the_jobs_ever_seen() -> None:
+    # 100 busy jobs at a time, 20,000 jobs in all, each seen open then finished
+    watch = CounterWatch(quiet_s=10)
+    most = 0
+    for generation in range(200):
+        for slot in range(100):
+            watch.observe((generation, slot), doc(3), now=generation)
+        most = max(most, len(watch))
+        for slot in range(100):
+            watch.observe((generation, slot), finished("Completed"), now=generation)
+    assert most == 100
+    assert len(watch) == 0
