@@ -7,6 +7,7 @@ the chosen backend is printed in the session header.
 
 from __future__ import annotations
 
+import gc
 import inspect
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -52,6 +53,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if INTEGRATION in Path(str(item.fspath)).parents:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(autouse=True)
+def _garbage_collected_in_the_test_that_made_it() -> Iterator[None]:
+    """A socket a test leaves behind is reported (ResourceWarning, an error
+    here) when the collector frees it, which, left to chance, happens during
+    some later test, unrelated and then flaky. Collecting as each test ends
+    keeps the warning in the test that owns it."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture
