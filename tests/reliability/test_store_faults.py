@@ -150,15 +150,21 @@ def teardown_module() -> None:
         print(f"\nstore faults: {total} injected over {len(FIGURES)} operations ({len(SURVIVABLE)} error classes), loop survived every one")
 
 
+async def sweep_once_failing_always(mongo: Backend, operation: str, error: Exception, expected: type[Exception], match: str | None = None) -> None:
+    """A one-shot sweep of a finished job, with ``operation`` always failing
+    with ``error``, raises ``expected`` (within a deadline: it never waits forever)."""
+    faults = Faults()
+    faults.fail_always(operation, error)
+    await mongo.db.background_jobs.insert_one(done_job())
+    watcher = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo), change_source=mongo.change_source())
+    with pytest.raises(expected, match=match), anyio.fail_after(30):
+        await watcher.sweep()
+
+
 async def test_a_one_shot_sweep_that_cannot_read_says_so_plainly(mongo: Backend) -> None:
     from watcher.storage import errors
 
-    faults = Faults()
-    faults.fail_always("background_jobs.find", pe.AutoReconnect("connection refused"))
-    await mongo.db.background_jobs.insert_one(done_job())
-    watcher = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo), change_source=mongo.change_source())
-    with pytest.raises(errors.StoreUnavailable), anyio.fail_after(30):
-        await watcher.sweep()
+    await sweep_once_failing_always(mongo, "background_jobs.find", pe.AutoReconnect("connection refused"), errors.StoreUnavailable)
 
 
 async def test_sweep_writes_follow_the_stream_s_write_policy(mongo: Backend) -> None:
@@ -176,20 +182,10 @@ async def test_sweep_writes_follow_the_stream_s_write_policy(mongo: Backend) -> 
 
 
 async def test_a_one_shot_sweep_without_write_privileges_is_one_configuration_problem(mongo: Backend) -> None:
-    faults = Faults()
-    faults.fail_always("background_jobs.update_one", failure(13, "Unauthorized"))
-    await mongo.db.background_jobs.insert_one(done_job())
-    watcher = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo), change_source=mongo.change_source())
-    with pytest.raises(ConfigurationProblem, match="Unauthorized"), anyio.fail_after(30):
-        await watcher.sweep()
+    await sweep_once_failing_always(mongo, "background_jobs.update_one", failure(13, "Unauthorized"), ConfigurationProblem, match="Unauthorized")
 
 
 async def test_a_one_shot_sweep_whose_writes_keep_failing_gives_up_plainly(mongo: Backend) -> None:
     from watcher.storage import errors
 
-    faults = Faults()
-    faults.fail_always("background_jobs.update_one", pe.AutoReconnect("connection refused"))
-    await mongo.db.background_jobs.insert_one(done_job())
-    watcher = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo), change_source=mongo.change_source())
-    with pytest.raises(errors.StoreUnavailable), anyio.fail_after(30):
-        await watcher.sweep()
+    await sweep_once_failing_always(mongo, "background_jobs.update_one", pe.AutoReconnect("connection refused"), errors.StoreUnavailable)

@@ -28,7 +28,7 @@ from typing import Any
 
 from watcher.embedded import events
 
-Stage = Callable[[events.Document], "events.Document | None"]
+#: A stage, or a whole pipeline: the event out (possibly changed), or None (filtered out).
 Apply = Callable[[events.Document], "events.Document | None"]
 
 #: Event fields the server always writes as strings (or leaves out).
@@ -47,7 +47,7 @@ def compile_stages(pipeline: list[events.Document]) -> Apply | None:
     return _engine(pipeline)
 
 
-def _chain(steps: list[Stage], event: events.Document) -> events.Document | None:
+def _chain(steps: list[Apply], event: events.Document) -> events.Document | None:
     current: events.Document | None = event
     for step in steps:
         if current is None:
@@ -56,7 +56,7 @@ def _chain(steps: list[Stage], event: events.Document) -> events.Document | None
     return current
 
 
-def _direct(stage: events.Document) -> Stage | None:
+def _direct(stage: events.Document) -> Apply | None:
     (name, spec), = stage.items()
     if name == "$match":
         predicate = _predicate(spec)
@@ -116,7 +116,7 @@ def _field(path: str, condition: object) -> Callable[[events.Document], bool] | 
 # -- inclusion $project ------------------------------------------------------
 
 
-def _inclusion(spec: object) -> Stage | None:
+def _inclusion(spec: object) -> Apply | None:
     if not isinstance(spec, dict) or not spec:
         return None
     top: set[str] = set()
