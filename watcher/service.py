@@ -341,6 +341,10 @@ class Watcher:
     async def _after_sweep(self, report: SweepReport) -> None:
         self.metrics.sweep_succeeded()
         await self._keeper.heartbeat(report.summary())
+        # After a start-up or catch-up sweep the stream's position is worth
+        # keeping at once: a watcher killed before its first interval then
+        # resumes instead of sweeping everything again.
+        self._keeper.save_soon()
 
     def _heartbeat_state(self) -> dict[str, Any]:
         """What ``jobwatch status`` reads about this watcher (saved with each heartbeat)."""

@@ -10,7 +10,7 @@ import anyio
 from bson import ObjectId
 
 from tests.support.backends import Backend
-from tests.support.harness import running, settings_for, wait_until
+from tests.support.harness import completions, metric, running, settings_for, settled, wait_until
 from tests.support.scripted import ScriptedSource
 from watcher import Watcher
 
@@ -63,13 +63,6 @@ async def final_state(jobs: Any, ids: list[Any]) -> list[dict[str, Any]]:
     return docs
 
 
-def completions(*watchers: Watcher) -> tuple[float, float]:
-    """(job completions, stage completions) that were applied, over all watchers."""
-    jobs = sum(w.metrics.writes.labels(src, "job", "applied")._value.get() for w in watchers for src in ("stream", "sweep"))
-    stages = sum(w.metrics.stages_completed._value.get() for w in watchers)
-    return jobs, stages
-
-
 EXPECTED = {
     "jobType": "resume-collection",
     "status": "Completed",
@@ -90,7 +83,7 @@ async def test_duplicate_delivery_changes_nothing(mongo: Backend) -> None:
     async with running(mongo, source=ScriptedSource(mongo.change_source(), duplicate=True)) as watcher:
         await consumers(jobs, ids)
         await wait_until(lambda: finished(jobs, ids), what="all jobs completed")
-        await anyio.sleep(0.3)  # let the duplicates of the last events arrive
+        await settled(jobs, watcher)  # the duplicates of the last events too
         assert completions(watcher) == (JOBS, 2 * JOBS)
     assert await final_state(jobs, ids) == [EXPECTED] * JOBS
 
@@ -102,7 +95,7 @@ async def test_two_watchers_at_once_write_each_completion_once(mongo: Backend) -
     async with first, second:
         await consumers(jobs, ids)
         await wait_until(lambda: finished(jobs, ids), what="all jobs completed")
-        await anyio.sleep(0.3)
+        await settled(jobs, first, second)
     assert completions(first, second) == (JOBS, 2 * JOBS)
     assert await final_state(jobs, ids) == [EXPECTED] * JOBS
 
@@ -120,7 +113,7 @@ async def test_sweeps_racing_the_stream(mongo: Backend) -> None:
             tg.start_soon(sweep_repeatedly)
             await consumers(jobs, ids)
         await wait_until(lambda: finished(jobs, ids), what="all jobs completed")
-        await anyio.sleep(0.3)
+        await settled(jobs, watcher)
         assert completions(watcher, sweeper) == (JOBS, 2 * JOBS)
     assert await final_state(jobs, ids) == [EXPECTED] * JOBS
 
@@ -132,6 +125,6 @@ async def test_no_consumer_increment_is_lost_to_a_watcher_write(mongo: Backend) 
     async with running(mongo, progress_interval_s=0.0) as watcher:
         await consumers(jobs, ids)
         await wait_until(lambda: finished(jobs, ids), what="all jobs completed")
-        assert watcher.metrics.writes.labels("stream", "progress", "applied")._value.get() > 0
+        assert metric(watcher, "jobwatch_writes_total", source="stream", kind="progress", result="applied") > 0
     async for doc in jobs.find({"_id": {"$in": ids}}):
         assert [s["completedItems"] for s in doc["stages"].values()] == [ITEMS, ITEMS]

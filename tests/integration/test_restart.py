@@ -99,3 +99,31 @@ async def test_unusable_position_means_sweep_then_stream_from_now(mongo: Backend
         await jobs.insert_one(late)
         await increment(jobs, [late["_id"]], ITEMS)
         await wait_until(lambda: all_completed(jobs, [job["_id"], late["_id"]]), what="both jobs to complete")
+
+
+async def test_position_is_saved_as_soon_as_the_start_up_sweep_is_done(mongo: Backend) -> None:
+    """A watcher killed within its first save interval must still leave a
+    position: the stream's opening point is saved once the start-up sweep has
+    covered everything before it, not one interval later (here, an hour)."""
+    async with running(mongo, position_save_interval_s=3600):
+        await wait_until(lambda: _has_position(mongo), what="the position saved after the start-up sweep")
+
+
+async def test_position_advances_while_one_job_counts_without_pause(mongo: Backend) -> None:
+    """A job that never stops moving (every progress write rate-limited, its
+    completion far away) must not hold the saved position back for as long
+    as it moves: the watermark passes its events once each write is made."""
+    jobs = mongo.db.background_jobs
+    job = fresh_job(100_000, ("thumbnail",))
+    await jobs.insert_one(job)
+    saved: list[Any] = []
+    async with running(mongo, position_save_interval_s=0.05, progress_interval_s=0.2):
+
+        async def moved_three_times() -> bool:
+            await jobs.update_one({"_id": job["_id"]}, {"$inc": {"stages.thumbnail.completedItems": 1}})
+            token = await saved_position(mongo)
+            if token is not None and (not saved or saved[-1] != token):
+                saved.append(token)
+            return len(saved) >= 3
+
+        await wait_until(moved_three_times, what="the saved position to move three times under constant increments")

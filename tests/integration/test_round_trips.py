@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import anyio
 from pymongo import AsyncMongoClient
 
 from tests.support.backends import Backend
 from tests.support.documents import seed_job
-from tests.support.harness import CommandLog, running, wait_until
+from tests.support.harness import CommandLog, metric, running, settled, wait_until
 
 JOBS = "background_jobs"
 
@@ -32,7 +31,7 @@ async def test_hot_path_round_trips(mongo: Backend) -> None:
             # A no-op change: evaluated, nothing written.
             await jobs.update_one({"_id": doc["_id"]}, {"$set": {"note": "unrelated"}})
             await wait_until(lambda: _evaluated(watcher, 2), what="the no-op to be evaluated")
-            await anyio.sleep(0.2)
+            await settled(jobs, watcher)
             assert log.named("update", "findAndModify", collection=JOBS) == []
 
             # One stage completes: one update.
@@ -41,7 +40,7 @@ async def test_hot_path_round_trips(mongo: Backend) -> None:
             # The last stage completes the job: stage and job in the same single update.
             await jobs.update_one({"_id": doc["_id"]}, {"$inc": {"stages.cache.completedItems": 1}})
             await wait_until(lambda: _applied(watcher, "job", 1), what="the job completion")
-            await anyio.sleep(0.3)  # the watcher's own writes come back as events
+            await settled(jobs, watcher)  # the watcher's own writes come back as events
 
             updates = log.named("update", collection=JOBS)
             assert len(updates) == 2, updates
@@ -53,9 +52,9 @@ async def test_hot_path_round_trips(mongo: Backend) -> None:
 
 
 async def _evaluated(watcher: Any, count: int) -> bool:
-    total = sum(sample.value for metric in watcher.metrics.evaluations.collect() for sample in metric.samples if sample.name.endswith("_total") and sample.labels["source"] == "stream")
+    total = sum(sample.value for family in watcher.metrics.evaluations.collect() for sample in family.samples if sample.name.endswith("_total") and sample.labels["source"] == "stream")
     return total >= count
 
 
 async def _applied(watcher: Any, kind: str, count: int) -> bool:
-    return watcher.metrics.writes.labels("stream", kind, "applied")._value.get() >= count
+    return metric(watcher, "jobwatch_writes_total", source="stream", kind=kind, result="applied") >= count

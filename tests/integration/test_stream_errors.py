@@ -10,7 +10,7 @@ import pytest
 from pymongo import errors as pe
 
 from tests.support.backends import Backend
-from tests.support.harness import complete_a_job, running, wait_until
+from tests.support.harness import complete_a_job, metric, running, wait_until
 from tests.support.scripted import ScriptedSource, Step, failure, opened
 from watcher.service import ConfigurationProblem
 
@@ -29,7 +29,7 @@ async def test_resumable_errors_resume_from_the_last_event(mongo: Backend, error
         await complete_a_job(mongo)  # its insert is delivered, then the error strikes
         assert source.opened_with[0] is None
         assert source.opened_with[1] is not None  # resumed after the insert, not from now
-        assert watcher.metrics.errors.labels(_name(error), "resume")._value.get() == 1
+        assert metric(watcher, "jobwatch_errors_total", error=_name(error), action="resume") == 1
         await complete_a_job(mongo)
 
 
@@ -44,7 +44,7 @@ async def test_resumable_errors_resume_from_the_last_event(mongo: Backend, error
 async def test_unusable_stream_restarts_from_now_after_a_sweep(mongo: Backend, step: Step) -> None:
     source = ScriptedSource(mongo.change_source(), [step])
     async with running(mongo, source=source) as watcher:
-        sweeps_before = watcher.metrics.sweep_findings.labels("scanned")._value.get()
+        sweeps_before = metric(watcher, "jobwatch_sweep_findings_total", kind="scanned")
         await complete_a_job(mongo)
         await wait_until(opened(source, 2), what="a restarted stream")
         assert source.opened_with[1] is None  # from now: the old position is unusable
@@ -92,7 +92,7 @@ async def test_fatal_errors_stop_the_service(mongo: Backend) -> None:
 
 
 async def _sweeps_ran(watcher: Any, before: float) -> bool:
-    return watcher.metrics.sweep_duration._sum.get() > 0 and watcher.metrics.sweep_findings.labels("scanned")._value.get() > before
+    return metric(watcher, "jobwatch_sweep_duration_seconds_sum") > 0 and metric(watcher, "jobwatch_sweep_findings_total", kind="scanned") > before
 
 
 def _name(error: BaseException) -> str:

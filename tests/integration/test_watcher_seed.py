@@ -9,7 +9,7 @@ from bson import ObjectId
 
 from tests.support.backends import Backend
 from tests.support.documents import seed_job
-from tests.support.harness import running, wait_until
+from tests.support.harness import metric, running, settled, wait_until
 
 ITEMS = 132
 CONSUMERS = 12
@@ -59,10 +59,10 @@ async def test_seed_job_completes_as_consumers_finish(mongo: Backend) -> None:
             assert stage["message"] == f"All {ITEMS} items processed"
             assert stage["completedAt"] is not None
         completed_at = stored["completedAt"]
-        assert watcher.metrics.jobs_completed.labels("stream")._value.get() == 1
+        assert metric(watcher, "jobwatch_jobs_completed_total", source="stream") == 1
 
         # Later events (our own write's, a late duplicate $inc) never rewrite completedAt.
         await jobs.update_one({"_id": doc["_id"]}, {"$inc": {"stages.cache.completedItems": 1}})
-        await anyio.sleep(0.3)
+        await settled(jobs, watcher)
         again = await jobs.find_one({"_id": doc["_id"]})
         assert again is not None and again["completedAt"] == completed_at

@@ -85,7 +85,9 @@ async def test_idle_batches_advance_the_position_by_their_post_batch_token(serve
                 request = await anyio.to_thread.run_sync(lambda: server.receives(timeout=WAIT_S))
                 assert "getMore" in request.doc
                 batch(request, [], token)
-            await anyio.sleep(0.1)
+            with anyio.fail_after(WAIT_S):
+                while reader.last_token != {"_data": "03"}:
+                    await anyio.sleep(0.01)
             tg.cancel_scope.cancel()
     assert queue.advance(0) == {"_data": "03"}  # saved position moves on a quiet collection
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.support.backends import Backend
 from tests.support.documents import fresh_job
-from tests.support.harness import settings_for, wait_until
+from tests.support.harness import completions, settings_for, wait_until
 from watcher import Watcher
 
 pytestmark = pytest.mark.reliability
@@ -30,7 +30,7 @@ def new_job() -> dict[str, Any]:
 
 
 def applied_job_completions(watcher: Watcher) -> float:
-    return sum(watcher.metrics.writes.labels(src, "job", "applied")._value.get() for src in ("stream", "sweep"))
+    return completions(watcher)[0]
 
 
 # Cancelling a watcher at a random point can cancel PyMongo's async client

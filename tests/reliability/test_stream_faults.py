@@ -13,7 +13,7 @@ from pymongo import errors as pe
 
 from tests.support.backends import Backend
 from tests.support.faults import Faults, FaultyClient
-from tests.support.harness import complete_a_job, running, settings_for, wait_until
+from tests.support.harness import complete_a_job, metric, running, settings_for, wait_until
 from tests.support.scripted import ScriptedSource, Step, failure, opened
 from watcher import Watcher
 from watcher.service import ConfigurationProblem
@@ -96,7 +96,7 @@ async def test_a_hung_read_is_detected_and_the_stream_reopened(mongo: Backend) -
         reopen.set()
         await wait_until(lambda: _is(lambda: watcher.ready), what="readiness back")
         await complete_a_job(mongo)
-        assert watcher.metrics.errors.labels("StreamStalled", "resume")._value.get() == 1
+        assert metric(watcher, "jobwatch_errors_total", error="StreamStalled", action="resume") == 1
 
 
 async def test_a_standalone_server_mid_stream_degrades_when_allowed(mongo: Backend) -> None:

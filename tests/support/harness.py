@@ -28,6 +28,45 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], *, deadline_s: fl
         await anyio.sleep(0.02)
 
 
+def metric(watcher: Watcher, name: str, **labels: str) -> float:
+    """One sample of the watcher's registry, as Prometheus would scrape it
+    (0 when the series has not been seen yet)."""
+    value = watcher.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def completions(*watchers: Watcher) -> tuple[float, float]:
+    """(job completions, stage completions) applied over all ``watchers``."""
+    jobs = sum(
+        metric(w, "jobwatch_writes_total", source=source, kind="job", result="applied")
+        for w in watchers
+        for source in ("stream", "sweep")
+    )
+    stages = sum(metric(w, "jobwatch_stages_completed_total") for w in watchers)
+    return jobs, stages
+
+
+async def settled(jobs: Any, *watchers: Watcher) -> None:
+    """Until each watcher has handled every change made before this call.
+
+    A negative check ("nothing more was written") must not rest on a sleep
+    that a slow machine outlasts. A marker job (no stages: the rules never
+    write to it) is inserted after everything the test did; the stream
+    delivers in order, so once a watcher has received the marker's insert and
+    has nothing pending, every earlier event was evaluated and written."""
+    seen = {id(w): metric(w, "jobwatch_events_received_total", operation="insert") for w in watchers}
+    await jobs.insert_one({"_id": ObjectId(), "jobType": "test-marker"})
+
+    async def handled() -> bool:
+        return all(
+            metric(w, "jobwatch_events_received_total", operation="insert") > seen[id(w)]
+            and metric(w, "jobwatch_pending_jobs") == 0
+            for w in watchers
+        )
+
+    await wait_until(handled, what="the watchers to handle every earlier change")
+
+
 def settings_for(mongo: Backend, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "uri": mongo.uri,

@@ -127,6 +127,11 @@ class StreamReader:
         self.last_token = stream.resume_token or resume_after
         self.health.open = True
         self.health.last_batch_at = self._clock()
+        if stream.resume_token is not None:
+            # Where this stream starts is a position in its own right: nothing
+            # before it is left to the stream (the start-up sweep covers it),
+            # so it can be saved before the first event, or with none at all.
+            await self._dispatcher.record(stream.resume_token)
         return stream
 
     async def consume(self, stream: ChangeStream) -> None:

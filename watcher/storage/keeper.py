@@ -5,6 +5,11 @@ The watermark comes from the coalescing queue (a callable, so this module
 stays below it): the newest token all of whose earlier events were handled.
 A save that fails is logged and tried again at the next interval; it never
 stops the service.
+
+Besides the interval, ``save_soon()`` asks for a save at once: the
+supervisor calls it when the stream is open and its start-up (or catch-up)
+sweep is done, so a watcher that dies in its first interval still leaves a
+position to resume from instead of a full catch-up.
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ class PositionKeeper:
         self._clock = clock
         self._saved_at: float | None = None
         self._unsaved: Token | None = None  # a watermark whose save failed: saved next time
+        self._soon = anyio.Event()
+        # One save at a time: a slow periodic save and the shutdown save must
+        # not race each other to the server (the older token could land last).
+        self._saving = anyio.Lock()
 
     async def load(self) -> Token | None:
         """The saved token, retried with backoff while MongoDB cannot answer
@@ -58,13 +67,24 @@ class PositionKeeper:
             return saved.token if saved else None
 
     async def run(self) -> None:
-        """Save the watermark every ``interval_s`` until cancelled."""
+        """Save the watermark every ``interval_s``, or at once when asked
+        (``save_soon``), until cancelled."""
         while True:
-            await anyio.sleep(self._interval_s)
+            with anyio.move_on_after(self._interval_s):
+                await self._soon.wait()
+            self._soon = anyio.Event()
             await self.save()
+
+    def save_soon(self) -> None:
+        """Save without waiting for the interval (the next save is counted from it)."""
+        self._soon.set()
 
     async def save(self) -> bool:
         """Save the watermark if it moved (else a heartbeat). False if it failed."""
+        async with self._saving:
+            return await self._save()
+
+    async def _save(self) -> bool:
         token = self._watermark(self._clock()) or self._unsaved
         try:
             if token is not None:
