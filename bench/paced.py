@@ -33,7 +33,7 @@ import rules
 from bench import load, replay
 from watcher.decide.coalesce import JobQueue
 from watcher.decide.dispatch import Dispatcher
-from watcher.intake.settle import CounterWatch
+from watcher.intake.counter_watch import CounterWatch
 from watcher.intake.stream import StreamReader
 from watcher.ops.metrics import Metrics
 from watcher.settings import Settings

@@ -37,7 +37,7 @@ from rules import Outcome
 from watcher.decide import budget, updates
 from watcher.decide.coalesce import JobQueue
 from watcher.intake import stream
-from watcher.intake.settle import CounterWatch
+from watcher.intake.counter_watch import CounterWatch
 from watcher.storage import store
 
 STAGES = ("thumbnail", "cache")

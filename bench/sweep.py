@@ -13,7 +13,7 @@ other periodic sweeps). Documents read are the documents the server returned
 to the watcher's client (a command listener counts each batch); each figure
 is the median of at least three runs (quick sizes run until a second is
 spent). The embedded server serves these queries from the index, as
-MongoDB does (``watcher/embedded/planner.py``), so on either the time of a
+MongoDB does (``embedded/jobwatch_embedded/planner.py``), so on either the time of a
 pass follows the documents the server examined; on MongoDB, ``explain``
 says how many (``tests/integration/test_sweep_plan.py`` checks the plan).
 """

@@ -241,7 +241,7 @@ async def in_process() -> AsyncIterator[Backend]:
     if uri is not None:
         yield Backend(uri)
         return
-    from watcher.embedded import server
+    from jobwatch_embedded import server
 
     async with server.start() as embedded:
         yield Backend(embedded.uri, embedded)

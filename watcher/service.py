@@ -24,7 +24,7 @@ import anyio
 import rules
 from watcher.decide.coalesce import JobQueue
 from watcher.decide.dispatch import Dispatcher
-from watcher.intake.settle import CounterWatch
+from watcher.intake.counter_watch import CounterWatch
 from watcher.intake.source import ChangeSource, PyMongoChangeSource
 from watcher.intake.stream import StreamReader
 from watcher.intake.supervisor import Supervisor, Sweeps
@@ -49,7 +49,7 @@ T = TypeVar("T")
 async def check_server(client: Any, settings: Settings) -> None:
     """One ping, so a wrong URI or a down server is said at once, clearly."""
     try:
-        with errors.translated("ping", "read"):
+        with errors.translated("ping", "retry"):
             await client.admin.command("ping")
     except errors.StoreUnavailable as exc:
         raise Unreachable(

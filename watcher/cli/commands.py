@@ -83,7 +83,7 @@ def _fail(message: str) -> None:
 
 async def _connected(handler: Handler, options: Options, settings: Settings, emit: Emit) -> int:
     try:
-        with warnings.catch_warnings(record=True) as caught, errors.translated("--uri / JOBWATCH_URI", "read"):
+        with warnings.catch_warnings(record=True) as caught, errors.translated("--uri / JOBWATCH_URI", "retry"):
             warnings.simplefilter("always")
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
                 settings.uri_value, serverSelectionTimeoutMS=settings.server_selection_timeout_ms, appname="jobwatch"
@@ -462,7 +462,7 @@ async def _position_reset(client: AsyncMongoClient[Any], options: Options, setti
         await positions.save(token)
         emit(f"position of {where} set to now: {_json(dict(token))}")
     else:
-        with errors.translated("position reset", "read"):
+        with errors.translated("position reset", "retry"):
             await client[settings.database][settings.positions_collection].update_one(
                 {"_id": settings.watcher_name}, {"$unset": {"token": "", "savedAt": ""}}
             )
@@ -472,7 +472,7 @@ async def _position_reset(client: AsyncMongoClient[Any], options: Options, setti
 
 async def _current_token(client: AsyncMongoClient[Any], settings: Settings) -> Mapping[str, Any]:
     """The change stream's position now: its first (empty) batch's resume token."""
-    with errors.translated("open a change stream for its current position", "read"):
+    with errors.translated("open a change stream for its current position", "retry"):
         async with await client[settings.database][settings.jobs_collection].watch(max_await_time_ms=100) as stream:
             await stream.try_next()
             token = stream.resume_token

@@ -23,9 +23,7 @@ import anyio
 from bson import ObjectId
 from pymongo import AsyncMongoClient
 
-from watcher import embedded
-from watcher.embedded import server
-from watcher.cli import simulate
+from watcher.cli import embedded, simulate
 from watcher.service import Watcher
 from watcher.settings import Settings
 
@@ -59,8 +57,10 @@ def _line(doc: dict[str, Any]) -> str:
 async def run(out: Callable[[str], None] = print) -> int:
     """Returns the exit code: 0 when every demo job ended Completed."""
     if not embedded.available():
-        out("jobwatch demo needs the embedded engine: install jobwatch[embedded] on Python >= 3.13 (./dev demo does).")
+        out(f"jobwatch demo: {embedded.INSTALL_HINT}.")
         return 2
+    from jobwatch_embedded import server
+
     async with server.start() as embedded_server:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(embedded_server.uri)
         try:

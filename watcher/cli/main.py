@@ -286,12 +286,12 @@ def _add_embedded_server(group: click.Group) -> None:
 
 
 def _embedded_server(options: Mapping[str, Any], emit: Emit) -> int:
-    from watcher import embedded
+    from watcher.cli import embedded
 
     if not embedded.available():
-        _err("embedded-server needs the embedded engine: install jobwatch[embedded] on Python >= 3.13 (./dev does)")
+        _err(embedded.INSTALL_HINT)
         return exits.USAGE
-    from watcher.embedded import server
+    from jobwatch_embedded import server
 
     logs.setup(level="WARNING")
     return server.main(int(options["port"]), options["data"], emit)

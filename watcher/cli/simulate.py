@@ -78,11 +78,11 @@ async def create_jobs(db: AsyncDatabase[Any], settings: Settings, plan: Plan, rn
         if not legacy:
             collection_id = ObjectId()
             arrays: dict[str, list[Any]] = {field: [] for field in settings.stage_arrays.values()}
-            with errors.translated("simulate: create a collection", "read"):
+            with errors.translated("simulate: create a collection", "retry"):
                 await db[settings.collections_collection].insert_one({"_id": collection_id, "name": f"sim-{collection_id}", **arrays})
         jobs.append(new_job(plan, legacy=legacy, collection_id=collection_id))
     if jobs:
-        with errors.translated("simulate: create the jobs", "read"):
+        with errors.translated("simulate: create the jobs", "retry"):
             await db[settings.jobs_collection].insert_many(jobs)
     return jobs
 
@@ -115,12 +115,12 @@ async def play(
             async for job, stage in items:
                 tick = time.monotonic()
                 if job["collectionId"] is not None and stage in settings.stage_arrays:
-                    with errors.translated("simulate: add an item", "read"):
+                    with errors.translated("simulate: add an item", "retry"):
                         await coll_coll.update_one({"_id": job["collectionId"]}, {"$push": {settings.stage_arrays[stage]: ObjectId()}})
                 if rng.random() < plan.lost_fraction:
                     outcome.lost += 1
                 else:
-                    with errors.translated("simulate: count an item", "read"):
+                    with errors.translated("simulate: count an item", "retry"):
                         await job_coll.update_one({"_id": job["_id"]}, {"$inc": {f"stages.{stage}.completedItems": 1}})
                     outcome.increments += 1
                     outcome.last_increment_at[job["_id"]] = time.monotonic()
@@ -139,5 +139,5 @@ async def play(
 
 
 async def count_completed(db: AsyncDatabase[Any], settings: Settings, job_ids: Sequence[Any]) -> int:
-    with errors.translated("simulate: count completed jobs", "read"):
+    with errors.translated("simulate: count completed jobs", "retry"):
         return await db[settings.jobs_collection].count_documents({"_id": {"$in": list(job_ids)}, "status": "Completed"})

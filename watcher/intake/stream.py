@@ -26,7 +26,7 @@ from watcher.ops.metrics import Metrics
 from watcher.settings import Settings
 from watcher.intake.source import ChangeSource, ChangeStream, Event
 from watcher.storage.position import Token
-from watcher.intake.settle import CounterWatch
+from watcher.intake.counter_watch import CounterWatch
 
 #: Operations that can change what the rules decide.
 JOB_OPERATIONS = ("insert", "update", "replace")
@@ -118,7 +118,7 @@ class StreamReader:
         # Opening includes server selection: allow for it before calling the open hung.
         open_deadline_s = self.stall_s + self._settings.server_selection_timeout_ms / 1000
         try:
-            with errors.translated("opening the change stream", "stream"), anyio.fail_after(open_deadline_s):
+            with errors.translated("opening the change stream", "reopen"), anyio.fail_after(open_deadline_s):
                 stream = await self._source.open(self._pipeline, resume_after=resume_after, max_await_ms=self._settings.max_await_ms)
         except TimeoutError:
             raise _stalled("opening the change stream", open_deadline_s) from None
@@ -147,12 +147,12 @@ class StreamReader:
                     self.last_token = token
                     await self._dispatcher.record(token)
                 continue
-            with errors.translated("reading the change stream", "stream"):
+            with errors.translated("reading the change stream", "reopen"):
                 await self._handle(event, stream.resume_token)
 
     async def _read(self, stream: ChangeStream) -> Event | None:
         try:
-            with errors.translated("reading the change stream", "stream"), anyio.fail_after(self.stall_s):
+            with errors.translated("reading the change stream", "reopen"), anyio.fail_after(self.stall_s):
                 return await stream.try_next()
         except TimeoutError:
             raise _stalled("reading the change stream", self.stall_s) from None

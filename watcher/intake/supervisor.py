@@ -185,7 +185,7 @@ class Supervisor:
             return
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_DEADLINE_S):
             try:
-                with errors.translated("closing the change stream", "stream"):
+                with errors.translated("closing the change stream", "reopen"):
                     await stream.close()
             except (errors.StreamBroken, errors.ConfigurationProblem) as exc:
                 # Closing a broken cursor may fail; it is gone either way.

@@ -17,7 +17,7 @@ import anyio
 import rules
 from rules import Evaluation, Outcome
 from watcher.decide import dispatch
-from watcher.intake.settle import CounterWatch
+from watcher.intake.counter_watch import CounterWatch
 from watcher.ops import logs
 from watcher.ops.metrics import Metrics
 from watcher.storage.store import JobStore, Unreadable, job_key
@@ -127,7 +127,7 @@ class Sweeper:
 
     def _settled_counts(self, doc: Mapping[str, Any], counts: Mapping[Any, Mapping[str, int]], report: SweepReport) -> Mapping[str, int] | None:
         """Path A's counts for the stages whose counters stood still (see
-        ``watcher.intake.settle``); None for path B."""
+        ``watcher.intake.counter_watch``); None for path B."""
         found = _counts_for(doc, counts)
         if not found:
             return None

@@ -91,7 +91,7 @@ def pipeline(job_types: Iterable[str] = ()) -> list[Mapping[str, Any]]:
 
 
 async def take(db: AsyncDatabase[Any], settings: Settings) -> Census:
-    with errors.translated("job census", "read"):
+    with errors.translated("job census", "retry"):
         cursor = await db[settings.jobs_collection].aggregate(pipeline(settings.job_types))
         docs = await cursor.to_list()
     if not docs:
@@ -132,7 +132,7 @@ async def open_jobs_with_times(db: AsyncDatabase[Any], settings: Settings) -> As
         match["jobType"] = {"$in": list(settings.job_types)}
     batch: list[dict[str, Any]] = []
     raw_jobs = db[settings.jobs_collection].with_options(codec_options=store.RAW)
-    with errors.translated("open jobs read", "read"):
+    with errors.translated("open jobs read", "retry"):
         async for raw in raw_jobs.find(match, projection, batch_size=settings.sweep_batch_size):
             batch.append(store.decode(raw))  # an undecodable job is listed, not the end of the listing
             if len(batch) >= settings.sweep_batch_size:

@@ -161,14 +161,20 @@ class Unreachable(Exception):
     exit_code = EXIT_UNREACHABLE
 
 
-Operation = Literal["read", "write", "stream"]
+#: What a failure that no retry fixes (a refusal: SKIP or RESTART) means
+#: where the driver call was made: ``"skip"`` the one job or document it was
+#: about (a write, path A's counts of one collection); ``"retry"`` the whole
+#: call later (a read, which must not report itself complete after skipping
+#: what it could not read); ``"reopen"`` the change stream (every failure of
+#: a stream call reopens it, resuming or from now).
+OnRefusal = Literal["retry", "skip", "reopen"]
 
 
 # -- the decision ------------------------------------------------------------------
 
 
 def classify(exc: BaseException) -> Action:
-    """What a failure means, whatever the operation.
+    """What a failure means, wherever it happened.
 
     Labels first (the server's own verdict), then codes, then exception
     types. Unknown server errors restart from a sweep: slower, never wrong.
@@ -226,12 +232,12 @@ def is_not_replica_set(exc: BaseException) -> bool:
     return isinstance(exc, NotReplicaSet) or (isinstance(exc, pymongo_errors.OperationFailure) and exc.code == NOT_REPLICA_SET)
 
 
-def translate(exc: BaseException, what: str, operation: Operation) -> BaseException:
-    """The outcome ``exc`` stands for during ``operation``, or ``exc`` itself
-    when it is not a driver error (a bug: it must surface as it is).
+def translate(exc: BaseException, what: str, on_refusal: OnRefusal) -> BaseException:
+    """The outcome ``exc`` stands for in ``what``, or ``exc`` itself when it is
+    not a driver error (a bug: it must surface as it is).
 
-    The same classification serves every operation; only what "restart"
-    and "skip" mean differs: a write the server refuses for an unknown
+    The same classification serves every call; only what a refusal means
+    differs (``on_refusal``): a write the server refuses for an unknown
     reason skips the job (the next sweep retries it), a read retries, the
     stream restarts from a sweep.
     """
@@ -246,11 +252,11 @@ def translate(exc: BaseException, what: str, operation: Operation) -> BaseExcept
             return ConfigurationProblem(f"{what}: {label}: {exc}")
         return ConfigurationProblem(f"{what}: MongoDB refused jobwatch ({label}); check the user's roles and credentials")
     message = f"{what}: {label}"
-    if operation == "stream":
+    if on_refusal == "reopen":
         if action is Action.SKIP:
             action = Action.RESTART  # an event we cannot decode: go on from now; the sweep covers it
         return StreamBroken(message, error=label, action=action)
-    if operation == "write":
+    if on_refusal == "skip":
         if action is Action.RESTART:
             action = Action.SKIP
         if action is Action.SKIP:
@@ -266,12 +272,12 @@ _DRIVER_ERRORS: tuple[type[BaseException], ...] = (pymongo_errors.PyMongoError, 
 
 
 @contextlib.contextmanager
-def translated(what: str, operation: Operation) -> Iterator[None]:
+def translated(what: str, on_refusal: OnRefusal) -> Iterator[None]:
     """Turn every driver error inside the block into its outcome (see ``translate``)."""
     try:
         yield
     except _DRIVER_ERRORS as exc:
-        outcome = translate(exc, what, operation)
+        outcome = translate(exc, what, on_refusal)
         if outcome is exc:
             raise
         raise outcome from exc

@@ -59,7 +59,7 @@ class MongoPositionStore:
         self._state = state
 
     async def load(self) -> Saved | None:
-        with errors.translated("position load", "read"):
+        with errors.translated("position load", "retry"):
             doc = await self._coll.find_one({"_id": self._name})
         if doc is None:
             return None
@@ -93,7 +93,7 @@ class MongoPositionStore:
             own["state"] = dict(self._state())
         if own:
             update = {**update, "$set": {**update.get("$set", {}), **own}}
-        # "read": whatever goes wrong with our own document, the answer is to
+        # "retry": whatever goes wrong with our own document, the answer is to
         # try again at the next save; nothing here is one job's fault.
-        with errors.translated("position save", "read"):
+        with errors.translated("position save", "retry"):
             await self._coll.update_one({"_id": self._name}, update, upsert=True)

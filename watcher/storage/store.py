@@ -59,12 +59,12 @@ class JobStore:
         if self._settings.observe:  # --observe: decide and log as usual, write nothing
             logs.event("write_observed", "INFO", "observe mode: not written", job_id=job_id, update=update)
             return True
-        with errors.translated(f"update of job {job_id!r}", "write"):
+        with errors.translated(f"update of job {job_id!r}", "skip"):
             result = await self._jobs.update_one(query, update)
         return result.matched_count == 1
 
     async def get(self, job_id: Any) -> dict[str, Any] | None:
-        with errors.translated(f"read of job {job_id!r}", "read"):
+        with errors.translated(f"read of job {job_id!r}", "retry"):
             return await self._jobs.find_one({"_id": job_id})
 
     def _sweep_queries(self, full: bool, job_types: Iterable[str]) -> list[dict[str, Any]]:
@@ -89,7 +89,7 @@ class JobStore:
         raw_jobs = self._jobs.with_options(codec_options=RAW)
         for query in self._sweep_queries(full, job_types):
             batch: list[dict[str, Any]] = []
-            with errors.translated("sweep read", "read"):
+            with errors.translated("sweep read", "retry"):
                 cursor = raw_jobs.find(query, projection, batch_size=self._settings.sweep_batch_size)
                 try:
                     async for raw in cursor:
@@ -132,9 +132,9 @@ class JobStore:
             for stage, field in self._settings.stage_arrays.items()
         }
         pipeline: list[Mapping[str, Any]] = [{"$match": {"_id": {"$in": ids}}}, {"$project": sizes}]
-        # "write": an error the server gives for these documents skips them
+        # "skip": an error the server gives for these documents skips them
         # (Rejected); transient trouble is StoreUnavailable, as for any read.
-        with errors.translated("collection counts", "write"):
+        with errors.translated("collection counts", "skip"):
             cursor = await self._collections.aggregate(pipeline)
             docs = await cursor.to_list()
         counts: dict[Any, dict[str, int]] = {}
@@ -147,7 +147,7 @@ class JobStore:
         """Create the sweep's index if absent. True if created. Raises
         ``errors.Rejected`` when the server refuses it (the sweep works
         without it, only slower) or ``errors.StoreUnavailable``."""
-        with errors.translated("sweep index", "write"):
+        with errors.translated("sweep index", "skip"):
             existing = await self._jobs.index_information()
             if any(info.get("key") == SWEEP_INDEX_KEYS and "partialFilterExpression" not in info for info in existing.values()):
                 return False
@@ -157,7 +157,7 @@ class JobStore:
     async def explain_sweep(self, *, full: bool, job_types: Iterable[str] = ()) -> list[dict[str, Any]]:
         """The server's plan for each query ``open_jobs`` sends (for tests and operators)."""
         plans: list[dict[str, Any]] = []
-        with errors.translated("sweep explain", "read"):
+        with errors.translated("sweep explain", "retry"):
             for query in self._sweep_queries(full, job_types):
                 plans.append(await self._jobs.find(query, dict.fromkeys(JOB_FIELDS, 1)).explain())
         return plans
@@ -169,7 +169,7 @@ class JobStore:
             {"$group": {"_id": {"status": "$status", "jobType": "$jobType"}, "count": {"$sum": 1}}},
             {"$sort": {"count": -1}},
         ]
-        with errors.translated("open job counts", "read"):
+        with errors.translated("open job counts", "retry"):
             cursor = await self._jobs.aggregate(pipeline)
             return await cursor.to_list()
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import bson
 import pytest
 
-from watcher.embedded import events, history
+from jobwatch_embedded import events, history
 
 pytest.importorskip("mongoeco")  # the journal encodes through the engine's BSON bridge
 

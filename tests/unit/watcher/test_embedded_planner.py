@@ -17,7 +17,7 @@ pytest.importorskip("mongoeco")
 from mongoeco import AsyncMongoClient  # noqa: E402
 from mongoeco.engines.memory import MemoryEngine  # noqa: E402
 
-from watcher.embedded import planner  # noqa: E402
+from jobwatch_embedded import planner  # noqa: E402
 
 #: Every shape a status (or job type) can take in the wild.
 ODD_VALUES: list[Any] = [

@@ -18,7 +18,7 @@ from watcher.settings import Settings
 
 pytest.importorskip("mongoeco")
 
-from watcher.embedded import events, stages  # noqa: E402
+from jobwatch_embedded import events, stages  # noqa: E402
 
 OPERATIONS = ["insert", "update", "replace", "delete", "drop", "rename", "dropDatabase"]
 

@@ -80,28 +80,28 @@ def test_backoff_resets_after_a_healthy_batch() -> None:
 
 
 @pytest.mark.parametrize(
-    ("exc", "operation", "outcome", "action"),
+    ("exc", "on_refusal", "outcome", "action"),
     [
-        (pe.AutoReconnect("reset"), "write", errors.StoreUnavailable, Action.RESUME),
-        (pe.WriteError("odd", 4242, {"code": 4242}), "write", errors.Rejected, Action.SKIP),
-        (pe.DocumentTooLarge("too big"), "write", errors.Rejected, Action.SKIP),
-        (failure(17124), "read", errors.StoreUnavailable, Action.RESUME),
-        (bson_errors.InvalidBSON("bad"), "stream", errors.StreamBroken, Action.RESTART),
-        (failure(286), "stream", errors.StreamBroken, Action.RESTART),
-        (pe.InvalidOperation("closed"), "stream", errors.StreamBroken, Action.RESUME),
-        (failure(13), "write", errors.ConfigurationProblem, None),
-        (failure(40573), "stream", errors.NotReplicaSet, None),
+        (pe.AutoReconnect("reset"), "skip", errors.StoreUnavailable, Action.RESUME),
+        (pe.WriteError("odd", 4242, {"code": 4242}), "skip", errors.Rejected, Action.SKIP),
+        (pe.DocumentTooLarge("too big"), "skip", errors.Rejected, Action.SKIP),
+        (failure(17124), "retry", errors.StoreUnavailable, Action.RESUME),
+        (bson_errors.InvalidBSON("bad"), "reopen", errors.StreamBroken, Action.RESTART),
+        (failure(286), "reopen", errors.StreamBroken, Action.RESTART),
+        (pe.InvalidOperation("closed"), "reopen", errors.StreamBroken, Action.RESUME),
+        (failure(13), "skip", errors.ConfigurationProblem, None),
+        (failure(40573), "reopen", errors.NotReplicaSet, None),
     ],
 )
-def test_translation_per_operation(exc: BaseException, operation: errors.Operation, outcome: type[BaseException], action: Action | None) -> None:
-    with pytest.raises(outcome) as caught, errors.translated("op", operation):
+def test_translation_per_refusal_meaning(exc: BaseException, on_refusal: errors.OnRefusal, outcome: type[BaseException], action: Action | None) -> None:
+    with pytest.raises(outcome) as caught, errors.translated("op", on_refusal):
         raise exc
     if action is not None:
         assert isinstance(caught.value, errors.StorageProblem) and caught.value.action is action
 
 
 def test_a_bug_is_never_translated() -> None:
-    with pytest.raises(KeyError), errors.translated("op", "write"):
+    with pytest.raises(KeyError), errors.translated("op", "skip"):
         raise KeyError("a bug")
 
 

@@ -12,7 +12,7 @@ import anyio
 from watcher.decide.coalesce import JobQueue
 from watcher.decide.dispatch import Dispatcher
 from watcher.intake import stream
-from watcher.intake.settle import CounterWatch
+from watcher.intake.counter_watch import CounterWatch
 from watcher.ops.metrics import Metrics
 from watcher.settings import Settings
 from watcher.storage import backoff

@@ -9,7 +9,7 @@ from typing import Any
 import rules
 from watcher.decide.coalesce import JobQueue
 from watcher.decide.dispatch import Dispatcher
-from watcher.intake.settle import CounterWatch
+from watcher.intake.counter_watch import CounterWatch
 from watcher.intake.sweep import Sweeper
 from watcher.ops.metrics import Metrics
 from watcher.storage import backoff

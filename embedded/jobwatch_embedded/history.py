@@ -29,7 +29,7 @@ import bson
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
-from watcher.embedded import events
+from jobwatch_embedded import events
 
 # Journal documents keep their nested documents as BSON: entries hold bytes.
 _RAW = CodecOptions(document_class=RawBSONDocument)

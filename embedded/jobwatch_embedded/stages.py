@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from watcher.embedded import events
+from jobwatch_embedded import events
 
 #: A stage, or a whole pipeline: the event out (possibly changed), or None (filtered out).
 Apply = Callable[[events.Document], "events.Document | None"]

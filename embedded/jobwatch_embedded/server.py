@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from watcher.embedded import engine as engine_
-from watcher.embedded import history, wire
+from jobwatch_embedded import engine as engine_
+from jobwatch_embedded import history, wire
 
 HOST = "127.0.0.1"
 

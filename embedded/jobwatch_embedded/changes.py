@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from watcher.embedded import errors, events, history, stages
+from jobwatch_embedded import errors, events, history, stages
 
 DEFAULT_AWAIT_MS = 1000
 DEFAULT_BATCH = 101

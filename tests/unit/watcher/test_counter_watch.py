@@ -3,7 +3,7 @@ collection count both stood still for the quiet period."""
 
 from __future__ import annotations
 
-from watcher.intake.settle import CounterWatch
+from watcher.intake.counter_watch import CounterWatch
 
 
 def doc(completed: object) -> dict[str, object]:

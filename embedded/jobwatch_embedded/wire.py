@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from watcher.embedded import changes, errors
-from watcher.embedded.engine import Engine
+from jobwatch_embedded import changes, errors
+from jobwatch_embedded.engine import Engine
 
 SET_NAME = "jobwatch-embedded"
 

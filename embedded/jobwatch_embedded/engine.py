@@ -31,7 +31,7 @@ from typing import Any
 import bson
 from loguru import logger
 
-from watcher.embedded import events, history
+from jobwatch_embedded import events, history
 
 PRIVATE_DB = "__jobwatch_embedded"
 ENGINE_FILE = "engine.sqlite"
@@ -235,7 +235,7 @@ def _image_key(db: str, coll: str, document_key: bytes | None) -> bytes:
 async def open_engine(data_dir: Path | None, *, max_events: int = history.DEFAULT_MAX_EVENTS) -> AsyncIterator[Engine]:
     import mongoeco
 
-    from watcher.embedded import planner
+    from jobwatch_embedded import planner
 
     history_ = history.History(journal_dir=data_dir, max_events=max_events)
     if data_dir is None:

@@ -1,6 +1,7 @@
-"""The embedded server: a MongoDB-compatible server with change streams, for
+"""jobwatch-embedded: a MongoDB-compatible server with change streams, for
 ``jobwatch embedded-server``, ``jobwatch demo`` and test runs on machines
-without MongoDB.
+without MongoDB (and for any Python project that tests a change-stream
+consumer without Docker).
 
 An in-process engine (mongoeco) holds the data; its wire-protocol proxy
 serves CRUD, and this package adds what the proxy lacks, so an unmodified
@@ -13,8 +14,9 @@ PyMongo client can ``collection.watch()`` it exactly as it watches MongoDB:
 - ``wire``: the interception of the proxy's commands;
 - ``server``: start it (tests, demo) or serve it (the CLI command).
 
-Needs Python >= 3.13 and the ``embedded`` extra. Nothing in ``jobwatch run``
-depends on this package: it talks to the server over the wire.
+Needs Python >= 3.13. It is its own distribution (``embedded/pyproject.toml``)
+and imports nothing from jobwatch; nothing in ``jobwatch run`` depends on it:
+the watcher talks to it over the wire, as to MongoDB.
 """
 
 from __future__ import annotations
