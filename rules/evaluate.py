@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
-from rules import model, shared
+from rules import memo, model
 from rules.decision import (
     SERVER_NOW,
     AtLeast,
@@ -120,17 +120,17 @@ def _stage_paths(name: str) -> _Paths:
     return _Paths(*(prefix + leaf for leaf in ("status", "totalItems", "completedItems", "progress", "message", "completedAt")))
 
 
-# Built once per distinct value (see rules.shared): paths per stage name, and
+# Built once per distinct value (see rules.memo): paths per stage name, and
 # the guard conditions and raises that recur on every event. Keys carry the
 # value's type where types can mix, so 1, 1.0, Int64(1) and True stay apart.
-_PATHS: shared.Memo[str, _Paths] = shared.Memo(_stage_paths)
-_EQUALS_PLAIN: shared.Memo[int | str, Condition] = shared.Memo(Equals)  # exact int or str only
-_EQUALS_TYPED: shared.Memo[tuple[type, Any], Condition] = shared.Memo(lambda key: Equals(key[1]))
-_AT_LEAST: shared.Memo[tuple[type, Any], Condition] = shared.Memo(lambda key: AtLeast(key[1]))
-_STAGE_NAMES: shared.Memo[tuple[str, ...], Condition] = shared.Memo(StageNames)
-_RAISES: shared.Memo[int, Raise] = shared.Memo(Raise)  # values are always plain ints
+_PATHS: memo.Memo[str, _Paths] = memo.Memo(_stage_paths)
+_EQUALS_PLAIN: memo.Memo[int | str, Condition] = memo.Memo(Equals)  # exact int or str only
+_EQUALS_TYPED: memo.Memo[tuple[type, Any], Condition] = memo.Memo(lambda key: Equals(key[1]))
+_AT_LEAST: memo.Memo[tuple[type, Any], Condition] = memo.Memo(lambda key: AtLeast(key[1]))
+_STAGE_NAMES: memo.Memo[tuple[str, ...], Condition] = memo.Memo(StageNames)
+_RAISES: memo.Memo[int, Raise] = memo.Memo(Raise)  # values are always plain ints
 _EQUALS_NONE = Equals(None)
-_DONE_MESSAGES: shared.Memo[int, str] = shared.Memo(lambda total: STAGE_DONE_MESSAGE.format(total=total))
+_DONE_MESSAGES: memo.Memo[int, str] = memo.Memo(lambda total: STAGE_DONE_MESSAGE.format(total=total))
 
 
 def _equals(raw: Any) -> Condition:
