@@ -42,6 +42,10 @@ _ALIASES = {
     "canceled": Status.CANCELLED,
 }
 
+#: Words of more than one part, with the separators legacy data puts between
+#: them (``parse`` ignores separators; the server-side lists cannot).
+_SEPARATED = {Status.IN_PROGRESS: ("in_progress", "in-progress", "in progress")}
+
 #: The canonical spellings (what we write), for a fast exact lookup.
 CANONICAL: dict[str, Status] = {status.value: status for status in Status if status is not Status.UNKNOWN}
 
@@ -62,17 +66,23 @@ def parse(raw: object) -> Status:
 
 
 def spellings(*statuses: Status) -> list[str]:
-    """Stored spellings that ``parse`` maps to ``statuses``: the canonical one and
-    the variants seen in legacy data. Used to build server-side filters and the
-    sweep's partial index, which cannot lower-case on the server."""
+    """Stored spellings that ``parse`` maps to ``statuses``, for server-side
+    filters and the sweep's index, which cannot lower-case on the server.
+
+    Each word ``parse`` knows (the canonical one, the aliases, ``in_progress``
+    with each separator) in its usual casings: as written, lower, UPPER,
+    Capitalized and Title. A spelling missing here reads correctly but is
+    filtered wrongly on the server: a ``CANCELED`` job would be counted open.
+
+    >>> spellings(Status.CANCELLED)
+    ['Cancelled', 'cancelled', 'CANCELLED', 'canceled', 'CANCELED', 'Canceled']
+    """
     out: list[str] = []
     for status in statuses:
-        canonical = status.value
-        variants = [canonical, canonical.lower(), canonical.upper()]
-        variants += [alias for alias, target in _ALIASES.items() if target is status]
-        if status is Status.IN_PROGRESS:
-            variants += ["in_progress", "In_Progress", "IN_PROGRESS", "in-progress", "In Progress", "Inprogress"]
-        for spelling in variants:
-            if spelling not in out:
-                out.append(spelling)
+        words = [status.value, *(alias for alias, target in _ALIASES.items() if target is status)]
+        words += _SEPARATED.get(status, ())
+        for word in words:
+            for spelling in (word, word.lower(), word.upper(), word.capitalize(), word.title()):
+                if spelling not in out:
+                    out.append(spelling)
     return out
