@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pytest
 
+from rules import status
 from rules.status import Status, parse, spellings
 
 #: The words the project's own data and tests use, by the status they mean.
@@ -40,3 +41,10 @@ def test_every_usual_casing_of_every_word_is_listed_for_the_server(status: Statu
 def test_every_listed_spelling_reads_as_its_status(status: Status) -> None:
     for spelling in spellings(status):
         assert parse(spelling) is status
+
+
+def test_the_server_side_lists_split_the_known_spellings_into_open_and_terminal() -> None:
+    assert status.KNOWN_SPELLINGS == status.OPEN_SPELLINGS + status.TERMINAL_SPELLINGS
+    assert {parse(spelling) for spelling in status.OPEN_SPELLINGS} == {Status.PENDING, Status.IN_PROGRESS}
+    assert {parse(spelling) for spelling in status.TERMINAL_SPELLINGS} == status.TERMINAL
+    assert "CANCELED" in status.TERMINAL_SPELLINGS and "Running" in status.OPEN_SPELLINGS
