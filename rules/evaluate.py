@@ -50,6 +50,7 @@ from rules.status import TERMINAL, Status
 
 #: The one status the rules write: open -> Completed is their only transition.
 _COMPLETED: Final = Status.COMPLETED.value
+#: The messages the rules write when a stage or the job completes.
 STAGE_DONE_MESSAGE = "All {total} items processed"
 EMPTY_STAGE_MESSAGE = "No items to process"
 JOB_DONE_MESSAGE = "All stages completed successfully"
