@@ -187,7 +187,7 @@ def _counter_guard(raw: Any, at_least: int | None = None) -> Condition:
     as read). Growth since the read (a consumer's ``$inc``) keeps it true. A
     counter the server cannot compare as a number (text, Decimal128) is
     pinned as read instead."""
-    if _is_number(raw):
+    if type(raw) is int or _is_number(raw):  # a plain int, the common case, without the call
         return memo.at_least(raw if at_least is None else at_least)
     return memo.equals(raw)
 
@@ -348,18 +348,19 @@ def _track_progress(job: model.Job, verdicts: list[StageVerdict], update: _Updat
     never to 100 (which means Completed)."""
     progress = _progress_of(verdicts)
     moved = False
-    for path, raw, before, after in (
-        ("progress", job.raw_progress, job.progress, progress.percent),
-        ("totalItems", job.raw_total, job.total, progress.total),
-        ("completedItems", job.raw_completed, job.completed, progress.completed),
-    ):
-        if after > before:
-            update.raise_to(path, raw, after)
-            moved = True
+    if progress.percent > job.progress:
+        update.raise_to("progress", job.raw_progress, progress.percent)
+        moved = True
+    if progress.total > job.total:
+        update.raise_to("totalItems", job.raw_total, progress.total)
+        moved = True
+    if progress.completed > job.completed:
+        update.raise_to("completedItems", job.raw_completed, progress.completed)
+        moved = True
     for verdict in verdicts:
         stage = verdict.stage
         if verdict.state is StageState.WAITING and stage.total > 0:
-            percent = min(OPEN_PROGRESS_CAP, 100 * min(verdict.items_done, stage.total) // stage.total)
+            percent = 100 * verdict.items_done // stage.total  # below 100: a waiting stage is short of its total
             if percent > stage.progress:
                 update.raise_to(memo.STAGE_PATHS[stage.name].progress, stage.raw_progress, percent)
                 moved = True
@@ -376,14 +377,16 @@ def _progress_of(verdicts: list[StageVerdict]) -> _Progress:
     through_all = model.INT64_MAX
     for verdict in verdicts:
         stage_total = verdict.stage.total
-        total = max(total, stage_total)
+        if stage_total > total:
+            total = stage_total
         if verdict.state.done:
             counted = stage_total
             shares.append((1, 1))
         else:
-            counted = min(verdict.items_done, stage_total)
+            counted = verdict.items_done if verdict.items_done < stage_total else stage_total
             shares.append((counted, stage_total) if stage_total > 0 else (0, 1))
-        through_all = min(through_all, counted)
+        if counted < through_all:
+            through_all = counted
     return _Progress(_mean_percent(shares), total, through_all)
 
 
