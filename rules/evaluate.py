@@ -325,7 +325,8 @@ def _complete_job(job: model.Job, verdicts: list[StageVerdict], update: _Update)
     writes["completedItems"] = total
     writes["message"] = JOB_DONE_MESSAGE
     writes["completedAt"] = SERVER_NOW
-    # Set, not raised: pinned as read, so a concurrent change makes the update miss.
+    # Set, not raised (a job counter above the total is brought down to it), so
+    # pinned as read: a concurrent change makes the update miss, never lost.
     guard["totalItems"] = memo.equals(job.raw_total)
     guard["completedItems"] = memo.equals(job.raw_completed)
     guard["progress"] = memo.equals(job.raw_progress)
