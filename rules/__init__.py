@@ -2,9 +2,12 @@
 
 No I/O, no driver, no clock. ``evaluate`` is the entry point; everything a
 reader needs to learn the behaviour is in this package, in reading order:
-``status`` (spellings), ``model`` (the tolerant reader), ``evaluate`` (the
-rules), ``decision`` (what they return) and ``explain`` (the rule-by-rule
-account: ``rules.explain.render(rules.evaluate(doc, explain=True))``).
+``status`` (spellings, open and terminal), ``model`` (the tolerant reader:
+a document becomes a ``Job`` with its ``Stage`` rows), ``evaluate`` (the
+rules: a verdict per stage, then the job-level rules), ``decision`` (what
+they return), ``explain`` (the rule-by-rule account:
+``rules.explain.render(rules.evaluate(doc, explain=True))``) and ``memo``
+(paths and guard values made once, for speed).
 """
 
 from __future__ import annotations

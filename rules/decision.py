@@ -136,8 +136,10 @@ class Evaluation(NamedTuple):
 
     @property
     def completes_job(self) -> bool:
+        """The update completes the job (and any stages still open with it)."""
         return self.outcome is Outcome.JOB_COMPLETED
 
     @property
     def completes_stage(self) -> bool:
+        """The update completes at least one stage."""
         return bool(self.completed_stages)

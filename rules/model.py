@@ -135,24 +135,21 @@ def _short(raw: object) -> str:
     return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
-#: A stage as the hot path reads it: a plain tuple (building a class instance
-#: costs far more than a tuple, and this runs per stage per event):
-#: (name, status, total, completed, progress,
-#:  raw status, raw totalItems, raw completedItems, raw progress).
-StageRow = tuple[str, Status, int, int, int, "str | None", Any, Any, Any]
-#: A job as the hot path reads it: (id, jobType, status, raw status,
-#: progress, total, completed, raw progress, raw totalItems,
-#: raw completedItems, stage rows). ``Job`` is the same with names.
-JobRow = tuple[Any, Any, Status, "str | None", int, int, int, Any, Any, Any, tuple[StageRow, ...]]
-
-
 class Stage(NamedTuple):
-    """One stage as read, with the raw values the guard must pin."""
+    """One stage as read: the values the rules decide on, and the values as
+    stored (``raw_*``), which the guard pins and ``$max`` is compared with.
+
+    Built per stage per change event: a NamedTuple is cheap to build, and its
+    fields read as fast as a plain tuple's.
+    """
 
     name: str
     status: Status
+    #: ``totalItems``, rounded up: a fraction must never advance a completion.
     total: int
+    #: ``completedItems``, rounded down.
     completed: int
+    #: ``progress`` (a percentage), rounded down.
     progress: int
     raw_status: str | None
     raw_total: Any
@@ -161,13 +158,20 @@ class Stage(NamedTuple):
 
 
 class Job(NamedTuple):
-    """A job as read. A terminal job is read no further than its status:
-    it is never touched, so its stages do not matter (``stages`` is empty)."""
+    """A job as read: the values the rules decide on, the values as stored
+    (``raw_*``), and its stages in document order.
 
+    A terminal job is read no further than its status: it is never touched,
+    so its counters and stages do not matter (zero, ``None`` and empty here).
+    """
+
+    #: ``_id``, as stored (ObjectId, or a string on legacy rows).
     id: Any
+    #: ``jobType``, as stored: only reported, never decided on.
     job_type: Any
     status: Status
     raw_status: str | None
+    #: ``progress``, ``totalItems`` and ``completedItems``, rounded down.
     progress: int
     total: int
     completed: int
@@ -186,23 +190,22 @@ class Rejection(NamedTuple):
     field: str | None = None
 
 
-def parse_job(doc: object) -> Job | Rejection:
-    """Read ``doc`` as a job, or say precisely why it cannot be read."""
-    row = read_job(doc)
-    if isinstance(row, Rejection):
-        return row
-    return Job(*row[:10], tuple(Stage(*stage) for stage in row[10]))
-
-
 _CANONICAL: dict[str, Status] = status_mod.CANONICAL
 
 
-def read_job(doc: object) -> JobRow | Rejection:
-    """``parse_job`` for the hot path: the same reading, into plain tuples.
+def read_job(doc: object) -> Job | Rejection:
+    """Read ``doc`` as a job, or say precisely why it cannot be read.
 
-    Every counter and status goes through ``read_count`` / ``read_status``;
-    the common case (a plain int in range, a canonical status) is answered
-    inline first, with the same result.
+    Every counter goes through ``read_count`` and every status through
+    ``read_status``. This runs for every change event, so the common cases
+    are answered inline first with the same result: a plain int in range is
+    taken as it is, a canonical spelling is looked up.
+
+    >>> job = read_job({"_id": 1, "status": "inprogress", "stages": {"a": {"completedItems": "3", "totalItems": 9.5}}})
+    >>> job.status, job.stages[0].total, job.stages[0].completed, job.stages[0].raw_completed
+    (<Status.IN_PROGRESS: 'InProgress'>, 10, 3, '3')
+    >>> read_job({"_id": 1, "progress": "lots"}).reason
+    "progress: a number, not the text 'lots'"
     """
     if type(doc) is not dict and not isinstance(doc, Mapping):
         return Rejection(None, f"a job must be a document, not {type(doc).__name__}")
@@ -218,23 +221,36 @@ def read_job(doc: object) -> JobRow | Rejection:
         found = _CANONICAL.get(raw_status) if type(raw_status) is str else None
         status = read_status(raw_status) if found is None else found
         if status in TERMINAL:
-            return (job_id, get("jobType"), status, raw_status, 0, 0, 0, None, None, None, ())
+            return Job(job_id, get("jobType"), status, raw_status, 0, 0, 0, None, None, None, ())
         where = "progress"
         raw_progress = get("progress")
-        progress = raw_progress if type(raw_progress) is int and 0 <= raw_progress <= INT64_MAX else 0 if raw_progress is None else read_count(raw_progress)
+        progress = (
+            raw_progress if type(raw_progress) is int and 0 <= raw_progress <= INT64_MAX
+            else read_count(raw_progress)
+        )
         where = "totalItems"
         raw_total = get("totalItems")
-        total = raw_total if type(raw_total) is int and 0 <= raw_total <= INT64_MAX else 0 if raw_total is None else read_count(raw_total)
+        total = raw_total if type(raw_total) is int and 0 <= raw_total <= INT64_MAX else read_count(raw_total)
         where = "completedItems"
         raw_completed = get("completedItems")
-        completed = raw_completed if type(raw_completed) is int and 0 <= raw_completed <= INT64_MAX else 0 if raw_completed is None else read_count(raw_completed)
+        completed = (
+            raw_completed if type(raw_completed) is int and 0 <= raw_completed <= INT64_MAX
+            else read_count(raw_completed)
+        )
         where = "stages"
         stages = _read_stages(get("stages"))
     except _StageUnreadable as exc:
         return Rejection(job_id, f"{exc.where}: {exc.reason}", exc.where)
     except Unreadable as exc:
         return Rejection(job_id, f"{where}: {exc}", where)
-    return (job_id, get("jobType"), status, raw_status, progress, total, completed, raw_progress, raw_total, raw_completed, stages)
+    return Job(
+        job_id, get("jobType"), status, raw_status, progress, total, completed,
+        raw_progress, raw_total, raw_completed, stages,
+    )
+
+
+#: The public name (``rules.parse_job``) of the one reader.
+parse_job = read_job
 
 
 class _StageUnreadable(Exception):
@@ -244,7 +260,7 @@ class _StageUnreadable(Exception):
         self.reason = reason
 
 
-def _read_stages(raw: object) -> tuple[StageRow, ...]:
+def _read_stages(raw: object) -> tuple[Stage, ...]:
     if raw is None:
         return ()
     if type(raw) is not dict and not isinstance(raw, Mapping):
@@ -252,7 +268,7 @@ def _read_stages(raw: object) -> tuple[StageRow, ...]:
     return tuple([_read_stage(name, stage) for name, stage in raw.items()])
 
 
-def _read_stage(name: object, raw: object) -> StageRow:
+def _read_stage(name: object, raw: object) -> Stage:
     # The cheap checks of check_stage_name first; it decides the rest.
     if not (type(name) is str and name and name.isascii() and "." not in name and name[0] != "$" and "\x00" not in name):
         try:
@@ -270,14 +286,23 @@ def _read_stage(name: object, raw: object) -> StageRow:
         status = read_status(raw_status) if found is None else found
         where = "totalItems"
         raw_total = get("totalItems")
-        # A fraction must never advance a completion: totals round up.
-        total = raw_total if type(raw_total) is int and 0 <= raw_total <= INT64_MAX else 0 if raw_total is None else read_count(raw_total, round_up=True)
+        # Totals round up: a fraction must never advance a completion.
+        total = (
+            raw_total if type(raw_total) is int and 0 <= raw_total <= INT64_MAX
+            else read_count(raw_total, round_up=True)
+        )
         where = "completedItems"
         raw_completed = get("completedItems")
-        completed = raw_completed if type(raw_completed) is int and 0 <= raw_completed <= INT64_MAX else 0 if raw_completed is None else read_count(raw_completed)
+        completed = (
+            raw_completed if type(raw_completed) is int and 0 <= raw_completed <= INT64_MAX
+            else read_count(raw_completed)
+        )
         where = "progress"
         raw_progress = get("progress")
-        progress = raw_progress if type(raw_progress) is int and 0 <= raw_progress <= INT64_MAX else 0 if raw_progress is None else read_count(raw_progress)
+        progress = (
+            raw_progress if type(raw_progress) is int and 0 <= raw_progress <= INT64_MAX
+            else read_count(raw_progress)
+        )
     except Unreadable as exc:
         raise _StageUnreadable(f"stages.{name}.{where}", str(exc)) from None
-    return (name, status, total, completed, progress, raw_status, raw_total, raw_completed, raw_progress)
+    return Stage(name, status, total, completed, progress, raw_status, raw_total, raw_completed, raw_progress)

@@ -18,14 +18,14 @@ from typing import Any
 import anyio
 from pymongo.asynchronous.database import AsyncDatabase
 
-from rules.status import Status, spellings
+from rules import status as job_status
 from watcher.ops import logs
 from watcher.ops.metrics import Metrics
 from watcher.settings import Settings
 from watcher.storage import errors
 from watcher.storage import store
 
-TERMINAL = spellings(Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+TERMINAL = job_status.TERMINAL_SPELLINGS
 
 
 @dataclass(frozen=True)

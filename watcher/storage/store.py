@@ -16,15 +16,15 @@ from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 
-from rules.status import Status, spellings
+from rules import status as job_status
 from watcher.ops import logs
 from watcher.settings import Settings
 from watcher.storage import errors
 
 #: The fields the rules read: sweeps and the change stream fetch only these.
 JOB_FIELDS = ("jobType", "status", "progress", "totalItems", "completedItems", "collectionId", "stages")
-OPEN_SPELLINGS = spellings(Status.PENDING, Status.IN_PROGRESS)
-KNOWN_SPELLINGS = OPEN_SPELLINGS + spellings(Status.COMPLETED, Status.FAILED, Status.CANCELLED)
+OPEN_SPELLINGS = job_status.OPEN_SPELLINGS
+KNOWN_SPELLINGS = job_status.KNOWN_SPELLINGS
 #: A plain index on (status, jobType). MongoDB 5.0 rejects ``$in`` in a
 #: partial filter, and a plain index serves both sweep passes: the ``$in``
 #: pass reads only open statuses, and the ``$nin`` pass's index bounds skip
@@ -165,7 +165,7 @@ class JobStore:
     async def count_open(self) -> list[dict[str, Any]]:
         """Open jobs grouped by status and type, for ``jobwatch status``."""
         pipeline: list[Mapping[str, Any]] = [
-            {"$match": {"status": {"$nin": spellings(Status.COMPLETED, Status.FAILED, Status.CANCELLED)}}},
+            {"$match": {"status": {"$nin": job_status.TERMINAL_SPELLINGS}}},
             {"$group": {"_id": {"status": "$status", "jobType": "$jobType"}, "count": {"$sum": 1}}},
             {"$sort": {"count": -1}},
         ]
