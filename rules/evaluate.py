@@ -1,4 +1,4 @@
-"""The completion rules (README, "The rules"), as one pure function.
+"""The completion rules (docs/explanation/rules.md), as one pure function.
 
 Reading order: ``evaluate`` reads the document (``rules.model``), returns at
 once for an unreadable or terminal job, then walks the stages once: rule 4
