@@ -20,6 +20,8 @@ Event = Mapping[str, Any]
 
 
 class ChangeStream(Protocol):
+    """An open stream of change events (what ``ChangeSource.open`` returns)."""
+
     async def try_next(self) -> Event | None:
         """The next event, or None when the server had nothing within max-await."""
         ...
@@ -34,6 +36,8 @@ class ChangeStream(Protocol):
 
 
 class ChangeSource(Protocol):
+    """Where change events come from: ``Watcher(client, change_source=...)``."""
+
     async def open(
         self,
         pipeline: Sequence[Mapping[str, Any]],
