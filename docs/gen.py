@@ -25,7 +25,7 @@ import argparse
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 import annotated_types
 import click
@@ -74,6 +74,8 @@ def _value(name: str) -> str:
     low, high = _bounds(field.metadata)
     if annotation is bool:
         return "`true` or `false`"
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(f"`{choice}`" for choice in get_args(annotation))
     if annotation is int or annotation is float:
         kind = unit or ("integer" if annotation is int else "number")
         if low and high and not low.startswith("more") and not high.startswith("below"):
@@ -118,17 +120,22 @@ def settings_block() -> str:
 
 
 def metric_rows() -> list[tuple[str, str, tuple[str, ...], str]]:
-    """(exposed name, type, labels, help) of every metric, in the registry's order."""
+    """(exposed name, type, labels, help) of every metric in the registry, in
+    its order. The registry says name, type and help; a labelled metric with
+    no series yet shows no labels there, so they come from the metric object
+    (prometheus_client has no public accessor for them), else from a sample."""
+    metrics = Metrics()
+    labels_of: dict[str, tuple[str, ...]] = {}
+    for metric in vars(metrics).values():
+        if hasattr(metric, "describe") and hasattr(metric, "_labelnames"):
+            for family in metric.describe():
+                labels_of[family.name] = tuple(metric._labelnames)
     suffix = {"counter": "_total"}
     rows = []
-    for metric in vars(Metrics()).values():
-        describe = getattr(metric, "describe", None)
-        if describe is None:
-            continue
-        for family in describe():
-            # prometheus_client has no public accessor for a metric's label names.
-            labels = tuple(getattr(metric, "_labelnames", ()))
-            rows.append((family.name + suffix.get(family.type, ""), family.type, labels, family.documentation))
+    for family in metrics.registry.collect():
+        seen = tuple(dict.fromkeys(k for sample in family.samples for k in sample.labels if k != "le"))
+        labels = labels_of.get(family.name, seen)
+        rows.append((family.name + suffix.get(family.type, ""), family.type, labels, family.documentation))
     return rows
 
 
