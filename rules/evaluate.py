@@ -1,4 +1,4 @@
-"""The completion rules (docs/explanation/rules.md), as one pure function.
+"""The completion rules, as one pure function: ``evaluate``.
 
 Reading order: ``evaluate`` reads the document (``rules.model``), returns at
 once for an unreadable or terminal job, then walks the stages once: rule 4

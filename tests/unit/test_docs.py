@@ -151,3 +151,51 @@ def test_code_names_files_and_pages_that_exist(source: Path) -> None:
 def test_the_code_path_check_ignores_urls_and_sees_moved_files() -> None:
     text = "see https://example.org/docs/manual/x and ``watcher/intake/settle.py``, tests/support/backends"
     assert CODE_PATH.findall(text) == ["watcher/intake/settle.py", "tests/support/backends"]
+
+
+#: Every page a reader sees: the site's pages and the markdown it includes or the repository shows.
+READ = [*PAGES, *FRONT]
+#: Names that look like ours but are examples of what jobwatch warns about (the settings page shows them).
+UNKNOWN_VARIABLE_EXAMPLES = {"JOBWATCH_SERVICE_HOST", "JOBWATCH_SWEEP_INTERVAL", "JOBWATCH_X"}
+
+
+def _mentioned(pattern: str) -> dict[str, set[str]]:
+    """name -> the pages that mention it."""
+    found: dict[str, set[str]] = {}
+    for page in READ:
+        for name in re.findall(pattern, page.read_text()):
+            found.setdefault(name, set()).add(str(page.relative_to(ROOT)))
+    return found
+
+
+def test_the_docs_name_only_metrics_the_watcher_exports() -> None:
+    from watcher.storage import store
+
+    not_metrics = {Settings.model_fields["positions_collection"].default, store.SWEEP_INDEX, "jobwatch_embedded"}
+    series = Metrics().names()
+    families = {name.removesuffix("_bucket").removesuffix("_sum").removesuffix("_count") for name in series}
+    known = series | families | not_metrics
+    unknown = {name: pages for name, pages in _mentioned(r"\bjobwatch_\w+").items() if name not in known}
+    assert not unknown, f"no such metric: {unknown}"
+
+
+def test_the_docs_name_only_variables_jobwatch_reads() -> None:
+    from watcher import settings as settings_module
+
+    knobs = {name for path in (ROOT / "tests").rglob("*.py") for name in re.findall(r"JOBWATCH_\w+", path.read_text())}
+    known = {f"JOBWATCH_{name.upper()}" for name in Settings.model_fields} | settings_module.NOT_SETTINGS
+    unknown = {
+        name: pages
+        for name, pages in _mentioned(r"\bJOBWATCH_[A-Z0-9_]*[A-Z0-9]").items()
+        if name not in known | knobs | UNKNOWN_VARIABLE_EXAMPLES
+    }
+    assert not unknown, f"no such setting or variable: {unknown}"
+
+
+def test_the_docs_name_only_alerts_that_ship() -> None:
+    import yaml
+
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "alerts.yml").read_text())
+    alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
+    unknown = {name: pages for name, pages in _mentioned(r"\bJobwatch[A-Z]\w+").items() if name not in alerts}
+    assert not unknown, f"no such alert in deploy/prometheus/alerts.yml: {unknown}"

@@ -20,8 +20,6 @@ Event = Mapping[str, Any]
 
 
 class ChangeStream(Protocol):
-    """An open stream of change events (what ``ChangeSource.open`` returns)."""
-
     async def try_next(self) -> Event | None:
         """The next event, or None when the server had nothing within max-await."""
         ...
