@@ -5,7 +5,7 @@
 
 The product's sweep, ``Watcher.sweep(dry_run=True)``, on a collection of
 ``total`` jobs of which ``open`` are InProgress (the rest Completed), with the
-watcher's partial index on open statuses in place (as ``jobwatch run``
+watcher's (status, jobType) index in place (as ``jobwatch run``
 creates it). Two passes are timed: the default sweep (``full``: the indexed
 pass plus the unknown-status ``$nin`` pass, what ``jobwatch sweep`` and every
 ``full_sweep_every``-th periodic sweep run) and the indexed pass alone (the

@@ -86,5 +86,6 @@ async def mongo(mongo_server: backends.Server) -> AsyncIterator[backends.Backend
 
 def embedded_differs(reason: str) -> Any:
     """Mark a test whose outcome depends on where the embedded engine differs
-    from MongoDB; the reason is also in README.md's table of differences."""
+    from MongoDB; the reason is also in the table of differences of
+    docs/explanation/embedded-server.md."""
     return pytest.mark.embedded_differs(reason=reason)

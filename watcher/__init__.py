@@ -11,7 +11,7 @@ The public API for embedding the watcher in another asyncio application:
         ...                                  # the stream runs in the background
     # leaving the block stops it cleanly and saves its position
 
-See README.md, "Python API".
+See docs/reference/python-api.md.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ class ConfigFileError(ValueError):
 
 
 class Settings(BaseSettings):
-    """Every knob of the watcher. The README's configuration table lists them."""
+    """Every knob of the watcher; docs/reference/settings.md is generated from these fields."""
 
     # allow_inf_nan=False: an infinite backoff, deadline or interval is a
     # watcher that waits forever, and NaN passes no bound check honestly.

@@ -1,4 +1,4 @@
-"""The sweep: legacy stuck jobs, path A, dry runs, the partial index."""
+"""The sweep: legacy stuck jobs, path A, dry runs, the sweep's index."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Prints the reliability suite's figures at the end of the session (README quotes them)."""
+"""Prints the reliability suite's figures at the end of the session (docs/explanation/guarantees.md quotes them)."""
 
 from __future__ import annotations
 

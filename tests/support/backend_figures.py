@@ -1,5 +1,5 @@
 """Counts what the hostile-documents-on-the-backend suite saw, for the
-session's closing figures (the README quotes them)."""
+session's closing figures (docs/explanation/guarantees.md quotes them)."""
 
 from __future__ import annotations
 

@@ -1,20 +1,7 @@
 """The exit codes of every ``jobwatch`` command: one small table scripts can trust.
 
-=====  ==========================================================================
-code   meaning
-=====  ==========================================================================
-0      ok
-1      the check failed or there is something to report: ``status --check`` on a
-       watcher that is not alive, a sweep that skipped jobs, ``jobs --stuck``
-       that found some, ``explain`` of an id no job has, ``simulate --wait-s``
-       whose jobs did not complete, an unexpected error (a bug: ``--debug``
-       shows its traceback)
-2      usage or configuration error (bad flag, bad setting, bad config file,
-       the server refuses jobwatch as configured)
-3      cannot reach or use the server
-=====  ==========================================================================
-
-Interrupted by Ctrl-C: 130, as shells do.
+``TABLE`` is the table; docs/reference/exit-codes.md is generated from it
+(``./dev docs gen``). Interrupted by Ctrl-C: 130, as shells do.
 """
 
 from __future__ import annotations
@@ -29,7 +16,14 @@ INTERRUPTED: Final = 130
 
 TABLE: Final = {
     OK: "ok",
-    FAILED: "check failed or something to report (not alive, skipped or stuck jobs, unknown job id)",
-    USAGE: "usage or configuration error",
-    UNREACHABLE: "cannot reach or use the server",
+    FAILED: "the check failed or there is something to report: `status --check` on a watcher that is not alive, "
+    "a sweep that skipped jobs, `jobs --stuck` that found some, `explain` of an id no job has, "
+    "`simulate --wait-s` whose jobs did not all complete; also an unexpected error (a bug: rerun with `--debug` "
+    "and report the traceback)",
+    USAGE: "usage or configuration error: unknown flag, bad setting value (named as flag and variable, never "
+    "echoed), bad config file, bad URI, the server refuses jobwatch as configured (standalone without "
+    "`allow_degraded`, authentication, missing privileges), health port in use",
+    UNREACHABLE: "cannot reach or use the server (no answer within `server_selection_timeout_ms`)",
+    INTERRUPTED: "interrupted (Ctrl-C) before the command finished; `run` exits 0 after a clean stop on its first "
+    "SIGTERM or SIGINT, and 128 + the signal's number (130, 143) when a second one forces it out",
 }

@@ -34,6 +34,8 @@ class ChangeStream(Protocol):
 
 
 class ChangeSource(Protocol):
+    """Where change events come from: ``Watcher(client, change_source=...)``."""
+
     async def open(
         self,
         pipeline: Sequence[Mapping[str, Any]],

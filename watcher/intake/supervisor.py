@@ -167,7 +167,7 @@ class Supervisor:
     def _degrade(self, exc: errors.NotReplicaSet) -> None:
         message = (
             "change streams need a replica set or sharded cluster, and this server is a standalone mongod. "
-            "Start it with --replSet rs0 and run rs.initiate() once (see README, 'MongoDB'), "
+            "Start it with --replSet rs0 and run rs.initiate() once (see docs/how-to/mongodb.md), "
             "or set JOBWATCH_ALLOW_DEGRADED=true to sweep every "
             f"{self._settings.degraded_sweep_interval_s:g}s instead."
         )

@@ -37,6 +37,10 @@ class JobChange:
 
 @dataclass
 class SweepReport:
+    """What one sweep did (or, with ``dry_run``, would do): totals, the jobs
+    skipped with their reasons, and up to ``MAX_REPORTED_JOBS`` per-job
+    changes. ``Watcher.sweep()`` returns it; ``jobwatch sweep`` prints it."""
+
     dry_run: bool = False
     full: bool = False
     scanned: int = 0

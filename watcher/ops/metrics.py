@@ -3,8 +3,9 @@ as in tests, do not share counters).
 
 Names follow Prometheus' conventions: ``jobwatch_`` prefix, base units
 (seconds), ``_total`` on counters (added by prometheus_client), timestamps as
-``_timestamp_seconds`` gauges of unix time, 0/1 gauges for states. The README
-lists each one; the alert rules in deploy/prometheus use only these names
+``_timestamp_seconds`` gauges of unix time, 0/1 gauges for states.
+docs/reference/metrics.md is generated from this registry (``./dev docs gen``),
+help texts included; the alert rules in deploy/prometheus use only these names
 (a test checks it against ``names()``).
 """
 

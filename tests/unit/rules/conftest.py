@@ -1,4 +1,4 @@
-"""Prints the hostile-document figures at the end of the session (README quotes them)."""
+"""Prints the hostile-document figures at the end of the session (docs/explanation/rules.md quotes them)."""
 
 from __future__ import annotations
 

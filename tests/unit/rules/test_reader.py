@@ -1,6 +1,6 @@
 """The hand-written reader agrees with the documented reading rules.
 
-``spec_count`` / ``spec_status`` restate the README's table the slow, obvious
+``spec_count`` / ``spec_status`` restate the edge-case table of docs/explanation/rules.md the slow, obvious
 way (exact decimals, no fast paths); hypothesis feeds both every BSON type.
 """
 
@@ -36,7 +36,7 @@ def _plain_decimal_text(text: str) -> bool:
 
 
 def spec_count(raw: Any, *, round_up: bool = False) -> Any:
-    """README: null/missing -> 0; negative -> 0; fractions round down (totals up);
+    """docs/explanation/rules.md: null/missing -> 0; negative -> 0; fractions round down (totals up);
     int, Int64, double, Decimal128 and plain decimal text are numbers; NaN,
     infinities, values beyond int64 and every other type are rejected."""
     if raw is None:

@@ -1,4 +1,4 @@
-"""Every rule and edge case, one documented answer each (README's table)."""
+"""Every rule and edge case, one documented answer each (docs/explanation/rules.md's table)."""
 
 from __future__ import annotations
 
