@@ -135,24 +135,32 @@ class Watcher:
         full: bool = True,
         on_job: Callable[[rules.Evaluation], None] | None = None,
         settle: bool | None = None,
+        on_wait: Callable[[SweepReport, float], None] | None = None,
     ) -> SweepReport:
         """One reconciliation pass now (also while ``run()`` is going).
 
         Path A raises only counters that stood still for ``path_a_quiet_s``.
-        With ``settle`` (the default when the service is not running, as for
-        ``jobwatch sweep``), a candidate not seen before is looked at once,
-        the pass waits that long and then makes the pass it reports; a
-        running service remembers what its stream and earlier sweeps saw
-        instead. Transient failures are retried a few times; then
+        With ``settle`` (the default when the service is not running and
+        this is no dry run, as for ``jobwatch sweep``), a candidate not seen
+        before is looked at once, the pass waits that long (``on_wait`` hears
+        of it first: the look's report, listing the jobs waited for, and the
+        seconds) and then makes the pass it reports; a running service
+        remembers what its stream and earlier sweeps saw instead. A dry run
+        never waits: its report lists the jobs path A would wait for
+        (``waiting``). Transient failures are retried a few times; then
         ``errors.StoreUnavailable``.
         """
         if settle is None:
-            settle = not self._running
+            settle = not self._running and not dry_run
         if settle and self.settings.path_a_quiet_s > 0:
-            waiting = await self._retrying(lambda: self._sweeper.look(full=full, job_types=job_types))
-            if waiting:
-                logs.event("sweep_waiting_for_path_a", "INFO", "collection counts ahead of counters: checking they stand still", jobs=waiting, wait_s=self.settings.path_a_quiet_s)
-                await anyio.sleep(self.settings.path_a_quiet_s)
+            looked = await self._retrying(lambda: self._sweeper.look(full=full, job_types=job_types))
+            if looked.path_a_waiting:
+                wait_s = self.settings.path_a_quiet_s
+                logs.event("sweep_waiting_for_path_a", "INFO",
+                           "collection counts ahead of counters: checking they stand still", jobs=looked.path_a_waiting, wait_s=wait_s)
+                if on_wait is not None:
+                    on_wait(looked, wait_s)
+                await anyio.sleep(wait_s)
         async with self._dispatching():
             report = await self._retrying(lambda: self._sweeper.sweep(full=full, dry_run=dry_run, job_types=job_types, on_job=on_job))
         if not dry_run:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,76 @@ def test_no_stuck_jobs_exits_0(cli_mongo: CliMongo, capsys: pytest.CaptureFixtur
     assert run_cli(cli_mongo.args("jobs", "--stuck", "--older-than", "soon"), capsys)[0] == exits.USAGE
 
 
+def test_jobs_lists_open_jobs_and_stuck_is_a_filter(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = cli_mongo.db.background_jobs
+    jobs.insert_many([
+        seed_job(),  # counters say done: stuck
+        {"_id": ObjectId(), "jobType": "collection-scan", "status": "Pending",  # fresh: open, not stuck
+         "stages": {"thumbnail": {"status": "InProgress", "completedItems": 3, "totalItems": 10}}},
+        {"_id": "done", "status": "Completed", "stages": {}},
+    ])
+    code, out, _ = run_cli(cli_mongo.args("jobs"), capsys)
+    lines = out.splitlines()
+    assert code == exits.OK and lines[-1] == "2 open jobs" and len(lines) == 3
+    assert "waiting for 7 more" in lines[1]  # each open job says where it stands
+    code, out, _ = run_cli(cli_mongo.args("jobs", "--json"), capsys)
+    assert code == exits.OK and json.loads(out)["total"] == 2
+    code, out, _ = run_cli(cli_mongo.args("jobs", "--stuck"), capsys)
+    assert code == exits.FAILED and out.splitlines()[-1] == "1 stuck job"  # one, not "1 stuck jobs"
+    code, out, _ = run_cli(cli_mongo.args("jobs", "--older-than", "1h"), capsys)
+    assert code == exits.OK and out.strip() == "no open jobs"
+
+
+@pytest.mark.parametrize("bare", ["10", "0.5"])
+def test_a_duration_without_a_unit_is_refused(
+    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str], bare: str
+) -> None:
+    code, _, err = run_cli(cli_mongo.args("jobs", "--stuck", "--older-than", bare), capsys)
+    assert code == exits.USAGE and "needs a unit" in err and f"{bare}m" in err
+
+
+def test_explain_shows_the_id_as_its_header_does(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    job_id = ObjectId()
+    cli_mongo.db.background_jobs.insert_one({**seed_job(), "_id": job_id})
+    code, out, _ = run_cli(cli_mongo.args("explain", str(job_id)), capsys)
+    assert code == exits.OK and "ObjectId(" not in out
+    assert out.splitlines()[0].startswith(f"job {job_id} ") and f"job {job_id} (resume-collection)" in out
+
+
+def _path_a_job(cli_mongo: CliMongo) -> Any:
+    """A job whose collection holds one item more than its counter says."""
+    collection_id = ObjectId()
+    items = list(range(10))
+    cli_mongo.db.collections.insert_one({"_id": collection_id, "thumbnails": items, "cacheImages": items})
+    job = seed_job(_id=ObjectId(), collectionId=collection_id)
+    job["stages"]["thumbnail"]["completedItems"] = 9
+    job["stages"]["thumbnail"]["totalItems"] = job["stages"]["cache"]["totalItems"] = 10
+    job["stages"]["cache"]["completedItems"] = 10
+    cli_mongo.db.background_jobs.insert_one(job)
+    return job["_id"]
+
+
+def test_a_dry_run_never_waits_and_names_the_jobs_path_a_waits_for(
+    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job_id = _path_a_job(cli_mongo)
+    # An hour's quiet period: a dry run that waited would time the test out.
+    code, out, err = run_cli(cli_mongo.args("sweep", "--dry-run", "--path-a-quiet-s", "3600"), capsys)
+    assert code == exits.OK, err
+    assert f"path A would wait for: job {job_id}: stages thumbnail" in out
+    assert "1 waiting for path A" in out.splitlines()[-1]
+    assert "waiting 3600s" not in err
+
+
+def test_a_sweep_says_what_it_waits_for_and_how_long(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    job_id = _path_a_job(cli_mongo)
+    code, out, err = run_cli(cli_mongo.args("sweep", "--path-a-quiet-s", "0.5"), capsys)
+    assert code == exits.OK, err
+    assert f"sweep: waiting 0.5s before the pass: 1 job ({job_id})" in err and "--path-a-quiet-s" in err
+    assert "1 job completed" in out  # then raised the stood-still counter and completed the job
+    assert cli_mongo.db.background_jobs.find_one({"_id": job_id})["status"] == "Completed"
+
+
 # -- position -------------------------------------------------------------------------
 
 
@@ -167,8 +238,11 @@ def test_position_show_and_reset(cli_mongo: CliMongo, capsys: pytest.CaptureFixt
 # -- run --observe --------------------------------------------------------------------
 
 
-def test_observe_decides_but_writes_nothing(cli_mongo: CliMongo) -> None:
+def test_observe_decides_but_writes_nothing(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    from watcher.ops import logs
+
     cli_mongo.db.background_jobs.insert_one(seed_job())
+    logs.setup(json_lines=True)
     settings = cli.settings_from_argv(cli_mongo.args("run", "--observe", "--create-index"))
     assert settings.observe
 
@@ -184,6 +258,10 @@ def test_observe_decides_but_writes_nothing(cli_mongo: CliMongo) -> None:
     assert report.jobs_completed == 1  # decided...
     assert cli_mongo.db.background_jobs.find_one()["status"] == "Pending"  # ...not written
     assert 'jobwatch_writes_total{kind="job",result="applied",source="sweep"} 1.0' in exposition or "jobwatch_writes_total" in exposition
+    observed = [json.loads(line) for line in capsys.readouterr().err.splitlines() if '"write_observed"' in line]
+    logs.setup()
+    update = json.loads(observed[0]["update"])  # the update as MongoDB's tools show it: Extended JSON
+    assert update["$set"]["status"] == "Completed" and update["$currentDate"]["completedAt"] == {"$type": "date"}
 
 
 # -- configuration -------------------------------------------------------------------
@@ -357,16 +435,28 @@ def test_position_reset_to_now(cli_mongo: CliMongo, capsys: pytest.CaptureFixtur
         assert cli_mongo.db.jobwatch_positions.find_one() is None
 
 
-def test_progress_only_on_a_terminal(cli_mongo: CliMongo) -> None:
+def test_progress_redrawn_on_a_terminal_and_in_lines_on_a_pipe(cli_mongo: CliMongo) -> None:
     import pty
 
-    argv = [str(SCRIPT), *cli_mongo.args("simulate", "--jobs", "1", "--items", "50", "--consumers", "4")]
-    on_pipe = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert on_pipe.returncode == 0 and "simulating:" not in on_pipe.stderr
-    assert "simulate: 1 jobs, 100 increments" in on_pipe.stdout  # on a pipe it still says what it did
+    from watcher.cli import progress
+
+    quick = [str(SCRIPT), *cli_mongo.args("simulate", "--jobs", "1", "--items", "50", "--consumers", "4")]
+    on_pipe = subprocess.run(quick, capture_output=True, text=True, timeout=60)
+    assert on_pipe.returncode == 0 and on_pipe.stderr == ""  # a quick run stays quiet on a pipe
+    assert "simulate: 1 job, 100 increments" in on_pipe.stdout  # and still says what it did
+    # Paced to last a few progress periods: a log reading the pipe hears how far it got.
+    items = int(3 * progress.LINE_EVERY_S)
+    paced = [str(SCRIPT), *cli_mongo.args(
+        "simulate", "--jobs", "1", "--stages", "a", "--items", str(items), "--consumers", "1", "--rate", "2"
+    )]
+    on_pipe = subprocess.run(paced, capture_output=True, text=True, timeout=120)
+    assert on_pipe.returncode == 0, on_pipe.stderr
+    lines = on_pipe.stderr.splitlines()
+    assert lines and all(re.fullmatch(rf"simulate: \d+/{items} increments", line) for line in lines), lines
+    assert "\r" not in on_pipe.stderr and "\x1b" not in on_pipe.stderr
     leader, follower = pty.openpty()
     try:
-        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=follower, text=True, timeout=60)
+        done = subprocess.run(quick, stdout=subprocess.PIPE, stderr=follower, text=True, timeout=60)
         os.close(follower)
         chunks = []
         while True:
@@ -380,4 +470,4 @@ def test_progress_only_on_a_terminal(cli_mongo: CliMongo) -> None:
     finally:
         os.close(leader)
     assert done.returncode == 0
-    assert "simulating: 100/100 increments" in b"".join(chunks).decode()
+    assert re.search(r"\r\x1b\[Ksimulate: (creating 1 job|\d+/100 increments)", b"".join(chunks).decode())

@@ -36,15 +36,17 @@ def _plain(value: Any) -> Any:
 
 def _readable_sink(write: Callable[[str], None]) -> Any:
     """Readable lines, built here from the record: the message and every
-    value go through ``printable`` (escaped, cut, quoted when they hold a
-    space) after redaction, and nothing is handed to loguru's formatter, so a
+    value go through ``printable`` (escaped, cut at ``TEXT_CHARS``, quoted
+    when they hold a space) after redaction, and nothing is handed to loguru's formatter, so a
     value's ``<tag>`` or ``{}`` is text and a newline cannot start a line."""
 
     def sink(message: Any) -> None:
         record = message.record
         extra = record["extra"]
         action = extra.get("action", "-")
-        fields = " ".join(f"{k}={printable.field(_redactor(str(v)))}" for k, v in extra.items() if k != "action")
+        fields = " ".join(
+            f"{k}={printable.field(_redactor(str(v)), printable.TEXT_CHARS)}" for k, v in extra.items() if k != "action"
+        )
         text = printable.text(_redactor(record["message"]))
         line = f"{record['time']:%Y-%m-%d %H:%M:%S.%f%z} {record['level'].name:<7} {action:<22} {text}"
         if fields:
@@ -88,7 +90,7 @@ def _json_sink(write: Callable[[str], None]) -> Any:
             "level": record["level"].name,
             "action": record["extra"].get("action"),
             "message": _bounded(record["message"], printable.TEXT_CHARS),
-            **{k: _bounded(v, printable.VALUE_CHARS) for k, v in record["extra"].items() if k != "action"},
+            **{k: _bounded(v, printable.TEXT_CHARS) for k, v in record["extra"].items() if k != "action"},
         }
         if record["exception"] is not None:
             doc["exception"] = _bounded(_exception(record), printable.TEXT_CHARS)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from tests.support.printing import hostile_text, raw_controls
 from watcher.ops import printable
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(hostile_text)
 def test_a_value_is_one_printable_line(value: str) -> None:
     shown = printable.value(value)
@@ -20,6 +20,7 @@ def test_a_value_is_one_printable_line(value: str) -> None:
     assert len(shown) <= 10 * printable.VALUE_CHARS + 40
 
 
+@settings(deadline=None)
 @given(st.text(max_size=printable.VALUE_CHARS))
 def test_short_printable_values_are_shown_as_they_are(value: str) -> None:
     if value.isprintable() and "\\" not in value:
@@ -52,6 +53,7 @@ def test_non_strings_are_shown_as_str() -> None:
     assert printable.value({"a": "b\nc"}) == "{'a': 'b\\\\nc'}"
 
 
+@settings(deadline=None)
 @given(hostile_text)
 def test_a_field_never_poses_as_other_fields(value: str) -> None:
     shown = printable.field(value)
