@@ -218,6 +218,21 @@ def test_a_sweep_says_what_it_waits_for_and_how_long(cli_mongo: CliMongo, capsys
     assert cli_mongo.db.background_jobs.find_one({"_id": job_id})["status"] == "Completed"
 
 
+def test_a_sweep_never_waits_for_a_count_that_can_raise_nothing(
+    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A collection counted for a stage the job does not have, or holding no
+    item, is no reason for path A's quiet period (an hour here)."""
+    collection_id = ObjectId()
+    cli_mongo.db.collections.insert_one({"_id": collection_id, "thumbnails": [1, 2], "cacheImages": []})
+    job = seed_job(_id=ObjectId(), collectionId=collection_id)
+    job["stages"] = {"thumbnail": {"status": "InProgress", "completedItems": 2, "totalItems": 2}}
+    cli_mongo.db.background_jobs.insert_one(job)
+    code, out, err = run_cli(cli_mongo.args("sweep", "--path-a-quiet-s", "3600"), capsys)
+    assert code == exits.OK and "sweep: waiting" not in err, err
+    assert "1 job completed" in out
+
+
 # -- position -------------------------------------------------------------------------
 
 

@@ -212,14 +212,18 @@ class Sweeper:
 
 
 def _ahead(doc: Mapping[str, Any], counts: Mapping[str, int]) -> tuple[str, ...]:
-    """The stages whose collection count is above the stored counter."""
+    """The job's stages whose collection count is above the stored counter (or
+    beside a counter that is no number). A count for a stage the job does not
+    have, or of no items, can raise nothing: path A never waits for it."""
     stages = doc.get("stages")
     if not isinstance(stages, Mapping):
         return ()
     ahead = []
     for stage, count in counts.items():
         raw = stages.get(stage)
-        current = raw.get("completedItems") if isinstance(raw, Mapping) else None
+        if not isinstance(raw, Mapping) or count <= 0:
+            continue
+        current = raw.get("completedItems")
         if not isinstance(current, int | float) or isinstance(current, bool) or count > current:
             ahead.append(stage)
     return tuple(ahead)
