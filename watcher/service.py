@@ -33,7 +33,7 @@ from watcher.ops import logs
 from watcher.ops.health import HealthServer
 from watcher.ops.metrics import Metrics
 from watcher.settings import Settings
-from watcher.storage import backoff, census, errors
+from watcher.storage import backoff, census, errors, reachability
 from watcher.storage.keeper import PositionKeeper
 from watcher.storage.position import MongoPositionStore, PositionStore
 from watcher.storage.store import JobStore
@@ -47,15 +47,9 @@ T = TypeVar("T")
 
 
 async def check_server(client: Any, settings: Settings) -> None:
-    """One ping, so a wrong URI or a down server is said at once, clearly."""
-    try:
-        with errors.translated("ping", "retry"):
-            await client.admin.command("ping")
-    except errors.StoreUnavailable as exc:
-        raise Unreachable(
-            f"MongoDB at {settings.uri_redacted} is unreachable or not answering: {exc.error} "
-            f"within {settings.server_selection_timeout_ms} ms"
-        ) from None
+    """One ping, so a wrong URI or a down server is said at once, clearly
+    (``reachability.check``: a notice while it waits, the cause in one line)."""
+    await reachability.check(client, settings)
 
 
 class Watcher:
@@ -156,8 +150,8 @@ class Watcher:
             looked = await self._retrying(lambda: self._sweeper.look(full=full, job_types=job_types))
             if looked.path_a_waiting:
                 wait_s = self.settings.path_a_quiet_s
-                logs.event("sweep_waiting_for_path_a", "INFO",
-                           "collection counts ahead of counters: checking they stand still", jobs=looked.path_a_waiting, wait_s=wait_s)
+                said = "collection counts ahead of counters: checking they stand still"
+                logs.event("sweep_waiting_for_path_a", "INFO", said, jobs=looked.path_a_waiting, wait_s=wait_s)
                 if on_wait is not None:
                     on_wait(looked, wait_s)
                 await anyio.sleep(wait_s)

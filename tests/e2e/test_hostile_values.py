@@ -51,7 +51,8 @@ def hostile_job(tag: str, text: str, *, done: bool = True) -> dict[str, Any]:
 
 def unreadable_job(text: str) -> dict[str, Any]:
     """A job the rules refuse, with a reason that quotes ``text``."""
-    return {"_id": f"skip:{text}", "jobType": text, "status": "Pending", "stages": {"a": {"completedItems": text, "totalItems": 1}}}
+    stages = {"a": {"completedItems": text, "totalItems": 1}}
+    return {"_id": f"skip:{text}", "jobType": text, "status": "Pending", "stages": stages}
 
 
 def assert_whole_lines(stream: str, *, json_lines: bool) -> list[Any]:
@@ -68,13 +69,16 @@ def assert_whole_lines(stream: str, *, json_lines: bool) -> list[Any]:
 
 def logged(records: list[Any], action: str, key: str, value: str, *, json_lines: bool) -> bool:
     if json_lines:
-        return any(r.get("action") == action and r.get(key) == printable.cut(value, printable.TEXT_CHARS) for r in records)
+        cut = printable.cut(value, printable.TEXT_CHARS)
+        return any(r.get("action") == action and r.get(key) == cut for r in records)
     field = f" {key}={printable.field(value, printable.TEXT_CHARS)}"
     return any(f" {action} " in line and (line.endswith(field) or field + " " in line) for line in records)
 
 
 @pytest.mark.parametrize("json_lines", [False, True], ids=["readable", "json"])
-def test_stream_and_sweep_log_every_hostile_value_as_one_line(cli_mongo: CliMongo, json_lines: bool, tmp_path: Path) -> None:
+def test_stream_and_sweep_log_every_hostile_value_as_one_line(
+    cli_mongo: CliMongo, json_lines: bool, tmp_path: Path
+) -> None:
     jobs = cli_mongo.db.background_jobs
     swept = [hostile_job("swept", text) for text in STORABLE]
     jobs.insert_many([*swept, *(unreadable_job(text) for text in STORABLE)])
@@ -92,7 +96,8 @@ def test_stream_and_sweep_log_every_hostile_value_as_one_line(cli_mongo: CliMong
         for job in streamed:  # the consumer's last increment: the stream completes the job
             jobs.update_one({"_id": job["_id"]}, {"$inc": {f"stages.{as_key(job['jobType'])}.completedItems": 1}})
         every = [job["_id"] for job in (*swept, *streamed)]
-        wait_for(lambda: jobs.count_documents({"_id": {"$in": every}, "status": "Completed"}) == len(every), "every job Completed")
+        completed = {"_id": {"$in": every}, "status": "Completed"}
+        wait_for(lambda: jobs.count_documents(completed) == len(every), "every job Completed")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=DEADLINE_S)
     finally:
@@ -108,7 +113,8 @@ def test_stream_and_sweep_log_every_hostile_value_as_one_line(cli_mongo: CliMong
     for job in (*swept, *streamed):  # nothing lost: each completion logged, naming its job
         assert logged(records, "job_completed", "job_id", job["_id"], json_lines=json_lines), job["_id"][:80]
         assert logged(records, "job_completed", "job_type", job["jobType"], json_lines=json_lines), job["_id"][:80]
-        assert logged(records, "stage_completed", "stage", as_key(job["jobType"]), json_lines=json_lines), job["_id"][:80]
+        stage = as_key(job["jobType"])
+        assert logged(records, "stage_completed", "stage", stage, json_lines=json_lines), job["_id"][:80]
     for text in STORABLE:
         assert logged(records, "job_skipped", "job_id", f"skip:{text}", json_lines=json_lines), text[:80]
 
@@ -137,13 +143,20 @@ def assert_printable_output(text: str) -> None:
     log_json=st.booleans(),
 )
 def test_every_command_prints_hostile_values_as_data(
-    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str], job_id: str, stage: str, status: str, job_type: str, log_json: bool
+    cli_mongo: CliMongo,
+    capsys: pytest.CaptureFixture[str],
+    job_id: str,
+    stage: str,
+    status: str,
+    job_type: str,
+    log_json: bool,
 ) -> None:
     client: MongoClient[dict[str, Any]] = cli_mongo.client
     jobs = client[cli_mongo.database].background_jobs
     jobs.delete_many({})
     doc = {"_id": job_id, "jobType": job_type, "status": status,
-           "stages": {stage: {"status": status, "completedItems": 3, "totalItems": 3}, "x.y": {"completedItems": status}}}
+           "stages": {stage: {"status": status, "completedItems": 3, "totalItems": 3},
+                      "x.y": {"completedItems": status}}}
     jobs.insert_one(doc)
     sim_stage = stage.replace(",", "").strip() or "s"
     commands = [
@@ -153,7 +166,8 @@ def test_every_command_prints_hostile_values_as_data(
         ["simulate", "--jobs", "1", "--items", "1", "--stages", sim_stage, "--job-type", job_type], ["sweep"], ["jobs"],
     ]
     for argv in commands:
-        code, out, err = run_command([*cli_mongo.args(*argv), "--log-level", "DEBUG", *(["--log-json"] if log_json else [])], capsys)
+        log_format = ["--log-json"] if log_json else []
+        code, out, err = run_command([*cli_mongo.args(*argv), "--log-level", "DEBUG", *log_format], capsys)
         assert code in (exits.OK, exits.FAILED), (argv, err[-1000:])
         if argv != ["status"]:
             assert_printable_output(out)
@@ -172,8 +186,11 @@ def test_every_command_prints_hostile_values_as_data(
     assert len(out.splitlines()) == total + 1
 
 
-@pytest.mark.xfail(strict=True, reason="status's text output is rewritten on branch ha, which must show document values "
-                   "through watcher.ops.printable (then remove this mark)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="status's text output is rewritten on branch ha, which must show document values "
+    "through watcher.ops.printable (then remove this mark)",
+)
 def test_status_text_output_prints_values_as_data(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
     cli_mongo.db.background_jobs.insert_many([hostile_job("status", text, done=False) for text in STORABLE])
     code, out, _ = run_command(cli_mongo.args("status"), capsys)

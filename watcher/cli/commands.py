@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-import os
 import re
-import signal
 import sys
 import time
 import warnings
@@ -19,15 +18,14 @@ from pymongo import AsyncMongoClient
 
 import rules
 from rules import explain
-from watcher.cli import demo, exits, simulate
+from watcher.cli import demo, exits, interrupts, simulate
 from watcher.cli.progress import Progress, keep_showing
 from watcher.decide import updates
-from watcher.intake.source import ChangeSource
 from watcher.intake.sweep import SweepReport
 from watcher.ops import logs, printable
 from watcher.service import ConfigurationProblem, Unreachable, Watcher, check_server
 from watcher.settings import Settings
-from watcher.storage import census, errors
+from watcher.storage import census, errors, reachability
 from watcher.storage.position import MongoPositionStore, Saved
 from watcher.storage.store import JobStore, Unreadable
 
@@ -45,11 +43,13 @@ RELAXED = json_util.RELAXED_JSON_OPTIONS
 
 
 def dispatch(command: str, options: Options, settings: Settings, emit: Emit) -> int:
-    """Run one command; raises what ``describe_failure`` turns into a message."""
+    """Run one command; raises what ``describe_failure`` turns into a message.
+    A signal stops it (the service cleanly) and decides the exit code."""
+    stopper = interrupts.Stopper()
     if command == "demo":
-        return int(anyio.run(demo.run, emit))
+        return stopper.exit_code(int(anyio.run(_stoppable, stopper, demo.run, emit)))
     handlers: dict[str, Handler] = {
-        "run": _run,
+        "run": functools.partial(_run, stopper=stopper),
         "sweep": _sweep,
         "explain": _explain,
         "status": _status,
@@ -58,7 +58,27 @@ def dispatch(command: str, options: Options, settings: Settings, emit: Emit) -> 
         "position reset": _position_reset,
         "simulate": _simulate,
     }
-    return int(anyio.run(_connected, handlers[command], options, settings, emit))
+    code = anyio.run(_stoppable, stopper, _connected, handlers[command], options, settings, emit)
+    return stopper.exit_code(int(code))
+
+
+async def _stoppable(stopper: interrupts.Stopper, command: Callable[..., Awaitable[int]], *args: Any) -> int:
+    """``command(*args)`` with SIGINT and SIGTERM heard from the loop's first
+    step: the first one cancels it wherever it waits (or, inside
+    ``stopper.gracefully``, stops the service cleanly)."""
+    code = exits.INTERRUPTED
+    failure: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        await tg.start(interrupts.watch, stopper)
+        with anyio.CancelScope() as stopper.scope:
+            try:
+                code = await command(*args)
+            except Exception as exc:  # raised below as it is, not wrapped in the task group's exception group
+                failure = exc
+        tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return code
 
 
 def describe_failure(exc: BaseException) -> tuple[int, str]:
@@ -91,7 +111,9 @@ async def _connected(handler: Handler, options: Options, settings: Settings, emi
         with warnings.catch_warnings(record=True) as caught, errors.translated("--uri / JOBWATCH_URI", "retry"):
             warnings.simplefilter("always")
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-                settings.uri_value, serverSelectionTimeoutMS=settings.server_selection_timeout_ms, appname="jobwatch"
+                settings.uri_value, serverSelectionTimeoutMS=settings.server_selection_timeout_ms, appname="jobwatch",
+                # What each server answered: an unreachable error names why.
+                event_listeners=[reachability.Heartbeats()],
             )
     except ValueError as exc:  # the driver's word for a malformed host or port
         raise ConfigurationProblem(f"--uri / JOBWATCH_URI: {logs.redacted(str(exc))}") from None
@@ -109,7 +131,8 @@ async def _connected(handler: Handler, options: Options, settings: Settings, emi
                     logs.event("uri_warning", "WARNING", logs.redacted(str(warning.message)))
         return int(await handler(client, options, settings, emit))
     finally:
-        await client.close()
+        with anyio.CancelScope(shield=True):  # closed even when a signal cancelled the command
+            await client.close()
 
 
 def _json(value: Any) -> str:
@@ -120,32 +143,15 @@ def _json(value: Any) -> str:
 # -- run ---------------------------------------------------------------------
 
 
-async def _run(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
+async def _run(
+    client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit, *, stopper: interrupts.Stopper
+) -> int:
     if settings.observe:
         logs.event("observe_mode", "WARNING", "observe mode: every decision is computed and logged, nothing is written to the jobs")
-    return await serve(client, settings)
-
-
-async def serve(client: AsyncMongoClient[Any], settings: Settings, change_source: ChangeSource | None = None) -> int:
-    """The service until SIGTERM/SIGINT: what ``jobwatch run`` does."""
-    watcher = Watcher(client, settings, change_source=change_source)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signals, watcher)
-        try:
-            await watcher.run()
-        finally:
-            tg.cancel_scope.cancel()
+    watcher = Watcher(client, settings)
+    with stopper.gracefully(watcher.request_stop):
+        await watcher.run()
     return exits.OK
-
-
-async def _stop_on_signals(watcher: Watcher) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            if watcher.stopping:
-                logs.event("shutdown_forced", "WARNING", "second signal: exiting without saving", signal=signal.Signals(signum).name)
-                os._exit(128 + signum)
-            logs.event("signal_received", "INFO", "stopping cleanly (send it again to force)", signal=signal.Signals(signum).name)
-            watcher.request_stop()
 
 
 # -- sweep -------------------------------------------------------------------

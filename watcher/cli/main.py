@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from watcher import settings as settings_module
-from watcher.cli import exits
+from watcher.cli import exits, interrupts
 from watcher.ops import logs
 from watcher.ops import metrics
 from watcher.ops import redact
@@ -353,6 +353,18 @@ def settings_from_argv(argv: Sequence[str]) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None, *, out: Emit | None = None) -> int:
+    """Run one ``jobwatch`` command line; returns its exit code. SIGINT and
+    SIGTERM are obeyed throughout (``watcher.cli.interrupts``)."""
+    with interrupts.handled():
+        try:
+            return _main(argv, out)
+        except interrupts.Interrupted as exc:  # outside the event loop: parsing, settings, imports
+            logs.setup_once()
+            logs.event("signal_received", "INFO", "interrupted: stopping", signal=interrupts.name(exc.signum))
+            return interrupts.exit_code(exc.signum)
+
+
+def _main(argv: Sequence[str] | None, out: Emit | None) -> int:
     emit = out or (lambda text: print(text, flush=True))
     try:
         invocation = build().main(list(sys.argv[1:] if argv is None else argv), prog_name="jobwatch", standalone_mode=False)
@@ -396,7 +408,7 @@ def _run(invocation: Invocation, emit: Emit) -> int:
         from watcher.cli import commands  # after logging is set up: imports the driver
 
         return commands.dispatch(invocation.command, invocation.options, settings, emit)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # off the main thread, where jobwatch's handlers cannot be installed
         return exits.INTERRUPTED
     except BrokenPipeError:
         raise

@@ -24,7 +24,12 @@ LINE_EVERY_S: Final = 5.0
 
 class Progress:
     def __init__(
-        self, label: str, *, enabled: bool = True, stream: TextIO | None = None, clock: Callable[[], float] = time.monotonic
+        self,
+        label: str,
+        *,
+        enabled: bool = True,
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._label = label
         self._enabled = enabled

@@ -16,6 +16,7 @@ from loguru import logger
 from watcher.ops import printable, redact
 
 _redactor = redact.Redactor()
+_set_up = False
 
 
 def add_secret(secret: str) -> None:
@@ -104,12 +105,20 @@ def _json_sink(write: Callable[[str], None]) -> Any:
 def setup(*, json_lines: bool = False, level: str = "INFO", stream: TextIO | None = None) -> None:
     """Configure the process's log output (the CLI calls this once): to
     ``stream``, or to whatever ``sys.stderr`` is when each line is written."""
+    global _set_up
+    _set_up = True
     write = _writer(stream)
     logger.remove()
     if json_lines:
         logger.add(_json_sink(write), level=level, format="{message}", colorize=False)
     else:
         logger.add(_readable_sink(write), level=level, format="{message}", colorize=False)
+
+
+def setup_once() -> None:
+    """The default output (readable, to stderr), unless ``setup`` ran already."""
+    if not _set_up:
+        setup()
 
 
 def redacted(text: str) -> str:
