@@ -79,6 +79,7 @@ class Watcher:
         self.settings = settings = settings or Settings()
         db = client[settings.database]
         self.metrics = metrics or Metrics()
+        self.metrics.sweep_interval.set(settings.sweep_interval_s)  # the periodic sweeps keep it current
         self._clock = clock
         self._client = client
         policy = rules.Policy(scan_stage=settings.scan_stage)
