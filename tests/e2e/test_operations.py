@@ -233,6 +233,18 @@ def test_a_sweep_never_waits_for_a_count_that_can_raise_nothing(
     assert "1 job completed" in out
 
 
+@pytest.mark.parametrize("command", [["status"], ["jobs"], ["sweep", "--dry-run"]])
+def test_a_database_without_the_jobs_collection_says_so(
+    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    code, _, err = run_cli(cli_mongo.args(*command), capsys)  # a fresh database: nothing in it
+    assert code == exits.OK
+    assert f"database '{cli_mongo.database}' has no collection 'background_jobs'" in err and "--database" in err
+    cli_mongo.db.background_jobs.insert_one({"_id": "any", "status": "Completed"})
+    _, _, err = run_cli(cli_mongo.args(*command), capsys)
+    assert "has no collection" not in err
+
+
 # -- position -------------------------------------------------------------------------
 
 
@@ -379,10 +391,47 @@ def test_census_counts_open_done_but_open_and_oldest(cli_mongo: CliMongo) -> Non
     result = anyio.run(take)
     assert (result.open_jobs, result.done_but_open) == (3, 1)
     census.publish(result, metrics, dt.datetime.now(dt.UTC))
-    text = metrics.exposition().decode()
-    assert "jobwatch_done_but_open_jobs 1.0" in text and "jobwatch_open_jobs 3.0" in text
-    age_s = float(text.split("\njobwatch_oldest_open_job_age_seconds ")[1].split()[0])
-    assert 3 * 3600 - 60 < age_s < 3 * 3600 + 600
+    sample = metrics.registry.get_sample_value
+    assert sample("jobwatch_done_but_open_jobs", {"job_type": "resume-collection"}) == 1.0  # the seed job
+    assert sample("jobwatch_open_jobs", {"job_type": "resume-collection"}) == 1.0
+    assert sample("jobwatch_open_jobs", {"job_type": "(none)"}) == 2.0  # "odd" and "none" have no jobType
+    assert sample("jobwatch_open_jobs", {"job_type": "other"}) == 0.0  # always there: the family is never empty
+    age_s = sample("jobwatch_oldest_open_job_age_seconds", {})
+    assert age_s is not None and 3 * 3600 - 60 < age_s < 3 * 3600 + 600
+
+
+def test_census_labels_only_the_most_common_job_types(cli_mongo: CliMongo) -> None:
+    """Job types come from documents: a label per type would let any writer
+    make series without end. The most common types keep theirs, the rest are
+    "other"; a type that drops out of the census loses its series."""
+    from watcher.ops import metrics as metrics_module
+    from watcher.storage import census
+
+    kept = metrics_module.JOB_TYPE_LABELS
+    jobs = [{"_id": f"{n}-{i}", "jobType": f"type-{n:02d}", "status": "Pending", "stages": {}}
+            for n in range(kept + 5) for i in range(kept + 5 - n)]  # type-00 the most common
+    jobs.append({"_id": "long", "jobType": "x" * 10_000 + "\n<b>", "status": "Pending", "stages": {}})
+    cli_mongo.db.background_jobs.insert_many(jobs)
+    settings = Settings(uri=cli_mongo.uri, database=cli_mongo.database)
+    metrics = metrics_module.Metrics()
+
+    async def take() -> census.Census:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(cli_mongo.uri)
+        try:
+            return await census.take(client[settings.database], settings)
+        finally:
+            await client.close()
+
+    census.publish(anyio.run(take), metrics, dt.datetime.now(dt.UTC))
+    families = {f.name: f for f in metrics.registry.collect()}
+    labels = {s.labels["job_type"]: s.value for s in families["jobwatch_open_jobs"].samples}
+    assert len(labels) == kept + 1 and labels["type-00"] == kept + 5
+    assert labels["other"] == sum(range(1, 6)) + 1  # the five least common types and the long one
+    assert all(len(label) <= 100 for label in labels)
+    cli_mongo.db.background_jobs.delete_many({"jobType": "type-00"})
+    census.publish(anyio.run(take), metrics, dt.datetime.now(dt.UTC))
+    assert metrics.registry.get_sample_value("jobwatch_open_jobs", {"job_type": "type-00"}) is None
+    assert metrics.registry.get_sample_value("jobwatch_open_jobs", {"job_type": "type-10"}) == 5.0  # now among the kept
 
 
 def test_census_survives_an_unreachable_server() -> None:

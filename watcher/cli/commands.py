@@ -36,6 +36,8 @@ Handler = Callable[[AsyncMongoClient[Any], Options, Settings, Emit], Awaitable[i
 WAITING_NAMED = 5
 #: A watcher whose heartbeat is older than this many of ITS OWN save intervals counts as gone.
 ALIVE_INTERVALS = 3
+#: The commands whose answer depends on the jobs collection being there.
+READS_JOBS = frozenset({"run", "sweep", "explain", "status", "jobs"})
 #: ``jobs --stuck``: an open job that has not moved for this long counts as stuck (``--older-than``).
 STUCK_AFTER_S = 600.0
 #: Documents as MongoDB's tools print them (dates, ObjectIds as $date/$oid).
@@ -58,7 +60,8 @@ def dispatch(command: str, options: Options, settings: Settings, emit: Emit) -> 
         "position reset": _position_reset,
         "simulate": _simulate,
     }
-    code = anyio.run(_stoppable, stopper, _connected, handlers[command], options, settings, emit)
+    connected = functools.partial(_connected, reads_jobs=command in READS_JOBS)
+    code = anyio.run(_stoppable, stopper, connected, handlers[command], options, settings, emit)
     return stopper.exit_code(int(code))
 
 
@@ -106,7 +109,9 @@ def _fail(message: str) -> None:
     print(f"jobwatch: {printable.text(logs.redacted(message))}", file=sys.stderr, flush=True)
 
 
-async def _connected(handler: Handler, options: Options, settings: Settings, emit: Emit) -> int:
+async def _connected(
+    handler: Handler, options: Options, settings: Settings, emit: Emit, *, reads_jobs: bool = False
+) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught, errors.translated("--uri / JOBWATCH_URI", "retry"):
             warnings.simplefilter("always")
@@ -126,6 +131,8 @@ async def _connected(handler: Handler, options: Options, settings: Settings, emi
             warnings.simplefilter("always")
             try:
                 await check_server(client, settings)
+                if reads_jobs:
+                    await _warn_without_jobs(client, settings)
             finally:
                 for warning in caught:
                     logs.event("uri_warning", "WARNING", logs.redacted(str(warning.message)))
@@ -133,6 +140,15 @@ async def _connected(handler: Handler, options: Options, settings: Settings, emi
     finally:
         with anyio.CancelScope(shield=True):  # closed even when a signal cancelled the command
             await client.close()
+
+
+async def _warn_without_jobs(client: AsyncMongoClient[Any], settings: Settings) -> None:
+    """A database without the jobs collection is most often a wrong --database:
+    say so, rather than report no jobs and no watcher as if all were quiet."""
+    if await JobStore(client[settings.database], settings).jobs_collection_exists() is False:
+        logs.event("jobs_collection_missing", "WARNING",
+                   f"database {settings.database!r} has no collection {settings.jobs_collection!r} (yet): "
+                   "check --database / JOBWATCH_DATABASE and --jobs-collection")
 
 
 def _json(value: Any) -> str:

@@ -14,7 +14,8 @@ code   meaning
 3      cannot reach or use the server
 =====  ==========================================================================
 
-Interrupted by Ctrl-C: 130, as shells do.
+Interrupted by Ctrl-C (SIGINT): 130, as shells do. Stopped by SIGTERM (the
+orderly stop an orchestrator asks for): 0. See ``watcher.cli.interrupts``.
 """
 
 from __future__ import annotations

@@ -54,8 +54,9 @@ examples:
   jobwatch explain 68ebf7fb500d92ef82221ec2
 
 \b
-exit codes: 0 ok, 1 check failed or something to report,
-            2 usage/configuration, 3 cannot reach or use the server"""
+exit codes: 0 ok (and stopped by SIGTERM), 1 check failed or something to
+            report, 2 usage/configuration, 3 cannot reach or use the server,
+            130 interrupted (SIGINT)"""
 
 CONNECTION = ("uri", "uri_file", "database", "server_selection_timeout_ms")
 LOGGING = ("log_level", "log_json")

@@ -146,6 +146,21 @@ class JobStore:
             counts[key] = {stage: value for stage, value in doc.items() if isinstance(value, int) and not isinstance(value, bool)}
         return counts
 
+    async def jobs_collection_exists(self) -> bool | None:
+        """Whether the jobs collection exists in the database (a wrong
+        ``--database`` or ``--jobs-collection`` reads nothing, silently);
+        None when the server will not say. ``authorizedCollections`` lets the
+        least-privilege role ask without the ``listCollections`` action."""
+        name = self._settings.jobs_collection
+        try:
+            with errors.translated("list collections", "retry"):
+                found = await self._jobs.database.list_collection_names(
+                    filter={"name": name}, authorizedCollections=True
+                )
+        except (errors.StorageProblem, errors.ConfigurationProblem):
+            return None
+        return name in found
+
     async def ensure_sweep_index(self) -> bool:
         """Create the sweep's index if absent. True if created. Raises
         ``errors.Rejected`` when the server refuses it (the sweep works
