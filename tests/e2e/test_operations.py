@@ -367,6 +367,22 @@ def test_a_planted_password_is_never_printed(uri: str, capsys: pytest.CaptureFix
 # -- the job census behind the stuck-job metrics --------------------------------------
 
 
+def take_census(cli_mongo: CliMongo) -> Any:
+    """One job census of the test's database, over a client of its own."""
+    from watcher.storage import census
+
+    settings = Settings(uri=cli_mongo.uri, database=cli_mongo.database)
+
+    async def take() -> census.Census:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(cli_mongo.uri)
+        try:
+            return await census.take(client[settings.database], settings)
+        finally:
+            await client.close()
+
+    return anyio.run(take)
+
+
 def test_census_counts_open_done_but_open_and_oldest(cli_mongo: CliMongo) -> None:
     from watcher.ops.metrics import Metrics
     from watcher.storage import census
@@ -378,17 +394,8 @@ def test_census_counts_open_done_but_open_and_oldest(cli_mongo: CliMongo) -> Non
         {"_id": "none", "stages": {}},  # no status: open, no stage: not done
         {"_id": "done", "status": "Completed", "stages": {"a": {"completedItems": 1, "totalItems": 1}}},
     ])
-    settings = Settings(uri=cli_mongo.uri, database=cli_mongo.database)
     metrics = Metrics()
-
-    async def take() -> census.Census:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(cli_mongo.uri)
-        try:
-            return await census.take(client[settings.database], settings)
-        finally:
-            await client.close()
-
-    result = anyio.run(take)
+    result = take_census(cli_mongo)
     assert (result.open_jobs, result.done_but_open) == (3, 1)
     census.publish(result, metrics, dt.datetime.now(dt.UTC))
     sample = metrics.registry.get_sample_value
@@ -412,24 +419,15 @@ def test_census_labels_only_the_most_common_job_types(cli_mongo: CliMongo) -> No
             for n in range(kept + 5) for i in range(kept + 5 - n)]  # type-00 the most common
     jobs.append({"_id": "long", "jobType": "x" * 10_000 + "\n<b>", "status": "Pending", "stages": {}})
     cli_mongo.db.background_jobs.insert_many(jobs)
-    settings = Settings(uri=cli_mongo.uri, database=cli_mongo.database)
     metrics = metrics_module.Metrics()
-
-    async def take() -> census.Census:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(cli_mongo.uri)
-        try:
-            return await census.take(client[settings.database], settings)
-        finally:
-            await client.close()
-
-    census.publish(anyio.run(take), metrics, dt.datetime.now(dt.UTC))
+    census.publish(take_census(cli_mongo), metrics, dt.datetime.now(dt.UTC))
     families = {f.name: f for f in metrics.registry.collect()}
     labels = {s.labels["job_type"]: s.value for s in families["jobwatch_open_jobs"].samples}
     assert len(labels) == kept + 1 and labels["type-00"] == kept + 5
     assert labels["other"] == sum(range(1, 6)) + 1  # the five least common types and the long one
     assert all(len(label) <= 100 for label in labels)
     cli_mongo.db.background_jobs.delete_many({"jobType": "type-00"})
-    census.publish(anyio.run(take), metrics, dt.datetime.now(dt.UTC))
+    census.publish(take_census(cli_mongo), metrics, dt.datetime.now(dt.UTC))
     assert metrics.registry.get_sample_value("jobwatch_open_jobs", {"job_type": "type-00"}) is None
     assert metrics.registry.get_sample_value("jobwatch_open_jobs", {"job_type": "type-10"}) == 5.0  # now among the kept
 
