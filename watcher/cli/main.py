@@ -210,7 +210,10 @@ def build() -> click.Group:
     ))
     group.add_command(_command(
         "sweep", "one reconciliation pass now; reports what it changed",
-        "Evaluate every open job now and fix what the rules justify. Exit 1 when a job had to be skipped.",
+        "Evaluate every open job now and fix what the rules justify. Path A raises a stage's counter from its "
+        "collection only once both stood still for --path-a-quiet-s: when a collection is ahead, the sweep waits "
+        "that long before its pass and says so on stderr; --dry-run never waits and lists the jobs path A would "
+        "wait for. Exit 1 when a job had to be skipped.",
         [
             click.Option(["--dry-run"], is_flag=True, help="evaluate and report, write nothing"),
             click.Option(["--job-type", "job_type"], multiple=True, metavar="T", help="only this job type (repeatable); default every type"),
