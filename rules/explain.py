@@ -34,7 +34,7 @@ def render(evaluation: Evaluation) -> str:
     An evaluation made without ``explain=True`` has no findings; the account
     then says so (and still shows the verdict, the rejection and the writes).
     """
-    lines = [f"job {evaluation.job_id!r} ({evaluation.job_type or 'no jobType'}): {_VERDICTS[evaluation.outcome]}"]
+    lines = [f"job {evaluation.job_id} ({evaluation.job_type or 'no jobType'}): {_VERDICTS[evaluation.outcome]}"]
     for finding in evaluation.findings:
         mark = "yes" if finding.holds else "no "
         where = f" [{finding.stage}]" if finding.stage else ""

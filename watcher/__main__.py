@@ -1,3 +1,3 @@
-from watcher.cli.main import entry
+from watcher.cli import entry
 
 entry()

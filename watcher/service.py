@@ -33,7 +33,7 @@ from watcher.ops import logs
 from watcher.ops.health import HealthServer
 from watcher.ops.metrics import Metrics
 from watcher.settings import Settings
-from watcher.storage import backoff, census, errors
+from watcher.storage import backoff, census, errors, reachability
 from watcher.storage.keeper import PositionKeeper
 from watcher.storage.position import MongoPositionStore, PositionStore
 from watcher.storage.store import JobStore
@@ -47,15 +47,9 @@ T = TypeVar("T")
 
 
 async def check_server(client: Any, settings: Settings) -> None:
-    """One ping, so a wrong URI or a down server is said at once, clearly."""
-    try:
-        with errors.translated("ping", "retry"):
-            await client.admin.command("ping")
-    except errors.StoreUnavailable as exc:
-        raise Unreachable(
-            f"MongoDB at {settings.uri_redacted} is unreachable or not answering: {exc.error} "
-            f"within {settings.server_selection_timeout_ms} ms"
-        ) from None
+    """One ping, so a wrong URI or a down server is said at once, clearly
+    (``reachability.check``: a notice while it waits, the cause in one line)."""
+    await reachability.check(client, settings)
 
 
 class Watcher:
@@ -85,6 +79,7 @@ class Watcher:
         self.settings = settings = settings or Settings()
         db = client[settings.database]
         self.metrics = metrics or Metrics()
+        self.metrics.sweep_interval.set(settings.sweep_interval_s)  # the periodic sweeps keep it current
         self._clock = clock
         self._client = client
         policy = rules.Policy(scan_stage=settings.scan_stage)
@@ -135,24 +130,32 @@ class Watcher:
         full: bool = True,
         on_job: Callable[[rules.Evaluation], None] | None = None,
         settle: bool | None = None,
+        on_wait: Callable[[SweepReport, float], None] | None = None,
     ) -> SweepReport:
         """One reconciliation pass now (also while ``run()`` is going).
 
         Path A raises only counters that stood still for ``path_a_quiet_s``.
-        With ``settle`` (the default when the service is not running, as for
-        ``jobwatch sweep``), a candidate not seen before is looked at once,
-        the pass waits that long and then makes the pass it reports; a
-        running service remembers what its stream and earlier sweeps saw
-        instead. Transient failures are retried a few times; then
+        With ``settle`` (the default when the service is not running and
+        this is no dry run, as for ``jobwatch sweep``), a candidate not seen
+        before is looked at once, the pass waits that long (``on_wait`` hears
+        of it first: the look's report, listing the jobs waited for, and the
+        seconds) and then makes the pass it reports; a running service
+        remembers what its stream and earlier sweeps saw instead. A dry run
+        never waits: its report lists the jobs path A would wait for
+        (``waiting``). Transient failures are retried a few times; then
         ``errors.StoreUnavailable``.
         """
         if settle is None:
-            settle = not self._running
+            settle = not self._running and not dry_run
         if settle and self.settings.path_a_quiet_s > 0:
-            waiting = await self._retrying(lambda: self._sweeper.look(full=full, job_types=job_types))
-            if waiting:
-                logs.event("sweep_waiting_for_path_a", "INFO", "collection counts ahead of counters: checking they stand still", jobs=waiting, wait_s=self.settings.path_a_quiet_s)
-                await anyio.sleep(self.settings.path_a_quiet_s)
+            looked = await self._retrying(lambda: self._sweeper.look(full=full, job_types=job_types))
+            if looked.path_a_waiting:
+                wait_s = self.settings.path_a_quiet_s
+                said = "collection counts ahead of counters: checking they stand still"
+                logs.event("sweep_waiting_for_path_a", "INFO", said, jobs=looked.path_a_waiting, wait_s=wait_s)
+                if on_wait is not None:
+                    on_wait(looked, wait_s)
+                await anyio.sleep(wait_s)
         async with self._dispatching():
             report = await self._retrying(lambda: self._sweeper.sweep(full=full, dry_run=dry_run, job_types=job_types, on_job=on_job))
         if not dry_run:

@@ -68,7 +68,7 @@ def test_sweep_dry_run_writes_nothing_then_sweep_fixes(cli_mongo: CliMongo, caps
     code, out, _ = run_cli(cli_mongo.args("sweep", "--dry-run"), capsys)
     assert code == exits.FAILED  # a job was skipped: something to report
     assert "dry run" in out and "would change: job 68ebf7fb500d92ef82221ec2" in out
-    assert "1 jobs would complete" in out and "jobs completed" not in out
+    assert "1 job would complete" in out and "job completed" not in out
     assert "skipped: job bad" in out
     assert list(jobs.find().sort("_id")) == before
     code, out, _ = run_cli(cli_mongo.args("sweep", "--json"), capsys)

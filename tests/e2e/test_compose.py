@@ -25,7 +25,7 @@ def test_compose_wires_a_replica_set_watcher_and_simulator() -> None:
     text = (ROOT / "compose" / "docker-compose.yml").read_text()
     assert "--replSet" in text and "rs.initiate" in text
     assert "condition: service_healthy" in text
-    assert "replicaSet=rs0" in text
+    assert "'rs0'" in text and "replicaSet=rs0" in (ROOT / "compose" / "mongodb-uri.secret.example").read_text()
     assert 'profiles: ["simulator"]' in text and '"simulate"' in text
     assert '"127.0.0.1:9187:9187"' in text  # metrics published on loopback only
 
@@ -70,3 +70,20 @@ def test_the_image_installs_every_subpackage() -> None:
     assert "watcher.cli" in packages
     for package in packages:
         assert any(fnmatch.fnmatch(package, pattern) for pattern in include), package
+
+
+def test_the_uri_secret_is_never_tracked_and_its_example_is() -> None:
+    """The secret file may hold a real password: git ignores it; the example
+    (the bundled MongoDB's URI) is what a fresh clone copies."""
+    tracked = subprocess.run(["git", "ls-files", "compose"], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    if tracked.returncode != 0:
+        pytest.skip("not a git checkout")
+    assert "compose/mongodb-uri.secret" not in tracked.stdout.split()
+    assert "compose/mongodb-uri.secret.example" in tracked.stdout.split()
+    ignored = subprocess.run(["git", "check-ignore", "-q", "compose/mongodb-uri.secret"], cwd=ROOT, timeout=60)
+    assert ignored.returncode == 0, "compose/mongodb-uri.secret must be in .gitignore"
+    example = (ROOT / "compose" / "mongodb-uri.secret.example").read_text().strip()
+    assert example.startswith("mongodb://") and "@" not in example  # no credential in the example
+    text = (ROOT / "compose" / "docker-compose.yml").read_text()
+    assert "file: ./mongodb-uri.secret\n" in text
+    assert "cp compose/mongodb-uri.secret.example compose/mongodb-uri.secret" in text

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,6 +148,103 @@ def test_no_stuck_jobs_exits_0(cli_mongo: CliMongo, capsys: pytest.CaptureFixtur
     assert run_cli(cli_mongo.args("jobs", "--stuck", "--older-than", "soon"), capsys)[0] == exits.USAGE
 
 
+def test_jobs_lists_open_jobs_and_stuck_is_a_filter(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    jobs = cli_mongo.db.background_jobs
+    jobs.insert_many([
+        seed_job(),  # counters say done: stuck
+        {"_id": ObjectId(), "jobType": "collection-scan", "status": "Pending",  # fresh: open, not stuck
+         "stages": {"thumbnail": {"status": "InProgress", "completedItems": 3, "totalItems": 10}}},
+        {"_id": "done", "status": "Completed", "stages": {}},
+    ])
+    code, out, _ = run_cli(cli_mongo.args("jobs"), capsys)
+    lines = out.splitlines()
+    assert code == exits.OK and lines[-1] == "2 open jobs" and len(lines) == 3
+    assert "waiting for 7 more" in lines[1]  # each open job says where it stands
+    code, out, _ = run_cli(cli_mongo.args("jobs", "--json"), capsys)
+    assert code == exits.OK and json.loads(out)["total"] == 2
+    code, out, _ = run_cli(cli_mongo.args("jobs", "--stuck"), capsys)
+    assert code == exits.FAILED and out.splitlines()[-1] == "1 stuck job"  # one, not "1 stuck jobs"
+    code, out, _ = run_cli(cli_mongo.args("jobs", "--older-than", "1h"), capsys)
+    assert code == exits.OK and out.strip() == "no open jobs"
+
+
+@pytest.mark.parametrize("bare", ["10", "0.5"])
+def test_a_duration_without_a_unit_is_refused(
+    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str], bare: str
+) -> None:
+    code, _, err = run_cli(cli_mongo.args("jobs", "--stuck", "--older-than", bare), capsys)
+    assert code == exits.USAGE and "needs a unit" in err and f"{bare}m" in err
+
+
+def test_explain_shows_the_id_as_its_header_does(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    job_id = ObjectId()
+    cli_mongo.db.background_jobs.insert_one({**seed_job(), "_id": job_id})
+    code, out, _ = run_cli(cli_mongo.args("explain", str(job_id)), capsys)
+    assert code == exits.OK and "ObjectId(" not in out
+    assert out.splitlines()[0].startswith(f"job {job_id} ") and f"job {job_id} (resume-collection)" in out
+
+
+def _path_a_job(cli_mongo: CliMongo) -> Any:
+    """A job whose collection holds one item more than its counter says."""
+    collection_id = ObjectId()
+    items = list(range(10))
+    cli_mongo.db.collections.insert_one({"_id": collection_id, "thumbnails": items, "cacheImages": items})
+    job = seed_job(_id=ObjectId(), collectionId=collection_id)
+    job["stages"]["thumbnail"]["completedItems"] = 9
+    job["stages"]["thumbnail"]["totalItems"] = job["stages"]["cache"]["totalItems"] = 10
+    job["stages"]["cache"]["completedItems"] = 10
+    cli_mongo.db.background_jobs.insert_one(job)
+    return job["_id"]
+
+
+def test_a_dry_run_never_waits_and_names_the_jobs_path_a_waits_for(
+    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job_id = _path_a_job(cli_mongo)
+    # An hour's quiet period: a dry run that waited would time the test out.
+    code, out, err = run_cli(cli_mongo.args("sweep", "--dry-run", "--path-a-quiet-s", "3600"), capsys)
+    assert code == exits.OK, err
+    assert f"path A would wait for: job {job_id}: stages thumbnail" in out
+    assert "1 waiting for path A" in out.splitlines()[-1]
+    assert "waiting 3600s" not in err
+
+
+def test_a_sweep_says_what_it_waits_for_and_how_long(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    job_id = _path_a_job(cli_mongo)
+    code, out, err = run_cli(cli_mongo.args("sweep", "--path-a-quiet-s", "0.5"), capsys)
+    assert code == exits.OK, err
+    assert f"sweep: waiting 0.5s before the pass: 1 job ({job_id})" in err and "--path-a-quiet-s" in err
+    assert "1 job completed" in out  # then raised the stood-still counter and completed the job
+    assert cli_mongo.db.background_jobs.find_one({"_id": job_id})["status"] == "Completed"
+
+
+def test_a_sweep_never_waits_for_a_count_that_can_raise_nothing(
+    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A collection counted for a stage the job does not have, or holding no
+    item, is no reason for path A's quiet period (an hour here)."""
+    collection_id = ObjectId()
+    cli_mongo.db.collections.insert_one({"_id": collection_id, "thumbnails": [1, 2], "cacheImages": []})
+    job = seed_job(_id=ObjectId(), collectionId=collection_id)
+    job["stages"] = {"thumbnail": {"status": "InProgress", "completedItems": 2, "totalItems": 2}}
+    cli_mongo.db.background_jobs.insert_one(job)
+    code, out, err = run_cli(cli_mongo.args("sweep", "--path-a-quiet-s", "3600"), capsys)
+    assert code == exits.OK and "sweep: waiting" not in err, err
+    assert "1 job completed" in out
+
+
+@pytest.mark.parametrize("command", [["status"], ["jobs"], ["sweep", "--dry-run"]])
+def test_a_database_without_the_jobs_collection_says_so(
+    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    code, _, err = run_cli(cli_mongo.args(*command), capsys)  # a fresh database: nothing in it
+    assert code == exits.OK
+    assert f"database '{cli_mongo.database}' has no collection 'background_jobs'" in err and "--database" in err
+    cli_mongo.db.background_jobs.insert_one({"_id": "any", "status": "Completed"})
+    _, _, err = run_cli(cli_mongo.args(*command), capsys)
+    assert "has no collection" not in err
+
+
 # -- position -------------------------------------------------------------------------
 
 
@@ -167,8 +265,11 @@ def test_position_show_and_reset(cli_mongo: CliMongo, capsys: pytest.CaptureFixt
 # -- run --observe --------------------------------------------------------------------
 
 
-def test_observe_decides_but_writes_nothing(cli_mongo: CliMongo) -> None:
+def test_observe_decides_but_writes_nothing(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    from watcher.ops import logs
+
     cli_mongo.db.background_jobs.insert_one(seed_job())
+    logs.setup(json_lines=True)
     settings = cli.settings_from_argv(cli_mongo.args("run", "--observe", "--create-index"))
     assert settings.observe
 
@@ -184,6 +285,10 @@ def test_observe_decides_but_writes_nothing(cli_mongo: CliMongo) -> None:
     assert report.jobs_completed == 1  # decided...
     assert cli_mongo.db.background_jobs.find_one()["status"] == "Pending"  # ...not written
     assert 'jobwatch_writes_total{kind="job",result="applied",source="sweep"} 1.0' in exposition or "jobwatch_writes_total" in exposition
+    observed = [json.loads(line) for line in capsys.readouterr().err.splitlines() if '"write_observed"' in line]
+    logs.setup()
+    update = json.loads(observed[0]["update"])  # the update as MongoDB's tools show it: Extended JSON
+    assert update["$set"]["status"] == "Completed" and update["$currentDate"]["completedAt"] == {"$type": "date"}
 
 
 # -- configuration -------------------------------------------------------------------
@@ -262,6 +367,22 @@ def test_a_planted_password_is_never_printed(uri: str, capsys: pytest.CaptureFix
 # -- the job census behind the stuck-job metrics --------------------------------------
 
 
+def take_census(cli_mongo: CliMongo) -> Any:
+    """One job census of the test's database, over a client of its own."""
+    from watcher.storage import census
+
+    settings = Settings(uri=cli_mongo.uri, database=cli_mongo.database)
+
+    async def take() -> census.Census:
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(cli_mongo.uri)
+        try:
+            return await census.take(client[settings.database], settings)
+        finally:
+            await client.close()
+
+    return anyio.run(take)
+
+
 def test_census_counts_open_done_but_open_and_oldest(cli_mongo: CliMongo) -> None:
     from watcher.ops.metrics import Metrics
     from watcher.storage import census
@@ -273,23 +394,42 @@ def test_census_counts_open_done_but_open_and_oldest(cli_mongo: CliMongo) -> Non
         {"_id": "none", "stages": {}},  # no status: open, no stage: not done
         {"_id": "done", "status": "Completed", "stages": {"a": {"completedItems": 1, "totalItems": 1}}},
     ])
-    settings = Settings(uri=cli_mongo.uri, database=cli_mongo.database)
     metrics = Metrics()
-
-    async def take() -> census.Census:
-        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(cli_mongo.uri)
-        try:
-            return await census.take(client[settings.database], settings)
-        finally:
-            await client.close()
-
-    result = anyio.run(take)
+    result = take_census(cli_mongo)
     assert (result.open_jobs, result.done_but_open) == (3, 1)
     census.publish(result, metrics, dt.datetime.now(dt.UTC))
-    text = metrics.exposition().decode()
-    assert "jobwatch_done_but_open_jobs 1.0" in text and "jobwatch_open_jobs 3.0" in text
-    age_s = float(text.split("\njobwatch_oldest_open_job_age_seconds ")[1].split()[0])
-    assert 3 * 3600 - 60 < age_s < 3 * 3600 + 600
+    sample = metrics.registry.get_sample_value
+    assert sample("jobwatch_done_but_open_jobs", {"job_type": "resume-collection"}) == 1.0  # the seed job
+    assert sample("jobwatch_open_jobs", {"job_type": "resume-collection"}) == 1.0
+    assert sample("jobwatch_open_jobs", {"job_type": "(none)"}) == 2.0  # "odd" and "none" have no jobType
+    assert sample("jobwatch_open_jobs", {"job_type": "other"}) == 0.0  # always there: the family is never empty
+    age_s = sample("jobwatch_oldest_open_job_age_seconds", {})
+    assert age_s is not None and 3 * 3600 - 60 < age_s < 3 * 3600 + 600
+
+
+def test_census_labels_only_the_most_common_job_types(cli_mongo: CliMongo) -> None:
+    """Job types come from documents: a label per type would let any writer
+    make series without end. The most common types keep theirs, the rest are
+    "other"; a type that drops out of the census loses its series."""
+    from watcher.ops import metrics as metrics_module
+    from watcher.storage import census
+
+    kept = metrics_module.JOB_TYPE_LABELS
+    jobs = [{"_id": f"{n}-{i}", "jobType": f"type-{n:02d}", "status": "Pending", "stages": {}}
+            for n in range(kept + 5) for i in range(kept + 5 - n)]  # type-00 the most common
+    jobs.append({"_id": "long", "jobType": "x" * 10_000 + "\n<b>", "status": "Pending", "stages": {}})
+    cli_mongo.db.background_jobs.insert_many(jobs)
+    metrics = metrics_module.Metrics()
+    census.publish(take_census(cli_mongo), metrics, dt.datetime.now(dt.UTC))
+    families = {f.name: f for f in metrics.registry.collect()}
+    labels = {s.labels["job_type"]: s.value for s in families["jobwatch_open_jobs"].samples}
+    assert len(labels) == kept + 1 and labels["type-00"] == kept + 5
+    assert labels["other"] == sum(range(1, 6)) + 1  # the five least common types and the long one
+    assert all(len(label) <= 100 for label in labels)
+    cli_mongo.db.background_jobs.delete_many({"jobType": "type-00"})
+    census.publish(take_census(cli_mongo), metrics, dt.datetime.now(dt.UTC))
+    assert metrics.registry.get_sample_value("jobwatch_open_jobs", {"job_type": "type-00"}) is None
+    assert metrics.registry.get_sample_value("jobwatch_open_jobs", {"job_type": "type-10"}) == 5.0  # now among the kept
 
 
 def test_census_survives_an_unreachable_server() -> None:
@@ -357,16 +497,28 @@ def test_position_reset_to_now(cli_mongo: CliMongo, capsys: pytest.CaptureFixtur
         assert cli_mongo.db.jobwatch_positions.find_one() is None
 
 
-def test_progress_only_on_a_terminal(cli_mongo: CliMongo) -> None:
+def test_progress_redrawn_on_a_terminal_and_in_lines_on_a_pipe(cli_mongo: CliMongo) -> None:
     import pty
 
-    argv = [str(SCRIPT), *cli_mongo.args("simulate", "--jobs", "1", "--items", "50", "--consumers", "4")]
-    on_pipe = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-    assert on_pipe.returncode == 0 and "simulating:" not in on_pipe.stderr
-    assert "simulate: 1 jobs, 100 increments" in on_pipe.stdout  # on a pipe it still says what it did
+    from watcher.cli import progress
+
+    quick = [str(SCRIPT), *cli_mongo.args("simulate", "--jobs", "1", "--items", "50", "--consumers", "4")]
+    on_pipe = subprocess.run(quick, capture_output=True, text=True, timeout=60)
+    assert on_pipe.returncode == 0 and on_pipe.stderr == ""  # a quick run stays quiet on a pipe
+    assert "simulate: 1 job, 100 increments" in on_pipe.stdout  # and still says what it did
+    # Paced to last a few progress periods: a log reading the pipe hears how far it got.
+    items = int(3 * progress.LINE_EVERY_S)
+    paced = [str(SCRIPT), *cli_mongo.args(
+        "simulate", "--jobs", "1", "--stages", "a", "--items", str(items), "--consumers", "1", "--rate", "2"
+    )]
+    on_pipe = subprocess.run(paced, capture_output=True, text=True, timeout=120)
+    assert on_pipe.returncode == 0, on_pipe.stderr
+    lines = on_pipe.stderr.splitlines()
+    assert lines and all(re.fullmatch(rf"simulate: \d+/{items} increments", line) for line in lines), lines
+    assert "\r" not in on_pipe.stderr and "\x1b" not in on_pipe.stderr
     leader, follower = pty.openpty()
     try:
-        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=follower, text=True, timeout=60)
+        done = subprocess.run(quick, stdout=subprocess.PIPE, stderr=follower, text=True, timeout=60)
         os.close(follower)
         chunks = []
         while True:
@@ -380,4 +532,4 @@ def test_progress_only_on_a_terminal(cli_mongo: CliMongo) -> None:
     finally:
         os.close(leader)
     assert done.returncode == 0
-    assert "simulating: 100/100 increments" in b"".join(chunks).decode()
+    assert re.search(r"\r\x1b\[Ksimulate: (creating 1 job|\d+/100 increments)", b"".join(chunks).decode())

@@ -16,12 +16,10 @@ from watcher.cli import commands
 from watcher.storage.position import MongoPositionStore
 
 
-def sample(watcher: Any, name: str) -> float | None:
-    """One unlabelled sample from the watcher's /metrics text."""
-    for line in watcher.metrics.exposition().decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return None
+def sample(watcher: Any, name: str, **labels: str) -> float | None:
+    """One sample of the watcher's registry, as Prometheus would scrape it."""
+    value: float | None = watcher.metrics.registry.get_sample_value(name, labels)
+    return value
 
 
 async def test_the_heartbeat_carries_the_watchers_own_interval_and_state(mongo: Backend) -> None:
@@ -55,8 +53,8 @@ async def test_metrics_answer_is_anything_stuck(mongo: Backend) -> None:
             return sample(watcher, "jobwatch_census_timestamp_seconds") not in (None, 0.0)
 
         await wait_until(counted, what="a job census")
-        assert sample(watcher, "jobwatch_open_jobs") == 1.0  # the odd job
-        assert sample(watcher, "jobwatch_done_but_open_jobs") == 0.0
+        assert sample(watcher, "jobwatch_open_jobs", job_type="(none)") == 1.0  # the odd job
+        assert sample(watcher, "jobwatch_done_but_open_jobs", job_type="(none)") == 0.0
         assert sample(watcher, "jobwatch_stream_open") == 1.0 and sample(watcher, "jobwatch_degraded") == 0.0
         assert (sample(watcher, "jobwatch_last_sweep_success_timestamp_seconds") or 0) > 0
         text = watcher.metrics.exposition().decode()

@@ -42,7 +42,9 @@ def completions(*watchers: Watcher) -> tuple[float, float]:
         for w in watchers
         for source in ("stream", "sweep")
     )
-    stages = sum(metric(w, "jobwatch_stages_completed_total") for w in watchers)
+    stages = sum(
+        metric(w, "jobwatch_stages_completed_total", source=source) for w in watchers for source in ("stream", "sweep")
+    )
     return jobs, stages
 
 

@@ -16,8 +16,6 @@ import yaml
 
 from watcher.ops.metrics import Metrics
 
-
-
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 #: PromQL words that are not metric names.
@@ -44,11 +42,16 @@ def rules() -> list[dict[str, Any]]:
     return [rule for group in doc["groups"] for rule in group["rules"]]
 
 
+#: Series Prometheus makes itself for every target.
+SCRAPE_SERIES = {"up"}
+
+
 def test_every_alert_names_only_exported_metrics() -> None:
-    exported = Metrics().names()
+    exported = Metrics().names() | SCRAPE_SERIES
     alerts = rules()
-    assert {"JobwatchStreamDown", "JobwatchNoRecentEvent", "JobwatchNoRecentSweep", "JobwatchDoneButOpenJobs",
-            "JobwatchSkippedJobsRising", "JobwatchDegraded"} <= {rule["alert"] for rule in alerts}
+    assert {"JobwatchDown", "JobwatchNotScraped", "JobwatchStreamDown", "JobwatchNoRecentEvent",
+            "JobwatchNoRecentSweep", "JobwatchDoneButOpenJobs", "JobwatchSkippedJobsRising", "JobwatchDegraded",
+            "JobwatchErrorsRising", "JobwatchOldOpenJob", "JobwatchSlowCompletions"} <= {rule["alert"] for rule in alerts}
     for rule in alerts:
         names = metric_names(rule["expr"])
         assert names, rule["alert"]
@@ -60,6 +63,13 @@ def test_metric_name_extraction_catches_unknown_names() -> None:
     assert metric_names('sum by (le) (rate(jobwatch_x_bucket{a="b"}[5m])) > 3 and up == 0') == {"jobwatch_x_bucket", "up"}
 
 
+def test_alerts_judge_by_what_each_watcher_exports_and_per_target() -> None:
+    by_name = {rule["alert"]: rule["expr"] for rule in rules()}
+    assert by_name["JobwatchDown"].replace(" ", "").startswith("up{")  # per target, not absent() over everything
+    assert "jobwatch_sweep_interval_seconds" in by_name["JobwatchNoRecentSweep"]  # not a hard-coded interval
+    assert "jobwatch_job_completion_latency_seconds" in by_name["JobwatchSlowCompletions"]
+
+
 def test_dashboard_queries_exported_metrics() -> None:
     exported = Metrics().names()
     dashboard = json.loads((DEPLOY / "grafana" / "jobwatch.json").read_text())
@@ -69,6 +79,16 @@ def test_dashboard_queries_exported_metrics() -> None:
     for panel in dashboard["panels"]:
         for target in panel["targets"]:
             assert metric_names(target["expr"]) <= exported, target["expr"]
+
+
+def test_dashboard_chooses_job_and_instance() -> None:
+    dashboard = json.loads((DEPLOY / "grafana" / "jobwatch.json").read_text())
+    variables = {variable["name"] for variable in dashboard["templating"]["list"]}
+    assert {"job", "instance"} <= variables
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            for series in re.findall(r"\bjobwatch_\w+(?:\{[^}]*\})?", target["expr"]):
+                assert 'job=~"$job"' in series and 'instance=~"$instance"' in series, (panel["title"], series)
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not on PATH (.ci/run installs it)")
@@ -90,6 +110,8 @@ def test_kubernetes_deployment_is_safe_by_default() -> None:
     container = pod["containers"][0]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    # Started means the first sweep is done (ready), not only that the process answers.
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
     assert container["resources"]["requests"] and container["resources"]["limits"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True

@@ -97,13 +97,19 @@ def _named_paths(text: str) -> set[str]:
     return found
 
 
+def _in_repository(path: str) -> bool:
+    """The path is tracked, or it is a file each user makes from its tracked
+    ``.example`` (a secret such as compose/mongodb-uri.secret)."""
+    return (ROOT / path).exists() or (ROOT / f"{path}.example").exists()
+
+
 @pytest.mark.parametrize("page", [*PAGES, *FRONT], ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_path_a_page_names_exists(page: Path) -> None:
     """Links between docs pages are checked by ``mkdocs build --strict``
     (.ci/run); this checks what the build cannot: the paths a page names in
     backticks, and the links of the markdown outside docs/."""
     text = page.read_text()
-    missing = sorted(path for path in _named_paths(text) if not (ROOT / path).exists())
+    missing = sorted(path for path in _named_paths(text) if not _in_repository(path))
     assert not missing, f"{page.relative_to(ROOT)} names paths that are not in the repository: {missing}"
     for target in re.findall(r"\]\(([^)\s]+)\)", text):
         assert "://" not in target, f"{page.relative_to(ROOT)} links outside the repository: {target}"
@@ -143,7 +149,7 @@ def test_code_names_files_and_pages_that_exist(source: Path) -> None:
     text = source.read_text()
     assert "README" not in text, f"{source.relative_to(ROOT)} cites the README for what lives in docs/: name the page"
     for path in CODE_PATH.findall(text):
-        assert any((ROOT / candidate).exists() for candidate in (path, f"{path}.py")), (
+        assert any(_in_repository(candidate) for candidate in (path, f"{path}.py")), (
             f"{source.relative_to(ROOT)} names {path}, which is not in the repository"
         )
 

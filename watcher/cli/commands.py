@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
-import os
 import re
-import signal
 import sys
+import time
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -18,33 +18,40 @@ from pymongo import AsyncMongoClient
 
 import rules
 from rules import explain
-from watcher.cli import demo, exits, simulate
+from watcher.cli import demo, exits, interrupts, simulate
+from watcher.cli.progress import Progress, keep_showing
 from watcher.decide import updates
-from watcher.intake.source import ChangeSource
 from watcher.intake.sweep import SweepReport
-from watcher.ops import logs
+from watcher.ops import logs, printable
 from watcher.service import ConfigurationProblem, Unreachable, Watcher, check_server
 from watcher.settings import Settings
-from watcher.storage import census, errors
+from watcher.storage import census, errors, reachability
 from watcher.storage.position import MongoPositionStore, Saved
 from watcher.storage.store import JobStore, Unreadable
 
 Emit = Callable[[str], None]
 Options = Mapping[str, Any]
 Handler = Callable[[AsyncMongoClient[Any], Options, Settings, Emit], Awaitable[int]]
-PROGRESS_EVERY = 200
+#: ``sweep``: the jobs path A waits for named on stderr before the rest are counted.
+WAITING_NAMED = 5
 #: A watcher whose heartbeat is older than this many of ITS OWN save intervals counts as gone.
 ALIVE_INTERVALS = 3
+#: The commands whose answer depends on the jobs collection being there.
+READS_JOBS = frozenset({"run", "sweep", "explain", "status", "jobs"})
+#: ``jobs --stuck``: an open job that has not moved for this long counts as stuck (``--older-than``).
+STUCK_AFTER_S = 600.0
 #: Documents as MongoDB's tools print them (dates, ObjectIds as $date/$oid).
 RELAXED = json_util.RELAXED_JSON_OPTIONS
 
 
 def dispatch(command: str, options: Options, settings: Settings, emit: Emit) -> int:
-    """Run one command; raises what ``describe_failure`` turns into a message."""
+    """Run one command; raises what ``describe_failure`` turns into a message.
+    A signal stops it (the service cleanly) and decides the exit code."""
+    stopper = interrupts.Stopper()
     if command == "demo":
-        return int(anyio.run(demo.run, emit))
+        return stopper.exit_code(int(anyio.run(_stoppable, stopper, demo.run, emit)))
     handlers: dict[str, Handler] = {
-        "run": _run,
+        "run": functools.partial(_run, stopper=stopper),
         "sweep": _sweep,
         "explain": _explain,
         "status": _status,
@@ -53,7 +60,28 @@ def dispatch(command: str, options: Options, settings: Settings, emit: Emit) -> 
         "position reset": _position_reset,
         "simulate": _simulate,
     }
-    return int(anyio.run(_connected, handlers[command], options, settings, emit))
+    connected = functools.partial(_connected, reads_jobs=command in READS_JOBS)
+    code = anyio.run(_stoppable, stopper, connected, handlers[command], options, settings, emit)
+    return stopper.exit_code(int(code))
+
+
+async def _stoppable(stopper: interrupts.Stopper, command: Callable[..., Awaitable[int]], *args: Any) -> int:
+    """``command(*args)`` with SIGINT and SIGTERM heard from the loop's first
+    step: the first one cancels it wherever it waits (or, inside
+    ``stopper.gracefully``, stops the service cleanly)."""
+    code = exits.INTERRUPTED
+    failure: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        await tg.start(interrupts.watch, stopper)
+        with anyio.CancelScope() as stopper.scope:
+            try:
+                code = await command(*args)
+            except Exception as exc:  # raised below as it is, not wrapped in the task group's exception group
+                failure = exc
+        tg.cancel_scope.cancel()
+    if failure is not None:
+        raise failure
+    return code
 
 
 def describe_failure(exc: BaseException) -> tuple[int, str]:
@@ -78,15 +106,19 @@ def describe_failure(exc: BaseException) -> tuple[int, str]:
 
 
 def _fail(message: str) -> None:
-    print(f"jobwatch: {logs.redacted(message)}", file=sys.stderr, flush=True)
+    print(f"jobwatch: {printable.text(logs.redacted(message))}", file=sys.stderr, flush=True)
 
 
-async def _connected(handler: Handler, options: Options, settings: Settings, emit: Emit) -> int:
+async def _connected(
+    handler: Handler, options: Options, settings: Settings, emit: Emit, *, reads_jobs: bool = False
+) -> int:
     try:
         with warnings.catch_warnings(record=True) as caught, errors.translated("--uri / JOBWATCH_URI", "retry"):
             warnings.simplefilter("always")
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-                settings.uri_value, serverSelectionTimeoutMS=settings.server_selection_timeout_ms, appname="jobwatch"
+                settings.uri_value, serverSelectionTimeoutMS=settings.server_selection_timeout_ms, appname="jobwatch",
+                # What each server answered: an unreachable error names why.
+                event_listeners=[reachability.Heartbeats()],
             )
     except ValueError as exc:  # the driver's word for a malformed host or port
         raise ConfigurationProblem(f"--uri / JOBWATCH_URI: {logs.redacted(str(exc))}") from None
@@ -99,12 +131,24 @@ async def _connected(handler: Handler, options: Options, settings: Settings, emi
             warnings.simplefilter("always")
             try:
                 await check_server(client, settings)
+                if reads_jobs:
+                    await _warn_without_jobs(client, settings)
             finally:
                 for warning in caught:
                     logs.event("uri_warning", "WARNING", logs.redacted(str(warning.message)))
         return int(await handler(client, options, settings, emit))
     finally:
-        await client.close()
+        with anyio.CancelScope(shield=True):  # closed even when a signal cancelled the command
+            await client.close()
+
+
+async def _warn_without_jobs(client: AsyncMongoClient[Any], settings: Settings) -> None:
+    """A database without the jobs collection is most often a wrong --database:
+    say so, rather than report no jobs and no watcher as if all were quiet."""
+    if await JobStore(client[settings.database], settings).jobs_collection_exists() is False:
+        logs.event("jobs_collection_missing", "WARNING",
+                   f"database {settings.database!r} has no collection {settings.jobs_collection!r} (yet): "
+                   "check --database / JOBWATCH_DATABASE and --jobs-collection")
 
 
 def _json(value: Any) -> str:
@@ -115,89 +159,93 @@ def _json(value: Any) -> str:
 # -- run ---------------------------------------------------------------------
 
 
-async def _run(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
+async def _run(
+    client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit, *, stopper: interrupts.Stopper
+) -> int:
     if settings.observe:
         logs.event("observe_mode", "WARNING", "observe mode: every decision is computed and logged, nothing is written to the jobs")
-    return await serve(client, settings)
-
-
-async def serve(client: AsyncMongoClient[Any], settings: Settings, change_source: ChangeSource | None = None) -> int:
-    """The service until SIGTERM/SIGINT: what ``jobwatch run`` does."""
-    watcher = Watcher(client, settings, change_source=change_source)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(_stop_on_signals, watcher)
-        try:
-            await watcher.run()
-        finally:
-            tg.cancel_scope.cancel()
+    watcher = Watcher(client, settings)
+    with stopper.gracefully(watcher.request_stop):
+        await watcher.run()
     return exits.OK
-
-
-async def _stop_on_signals(watcher: Watcher) -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
-        async for signum in signals:
-            if watcher.stopping:
-                logs.event("shutdown_forced", "WARNING", "second signal: exiting without saving", signal=signal.Signals(signum).name)
-                os._exit(128 + signum)
-            logs.event("signal_received", "INFO", "stopping cleanly (send it again to force)", signal=signal.Signals(signum).name)
-            watcher.request_stop()
 
 
 # -- sweep -------------------------------------------------------------------
 
 
-class Progress:
-    """A one-line counter on stderr, only when a person is watching it."""
-
-    def __init__(self, label: str, *, enabled: bool) -> None:
-        self._label = label
-        self._enabled = enabled and sys.stderr.isatty()
-        self._shown = False
-
-    def update(self, text: str) -> None:
-        if self._enabled:
-            print(f"\r{self._label}: {text}", end="", file=sys.stderr, flush=True)
-            self._shown = True
-
-    def close(self) -> None:
-        if self._shown:
-            print(file=sys.stderr, flush=True)
-
-
 async def _sweep(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
     watcher = Watcher(client, settings)
-    progress = Progress("sweeping", enabled=not options["as_json"])
+    progress = Progress("sweep", enabled=not options["as_json"])
+    waiting_until: float | None = None
     seen = 0
 
     def on_job(_: rules.Evaluation) -> None:
         nonlocal seen
         seen += 1
-        if seen % PROGRESS_EVERY == 0:
-            progress.update(f"{seen} open jobs evaluated")
+        progress.update(f"{seen} open jobs evaluated")
+
+    def on_wait(looked: SweepReport, wait_s: float) -> None:
+        # Said whatever the output: the operator must know why nothing happens for a minute.
+        nonlocal waiting_until
+        waiting_until = time.monotonic() + wait_s
+        jobs = ", ".join(printable.value(wait.job_id) for wait in looked.waiting[:WAITING_NAMED])
+        more = f" and {looked.path_a_waiting - WAITING_NAMED} more" if looked.path_a_waiting > WAITING_NAMED else ""
+        _say(f"sweep: waiting {wait_s:g}s before the pass: {_count(looked.path_a_waiting, 'job')} ({jobs}{more}) "
+             "have a collection ahead of a stage counter, which path A raises only once both stood still that long "
+             "(--path-a-quiet-s; --dry-run does not wait)")
+
+    def waiting() -> str | None:
+        left_s = None if waiting_until is None else waiting_until - time.monotonic()
+        return f"waiting for path A: {left_s:.0f}s left" if left_s is not None and left_s > 0 else None
 
     try:
-        report = await watcher.sweep(dry_run=options["dry_run"], job_types=options["job_type"], on_job=on_job)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keep_showing, progress, waiting)
+            report = await watcher.sweep(
+                dry_run=options["dry_run"], job_types=options["job_type"], on_job=on_job, on_wait=on_wait
+            )
+            tg.cancel_scope.cancel()
     finally:
         progress.close()
-    emit(json.dumps(report.as_dict(), default=str) if options["as_json"] else render_sweep(report))
+    if options["as_json"]:
+        emit(json.dumps(report.as_dict(), default=str))
+    else:
+        emit(render_sweep(report, settings.path_a_quiet_s))
     return exits.FAILED if report.skipped else exits.OK
 
 
-def render_sweep(report: SweepReport) -> str:
+def _say(message: str) -> None:
+    """A line for the operator on stderr (not the report: stdout)."""
+    print(printable.text(logs.redacted(message), limit=4 * printable.TEXT_CHARS), file=sys.stderr, flush=True)
+
+
+def render_sweep(report: SweepReport, path_a_quiet_s: float) -> str:
     dry = report.dry_run
-    lines = [f"sweep{' (dry run: nothing written)' if dry else ''}: {report.scanned} open jobs scanned in {report.duration_s * 1000:.0f} ms"]
+    scanned = _count(report.scanned, "open job")
+    took = f"{report.duration_s * 1000:.0f} ms"
+    lines = [f"sweep{' (dry run: nothing written)' if dry else ''}: {scanned} scanned in {took}"]
+    shown = printable.value
     for change in report.changes:
-        stages = f"; stages: {', '.join(change.completed_stages)}" if change.completed_stages else ""
-        lines.append(f"  {'would change' if dry else 'changed'}: job {change.job_id} ({change.job_type or 'no jobType'}): {change.outcome}{stages}")
+        stages = f"; stages: {', '.join(map(shown, change.completed_stages))}" if change.completed_stages else ""
+        job_type = shown(change.job_type) if change.job_type else "no jobType"
+        verb = "would change" if dry else "changed"
+        lines.append(f"  {verb}: job {shown(change.job_id)} ({job_type}): {change.outcome}{stages}")
     for job_id, reason in report.skipped:
-        lines.append(f"  skipped: job {job_id}: {reason}")
+        lines.append(f"  skipped: job {shown(job_id)}: {printable.text(reason)}")
+    for wait in report.waiting:
+        stages = ", ".join(map(shown, wait.stages))
+        verb = "path A would wait for" if dry else "path A waits for"
+        lines.append(f"  {verb}: job {shown(wait.job_id)}: stages {stages} (the collection holds more items than "
+                     f"the counter; raised once both stood still {path_a_quiet_s:g}s)")
     if dry:
-        totals = (f"{report.jobs_completed} jobs would complete, {report.stages_completed} stages would complete, "
-                  f"{report.progress_updated} progress updates would be written")
+        totals = (f"{_count(report.jobs_completed, 'job')} would complete, {_count(report.stages_completed, 'stage')} "
+                  f"would complete, {_count(report.progress_updated, 'progress update')} would be written")
     else:
-        totals = (f"{report.jobs_completed} jobs completed, {report.stages_completed} stages completed, "
-                  f"{report.progress_updated} progress updates, {report.stale} changed meanwhile (left to the stream)")
-    lines.append(f"totals: {totals}, {len(report.skipped)} skipped")
+        totals = (f"{_count(report.jobs_completed, 'job')} completed, {_count(report.stages_completed, 'stage')} "
+                  f"completed, {_count(report.progress_updated, 'progress update')}, {report.stale} changed meanwhile "
+                  "(left to the stream)")
+    waiting = f", {report.path_a_waiting} waiting for path A" if report.path_a_waiting else ""
+    lines.append(f"totals: {totals}, {len(report.skipped)} skipped{waiting}")
     return "\n".join(lines)
 
 
@@ -240,24 +288,48 @@ async def _explain(client: AsyncMongoClient[Any], options: Options, settings: Se
     if options["as_json"]:
         emit(_json(evaluation_document(result, doc, counts)))
     else:
-        emit(render_job(doc, counts) + "\n" + explain.render(result))
+        emit(render_job(doc, counts) + "\n" + explain.render(printable_evaluation(result)))
     return exits.OK
 
 
 def render_job(doc: dict[str, Any], counts: Mapping[str, int] | None) -> str:
+    """The job as stored, every value printable (documents are data)."""
+    shown = printable.value
     lines = [
-        f"job {doc.get('_id')}  type={doc.get('jobType')}  status={doc.get('status')}  progress={doc.get('progress')}  "
-        f"items={doc.get('completedItems')}/{doc.get('totalItems')}  collectionId={doc.get('collectionId')}"
+        f"job {shown(doc.get('_id'))}  type={shown(doc.get('jobType'))}  status={shown(doc.get('status'))}  "
+        f"progress={shown(doc.get('progress'))}  "
+        f"items={shown(doc.get('completedItems'))}/{shown(doc.get('totalItems'))}  "
+        f"collectionId={shown(doc.get('collectionId'))}"
     ]
     stages = doc.get("stages")
     if isinstance(stages, dict):
         for name, stage in stages.items():
             if isinstance(stage, dict):
                 actual = f"  collection holds {counts[name]}" if counts and name in counts else ""
-                lines.append(f"  stage {name:<12} {stage.get('status')!s:<11} {stage.get('completedItems')}/{stage.get('totalItems')}{actual}")
+                items = f"{shown(stage.get('completedItems'))}/{shown(stage.get('totalItems'))}"
+                lines.append(f"  stage {shown(name):<12} {shown(stage.get('status')):<11} {items}{actual}")
             else:
-                lines.append(f"  stage {name:<12} {stage!r}")
+                lines.append(f"  stage {shown(name):<12} {shown(repr(stage))}")
     return "\n".join(lines)
+
+
+def printable_evaluation(result: rules.Evaluation) -> rules.Evaluation:
+    """The evaluation with every text that came from the document printable,
+    for ``explain.render``: ids, job type, stage names (in findings and in
+    the written paths), and the findings' and rejection's texts, which quote
+    document values."""
+    shown = printable.value
+    return result._replace(
+        job_id=shown(result.job_id),
+        job_type=shown(result.job_type) if result.job_type else result.job_type,
+        completed_stages=tuple(map(shown, result.completed_stages)),
+        findings=tuple(
+            f._replace(detail=printable.text(f.detail), stage=shown(f.stage) if f.stage else f.stage)
+            for f in result.findings
+        ),
+        rejection=printable.text(result.rejection) if result.rejection else result.rejection,
+        writes={shown(path): value for path, value in result.writes.items()},
+    )
 
 
 def evaluation_document(result: rules.Evaluation, doc: dict[str, Any], counts: Mapping[str, int] | None) -> dict[str, Any]:
@@ -311,34 +383,55 @@ def _moved_at(doc: Mapping[str, Any]) -> dt.datetime | None:
 
 
 async def _jobs(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
+    """Open jobs, one line each with the rule that explains where it stands;
+    ``--stuck`` keeps those that should be done or have not moved for
+    ``--older-than`` (and exits 1 when there is any)."""
     store = JobStore(client[settings.database], settings)
     now = dt.datetime.now(dt.UTC)
-    stuck: list[dict[str, Any]] = []
+    stuck_only = options["stuck"]
+    older_than_s = options["older_than_s"]
+    if older_than_s is None and stuck_only:
+        older_than_s = STUCK_AFTER_S
+    listed: list[dict[str, Any]] = []
     async for batch in census.open_jobs_with_times(client[settings.database], settings):
         for doc in batch:
             if isinstance(doc, Unreadable):
-                stuck.append({"job_id": doc.get("_id"), "jobType": None, "status": None, "idle_s": None,
-                              "counters_say_done": False, "why": f"cannot be read as a job (rule 0): {doc.reason}"})
+                listed.append({"job_id": doc.get("_id"), "jobType": None, "status": None, "idle_s": None,
+                               "counters_say_done": False, "why": f"cannot be read as a job (rule 0): {doc.reason}"})
                 continue
             result, _ = await _evaluate(store, doc, settings)
             moved = _moved_at(doc)
             idle_s = (now - moved).total_seconds() if moved else None
             done = bool(result.completed_stages) or result.completes_job
-            if done or result.rejection or (idle_s is not None and idle_s >= options["older_than_s"]):
-                stuck.append({"job_id": doc.get("_id"), "jobType": doc.get("jobType"), "status": doc.get("status"),
-                              "idle_s": round(idle_s, 1) if idle_s is not None else None, "counters_say_done": done,
-                              "why": why(result)})
-    stuck.sort(key=lambda job: (not job["counters_say_done"], -(job["idle_s"] or 0)))
-    shown = stuck[: options["limit"]]
+            idle = idle_s is not None and older_than_s is not None and idle_s >= older_than_s
+            if (done or result.rejection or idle) if stuck_only else (older_than_s is None or idle):
+                listed.append({"job_id": doc.get("_id"), "jobType": doc.get("jobType"), "status": doc.get("status"),
+                               "idle_s": round(idle_s, 1) if idle_s is not None else None, "counters_say_done": done,
+                               "why": why(result)})
+    listed.sort(key=lambda job: (not job["counters_say_done"], -(job["idle_s"] or 0)))
+    shown = listed[: options["limit"]]
     if options["as_json"]:
-        emit(_json({"stuck": shown, "total": len(stuck)}))
+        emit(_json({"stuck" if stuck_only else "jobs": shown, "total": len(listed)}))
     else:
         for job in shown:
-            idle = f"idle {_human_s(job['idle_s'])}" if job["idle_s"] is not None else "age unknown"
-            emit(f"{job['job_id']}  {job['jobType'] or '-'}  {job['status']}  {idle}  {job['why']}")
-        more = f" (first {len(shown)} shown; --limit)" if len(shown) < len(stuck) else ""
-        emit(f"{len(stuck)} stuck jobs{more}" if stuck else "no stuck jobs")
-    return exits.FAILED if stuck else exits.OK
+            emit(render_job_line(job))
+        what = "stuck job" if stuck_only else "open job"
+        more = f" (first {len(shown)} shown; --limit)" if len(shown) < len(listed) else ""
+        emit(f"{_count(len(listed), what)}{more}" if listed else f"no {what}s")
+    return exits.FAILED if stuck_only and listed else exits.OK
+
+
+def render_job_line(job: Mapping[str, Any]) -> str:
+    """One line of ``jobs``: id, type, status, how long it has not moved, why."""
+    shown = printable.value
+    idle = f"idle {_human_s(job['idle_s'])}" if job["idle_s"] is not None else "age unknown"
+    job_type = shown(job["jobType"]) if job["jobType"] else "-"
+    return f"{shown(job['job_id'])}  {job_type}  {shown(job['status'])}  {idle}  {printable.text(job['why'])}"
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 stuck job``, ``2 stuck jobs``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _human_s(seconds: float) -> str:
@@ -498,21 +591,50 @@ async def _simulate(client: AsyncMongoClient[Any], options: Options, settings: S
     if not plan.stages:
         _fail("simulate needs at least one stage (--stages a,b)")
         return exits.USAGE
-    db = client[settings.database]
+    progress = Progress("simulate")
+    shown: list[str | None] = [None]  # what the progress line says now (None: nothing)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(keep_showing, progress, lambda: shown[0])
+            code = await _simulate_batches(client[settings.database], settings, plan, options, emit, progress, shown)
+            tg.cancel_scope.cancel()
+    finally:
+        progress.close()
+    return code
+
+
+async def _simulate_batches(
+    db: Any,
+    settings: Settings,
+    plan: simulate.Plan,
+    options: Options,
+    emit: Emit,
+    progress: Progress,
+    shown: list[str | None],
+) -> int:
+    """Batches of jobs until one is done (or forever with ``--repeat``);
+    ``shown[0]`` is kept saying where it is."""
     total = plan.jobs * len(plan.stages) * plan.items
+
+    def counted(done: int) -> None:
+        shown[0] = f"{done}/{total} increments"
+
     while True:
-        progress = Progress("simulating", enabled=True)
-        try:
-            outcome = await simulate.play(db, settings, plan, on_increment=lambda done: progress.update(f"{done}/{total} increments"))
-        finally:
-            progress.close()
+        shown[0] = f"creating {_count(plan.jobs, 'job')}"
+        outcome = await simulate.play(db, settings, plan, on_increment=counted)
+        shown[0] = None
+        progress.close()
         rate = outcome.increments / outcome.elapsed_s if outcome.elapsed_s else 0.0
-        emit(f"simulate: {len(outcome.job_ids)} jobs, {outcome.increments} increments ({outcome.lost} lost on purpose) in {outcome.elapsed_s:.2f}s ({rate:.0f}/s)")
+        emit(f"simulate: {_count(len(outcome.job_ids), 'job')}, {outcome.increments} increments "
+             f"({outcome.lost} lost on purpose) in {outcome.elapsed_s:.2f}s ({rate:.0f}/s)")
         if options["wait_s"] > 0:
             completed = 0
             with anyio.move_on_after(options["wait_s"]):
                 while (completed := await simulate.count_completed(db, settings, outcome.job_ids)) < len(outcome.job_ids):
+                    shown[0] = f"waiting for the watcher: {completed}/{len(outcome.job_ids)} jobs Completed"
                     await anyio.sleep(0.1)
+            shown[0] = None
+            progress.close()
             emit(f"simulate: {completed}/{len(outcome.job_ids)} jobs Completed")
             if completed < len(outcome.job_ids) and not options["repeat"]:
                 return exits.FAILED

@@ -90,8 +90,9 @@ async def _run(uri: str, client: AsyncMongoClient[dict[str, Any]], out: Callable
         startup_ms = (time.perf_counter() - started) * 1000
         report = watcher.last_sweep
         after = await jobs.find_one({"_id": legacy["_id"]}) or {}
+        scanned, completed = (report.scanned, report.jobs_completed) if report else (0, 0)
         out(f"\n   watcher started in {startup_ms:.1f} ms: stream open, then the start-up sweep "
-            f"({report.scanned if report else 0} open jobs, {report.jobs_completed if report else 0} completed)")
+            f"({_jobs(scanned, 'open job')}, {completed} completed)")
         out(f"   -> {_line(after)}")
         out(f"      message={after.get('message')!r} completedAt={after.get('completedAt')}")
 
@@ -153,3 +154,8 @@ async def _watch_completions(events: Any, counted: dict[Any, float], seen: dict[
             counted.setdefault(job_id, now)
         if doc.get("status") == "Completed":
             seen.setdefault(job_id, now)
+
+
+def _jobs(n: int, noun: str) -> str:
+    """``1 open job``, ``2 open jobs``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -1,7 +1,9 @@
 """The exit codes of every ``jobwatch`` command: one small table scripts can trust.
 
 ``TABLE`` is the table; docs/reference/exit-codes.md is generated from it
-(``./dev docs gen``). Interrupted by Ctrl-C: 130, as shells do.
+(``./dev docs gen``). Interrupted by Ctrl-C (SIGINT): 130, as shells do.
+Stopped by SIGTERM (the orderly stop an orchestrator asks for): 0. See
+``watcher.cli.interrupts``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ TABLE: Final = {
     USAGE: "usage or configuration error: unknown flag, bad setting value (named as flag and variable, never "
     "echoed), bad config file, bad URI, the server refuses jobwatch as configured (standalone without "
     "`allow_degraded`, authentication, missing privileges), health port in use",
-    UNREACHABLE: "cannot reach or use the server (no answer within `server_selection_timeout_ms`)",
-    INTERRUPTED: "interrupted (Ctrl-C) before the command finished; `run` exits 0 after a clean stop on its first "
-    "SIGTERM or SIGINT, and 128 + the signal's number (130, 143) when a second one forces it out",
+    UNREACHABLE: "cannot reach or use the server; the message names the cause (connection refused, DNS, replica set "
+    "name mismatch, TLS, no answer within `server_selection_timeout_ms`, no primary, what the server said)",
+    INTERRUPTED: "interrupted by SIGINT (Ctrl-C), after an orderly stop; SIGTERM, the orderly stop an orchestrator "
+    "asks for, exits 0; a second signal forces the exit at once with 128 + its number (130, 143)",
 }

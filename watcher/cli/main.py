@@ -25,7 +25,7 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from watcher import settings as settings_module
-from watcher.cli import exits
+from watcher.cli import exits, interrupts
 from watcher.ops import logs
 from watcher.ops import metrics
 from watcher.ops import redact
@@ -54,8 +54,9 @@ examples:
   jobwatch explain 68ebf7fb500d92ef82221ec2
 
 \b
-exit codes: 0 ok, 1 check failed or something to report,
-            2 usage/configuration, 3 cannot reach or use the server"""
+exit codes: 0 ok (and stopped by SIGTERM), 1 check failed or something to
+            report, 2 usage/configuration, 3 cannot reach or use the server,
+            130 interrupted (SIGINT)"""
 
 CONNECTION = ("uri", "uri_file", "database", "server_selection_timeout_ms")
 LOGGING = ("log_level", "log_json")
@@ -65,7 +66,7 @@ POSITION = ("positions_collection", "watcher_name")
 #: others still come from the environment, config file or defaults.
 COMMAND_SETTINGS: Mapping[str, tuple[str, ...]] = {
     "run": tuple(Settings.model_fields),
-    "sweep": CONNECTION + JOBS + ("job_types", "sweep_batch_size") + LOGGING,
+    "sweep": CONNECTION + JOBS + ("job_types", "sweep_batch_size", "path_a_quiet_s") + LOGGING,
     "explain": CONNECTION + JOBS + LOGGING,
     "status": CONNECTION + ("jobs_collection",) + POSITION + LOGGING,
     "jobs": CONNECTION + JOBS + ("job_types", "sweep_batch_size") + LOGGING,
@@ -161,18 +162,30 @@ def _command(name: str, short: str, description: str, params: Sequence[click.Par
 UNITS_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def duration_s(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> float:
-    """``90``, ``90s``, ``10m``, ``2h``, ``1d`` -> seconds (an option callback)."""
+def duration_s(ctx: click.Context | None, param: click.Parameter | None, value: Any) -> float | None:
+    """``90s``, ``10m``, ``2h``, ``1d`` -> seconds (an option callback). A bare
+    number is refused: ``--older-than 10`` could mean seconds or minutes."""
+    if value is None:
+        return None
     text = str(value).strip().lower()
-    unit = text[-1:] if text[-1:] in UNITS_S else "s"
-    number = text[:-1] if text[-1:] in UNITS_S else text
+    if text[-1:] not in UNITS_S:
+        hint = f"; e.g. {text}m or {text}s" if _is_number(text) else " (e.g. 90s, 10m, 2h)"
+        raise click.BadParameter(f"{value!r} needs a unit: s, m, h or d{hint}")
     try:
-        seconds = float(number) * UNITS_S[unit]
+        seconds = float(text[:-1]) * UNITS_S[text[-1]]
     except ValueError:
         raise click.BadParameter(f"{value!r} is not a duration (e.g. 90s, 10m, 2h)") from None
     if not seconds >= 0:
         raise click.BadParameter("must be zero or more")
     return seconds
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 # -- the command tree -----------------------------------------------------------------
@@ -197,7 +210,10 @@ def build() -> click.Group:
     ))
     group.add_command(_command(
         "sweep", "one reconciliation pass now; reports what it changed",
-        "Evaluate every open job now and fix what the rules justify. Exit 1 when a job had to be skipped.",
+        "Evaluate every open job now and fix what the rules justify. Path A raises a stage's counter from its "
+        "collection only once both stood still for --path-a-quiet-s: when a collection is ahead, the sweep waits "
+        "that long before its pass and says so on stderr; --dry-run never waits and lists the jobs path A would "
+        "wait for. Exit 1 when a job had to be skipped.",
         [
             click.Option(["--dry-run"], is_flag=True, help="evaluate and report, write nothing"),
             click.Option(["--job-type", "job_type"], multiple=True, metavar="T", help="only this job type (repeatable); default every type"),
@@ -217,14 +233,17 @@ def build() -> click.Group:
         [click.Option(["--check"], is_flag=True, help="exit 1 when the watcher is not alive (for scripts and probes)"), json_flag],
     ))
     group.add_command(_command(
-        "jobs", "list open jobs that look stuck, each with why",
-        "List open jobs whose counters say done (the watcher should have completed them), or that have not "
-        "moved for --older-than (updatedAt, else createdAt, else the ObjectId's time), one line each with "
-        "the rule that explains it. Exit 1 when any is found.",
+        "jobs", "list open jobs, each with the rule that explains where it stands",
+        "List open jobs, one line each: id, type, status, how long it has not moved (updatedAt, else "
+        "createdAt, else the ObjectId's time) and the rule that explains it. --stuck keeps the jobs whose "
+        "counters say done (the watcher should have completed them) or that have not moved for --older-than, "
+        "and exits 1 when any is found.",
         [
-            click.Option(["--stuck"], is_flag=True, required=True, help="list stuck jobs (the only listing so far)"),
-            click.Option(["--older-than", "older_than_s"], callback=duration_s, default="10m", show_default=True, metavar="DURATION",
-                         help="an open job that has not moved for this long counts as stuck"),
+            click.Option(["--stuck"], is_flag=True,
+                         help="only jobs that should be done or have not moved for --older-than; exit 1 when any"),
+            click.Option(["--older-than", "older_than_s"], callback=duration_s, default=None, metavar="DURATION",
+                         help="only jobs that have not moved for this long, with a unit: 90s, 10m, 2h, 1d  "
+                         "[default: 10m with --stuck]"),
             click.Option(["--limit"], type=click.IntRange(min=1), default=100, show_default=True, help="print at most this many"),
             json_flag,
         ],
@@ -338,6 +357,18 @@ def settings_from_argv(argv: Sequence[str]) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None, *, out: Emit | None = None) -> int:
+    """Run one ``jobwatch`` command line; returns its exit code. SIGINT and
+    SIGTERM are obeyed throughout (``watcher.cli.interrupts``)."""
+    with interrupts.handled():
+        try:
+            return _main(argv, out)
+        except interrupts.Interrupted as exc:  # outside the event loop: parsing, settings, imports
+            logs.setup_once()
+            logs.event("signal_received", "INFO", "interrupted: stopping", signal=interrupts.name(exc.signum))
+            return interrupts.exit_code(exc.signum)
+
+
+def _main(argv: Sequence[str] | None, out: Emit | None) -> int:
     emit = out or (lambda text: print(text, flush=True))
     try:
         invocation = build().main(list(sys.argv[1:] if argv is None else argv), prog_name="jobwatch", standalone_mode=False)
@@ -381,7 +412,7 @@ def _run(invocation: Invocation, emit: Emit) -> int:
         from watcher.cli import commands  # after logging is set up: imports the driver
 
         return commands.dispatch(invocation.command, invocation.options, settings, emit)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # off the main thread, where jobwatch's handlers cannot be installed
         return exits.INTERRUPTED
     except BrokenPipeError:
         raise

@@ -87,15 +87,11 @@ async def create_jobs(db: AsyncDatabase[Any], settings: Settings, plan: Plan, rn
     return jobs
 
 
-#: How often (in increments) ``play`` reports progress.
-PROGRESS_EVERY = 100
-
-
 async def play(
     db: AsyncDatabase[Any], settings: Settings, plan: Plan, *, on_increment: Callable[[int], None] | None = None
 ) -> Outcome:
     """Create ``plan.jobs`` jobs and process every item of every stage;
-    ``on_increment(done)`` is called every ``PROGRESS_EVERY`` items."""
+    ``on_increment(done)`` is called after every item (it must be cheap)."""
     rng = random.Random(plan.seed)
     jobs = await create_jobs(db, settings, plan, rng)
     work = [(job, stage) for job in jobs for stage in plan.stages for _ in range(plan.items)]
@@ -125,7 +121,7 @@ async def play(
                     outcome.increments += 1
                     outcome.last_increment_at[job["_id"]] = time.monotonic()
                 done = outcome.increments + outcome.lost
-                if on_increment is not None and done % PROGRESS_EVERY == 0:
+                if on_increment is not None:
                     on_increment(done)
                 if interval_s:
                     await anyio.sleep(max(interval_s - (time.monotonic() - tick), 0.0))

@@ -232,11 +232,8 @@ def count_applied(result: Evaluation, matched: bool, metrics: Metrics, source: s
         logs.event("update_stale", "DEBUG", "guard no longer held; the newer state is evaluated next", job_id=result.job_id, outcome=result.outcome.value)
         return
     latency_s = None if event_time_s is None else max(wall_clock() - event_time_s, 0.0)
-    if latency_s is not None and (result.completes_stage or result.completes_job):
-        metrics.completion_latency.observe(latency_s)
+    metrics.completed(source, stages=len(result.completed_stages), job=result.completes_job, latency_s=latency_s)
     for stage in result.completed_stages:
-        metrics.stages_completed.inc()
         logs.event("stage_completed", job_id=result.job_id, stage=stage, source=source)
     if result.completes_job:
-        metrics.jobs_completed.labels(source).inc()
         logs.event("job_completed", job_id=result.job_id, job_type=result.job_type, source=source, latency_ms=None if latency_s is None else round(latency_s * 1000, 1))

@@ -78,6 +78,7 @@ class Sweeps:
         count = 0
         while True:
             interval_s = self._settings.degraded_sweep_interval_s if degraded() else self._settings.sweep_interval_s
+            self._metrics.sweep_interval.set(interval_s)
             await anyio.sleep(interval_s)
             count += 1
             await self.until_done(full=degraded() or count % self._settings.full_sweep_every == 0)

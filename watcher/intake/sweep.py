@@ -27,6 +27,15 @@ MAX_REPORTED_JOBS = 10_000
 
 
 @dataclass(frozen=True)
+class PathAWait:
+    """A job whose collection holds more items than a stage counter that has
+    not yet stood still for ``path_a_quiet_s``: path A waits before raising it."""
+
+    job_id: Any
+    stages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class JobChange:
     job_id: Any
     job_type: Any
@@ -49,6 +58,7 @@ class SweepReport:
     progress_updated: int = 0
     stale: int = 0  # the job changed between read and write; the stream has it
     path_a_waiting: int = 0  # jobs whose collection is ahead of a counter that is still moving
+    waiting: list[PathAWait] = field(default_factory=list)  # those jobs (at most MAX_REPORTED_JOBS)
     skipped: list[tuple[Any, str]] = field(default_factory=list)
     changes: list[JobChange] = field(default_factory=list)
     duration_s: float = 0.0
@@ -57,7 +67,7 @@ class SweepReport:
         """Totals only: what the heartbeat document and metrics keep. Built
         field by field: ``asdict`` would deep-copy every per-job line (up to
         ``MAX_REPORTED_JOBS``) on each pass, only to drop them."""
-        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "changes"}
+        doc = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("changes", "waiting")}
         doc["skipped"] = len(self.skipped)
         return doc
 
@@ -65,6 +75,7 @@ class SweepReport:
         doc = asdict(self)
         doc["skipped"] = [{"job_id": str(job_id), "reason": reason} for job_id, reason in self.skipped]
         doc["changes"] = [{**asdict(change), "job_id": str(change.job_id)} for change in self.changes]
+        doc["waiting"] = [{"job_id": str(wait.job_id), "stages": list(wait.stages)} for wait in self.waiting]
         return doc
 
 
@@ -137,25 +148,29 @@ class Sweeper:
             return None
         settled = self._counters.settled(job_key(doc.get("_id")), doc, found, self._clock())
         kept = {stage: n for stage, n in found.items() if stage in settled}
-        if len(kept) < len(found) and _ahead(doc, {s: n for s, n in found.items() if s not in kept}):
+        ahead = _ahead(doc, {s: n for s, n in found.items() if s not in kept})
+        if ahead:
             report.path_a_waiting += 1
+            if len(report.waiting) < MAX_REPORTED_JOBS:
+                report.waiting.append(PathAWait(doc.get("_id"), ahead))
         return kept
 
     def _skip(self, report: SweepReport, job_id: Any, reason: str) -> None:
         report.skipped.append((job_id, reason))
         self._dispatcher.note_skipped(job_key(job_id), reason)
 
-    async def look(self, *, full: bool = True, job_types: Iterable[str] = ()) -> int:
+    async def look(self, *, full: bool = True, job_types: Iterable[str] = ()) -> SweepReport:
         """Read the open jobs and their collection counts without deciding
-        anything: the observation path A needs before it may act. Returns how
-        many jobs have a collection ahead of a counter not yet known to stand still."""
+        anything: the observation path A needs before it may act. The report
+        counts (``path_a_waiting``) and lists (``waiting``) the jobs whose
+        collection is ahead of a counter not yet known to stand still."""
         report = SweepReport(dry_run=True, full=full)
         async for batch in self._store.open_jobs(full=full, job_types=job_types):
             readable = [doc for doc in batch if not isinstance(doc, Unreadable)]
             counts = await self._store.collection_counts(doc["collectionId"] for doc in readable if doc.get("collectionId") is not None)
             for doc in readable:
                 self._settled_counts(doc, counts, report)
-        return report.path_a_waiting
+        return report
 
     async def _through_queue(
         self,
@@ -200,17 +215,22 @@ class Sweeper:
         self._metrics.sweep_findings.labels("skipped").inc(len(report.skipped))
 
 
-def _ahead(doc: Mapping[str, Any], counts: Mapping[str, int]) -> bool:
-    """Whether some collection count is above the stage's stored counter."""
+def _ahead(doc: Mapping[str, Any], counts: Mapping[str, int]) -> tuple[str, ...]:
+    """The job's stages whose collection count is above the stored counter (or
+    beside a counter that is no number). A count for a stage the job does not
+    have, or of no items, can raise nothing: path A never waits for it."""
     stages = doc.get("stages")
     if not isinstance(stages, Mapping):
-        return False
+        return ()
+    ahead = []
     for stage, count in counts.items():
         raw = stages.get(stage)
-        current = raw.get("completedItems") if isinstance(raw, Mapping) else None
+        if not isinstance(raw, Mapping) or count <= 0:
+            continue
+        current = raw.get("completedItems")
         if not isinstance(current, int | float) or isinstance(current, bool) or count > current:
-            return True
-    return False
+            ahead.append(stage)
+    return tuple(ahead)
 
 
 def _counts_for(doc: Mapping[str, Any], counts: Mapping[Any, Mapping[str, int]]) -> Mapping[str, int] | None:

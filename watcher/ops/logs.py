@@ -13,9 +13,10 @@ from typing import Any, TextIO
 
 from loguru import logger
 
-from watcher.ops import redact
+from watcher.ops import printable, redact
 
 _redactor = redact.Redactor()
+_set_up = False
 
 
 def add_secret(secret: str) -> None:
@@ -34,14 +35,40 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _readable(record: Any) -> str:
-    extra = record["extra"]
-    action = extra.get("action", "-")
-    context = " ".join(f"{k}={v}" for k, v in extra.items() if k != "action")
-    line = f"{record['time']:%Y-%m-%d %H:%M:%S.%f} {record['level'].name:<7} {action:<22} {record['message']}"
-    if context:
-        line += f" | {context}"
-    return _redactor(line).replace("{", "{{").replace("}", "}}") + "\n{exception}"
+def _readable_sink(write: Callable[[str], None]) -> Any:
+    """Readable lines, built here from the record: the message and every
+    value go through ``printable`` (escaped, cut at ``TEXT_CHARS``, quoted
+    when they hold a space) after redaction, and nothing is handed to loguru's formatter, so a
+    value's ``<tag>`` or ``{}`` is text and a newline cannot start a line."""
+
+    def sink(message: Any) -> None:
+        record = message.record
+        extra = record["extra"]
+        action = extra.get("action", "-")
+        fields = " ".join(
+            f"{k}={printable.field(_redactor(str(v)), printable.TEXT_CHARS)}" for k, v in extra.items() if k != "action"
+        )
+        text = printable.text(_redactor(record["message"]))
+        line = f"{record['time']:%Y-%m-%d %H:%M:%S.%f%z} {record['level'].name:<7} {action:<22} {text}"
+        if fields:
+            line += f" | {fields}"
+        if record["exception"] is not None:
+            line += f" | exception={printable.field(_redactor(_exception(record)), printable.TEXT_CHARS)}"
+        write(line + "\n")
+
+    return sink
+
+
+def _exception(record: Any) -> str:
+    return f"{record['exception'].type.__name__}: {record['exception'].value}"
+
+
+def _bounded(value: Any, limit: int) -> Any:
+    """A JSON line's value: numbers and booleans as they are, text cut at
+    ``limit`` (JSON escapes the rest)."""
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    return printable.cut(str(value), limit)
 
 
 def _writer(stream: TextIO | None) -> Callable[[str], None]:
@@ -63,12 +90,14 @@ def _json_sink(write: Callable[[str], None]) -> Any:
             "time": record["time"].isoformat(),
             "level": record["level"].name,
             "action": record["extra"].get("action"),
-            "message": record["message"],
-            **{k: v for k, v in record["extra"].items() if k != "action"},
+            "message": _bounded(record["message"], printable.TEXT_CHARS),
+            **{k: _bounded(v, printable.TEXT_CHARS) for k, v in record["extra"].items() if k != "action"},
         }
         if record["exception"] is not None:
-            doc["exception"] = f"{record['exception'].type.__name__}: {record['exception'].value}"
-        write(_redactor(json.dumps(doc, default=str)) + "\n")
+            doc["exception"] = _bounded(_exception(record), printable.TEXT_CHARS)
+        # Redacted value by value, before JSON escapes them: a secret holding a
+        # quote or a backslash would not be found in the escaped line.
+        write(json.dumps({k: _redactor(v) if isinstance(v, str) else v for k, v in doc.items()}) + "\n")
 
     return sink
 
@@ -76,12 +105,20 @@ def _json_sink(write: Callable[[str], None]) -> Any:
 def setup(*, json_lines: bool = False, level: str = "INFO", stream: TextIO | None = None) -> None:
     """Configure the process's log output (the CLI calls this once): to
     ``stream``, or to whatever ``sys.stderr`` is when each line is written."""
+    global _set_up
+    _set_up = True
     write = _writer(stream)
     logger.remove()
     if json_lines:
-        logger.add(_json_sink(write), level=level)
+        logger.add(_json_sink(write), level=level, format="{message}", colorize=False)
     else:
-        logger.add(write, level=level, format=_readable, colorize=False, backtrace=False, diagnose=False)
+        logger.add(_readable_sink(write), level=level, format="{message}", colorize=False)
+
+
+def setup_once() -> None:
+    """The default output (readable, to stderr), unless ``setup`` ran already."""
+    if not _set_up:
+        setup()
 
 
 def redacted(text: str) -> str:

@@ -3,21 +3,30 @@ as in tests, do not share counters).
 
 Names follow Prometheus' conventions: ``jobwatch_`` prefix, base units
 (seconds), ``_total`` on counters (added by prometheus_client), timestamps as
-``_timestamp_seconds`` gauges of unix time, 0/1 gauges for states.
-docs/reference/metrics.md is generated from this registry (``./dev docs gen``),
-help texts included; the alert rules in deploy/prometheus use only these names
-(a test checks it against ``names()``).
+``_timestamp_seconds`` gauges of unix time, 0/1 gauges for states. Label
+values that come from documents (``job_type``) are bounded in number and
+length. docs/reference/metrics.md is generated from this registry (``./dev
+docs gen``), help texts included; the alert rules in deploy/prometheus use
+only these names (a test checks it against ``names()``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Mapping
 from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 SKIP_REASONS = ("unreadable", "write_refused")
+#: Where a write came from: the change stream or a sweep.
+SOURCES = ("stream", "sweep")
+#: ``job_type`` label values kept: the types with the most open jobs, then ``OTHER_JOB_TYPES``.
+JOB_TYPE_LABELS = 10
+OTHER_JOB_TYPES = "other"
 
 
 def version() -> str:
@@ -39,11 +48,24 @@ class Metrics:
         self.writes = Counter(
             "jobwatch_writes", "Conditional updates sent", ["source", "kind", "result"], registry=r
         )
-        self.stages_completed = Counter("jobwatch_stages_completed", "Stages the watcher completed", registry=r)
+        self.stages_completed = Counter(
+            "jobwatch_stages_completed", "Stages the watcher completed", ["source"], registry=r
+        )
         self.jobs_completed = Counter("jobwatch_jobs_completed", "Jobs the watcher completed", ["source"], registry=r)
-        self.completion_latency = Histogram(
-            "jobwatch_completion_latency_seconds",
-            "From the completing change event's server time to the acknowledged write",
+        for source in SOURCES:  # present at 0, so rate() sees the first completion
+            self.stages_completed.labels(source)
+            self.jobs_completed.labels(source)
+        self.job_completion_latency = Histogram(
+            "jobwatch_job_completion_latency_seconds",
+            "Jobs: from the change event that completed the job (its server time) to the job's completing write "
+            "acknowledged",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.stage_completion_latency = Histogram(
+            "jobwatch_stage_completion_latency_seconds",
+            "Stages: from the change event that completed the stage (its server time) to the stage's completing write "
+            "acknowledged (one observation per stage)",
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
@@ -54,6 +76,12 @@ class Metrics:
             "jobwatch_sweep_duration_seconds", "Duration of sweeps", buckets=(0.1, 0.5, 1, 5, 15, 60, 300), registry=r
         )
         self.sweep_findings = Counter("jobwatch_sweep_findings", "What sweeps found", ["kind"], registry=r)
+        self.sweep_interval = Gauge(
+            "jobwatch_sweep_interval_seconds",
+            "Seconds between periodic sweeps now (degraded_sweep_interval_s in degraded mode): alerts judge the last "
+            "sweep's age by it",
+            registry=r,
+        )
         self.skipped_jobs = Counter(
             "jobwatch_skipped_jobs", "Jobs left untouched because they cannot be read or the server refused the write", ["reason"], registry=r
         )
@@ -71,10 +99,16 @@ class Metrics:
             "jobwatch_last_sweep_success_timestamp_seconds", "Unix time the last sweep finished without error (0: none yet)", registry=r
         )
         # The job census (storage/census.py), refreshed every census_interval_s.
-        self.open_jobs = Gauge("jobwatch_open_jobs", "Jobs whose status is not terminal", registry=r)
-        self.done_but_open = Gauge(
-            "jobwatch_done_but_open_jobs", "Open jobs whose every stage counter says done: should be 0 between events", registry=r
+        self.open_jobs = Gauge(
+            "jobwatch_open_jobs", "Jobs whose status is not terminal, by job type (the most common types, then other)",
+            ["job_type"], registry=r,
         )
+        self.done_but_open = Gauge(
+            "jobwatch_done_but_open_jobs",
+            "Open jobs whose every stage counter says done, by job type: should be 0 between events",
+            ["job_type"], registry=r,
+        )
+        self._job_types: set[str] = set()
         self.oldest_open_age = Gauge(
             "jobwatch_oldest_open_job_age_seconds", "Age of the oldest open job (createdAt, else its ObjectId's time)", registry=r
         )
@@ -91,6 +125,33 @@ class Metrics:
         self.last_sweep_at = time.time()
         self.last_sweep.set(self.last_sweep_at)
 
+    def completed(self, source: str, *, stages: int, job: bool, latency_s: float | None) -> None:
+        """Count one applied write's completions (``stages`` stages, and the job
+        when ``job``), and their latency when the write came from an event."""
+        if stages:
+            self.stages_completed.labels(source).inc(stages)
+        if job:
+            self.jobs_completed.labels(source).inc()
+        if latency_s is None:
+            return
+        for _ in range(stages):
+            self.stage_completion_latency.observe(latency_s)
+        if job:
+            self.job_completion_latency.observe(latency_s)
+
+    def publish_by_job_type(self, open_jobs: Mapping[str, int], done_but_open: Mapping[str, int]) -> None:
+        """The census's counts by ``job_type`` label (already bounded by the
+        caller). Series of types no longer counted are removed, after the new
+        values are in: a scrape never sees the family empty."""
+        labels = set(open_jobs) | set(done_but_open) | {OTHER_JOB_TYPES}
+        for label in labels:
+            self.open_jobs.labels(label).set(open_jobs.get(label, 0))
+            self.done_but_open.labels(label).set(done_but_open.get(label, 0))
+        for gone in self._job_types - labels:
+            self.open_jobs.remove(gone)
+            self.done_but_open.remove(gone)
+        self._job_types = labels
+
     def skipped(self, reason: str) -> None:
         self.skipped_jobs.labels(reason if reason in SKIP_REASONS else "unreadable").inc()
 
@@ -101,4 +162,19 @@ class Metrics:
         return {family.name + suffix for family in self.registry.collect() for suffix in suffixes.get(family.type, ("",))}
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """The Prometheus text, without prometheus_client's ``*_created``
+        series (the creation time of each counter and histogram: half the
+        lines, and nothing an alert or a dashboard here reads). Filtered here
+        rather than switched off process-wide, which would change the metrics
+        of an application that embeds the watcher."""
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated(Collector):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            family.samples = [sample for sample in family.samples if not sample.name.endswith("_created")]
+            yield family

@@ -1,7 +1,8 @@
 """The job census: what the metrics say about all jobs, not just the ones the
 watcher touched. One aggregation on the server every ``census_interval_s``:
 open jobs, open jobs whose every stage counter says done (the watcher should
-have completed them: an alert when it stays above 0), and the oldest open
+have completed them: an alert when it stays above 0), both by job type (the
+most common types, then ``other``: a bounded label), and the oldest open
 job's age.
 
 A census failure is logged and retried at the next interval; it never stops
@@ -12,15 +13,15 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
 from pymongo.asynchronous.database import AsyncDatabase
 
 from rules import status as job_status
-from watcher.ops import logs
-from watcher.ops.metrics import Metrics
+from watcher.ops import logs, printable
+from watcher.ops.metrics import JOB_TYPE_LABELS, OTHER_JOB_TYPES, Metrics
 from watcher.settings import Settings
 from watcher.storage import errors
 from watcher.storage import store
@@ -33,6 +34,10 @@ class Census:
     open_jobs: int
     done_but_open: int
     oldest_open_at: dt.datetime | None
+    #: Open and done-but-open jobs by job-type label: the ``JOB_TYPE_LABELS``
+    #: types with the most open jobs, then ``other`` for the rest.
+    open_by_type: Mapping[str, int] = field(default_factory=dict)
+    done_by_type: Mapping[str, int] = field(default_factory=dict)
 
 
 def _number(path: str) -> dict[str, Any]:
@@ -86,25 +91,49 @@ def pipeline(job_types: Iterable[str] = ()) -> list[Mapping[str, Any]]:
         match["jobType"] = {"$in": types}
     return [
         {"$match": match},
-        {"$group": {"_id": None, "open": {"$sum": 1}, "done": {"$sum": {"$cond": [_DONE, 1, 0]}}, "oldest": {"$min": _CREATED}}},
+        {"$group": {"_id": "$jobType", "open": {"$sum": 1}, "done": {"$sum": {"$cond": [_DONE, 1, 0]}},
+                    "oldest": {"$min": _CREATED}}},
+        {"$sort": {"open": -1, "_id": 1}},  # ties in a stable order: the labelled types do not flap
     ]
 
 
+def job_type_label(job_type: Any) -> str:
+    """A job type as a metrics label: printable and short (a value from a
+    document); a missing or null type, or one that is no text, says so."""
+    if job_type is None:
+        return "(none)"
+    if not isinstance(job_type, str):
+        return "(not text)"
+    return printable.label(job_type)
+
+
 async def take(db: AsyncDatabase[Any], settings: Settings) -> Census:
+    """One census. Read group by group (one per job type, most open jobs
+    first): the first ``JOB_TYPE_LABELS`` labels are kept, the rest summed
+    into ``other``, so memory does not grow with the number of types."""
+    open_jobs = done = 0
+    oldest: dt.datetime | None = None
+    open_by_type: dict[str, int] = {}
+    done_by_type: dict[str, int] = {}
     with errors.translated("job census", "retry"):
         cursor = await db[settings.jobs_collection].aggregate(pipeline(settings.job_types))
-        docs = await cursor.to_list()
-    if not docs:
-        return Census(0, 0, None)
-    oldest = docs[0].get("oldest")
-    if isinstance(oldest, dt.datetime) and oldest.tzinfo is None:
-        oldest = oldest.replace(tzinfo=dt.UTC)
-    return Census(int(docs[0].get("open", 0)), int(docs[0].get("done", 0)), oldest if isinstance(oldest, dt.datetime) else None)
+        async for group in cursor:
+            count, done_here = int(group.get("open", 0)), int(group.get("done", 0))
+            open_jobs, done = open_jobs + count, done + done_here
+            label = job_type_label(group.get("_id"))
+            if label not in open_by_type and len(open_by_type) >= JOB_TYPE_LABELS:
+                label = OTHER_JOB_TYPES
+            open_by_type[label] = open_by_type.get(label, 0) + count
+            done_by_type[label] = done_by_type.get(label, 0) + done_here
+            at = group.get("oldest")
+            if isinstance(at, dt.datetime):
+                at = at if at.tzinfo else at.replace(tzinfo=dt.UTC)
+                oldest = at if oldest is None else min(oldest, at)
+    return Census(open_jobs, done, oldest, open_by_type, done_by_type)
 
 
 def publish(census: Census, metrics: Metrics, now: dt.datetime) -> None:
-    metrics.open_jobs.set(census.open_jobs)
-    metrics.done_but_open.set(census.done_but_open)
+    metrics.publish_by_job_type(census.open_by_type, census.done_by_type)
     age_s = (now - census.oldest_open_at).total_seconds() if census.oldest_open_at else 0.0
     metrics.oldest_open_age.set(max(age_s, 0.0))
     metrics.census_time.set(now.timestamp())

@@ -228,6 +228,13 @@ def name(exc: BaseException) -> str:
     return f"{type(exc).__name__}({code})" if code is not None else type(exc).__name__
 
 
+def _server_message(exc: BaseException) -> str:
+    """``": <the server's errmsg>"``, when the error carries one."""
+    details = getattr(exc, "details", None)
+    message = details.get("errmsg") if isinstance(details, dict) else None
+    return f": {message}" if message else ""
+
+
 def is_not_replica_set(exc: BaseException) -> bool:
     return isinstance(exc, NotReplicaSet) or (isinstance(exc, pymongo_errors.OperationFailure) and exc.code == NOT_REPLICA_SET)
 
@@ -250,7 +257,15 @@ def translate(exc: BaseException, what: str, on_refusal: OnRefusal) -> BaseExcep
             return NotReplicaSet(f"{what}: the server cannot serve change streams ({label})")
         if isinstance(exc, pymongo_errors.ConfigurationError | pymongo_errors.InvalidURI):
             return ConfigurationProblem(f"{what}: {label}: {exc}")
-        return ConfigurationProblem(f"{what}: MongoDB refused jobwatch ({label}); check the user's roles and credentials")
+        said = _server_message(exc)
+        if getattr(exc, "code", None) == AUTHENTICATION_FAILED:
+            return ConfigurationProblem(
+                f"{what}: authentication failed ({label}{said}): check the user name, password, authSource and "
+                "authMechanism in the URI"
+            )
+        return ConfigurationProblem(
+            f"{what}: MongoDB refused jobwatch ({label}{said}); check the user's roles and credentials"
+        )
     message = f"{what}: {label}"
     if on_refusal == "reopen":
         if action is Action.SKIP:

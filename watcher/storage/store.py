@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 import bson
+from bson import json_util
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING
@@ -57,7 +58,9 @@ class JobStore:
         (retry) or ``errors.Rejected`` (skip). With ``settings.observe`` the
         update is logged, not sent, and counts as applied."""
         if self._settings.observe:  # --observe: decide and log as usual, write nothing
-            logs.event("write_observed", "INFO", "observe mode: not written", job_id=job_id, update=update)
+            # As MongoDB's tools show an update (Extended JSON), not as a Python dict.
+            shown = json_util.dumps(update, json_options=json_util.RELAXED_JSON_OPTIONS)
+            logs.event("write_observed", "INFO", "observe mode: not written", job_id=job_id, update=shown)
             return True
         with errors.translated(f"update of job {job_id!r}", "skip"):
             result = await self._jobs.update_one(query, update)
@@ -142,6 +145,21 @@ class JobStore:
             key = job_key(doc.pop("_id", None))
             counts[key] = {stage: value for stage, value in doc.items() if isinstance(value, int) and not isinstance(value, bool)}
         return counts
+
+    async def jobs_collection_exists(self) -> bool | None:
+        """Whether the jobs collection exists in the database (a wrong
+        ``--database`` or ``--jobs-collection`` reads nothing, silently);
+        None when the server will not say. ``authorizedCollections`` lets the
+        least-privilege role ask without the ``listCollections`` action."""
+        name = self._settings.jobs_collection
+        try:
+            with errors.translated("list collections", "retry"):
+                found = await self._jobs.database.list_collection_names(
+                    filter={"name": name}, authorizedCollections=True
+                )
+        except (errors.StorageProblem, errors.ConfigurationProblem):
+            return None
+        return name in found
 
     async def ensure_sweep_index(self) -> bool:
         """Create the sweep's index if absent. True if created. Raises

@@ -7,7 +7,10 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from watcher.ops import logs
+from hypothesis import HealthCheck, given, settings
+
+from tests.support.printing import FORGED_LINE, hostile_text, raw_controls
+from watcher.ops import logs, printable
 
 
 @pytest.fixture(autouse=True)
@@ -39,3 +42,56 @@ def test_an_explicit_stream_is_kept() -> None:
     logs.setup(stream=out)
     logs.event("sweep_finished", level="WARNING", scanned=3)
     assert "sweep_finished" in out.getvalue() and "scanned=3" in out.getvalue()
+
+
+# -- values from documents are data (issue: forged, split, coloured or lost lines) --
+
+
+def _logged(monkeypatch: pytest.MonkeyPatch, json_lines: bool, message: str, **context: object) -> tuple[str, str]:
+    """What one event writes to its stream, and what loguru wrote to stderr
+    (its "Logging error" reports go there)."""
+    out, errors = io.StringIO(), io.StringIO()
+    monkeypatch.setattr("sys.stderr", errors)
+    logs.setup(json_lines=json_lines, stream=out)
+    logs.event("job_skipped", "WARNING", message, **context)
+    return out.getvalue(), errors.getvalue()
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(value=hostile_text, message=hostile_text)
+@pytest.mark.parametrize("json_lines", [False, True], ids=["readable", "json"])
+def test_any_value_makes_exactly_one_whole_line(
+    monkeypatch: pytest.MonkeyPatch, json_lines: bool, value: str, message: str
+) -> None:
+    line, errors = _logged(monkeypatch, json_lines, message, job_id=value, stage=value, status=value, job_type=value)
+    assert errors == ""  # no "Logging error in Loguru Handler": nothing lost
+    assert line.endswith("\n") and line.count("\n") == 1
+    assert not raw_controls(line[:-1])
+    if json_lines:
+        doc = json.loads(line)
+        assert doc["action"] == "job_skipped"
+        for key in ("job_id", "stage", "status", "job_type"):
+            assert doc[key] == printable.cut(value, printable.TEXT_CHARS)  # the value itself, only cut
+    else:
+        assert " job_skipped " in line and f"job_id={printable.field(value, printable.TEXT_CHARS)}" in line
+
+
+def test_a_newline_in_a_value_cannot_forge_a_completion(monkeypatch: pytest.MonkeyPatch) -> None:
+    line, errors = _logged(monkeypatch, False, "job skipped; nothing written", job_id="j1", stage=FORGED_LINE)
+    assert errors == "" and line.count("\n") == 1
+    assert line.split(" ")[2] != "job_completed" and "\\n2026-12-06" in line
+
+
+@pytest.mark.parametrize("markup", ["<module>", "<b>", "</>", "{}", "{0}", "{message}"])
+def test_markup_in_a_message_or_value_is_text(monkeypatch: pytest.MonkeyPatch, markup: str) -> None:
+    line, errors = _logged(monkeypatch, False, f"ValueError: Tag {markup} in <module>", stage=markup)
+    assert errors == ""
+    assert f"ValueError: Tag {markup} in <module>" in line
+
+
+def test_a_secret_is_redacted_before_it_is_escaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    logs.add_secret('p"w\\d\n1')
+    for json_lines in (False, True):
+        line, _ = _logged(monkeypatch, json_lines, 'auth failed for p"w\\d\n1', detail='mongodb://u:p"w\\d\n1@h/')
+        assert "p\"w" not in line and "p\\\"w" not in line and "***" in line
