@@ -40,6 +40,7 @@ pytestmark = pytest.mark.skipif(not embedded.available(), reason="needs the embe
 ROOT = Path(__file__).resolve().parents[2]
 TRIALS = int(os.environ.get("JOBWATCH_KILL_TRIALS", "20"))
 SWEEP_INTERVAL_S = 2.0
+LEASE_S = 1.0
 # Time for a process to start under load, on top of what the service promises.
 STARTUP_ALLOWANCE_S = 30.0
 JOBS_PER_TRIAL = 2
@@ -60,6 +61,8 @@ class Run:
         argv = [
             sys.executable, "-m", "watcher", "run", "--uri", uri, "--database", DATABASE, "--health-port", "0", "--log-json",
             "--sweep-interval-s", str(SWEEP_INTERVAL_S), "--position-save-interval-s", "0.1", "--max-await-ms", "100",
+            # A restart after kill -9 waits for the dead process's lease to run out: the shortest one.
+            "--lease-s", str(LEASE_S), "--renew-s", str(LEASE_S / 4),
         ]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
         self._log = log_path.open("w")

@@ -11,7 +11,7 @@ the watcher (``run`` below catches every storage error).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ from watcher.ops.metrics import Metrics
 from watcher.settings import Settings
 from watcher.storage import errors
 from watcher.storage import store
+from watcher.storage.partitions import EVERYTHING, Slice
 
 TERMINAL = spellings(Status.COMPLETED, Status.FAILED, Status.CANCELLED)
 
@@ -79,20 +80,26 @@ _CREATED = {
 }
 
 
-def pipeline(job_types: Iterable[str] = ()) -> list[Mapping[str, Any]]:
+def pipeline(job_types: Iterable[str] = (), partition: Slice = EVERYTHING) -> list[Mapping[str, Any]]:
     match: dict[str, Any] = {"status": {"$nin": TERMINAL}}
     types = list(job_types)
     if types:
         match["jobType"] = {"$in": types}
+    mine = partition.match("$_id")
+    if mine is not None:
+        match["$expr"] = mine
     return [
         {"$match": match},
         {"$group": {"_id": None, "open": {"$sum": 1}, "done": {"$sum": {"$cond": [_DONE, 1, 0]}}, "oldest": {"$min": _CREATED}}},
     ]
 
 
-async def take(db: AsyncDatabase[Any], settings: Settings) -> Census:
+async def take(db: AsyncDatabase[Any], settings: Settings, partition: Slice = EVERYTHING) -> Census:
+    """The census of ``partition``'s jobs (every job by default; none: all zero, nothing asked)."""
+    if partition.nothing:
+        return Census(0, 0, None)
     with errors.translated("job census", "retry"):
-        cursor = await db[settings.jobs_collection].aggregate(pipeline(settings.job_types))
+        cursor = await db[settings.jobs_collection].aggregate(pipeline(settings.job_types, partition))
         docs = await cursor.to_list()
     if not docs:
         return Census(0, 0, None)
@@ -110,12 +117,14 @@ def publish(census: Census, metrics: Metrics, now: dt.datetime) -> None:
     metrics.census_time.set(now.timestamp())
 
 
-async def run(db: AsyncDatabase[Any], settings: Settings, metrics: Metrics) -> None:
-    """Forever: a census now and every ``census_interval_s``. Storage errors
-    (and a server that cannot run the aggregation) are logged and retried."""
+async def run(db: AsyncDatabase[Any], settings: Settings, metrics: Metrics, partition: Callable[[], Slice] = lambda: EVERYTHING) -> None:
+    """Forever: a census now and every ``census_interval_s``, of the jobs in
+    ``partition()`` (the partitions this instance holds: a standby counts
+    none). Storage errors (and a server that cannot run the aggregation) are
+    logged and retried."""
     while True:
         try:
-            publish(await take(db, settings), metrics, dt.datetime.now(dt.UTC))
+            publish(await take(db, settings, partition()), metrics, dt.datetime.now(dt.UTC))
         except (errors.StorageProblem, errors.ConfigurationProblem, errors.Unreachable) as exc:
             # The census only informs metrics: whatever the server says, the watcher goes on.
             metrics.errors.labels(errors.name(exc), "census").inc()
