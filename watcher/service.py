@@ -210,7 +210,8 @@ class Watcher:
 
     @property
     def partitions_held(self) -> list[int]:
-        return sorted(self._active())
+        """The partitions whose lease this instance holds (none under --observe)."""
+        return sorted(self._elector.leading())
 
     @property
     def streaming(self) -> bool:

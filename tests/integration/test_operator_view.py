@@ -3,6 +3,7 @@ status`` judges it), the metrics behind the alerts, and ``--observe``."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -70,6 +71,29 @@ async def test_metrics_answer_is_anything_stuck(mongo: Backend) -> None:
         text = watcher.metrics.exposition().decode()
         assert 'jobwatch_skipped_jobs_total{reason="unreadable"} 1.0' in text
         assert "jobwatch_build_info{version=" in text
+
+
+async def test_the_position_save_time_is_a_timestamp_an_alert_can_age(mongo: Backend) -> None:
+    """Not an age computed at save time (which read ~0 forever): the time of
+    the last save, so ``time() - jobwatch_position_saved_timestamp_seconds`` grows while saves stop."""
+    async with running(mongo, position_save_interval_s=0.1) as watcher:
+
+        def saved_at() -> float:
+            return watcher.metrics.registry.get_sample_value("jobwatch_position_saved_timestamp_seconds", {"partition": "0"}) or 0.0
+
+        async def saved() -> bool:
+            return saved_at() > 0
+
+        await wait_until(saved, what="a position save")
+        first = saved_at()
+        await mongo.db.background_jobs.insert_one(seed_job(_id=ObjectId()))
+
+        async def saved_again() -> bool:
+            return saved_at() > first
+
+        await wait_until(saved_again, what="a later save")
+        assert abs(saved_at() - time.time()) < 60
+    assert "jobwatch_position_age_seconds" not in watcher.metrics.exposition().decode()
 
 
 async def test_observe_mode_decides_and_writes_nothing(mongo: Backend) -> None:
