@@ -235,8 +235,9 @@ def _image_key(db: str, coll: str, document_key: bytes | None) -> bytes:
 async def open_engine(data_dir: Path | None, *, max_events: int = history.DEFAULT_MAX_EVENTS) -> AsyncIterator[Engine]:
     import mongoeco
 
-    from jobwatch_embedded import planner
+    from jobwatch_embedded import hooks, planner
 
+    hooks.install()
     history_ = history.History(journal_dir=data_dir, max_events=max_events)
     if data_dir is None:
         client = mongoeco.AsyncMongoClient(planner.engine(), change_stream_history_size=ENGINE_BUFFER_EVENTS)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from jobwatch_embedded import engine as engine_
-from jobwatch_embedded import history, wire
+from jobwatch_embedded import history, hooks, wire
 
 HOST = "127.0.0.1"
 
@@ -81,7 +81,7 @@ def main(port: int, data_dir: Path | None, emit: Callable[[str], None]) -> int:
     serve. 0 when stopped by a signal; 1 when it could not go on."""
     try:
         asyncio.run(serve(port, data_dir, emit))
-    except (TapFailed, OSError) as exc:
+    except (TapFailed, hooks.HookMissing, OSError) as exc:
         print(f"jobwatch embedded-server: {exc}", file=sys.stderr, flush=True)
         return 1
     return 0
