@@ -356,8 +356,10 @@ def _partition_count(members: list[Member], views: list[PartitionView], settings
     counts = [m.partitions for m in members if m.partitions is not None and not m.observe]
     if counts:
         return max(set(counts), key=counts.count)
-    held = [v.partitions for v in views if v.holder is not None]
-    return max(set(held), key=held.count) if held else settings.partitions
+    heard = [v for v in views if v.heartbeat_age_s is not None]
+    if heard:  # nobody runs: the partitioning that last reported
+        return min(heard, key=lambda v: v.heartbeat_age_s or 0.0).partitions
+    return settings.partitions
 
 
 def _instance_document(member: Member, default_lease_s: float) -> dict[str, Any]:
