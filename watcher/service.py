@@ -383,6 +383,8 @@ class Watcher:
         stream open and its start-up sweep done (or has ended)."""
         for pipeline in list(self._active().values()):
             await _first_of(pipeline.started, pipeline.ended)
+        if self._stop.is_set():
+            return  # a fatal outcome (or a stop) came first: run() ends with it, never "started"
         # After the start-up sweeps, so the first census counts what they left open.
         tg.start_soon(census.run, self._db, self.settings, self.metrics, self._census_slice)
         self._started.set()

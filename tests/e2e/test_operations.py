@@ -107,12 +107,13 @@ def test_status_judges_each_instance_by_its_own_lease(cli_mongo: CliMongo, capsy
     [seen] = status["instances"]
     assert seen["alive"] is True and seen["instance"] == instance and seen["role"] == "leader" and seen["held"] == [0]
     assert seen["version"] == "9.9.9" and seen["host"] == "host-a" and seen["pid"] == 4242 and seen["observe"] is False
+    assert seen["late"] is True  # alive (its lease is 60 s) but 30 s without a heartbeat where it beats every 12 s
     [partition] = status["partitions"]
     assert partition["holder"] == instance and partition["term"] == 3 and partition["position_term"] == 3
     assert partition["heartbeat"]["backlog"] == 7 and partition["heartbeat"]["streaming"] is True
     code, out, _ = run_cli(cli_mongo.args("status"), capsys)
     assert code == exits.OK and "every partition has a live holder" in out and "backlog 7 jobs" in out
-    assert f"held by {instance}, term 3" in out
+    assert f"held by {instance}, term 3" in out and "(LATE: it beats every 12s)" in out
 
 
 def test_status_on_a_dead_watcher_marks_everything_it_last_reported_with_its_age(

@@ -94,7 +94,8 @@ async def test_a_standby_that_cannot_reach_mongodb_says_it_is_not_ready(mongo: B
         standby = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo, **FAST), change_source=mongo.change_source())
         async with standby:
             assert standby.ready
-            faults.fail_always("jobwatch_positions.update_one", pe.AutoReconnect("connection refused"))  # its heartbeat fails
+            for call in ("update_one", "find_one_and_update", "aggregate"):  # its heartbeat, takes and instance list
+                faults.fail_always(f"jobwatch_positions.{call}", pe.AutoReconnect("connection refused"))
 
             async def not_ready() -> bool:
                 return standby.readiness() == "cannot reach MongoDB to keep its leases"

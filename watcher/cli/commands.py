@@ -34,6 +34,10 @@ Emit = Callable[[str], None]
 Options = Mapping[str, Any]
 Handler = Callable[[AsyncMongoClient[Any], Options, Settings, Emit], Awaitable[int]]
 PROGRESS_EVERY = 200
+#: ``status`` lists the instances alive, and those gone within this long (older heartbeats are history).
+RECENTLY_GONE_S = 300.0
+#: An alive instance whose heartbeat is older than this many of its own renew intervals is shown as late.
+LATE_BEATS = 2
 #: Documents as MongoDB's tools print them (dates, ObjectIds as $date/$oid).
 RELAXED = json_util.RELAXED_JSON_OPTIONS
 
@@ -363,9 +367,13 @@ def _partition_count(members: list[Member], views: list[PartitionView], settings
 
 
 def _instance_document(member: Member, default_lease_s: float) -> dict[str, Any]:
+    alive = member.alive(default_lease_s)
+    age_s, renew_s = member.heartbeat_age_s, member.renew_s
     return {
         "instance": member.instance,
-        "alive": member.alive(default_lease_s),
+        "alive": alive,
+        # Alive, but a heartbeat is overdue: it may be dying (its leases run out at its lease_s).
+        "late": alive and age_s is not None and renew_s is not None and age_s > LATE_BEATS * renew_s,
         "role": member.role,
         "observe": member.observe,
         "held": list(member.held),
@@ -411,14 +419,15 @@ def _partition_document(partition: int, view: PartitionView | None) -> dict[str,
 
 
 def status_document(views: list[PartitionView], members: list[Member], open_jobs: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
-    """Every instance seen and every partition. ``alive``: each partition has
+    """Every instance seen lately (alive, or gone within ``RECENTLY_GONE_S``) and every partition. ``alive``: each partition has
     a live holder (a lease that has not run out, judged on the server's
     clock); an instance is alive while its heartbeat is younger than ITS OWN
     lease (the caller's settings may differ from the watcher's)."""
     count = _partition_count([m for m in members if m.alive(settings.lease_s)], views, settings)
     by_partition = {v.partition: v for v in views if v.partitions == count}
     partitions = [_partition_document(k, by_partition.get(k)) for k in range(count)]
-    instances = sorted((_instance_document(m, settings.lease_s) for m in members), key=lambda i: (not i["alive"], i["instance"]))
+    seen = [m for m in members if m.alive(settings.lease_s) or (m.heartbeat_age_s is not None and m.heartbeat_age_s < RECENTLY_GONE_S)]
+    instances = sorted((_instance_document(m, settings.lease_s) for m in seen), key=lambda i: (not i["alive"], i["instance"]))
     return {
         "watcher": settings.watcher_name,
         "alive": all(p["held"] for p in partitions),
@@ -439,7 +448,9 @@ def render_status(status: Mapping[str, Any]) -> str:
     for i in status["instances"]:
         if i["alive"]:
             held = ",".join(map(str, i["held"])) or "-"
-            lines.append(f"  {i['instance']}  {i['role'] or '?':<8} holds {held:<6} heartbeat {_ago(i['heartbeat_age_s'])}  version {i['version'] or '?'}")
+            late = f" (LATE: it beats every {i['renew_s']:g}s)" if i["late"] else ""
+            lines.append(f"  {i['instance']}  {i['role'] or '?':<8} holds {held:<6} heartbeat {_ago(i['heartbeat_age_s'])}{late}  "
+                         f"version {i['version'] or '?'}")
         else:
             lines.append(f"  {i['instance']}  gone (last heartbeat {_ago(i['heartbeat_age_s'])})")
     for p in status["partitions"]:
@@ -552,7 +563,7 @@ async def _running_now(positions: Any, settings: Settings) -> str | None:
     """The instance (or lease holder) that shows this watcher name is running, said in one line; None if none does."""
     members = [m for m in await survey.instances(positions, settings.watcher_name) if m.alive(settings.lease_s) and not m.observe]
     if members:
-        m = min(members, key=lambda m: m.heartbeat_age_s or 0.0)
+        m = min(members, key=lambda m: (m.role != "leader", m.heartbeat_age_s or 0.0))  # a leader first
         more = f" (and {len(members) - 1} more)" if len(members) > 1 else ""
         return f"instance {m.instance} of watcher {settings.watcher_name!r} is running ({m.role}, heartbeat {_ago(m.heartbeat_age_s)}){more}"
     held = [v for v in await survey.partitions(positions, settings.watcher_name) if v.held]

@@ -2,11 +2,11 @@
 
 Every ``renew_s`` (a round):
 
-1. this instance's heartbeat (``watcher.storage.members``), and the live
+1. the renewal of every lease it holds, concurrently, each bounded by its
+   renew deadline;
+2. this instance's heartbeat (``watcher.storage.members``), and the live
    instances; an older live instance with another ``partitions`` or other
    ``job_types`` under the same watcher name stops this one (exit 2);
-2. the renewal of every lease it holds, concurrently, each bounded by its
-   renew deadline;
 3. its fair share (``watcher.group.share``): surplus partitions are stopped
    in order (drained, position saved) and their leases released; free
    partitions are taken up to the share, each with a new term.
@@ -160,8 +160,8 @@ class Elector:
         self.held: dict[int, Held] = {}
         #: The live instances at the last heartbeat (this one included).
         self.members: list[Member] = []
-        #: Local monotonic time of the last heartbeat that reached MongoDB.
-        self.beat_at: float | None = None
+        #: Local monotonic time MongoDB last answered a call of the lease loop.
+        self.heard_at: float | None = None
         self.share = 0
         metrics.partitions(partitions)
 
@@ -182,8 +182,9 @@ class Elector:
         return {k: h.leadership for k, h in self.held.items() if h.lost is None and h.stopping is None}
 
     def in_touch(self, now: float) -> bool:
-        """Heard by MongoDB within a lease (a standby that is not cannot take over)."""
-        return self.beat_at is not None and now - self.beat_at < self._timing.lease_s
+        """MongoDB answered the lease loop within a lease (a standby that it
+        does not answer cannot take over; a leader it does not answer has lost)."""
+        return self.heard_at is not None and now - self.heard_at < self._timing.lease_s
 
     # -- the loop -------------------------------------------------------------------
 
@@ -228,8 +229,8 @@ class Elector:
         when the heartbeat could not reach MongoDB (then nothing is taken:
         the group is unknown)."""
         self._tg = tg
+        await self._renew_all()  # first: the leases held are what a slow round must not cost
         reached = await self._beat()
-        await self._renew_all()
         if not reached or self._stop.is_set() or self._observe:
             return reached
         live = [m for m in self.members if not m.observe and not self._differs(m)]  # one that differs is stopping
@@ -250,11 +251,11 @@ class Elector:
                 await self._members.beat(about)
                 everyone = await self._members.all()
         except (errors.StoreUnavailable, TimeoutError) as exc:
-            self._count(exc, "heartbeat")
+            self._count(exc)
             self._beats.failed("instance_heartbeat_failed", "could not reach MongoDB for the heartbeat; trying again", exc)
             return False
         self._beats.succeeded("instance_heartbeat_recovered")
-        self.beat_at = self._clock()
+        self.heard_at = self._clock()
         live = [m for m in everyone if m.alive(self._timing.lease_s)]
         if len([m for m in live if not m.observe]) != len([m for m in self.members if not m.observe]):
             logs.event("group_changed", "INFO", "live instances changed", instances=len([m for m in live if not m.observe]),
@@ -301,7 +302,7 @@ class Elector:
             with anyio.fail_after(self._timing.renew_s):
                 await self._members.prune()
         except (errors.StoreUnavailable, TimeoutError) as exc:
-            self._count(exc, "heartbeat")  # old documents only cost space; the next start prunes them
+            self._count(exc)  # old documents only cost space; the next start prunes them
 
     # -- 2. renewals ----------------------------------------------------------------
 
@@ -324,11 +325,12 @@ class Elector:
                 ours = await self._leases.renew(held.tenure.grant)
         except (errors.StoreUnavailable, TimeoutError) as exc:
             self._retry_soon = True
-            self._count(exc, "lease")
+            self._count(exc)
             self._renewals.failed("lease_renew_failed", "could not renew the lease; trying again before the renew deadline", exc,
                                   partition=partition, term=held.tenure.grant.term)
             return
         self._renewals.succeeded("lease_renew_recovered")
+        self.heard_at = self._clock()
         if ours:
             held.tenure.renewed(sent_at)
         else:
@@ -378,10 +380,11 @@ class Elector:
                 with anyio.fail_after(self._timing.renew_s):
                     grant = await self._leases.take(partition)
             except (errors.StoreUnavailable, TimeoutError) as exc:
-                self._count(exc, "lease")
+                self._count(exc)
                 self._takes.failed("lease_take_failed", "could not try the lease; trying again next round", exc, partition=partition)
                 return
             self._takes.succeeded("lease_take_recovered")
+            self.heard_at = self._clock()
             if grant is not None:
                 self._start(grant, sent_at)
 
@@ -432,7 +435,7 @@ class Elector:
             try:
                 released = await self._leases.release(grant)
             except errors.StoreUnavailable as exc:
-                self._count(exc, "lease")
+                self._count(exc)
         if released:
             self._metrics.leadership_changes.labels("released").inc()
             logs.event("leadership_released", "INFO", "position saved, lease released", partition=partition, term=grant.term,
@@ -477,9 +480,10 @@ class Elector:
         self._metrics.lease_term.labels(label).set(0 if term is None else term)
         self._metrics.partitions_held.set(len(self.leading()))
 
-    def _count(self, exc: BaseException, what: str) -> None:
-        action = exc.action.value if isinstance(exc, errors.StorageProblem) else "retry"
-        self._metrics.errors.labels(_name(exc), action).inc()
+    def _count(self, exc: BaseException) -> None:
+        # A call that ran out of time is retried like any transient failure.
+        action = exc.action if isinstance(exc, errors.StorageProblem) else errors.Action.RESUME
+        self._metrics.errors.labels(_name(exc), action.value).inc()
 
 
 def _name(exc: BaseException) -> str:
