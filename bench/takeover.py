@@ -54,18 +54,26 @@ def markdown(doc: dict[str, Any]) -> str:
         "| stop | trials | p50 | max | target | within target |",
         "|---|---|---|---|---|---|",
     ]
-    for key, label, target in (("kill_9", "`kill -9` of the leader", "lease_s + renew_s + 1 s"), ("sigterm", "SIGTERM of the leader", "renew_s + 1 s")):
+    for key, label, target in (
+        ("kill_9", "`kill -9` of the leader", "lease_s + renew_s + 1 s"),
+        ("sigterm", "SIGTERM of the leader", "renew_s + 1 s"),
+    ):
         f = figures[key]
-        rows.append(f"| {label} | {f['trials']} | {f['p50_s']:.2f} s | {f['max_s']:.2f} s | {target} = {f['target_s']:g} s | {f['within_target']} of {f['trials']} |")
-    return "\n".join([
-        START,
-        f"`lease_s` {parameters['lease_s']:g} s, `renew_s` {parameters['renew_s']:g} s; {doc['backend']['kind']} backend; "
-        f"{machine['cpu_count']} CPUs, load average {machine['load_avg_1m']} at the end; {doc['finished_at']}, commit "
-        f"`{str(machine.get('git_commit') or '?')[:7]}`; `{doc['command']}`.",
-        "",
-        *rows,
-        END,
-    ])
+        figures_cells = f"{f['trials']} | {f['p50_s']:.2f} s | {f['max_s']:.2f} s"
+        target_cells = f"{target} = {f['target_s']:g} s | {f['within_target']} of {f['trials']}"
+        rows.append(f"| {label} | {figures_cells} | {target_cells} |")
+    return "\n".join(
+        [
+            START,
+            f"`lease_s` {parameters['lease_s']:g} s, `renew_s` {parameters['renew_s']:g} s; "
+            f"{doc['backend']['kind']} backend; {machine['cpu_count']} CPUs, load average {machine['load_avg_1m']} "
+            f"at the end; {doc['finished_at']}, commit "
+            f"`{str(machine.get('git_commit') or '?')[:7]}`; `{doc['command']}`.",
+            "",
+            *rows,
+            END,
+        ]
+    )
 
 
 def write_docs(doc: dict[str, Any]) -> None:
@@ -95,23 +103,48 @@ def main() -> int:
             uri = common.mongodb_uri()
             directory = Path(work) / key
             directory.mkdir()
-            print(f"takeover: {args.trials} trials of {key} (lease_s {args.lease_s:g}, renew_s {args.renew_s:g})", flush=True)
+            print(
+                f"takeover: {args.trials} trials of {key} (lease_s {args.lease_s:g}, renew_s {args.renew_s:g})",
+                flush=True,
+            )
             if uri is None:
                 with embedded_server() as server:
-                    trials = takeover_trials(server.uri, DATABASE, directory, trials=args.trials, signum=signum, settings=settings,
-                                             new_job=lambda: fresh_job(4))
+                    trials = takeover_trials(
+                        server.uri,
+                        DATABASE,
+                        directory,
+                        trials=args.trials,
+                        signum=signum,
+                        settings=settings,
+                        new_job=lambda: fresh_job(4),
+                    )
             else:
-                trials = takeover_trials(uri, f"{DATABASE}_{key}", directory, trials=args.trials, signum=signum, settings=settings,
-                                         new_job=lambda: fresh_job(4))
+                trials = takeover_trials(
+                    uri,
+                    f"{DATABASE}_{key}",
+                    directory,
+                    trials=args.trials,
+                    signum=signum,
+                    settings=settings,
+                    new_job=lambda: fresh_job(4),
+                )
             figures[key] = summary([t.takeover_s for t in trials], target_s)
     common.table(
         ["stop", "trials", "p50 s", "max s", "min s", "target s", "within target"],
-        [[k, f["trials"], f["p50_s"], f["max_s"], f["min_s"], f["target_s"], f["within_target"]] for k, f in figures.items()],
+        [
+            [k, f["trials"], f["p50_s"], f["max_s"], f["min_s"], f["target_s"], f["within_target"]]
+            for k, f in figures.items()
+        ],
         title="takeover: from the signal to the new leader's stream opening",
     )
     parameters = {"trials": args.trials, "lease_s": args.lease_s, "renew_s": args.renew_s}
-    path = common.save(common.result_name("takeover", args), parameters=parameters, figures=figures,
-                       backend_info=common.backend("separate-process"), save_file=not args.no_save)
+    path = common.save(
+        common.result_name("takeover", args),
+        parameters=parameters,
+        figures=figures,
+        backend_info=common.backend("separate-process"),
+        save_file=not args.no_save,
+    )
     if path is not None and not args.tag:
         import json
 

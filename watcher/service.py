@@ -98,7 +98,13 @@ class Watcher:
         self.instance = new_instance_id()
         self._timing = Timing(lease_s=settings.lease_s, renew_s=settings.renew_s)
         self._elector = Elector(
-            MongoLeases(self._positions, watcher=settings.watcher_name, partitions=settings.partitions, holder=self.instance, lease_s=settings.lease_s),
+            MongoLeases(
+                self._positions,
+                watcher=settings.watcher_name,
+                partitions=settings.partitions,
+                holder=self.instance,
+                lease_s=settings.lease_s,
+            ),
             MongoMembers(self._positions, watcher=settings.watcher_name, instance=self.instance),
             partitions=settings.partitions,
             timing=self._timing,
@@ -159,12 +165,18 @@ class Watcher:
             settle = not self._running
         active = self._active()
         if self._running and active:
-            reports = [await p.sweep(dry_run=dry_run, job_types=job_types, full=full, on_job=on_job, settle=settle) for p in active.values()]
+            reports = []
+            for pipeline in active.values():
+                reports.append(
+                    await pipeline.sweep(dry_run=dry_run, job_types=job_types, full=full, on_job=on_job, settle=settle)
+                )
             report = merged(reports)
         else:
             if self._one_shot is None:
                 self._one_shot = Pipeline(self._db, self.settings, self.metrics, self._source, clock=self._clock)
-            report = await self._one_shot.sweep(dry_run=dry_run, job_types=job_types, full=full, on_job=on_job, settle=settle)
+            report = await self._one_shot.sweep(
+                dry_run=dry_run, job_types=job_types, full=full, on_job=on_job, settle=settle
+            )
         if not dry_run:
             self.last_sweep = report
         return report
@@ -285,15 +297,25 @@ class Watcher:
         """The elector took ``grant``: a fresh pipeline for its partition."""
         settings = self.settings
         pipeline = Pipeline(
-            self._db, settings, self.metrics, self._source, partition=Slice.of(settings.partitions, grant.partition),
-            index=grant.partition, positions=self._position_store(grant), on_sweep=self._swept, clock=self._clock,
+            self._db,
+            settings,
+            self.metrics,
+            self._source,
+            partition=Slice.of(settings.partitions, grant.partition),
+            index=grant.partition,
+            positions=self._position_store(grant),
+            on_sweep=self._swept,
+            clock=self._clock,
         )
         self._pipelines[grant.partition] = pipeline
         return pipeline
 
     def _mongo_positions(self, grant: Grant) -> PositionStore:
         return MongoPositionStore(
-            self._positions, grant, lease_s=self.settings.lease_s, save_interval_s=self.settings.position_save_interval_s,
+            self._positions,
+            grant,
+            lease_s=self.settings.lease_s,
+            save_interval_s=self.settings.position_save_interval_s,
             state=lambda: self._pipelines[grant.partition].state(),
         )
 
@@ -321,8 +343,15 @@ class Watcher:
 
     async def _run(self) -> None:
         settings = self.settings
-        logs.event("watcher_starting", database=settings.database, collection=settings.jobs_collection, watcher=settings.watcher_name,
-                   instance=self.instance, role="observe" if settings.observe else "member", partitions=settings.partitions)
+        logs.event(
+            "watcher_starting",
+            database=settings.database,
+            collection=settings.jobs_collection,
+            watcher=settings.watcher_name,
+            instance=self.instance,
+            role="observe" if settings.observe else "member",
+            partitions=settings.partitions,
+        )
         async with anyio.create_task_group() as tg:
             if settings.health_port:
                 await self._start_health(tg)  # first: probes answer during a long start-up
@@ -360,7 +389,9 @@ class Watcher:
                 async with anyio.create_task_group() as tg:
                     self._in_group.set()  # from here a stop is honoured in order
                     if settings.observe:
-                        self._observer = Pipeline(self._db, settings, self.metrics, self._source, on_sweep=self._swept, clock=self._clock)
+                        self._observer = Pipeline(
+                            self._db, settings, self.metrics, self._source, on_sweep=self._swept, clock=self._clock
+                        )
                         tg.start_soon(self._observer.run)
 
                     def joined() -> None:
@@ -389,8 +420,15 @@ class Watcher:
         tg.start_soon(census.run, self._db, self.settings, self.metrics, self._census_slice)
         self._started.set()
         self._settled.set()
-        logs.event("watcher_started", instance=self.instance, role=self.role, partitions=",".join(map(str, self.partitions_held)) or "none",
-                   streaming=self.streaming, degraded=self.degraded)
+        held = ",".join(map(str, self.partitions_held)) or "none"
+        logs.event(
+            "watcher_started",
+            instance=self.instance,
+            role=self.role,
+            partitions=held,
+            streaming=self.streaming,
+            degraded=self.degraded,
+        )
 
     async def _ensure_index(self) -> None:
         try:
@@ -398,11 +436,20 @@ class Watcher:
                 logs.event("index_created", "INFO", "created the sweep's index on (status, jobType)")
         except (errors.StorageProblem, errors.ConfigurationProblem) as exc:
             # Sweeps work without it, only slower: never a reason to stop.
-            logs.event("index_not_created", "WARNING", "could not create the sweep's index; sweeping without it", error=errors.name(exc))
+            logs.event(
+                "index_not_created",
+                "WARNING",
+                "could not create the sweep's index; sweeping without it",
+                error=errors.name(exc),
+            )
 
     async def _start_health(self, tg: anyio.abc.TaskGroup) -> None:
         self.health = HealthServer(
-            self.metrics, ready=lambda: self.ready, why_not_ready=self.readiness, host=self.settings.health_host, port=self.settings.health_port
+            self.metrics,
+            ready=lambda: self.ready,
+            why_not_ready=self.readiness,
+            host=self.settings.health_host,
+            port=self.settings.health_port,
         )
         try:
             await tg.start(self.health.serve)

@@ -71,7 +71,9 @@ def test_status_check_and_stuck_jobs_through_the_script(cli_mongo: CliMongo) -> 
 # -- status -------------------------------------------------------------------------
 
 
-def _instance(cli_mongo: CliMongo, *, lease_s: float, age_s: float, role: str = "leader", held: tuple[int, ...] = (0,)) -> str:
+def _instance(
+    cli_mongo: CliMongo, *, lease_s: float, age_s: float, role: str = "leader", held: tuple[int, ...] = (0,)
+) -> str:
     """An instance's heartbeat document, as a running jobwatch writes it."""
     now = dt.datetime.now(dt.UTC)
     instance = f"host-a:4242:{ObjectId()}"
@@ -91,7 +93,8 @@ def _partition(cli_mongo: CliMongo, *, holder: str | None, expires_in_s: float, 
         "_id": "default", "kind": "partition", "watcher": "default", "partition": 0, "partitions": 1,
         "holder": holder, "term": 3, "expiresAt": now + dt.timedelta(seconds=expires_in_s),
         "token": {"_data": "8263"}, "tokenTerm": 3,
-        "savedAt": now - dt.timedelta(seconds=age_s), "heartbeatAt": now - dt.timedelta(seconds=age_s), "saveIntervalS": 5,
+        "savedAt": now - dt.timedelta(seconds=age_s), "heartbeatAt": now - dt.timedelta(seconds=age_s),
+        "saveIntervalS": 5,
         "state": {"pendingJobs": 7, "streaming": True, "degraded": False, "lastEventAgoS": 2.0, "lastSweepAgoS": 30.0},
         "lastSweep": {"scanned": 4, "jobs_completed": 1, "skipped": 0, "duration_s": 0.01},
     })
@@ -135,10 +138,12 @@ def test_status_on_a_dead_watcher_marks_everything_it_last_reported_with_its_age
 def test_status_and_position_read_a_position_document_of_any_shape(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
     # Someone else's (or an older version's) document under our name: every field of the wrong type.
     cli_mongo.db.jobwatch_positions.insert_many([
-        {"_id": "default", "token": "8263", "savedAt": "yesterday", "heartbeatAt": 12, "saveIntervalS": "60", "holder": 7,
-         "term": "three", "expiresAt": "soon", "partition": float("nan"), "lastSweep": "a string", "state": ["not", "a", "mapping"]},
+        {"_id": "default", "token": "8263", "savedAt": "yesterday", "heartbeatAt": 12, "saveIntervalS": "60",
+         "holder": 7, "term": "three", "expiresAt": "soon", "partition": float("nan"), "lastSweep": "a string",
+         "state": ["not", "a", "mapping"]},
         {"_id": "default@x", "kind": "instance", "watcher": "default", "instance": 5, "heartbeatAt": "now"},
-        {"_id": "default@y", "kind": "instance", "watcher": "default", "instance": "y", "pid": float("inf"), "held": "all",
+        {"_id": "default@y", "kind": "instance", "watcher": "default", "instance": "y", "pid": float("inf"),
+         "held": "all",
          "partitions": "3", "leaseS": -1, "heartbeatAt": dt.datetime.now(dt.UTC)},
     ])
     for argv in (("status",), ("status", "--json"), ("position", "show"), ("position", "show", "--json")):
@@ -147,7 +152,8 @@ def test_status_and_position_read_a_position_document_of_any_shape(cli_mongo: Cl
         assert "unexpected error" not in err
     code, out, _ = run_cli(cli_mongo.args("status", "--json"), capsys)
     status = json.loads(out)
-    assert status["alive"] is False and status["partitions"][0]["heartbeat"] is None and status["partitions"][0]["position_saved"] is False
+    [partition] = status["partitions"]
+    assert status["alive"] is False and partition["heartbeat"] is None and partition["position_saved"] is False
 
 
 # -- jobs --stuck ---------------------------------------------------------------------
@@ -202,7 +208,8 @@ def test_position_reset_refuses_while_an_instance_runs(cli_mongo: CliMongo, caps
     instance = _instance(cli_mongo, lease_s=10, age_s=1, role="standby", held=())
     _partition(cli_mongo, holder=None, expires_in_s=-5, age_s=1)
     code, _, err = run_cli(cli_mongo.args("position", "reset", "--yes"), capsys)
-    assert code == exits.USAGE and f"instance {instance} of watcher 'default' is running (standby, heartbeat 1s ago)" in err
+    assert code == exits.USAGE
+    assert f"instance {instance} of watcher 'default' is running (standby, heartbeat 1s ago)" in err
     assert "--force" in err and err.count("\n") == 1
     assert cli_mongo.db.jobwatch_positions.find_one({"_id": "default"})["token"] == {"_data": "8263"}
     code, out, _ = run_cli(cli_mongo.args("position", "reset", "--yes", "--force"), capsys)

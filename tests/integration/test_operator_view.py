@@ -36,13 +36,16 @@ async def test_status_judges_each_instance_by_its_own_lease_and_shows_each_parti
         views = await survey.partitions(positions, watcher.settings.watcher_name)
         members = await survey.instances(positions, watcher.settings.watcher_name)
         # Judged by the watcher's own lease (60 s), whatever the reader's settings say.
-        status = commands.status_document(views, members, [], watcher.settings.model_copy(update={"lease_s": 1.0, "renew_s": 0.2}))
+        reader = watcher.settings.model_copy(update={"lease_s": 1.0, "renew_s": 0.2})
+        status = commands.status_document(views, members, [], reader)
         assert status["alive"] is True and status["unheld"] == []
         [instance] = status["instances"]
-        assert instance["alive"] and instance["role"] == "leader" and instance["held"] == [0] and instance["instance"] == watcher.instance
+        assert instance["alive"] and instance["role"] == "leader" and instance["held"] == [0]
+        assert instance["instance"] == watcher.instance
         assert instance["lease_s"] == 60 and instance["pid"] is not None and instance["version"]
         [partition] = status["partitions"]
-        assert partition["holder"] == watcher.instance and partition["term"] == 1 and partition["lease_expires_in_s"] > 0
+        assert partition["holder"] == watcher.instance and partition["term"] == 1
+        assert partition["lease_expires_in_s"] > 0
         assert partition["heartbeat"]["streaming"] is True and partition["heartbeat"]["save_interval_s"] == 0.2
         assert partition["heartbeat"]["last_sweep"] is not None and partition["heartbeat"]["age_s"] is not None
     # Stopped: its lease released and its heartbeat removed, nobody holds the partition.
@@ -79,7 +82,8 @@ async def test_the_position_save_time_is_a_timestamp_an_alert_can_age(mongo: Bac
     async with running(mongo, position_save_interval_s=0.1) as watcher:
 
         def saved_at() -> float:
-            return watcher.metrics.registry.get_sample_value("jobwatch_position_saved_timestamp_seconds", {"partition": "0"}) or 0.0
+            sample = watcher.metrics.registry.get_sample_value
+            return sample("jobwatch_position_saved_timestamp_seconds", {"partition": "0"}) or 0.0
 
         async def saved() -> bool:
             return saved_at() > 0

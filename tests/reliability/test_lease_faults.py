@@ -27,7 +27,11 @@ from watcher.service import ConfigurationProblem
 pytestmark = pytest.mark.reliability
 
 FAST = {"lease_s": 1.5, "renew_s": 0.25, "position_save_interval_s": 0.1}
-LEASE_CALLS = ["jobwatch_positions.find_one_and_update", "jobwatch_positions.update_one", "jobwatch_positions.aggregate"]
+LEASE_CALLS = [
+    "jobwatch_positions.find_one_and_update",
+    "jobwatch_positions.update_one",
+    "jobwatch_positions.aggregate",
+]
 ERRORS: list[BaseException] = [
     pe.NotPrimaryError("not primary", {"ok": 0, "code": 10107, "codeName": "NotWritablePrimary"}),
     pe.NetworkTimeout("timed out"),
@@ -61,13 +65,17 @@ async def holds_and_completes(mongo: Backend, watcher: Watcher) -> None:
 
 
 @pytest.mark.parametrize("call", LEASE_CALLS)
-async def test_every_error_on_a_standbys_lease_calls_is_survived_and_it_still_takes_over(mongo: Backend, call: str) -> None:
+async def test_every_error_on_a_standbys_lease_calls_is_survived_and_it_still_takes_over(
+    mongo: Backend, call: str
+) -> None:
     faults = Faults()
     async with anyio.create_task_group() as tg:
         leader = Watcher(mongo.client, settings_for(mongo, **FAST), change_source=mongo.change_source())
         tg.start_soon(leader.run)
         await leader.wait_started()
-        standby = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo, **FAST), change_source=mongo.change_source())
+        standby = Watcher(
+            FaultyClient(mongo.client, faults), settings_for(mongo, **FAST), change_source=mongo.change_source()
+        )
         tg.start_soon(standby.run)
         await standby.wait_started()
         for error in ERRORS:
@@ -82,13 +90,20 @@ async def test_every_error_on_a_standbys_lease_calls_is_survived_and_it_still_ta
         await holds_and_completes(mongo, standby)
         await standby.stop()
     assert faults.raised[call] == len(ERRORS) * TIMES
-    assert (standby.metrics.registry.get_sample_value("jobwatch_errors_total", {"error": "NotWritablePrimary", "action": "resume"}) or 0) >= 1
+    assert (
+        standby.metrics.registry.get_sample_value(
+            "jobwatch_errors_total", {"error": "NotWritablePrimary", "action": "resume"}
+        )
+        or 0
+    ) >= 1
 
 
 @pytest.mark.parametrize("call", ["jobwatch_positions.update_one", "jobwatch_positions.aggregate"])
 async def test_every_error_on_a_leaders_lease_calls_is_survived(mongo: Backend, call: str) -> None:
     faults = Faults()
-    watcher = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo, **FAST), change_source=mongo.change_source())
+    watcher = Watcher(
+        FaultyClient(mongo.client, faults), settings_for(mongo, **FAST), change_source=mongo.change_source()
+    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(watcher.run)
         await watcher.wait_started()
@@ -112,7 +127,9 @@ async def test_a_lease_call_that_never_answers_is_abandoned(mongo: Backend, call
         leader = Watcher(mongo.client, settings_for(mongo, **FAST), change_source=mongo.change_source())
         tg.start_soon(leader.run)
         await leader.wait_started()
-        watcher = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo, **FAST), change_source=mongo.change_source())
+        watcher = Watcher(
+            FaultyClient(mongo.client, faults), settings_for(mongo, **FAST), change_source=mongo.change_source()
+        )
         tg.start_soon(watcher.run)
         await watcher.wait_started()
         faults.hang(call, times=3)  # half-open connections: no reply, ever
@@ -129,7 +146,9 @@ async def test_a_lease_call_that_never_answers_is_abandoned(mongo: Backend, call
 
 async def test_a_holder_cut_off_stops_by_itself_and_a_standby_takes_over(mongo: Backend) -> None:
     faults = Faults()
-    holder = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo, **FAST), change_source=mongo.change_source())
+    holder = Watcher(
+        FaultyClient(mongo.client, faults), settings_for(mongo, **FAST), change_source=mongo.change_source()
+    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(holder.run)
         await holder.wait_started()
@@ -159,6 +178,8 @@ async def test_a_holder_cut_off_stops_by_itself_and_a_standby_takes_over(mongo: 
 async def test_missing_privileges_on_the_leases_stop_the_service_with_a_reason(mongo: Backend, call: str) -> None:
     faults = Faults()
     faults.fail_always(call, failure(13, "Unauthorized"))
-    watcher = Watcher(FaultyClient(mongo.client, faults), settings_for(mongo, **FAST), change_source=mongo.change_source())
+    watcher = Watcher(
+        FaultyClient(mongo.client, faults), settings_for(mongo, **FAST), change_source=mongo.change_source()
+    )
     with pytest.raises(ConfigurationProblem, match="Unauthorized"), anyio.fail_after(30):
         await watcher.run()

@@ -46,7 +46,9 @@ class FakeServer:
     lost_replies: set[str] = field(default_factory=set)
 
     def fail(self, operation: str, error: BaseException | None = None, times: int = 1) -> None:
-        self.failures.setdefault(operation, []).extend([error or errors.StoreUnavailable(f"{operation}: AutoReconnect", error="AutoReconnect")] * times)
+        self.failures.setdefault(operation, []).extend(
+            [error or errors.StoreUnavailable(f"{operation}: AutoReconnect", error="AutoReconnect")] * times
+        )
 
     def check(self, operation: str) -> None:
         planned = self.failures.get(operation)
@@ -63,11 +65,15 @@ class FakeServer:
 
 def _cut_off(cut: bool, operation: str) -> None:
     if cut:
-        raise errors.StoreUnavailable(f"{operation}: ServerSelectionTimeoutError (cut off)", error="ServerSelectionTimeoutError")
+        raise errors.StoreUnavailable(
+            f"{operation}: ServerSelectionTimeoutError (cut off)", error="ServerSelectionTimeoutError"
+        )
 
 
 class FakeLeases:
-    def __init__(self, server: FakeServer, holder: str, *, partitions: int, lease_s: float, watcher: str = "default") -> None:
+    def __init__(
+        self, server: FakeServer, holder: str, *, partitions: int, lease_s: float, watcher: str = "default"
+    ) -> None:
         self.server = server
         #: This process cannot reach the server at all.
         self.cut = False
@@ -90,10 +96,23 @@ class FakeLeases:
             return None
         vacant = None if lease.last_held_at is None else now - lease.last_held_at
         previous = lease.holder
-        lease.holder, lease.term, lease.expires_at, lease.last_held_at = self._holder, lease.term + 1, now + self._lease_s, now
+        lease.holder, lease.term, lease.expires_at, lease.last_held_at = (
+            self._holder,
+            lease.term + 1,
+            now + self._lease_s,
+            now,
+        )
         self.server.reply("take")
-        return Grant(self._watcher, partition, self._partitions, lease.term, self._holder, doc_id(self._watcher, partition, self._partitions),
-                     vacant_s=vacant, previous_holder=previous if previous != self._holder else None)
+        return Grant(
+            self._watcher,
+            partition,
+            self._partitions,
+            lease.term,
+            self._holder,
+            doc_id(self._watcher, partition, self._partitions),
+            vacant_s=vacant,
+            previous_holder=previous if previous != self._holder else None,
+        )
 
     async def renew(self, grant: Grant) -> bool:
         await anyio.lowlevel.checkpoint()
@@ -161,8 +180,16 @@ class FakeMembers:
         _cut_off(self.cut, "members")
         now = self.server.now
         return [
-            Member(instance, role=about.get("role"), partitions=about.get("partitions"), job_types=tuple(about.get("jobTypes", ())),
-                   held=tuple(about.get("held", ())), lease_s=self._lease_s, heartbeat_age_s=now - beat_at, started_age_s=now - started_at)
+            Member(
+                instance,
+                role=about.get("role"),
+                partitions=about.get("partitions"),
+                job_types=tuple(about.get("jobTypes", ())),
+                held=tuple(about.get("held", ())),
+                lease_s=self._lease_s,
+                heartbeat_age_s=now - beat_at,
+                started_age_s=now - started_at,
+            )
             for instance, (about, beat_at, started_at) in self.server.beats.items()
         ]
 
@@ -201,7 +228,9 @@ class FakeLeadership:
 
                 async def deposed() -> None:
                     await self._deposed.wait()
-                    raise errors.Deposed("position save matched nothing", partition=self.grant.partition, term=self.grant.term)
+                    raise errors.Deposed(
+                        "position save matched nothing", partition=self.grant.partition, term=self.grant.term
+                    )
 
                 tg.start_soon(deposed)
                 await self._stop.wait()

@@ -49,22 +49,38 @@ def skewed_clock_env(directory: Path, offset_s: float) -> dict[str, str]:
     ``offset_s`` off: jobwatch must not care (only the server's clock and
     each process's own monotonic durations matter)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "sitecustomize.py").write_text(textwrap.dedent(f"""\
+    (directory / "sitecustomize.py").write_text(
+        textwrap.dedent(f"""\
         import time
         _time, _time_ns = time.time, time.time_ns
         time.time = lambda: _time() + {offset_s!r}
         time.time_ns = lambda: _time_ns() + {int(offset_s * 1e9)!r}
-        """))
+        """)
+    )
     return {"PYTHONPATH": f"{directory}{os.pathsep}{ROOT}"}
 
 
 class Instance:
     """One ``jobwatch run`` process; its JSON log in a file."""
 
-    def __init__(self, uri: str, database: str, log_path: Path, *, settings: dict[str, Any], env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, uri: str, database: str, log_path: Path, *, settings: dict[str, Any], env: dict[str, str] | None = None
+    ) -> None:
         self.log_path = log_path
         self.port = free_port()
-        argv = [sys.executable, "-m", "watcher", "run", "--uri", uri, "--database", database, "--health-port", str(self.port), "--log-json"]
+        argv = [
+            sys.executable,
+            "-m",
+            "watcher",
+            "run",
+            "--uri",
+            uri,
+            "--database",
+            database,
+            "--health-port",
+            str(self.port),
+            "--log-json",
+        ]
         for name, value in settings.items():
             argv += [f"--{name.replace('_', '-')}", str(value)]
         environment = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1", **(env or {})}
@@ -79,7 +95,9 @@ class Instance:
         return [json.loads(line) for line in lines if line.startswith("{") and line.endswith("}")]
 
     def logged(self, action: str, **fields: Any) -> list[dict[str, Any]]:
-        return [a for a in self.actions() if a.get("action") == action and all(a.get(k) == v for k, v in fields.items())]
+        return [
+            a for a in self.actions() if a.get("action") == action and all(a.get(k) == v for k, v in fields.items())
+        ]
 
     def wait_logged(self, action: str, *, deadline_s: float = ALLOWANCE_S, **fields: Any) -> dict[str, Any]:
         end = time.monotonic() + deadline_s
@@ -120,7 +138,11 @@ class Instance:
         return sum(v for (name, _), v in self.metrics().items() if name == "jobwatch_events_received_total")
 
     def held(self) -> list[int]:
-        return sorted(int(dict(labels)["partition"]) for (name, labels), v in self.metrics().items() if name == "jobwatch_leader" and v == 1)
+        return sorted(
+            int(dict(labels)["partition"])
+            for (name, labels), v in self.metrics().items()
+            if name == "jobwatch_leader" and v == 1
+        )
 
     # -- signals ------------------------------------------------------------------
 
@@ -193,7 +215,10 @@ class Witness:
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         db = self.client[self.database]
-        self._streams = [(db.background_jobs.watch(max_await_time_ms=100), self.jobs), (db.jobwatch_positions.watch(max_await_time_ms=100), self.positions)]
+        self._streams = [
+            (db.background_jobs.watch(max_await_time_ms=100), self.jobs),
+            (db.jobwatch_positions.watch(max_await_time_ms=100), self.positions),
+        ]
         self._threads = [threading.Thread(target=self._read, args=pair, daemon=True) for pair in self._streams]
         for thread in self._threads:
             thread.start()
@@ -231,7 +256,9 @@ class Witness:
                 elif name.endswith(".completedItems"):
                     counters[(job_id, name)].append(value)
         ids = list(ids)
-        assert all(completed_at[job_id] == 1 for job_id in ids), {str(k): completed_at[k] for k in ids if completed_at[k] != 1}
+        assert all(completed_at[job_id] == 1 for job_id in ids), {
+            str(k): completed_at[k] for k in ids if completed_at[k] != 1
+        }
         for key, values in statuses.items():
             if "Completed" in values:
                 assert set(values[values.index("Completed") :]) == {"Completed"}, (key, values)
@@ -245,8 +272,14 @@ class Witness:
         for event in self.positions:
             if event["operationType"] not in ("update", "insert") or event["documentKey"]["_id"] != doc_id:
                 continue
-            fields = event["updateDescription"]["updatedFields"] if event["operationType"] == "update" else event["fullDocument"]
-            if "token" in fields or "tokenTerm" in fields:  # a save of the same token by a new term changes the term only
+            fields = (
+                event["updateDescription"]["updatedFields"]
+                if event["operationType"] == "update"
+                else event["fullDocument"]
+            )
+            if (
+                "token" in fields or "tokenTerm" in fields
+            ):  # a save of the same token by a new term changes the term only
                 token = fields["token"]["_data"] if "token" in fields else token
                 term = fields.get("tokenTerm", term)
                 saved.append((str(token), term))
@@ -348,7 +381,12 @@ def takeover_trials(
             jobs.insert_many(docs)
             ids = [d["_id"] for d in docs]
             all_ids += ids
-            increments = [(d["_id"], stage) for d in docs for stage in d["stages"] for _ in range(d["stages"][stage]["totalItems"])]
+            increments = [
+                (d["_id"], stage)
+                for d in docs
+                for stage in d["stages"]
+                for _ in range(d["stages"][stage]["totalItems"])
+            ]
             rng.shuffle(increments)
             burst = Burst(jobs, increments, rng.randrange(len(increments)))
             term_before = int(lease_doc(client, database).get("term", 0))
@@ -359,7 +397,10 @@ def takeover_trials(
             started.append(replacement)
             new_leader, seconds = first_to_take_over([standby, replacement], sent_at)
             code = leader.wait_exit()
-            assert code == (-signal.SIGKILL if signum == signal.SIGKILL else 0), (code, leader.log_path.read_text()[-2000:])
+            assert code == (-signal.SIGKILL if signum == signal.SIGKILL else 0), (
+                code,
+                leader.log_path.read_text()[-2000:],
+            )
             burst.join(ALLOWANCE_S)
             assert burst.error is None, burst.error
             term_after = int(lease_doc(client, database).get("term", 0))
@@ -367,7 +408,10 @@ def takeover_trials(
             assert term_after == term_before + 1, results[-1]
             leader = new_leader
             standby = replacement if new_leader is standby else standby
-            wait(lambda: jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) == len(ids), f"trial {trial}: every job Completed")
+            wait(
+                lambda ids=ids: jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) == len(ids),
+                f"trial {trial}: every job Completed",
+            )
             wait(standby.ready, "the new standby to join")
     finally:
         for instance in started:

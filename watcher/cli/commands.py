@@ -391,8 +391,18 @@ def _partition_document(partition: int, view: PartitionView | None) -> dict[str,
     """One partition: its lease and position, and (under ``heartbeat``, with
     its age) what its holder last reported: that part may be old news."""
     if view is None:
-        return {"partition": partition, "id": None, "held": False, "holder": None, "term": None, "lease_expires_in_s": None,
-                "position_saved": False, "position_age_s": None, "position_term": None, "heartbeat": None}
+        return {
+            "partition": partition,
+            "id": None,
+            "held": False,
+            "holder": None,
+            "term": None,
+            "lease_expires_in_s": None,
+            "position_saved": False,
+            "position_age_s": None,
+            "position_term": None,
+            "heartbeat": None,
+        }
     state = view.saved.state
     last_sweep = view.saved.last_sweep
     return {
@@ -405,7 +415,9 @@ def _partition_document(partition: int, view: PartitionView | None) -> dict[str,
         "position_saved": view.saved.token is not None,
         "position_age_s": view.position_age_s,
         "position_term": view.position_term,
-        "heartbeat": None if view.heartbeat_age_s is None else {
+        "heartbeat": None
+        if view.heartbeat_age_s is None
+        else {
             "age_s": view.heartbeat_age_s,
             "save_interval_s": view.saved.save_interval_s,
             "backlog": state.get("pendingJobs"),
@@ -418,16 +430,25 @@ def _partition_document(partition: int, view: PartitionView | None) -> dict[str,
     }
 
 
-def status_document(views: list[PartitionView], members: list[Member], open_jobs: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
-    """Every instance seen lately (alive, or gone within ``RECENTLY_GONE_S``) and every partition. ``alive``: each partition has
-    a live holder (a lease that has not run out, judged on the server's
-    clock); an instance is alive while its heartbeat is younger than ITS OWN
-    lease (the caller's settings may differ from the watcher's)."""
+def status_document(
+    views: list[PartitionView], members: list[Member], open_jobs: list[dict[str, Any]], settings: Settings
+) -> dict[str, Any]:
+    """Every instance seen lately (alive, or gone within ``RECENTLY_GONE_S``)
+    and every partition. ``alive``: each partition has a live holder (a lease
+    that has not run out, judged on the server's clock); an instance is alive
+    while its heartbeat is younger than ITS OWN lease (the caller's settings
+    may differ from the watcher's)."""
     count = _partition_count([m for m in members if m.alive(settings.lease_s)], views, settings)
     by_partition = {v.partition: v for v in views if v.partitions == count}
     partitions = [_partition_document(k, by_partition.get(k)) for k in range(count)]
-    seen = [m for m in members if m.alive(settings.lease_s) or (m.heartbeat_age_s is not None and m.heartbeat_age_s < RECENTLY_GONE_S)]
-    instances = sorted((_instance_document(m, settings.lease_s) for m in seen), key=lambda i: (not i["alive"], i["instance"]))
+    seen = [
+        m
+        for m in members
+        if m.alive(settings.lease_s) or (m.heartbeat_age_s is not None and m.heartbeat_age_s < RECENTLY_GONE_S)
+    ]
+    instances = sorted(
+        (_instance_document(m, settings.lease_s) for m in seen), key=lambda i: (not i["alive"], i["instance"])
+    )
     return {
         "watcher": settings.watcher_name,
         "alive": all(p["held"] for p in partitions),
@@ -435,22 +456,34 @@ def status_document(views: list[PartitionView], members: list[Member], open_jobs
         "unheld": [p["partition"] for p in partitions if not p["held"]],
         "instances": instances,
         "partitions": partitions,
-        "open_jobs": [{"status": g["_id"].get("status"), "jobType": g["_id"].get("jobType"), "count": g["count"]} for g in open_jobs],
+        "open_jobs": [
+            {"status": g["_id"].get("status"), "jobType": g["_id"].get("jobType"), "count": g["count"]}
+            for g in open_jobs
+        ],
     }
 
 
 def render_status(status: Mapping[str, Any]) -> str:
     unheld = status["unheld"]
-    verdict = "every partition has a live holder" if not unheld else f"NOT alive: no live holder for partition {', '.join(map(str, unheld))}"
+    verdict = (
+        "every partition has a live holder"
+        if not unheld
+        else f"NOT alive: no live holder for partition {', '.join(map(str, unheld))}"
+    )
     alive = [i for i in status["instances"] if i["alive"]]
-    lines = [f"watcher {status['watcher']!r}: {status['partition_count']} partition{'s' if status['partition_count'] != 1 else ''}; {verdict}",
-             f"instances: {len(alive)} alive" + (f", {len(status['instances']) - len(alive)} gone" if len(alive) < len(status["instances"]) else "")]
+    lines = [
+        f"watcher {status['watcher']!r}: {_count(status['partition_count'], 'partition')}; {verdict}",
+        f"instances: {len(alive)} alive"
+        + (f", {len(status['instances']) - len(alive)} gone" if len(alive) < len(status["instances"]) else ""),
+    ]
     for i in status["instances"]:
         if i["alive"]:
             held = ",".join(map(str, i["held"])) or "-"
             late = f" (LATE: it beats every {i['renew_s']:g}s)" if i["late"] else ""
-            lines.append(f"  {i['instance']}  {i['role'] or '?':<8} holds {held:<6} heartbeat {_ago(i['heartbeat_age_s'])}{late}  "
-                         f"version {i['version'] or '?'}")
+            lines.append(
+                f"  {i['instance']}  {i['role'] or '?':<8} holds {held:<6} "
+                f"heartbeat {_ago(i['heartbeat_age_s'])}{late}  version {i['version'] or '?'}"
+            )
         else:
             lines.append(f"  {i['instance']}  gone (last heartbeat {_ago(i['heartbeat_age_s'])})")
     for p in status["partitions"]:
@@ -469,20 +502,41 @@ def _render_partition(p: Mapping[str, Any]) -> list[str]:
         lease = f"NO live holder: the lease of {p['holder']} (term {p['term']}) ran out {-expires:.1f}s ago"
     else:
         lease = "NO holder" + (f" (released; last term {p['term']})" if p["term"] is not None else "")
-    position = f"saved {_ago(p['position_age_s'])}" + (f" by term {p['position_term']}" if p["position_term"] is not None else "") if p["position_saved"] else "none saved"
+    position = (
+        f"saved {_ago(p['position_age_s'])}"
+        + (f" by term {p['position_term']}" if p["position_term"] is not None else "")
+        if p["position_saved"]
+        else "none saved"
+    )
     lines = [f"partition {p['partition']}: {lease}", f"  position: {position}"]
     beat = p["heartbeat"]
     if beat is None:
         lines.append("  no heartbeat saved")
         return lines
-    mode = "degraded (sweeps only)" if beat["degraded"] else "streaming" if beat["streaming"] else "not streaming" if beat["streaming"] is not None else "unknown"
-    lines.append(f"  as of its heartbeat {_ago(beat['age_s'])}: stream {mode}; backlog {_or_unknown(beat['backlog'])} jobs; "
-                 f"last event {_before(beat['last_event_s_before'])}; last sweep {_before(beat['last_sweep_s_before'])}")
+    mode = (
+        "degraded (sweeps only)"
+        if beat["degraded"]
+        else "streaming"
+        if beat["streaming"]
+        else "not streaming"
+        if beat["streaming"] is not None
+        else "unknown"
+    )
+    lines.append(
+        f"  as of its heartbeat {_ago(beat['age_s'])}: stream {mode}; backlog {_or_unknown(beat['backlog'])} jobs; "
+        f"last event {_before(beat['last_event_s_before'])}; last sweep {_before(beat['last_sweep_s_before'])}"
+    )
     ls = beat["last_sweep"]
     if ls:
-        lines.append(f"  as of its heartbeat {_ago(beat['age_s'])}: last sweep {ls.get('scanned')} scanned, {ls.get('jobs_completed')} jobs completed, "
-                     f"{ls.get('skipped')} skipped, {ls.get('duration_s')}s")
+        lines.append(
+            f"  as of its heartbeat {_ago(beat['age_s'])}: last sweep {ls.get('scanned')} scanned, "
+            f"{ls.get('jobs_completed')} jobs completed, {ls.get('skipped')} skipped, {ls.get('duration_s')}s"
+        )
     return lines
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _ago(age_s: float | None) -> str:
@@ -517,9 +571,17 @@ async def _status(client: AsyncMongoClient[Any], options: Options, settings: Set
 async def _position_show(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
     views = await survey.partitions(client[settings.database][settings.positions_collection], settings.watcher_name)
     positions: list[dict[str, Any]] = [
-        {"id": v.doc_id, "partition": v.partition, "partitions": v.partitions, "token": dict(v.saved.token) if v.saved.token else None,
-         "saved_at": v.saved.saved_at, "position_age_s": v.position_age_s, "term": v.position_term, "heartbeat_at": v.saved.heartbeat_at,
-         "save_interval_s": v.saved.save_interval_s}
+        {
+            "id": v.doc_id,
+            "partition": v.partition,
+            "partitions": v.partitions,
+            "token": dict(v.saved.token) if v.saved.token else None,
+            "saved_at": v.saved.saved_at,
+            "position_age_s": v.position_age_s,
+            "term": v.position_term,
+            "heartbeat_at": v.saved.heartbeat_at,
+            "save_interval_s": v.saved.save_interval_s,
+        }
         for v in views
     ]
     if options["as_json"]:
@@ -530,22 +592,29 @@ async def _position_show(client: AsyncMongoClient[Any], options: Options, settin
         emit(f"watcher {settings.watcher_name!r}: no position saved (the next start streams from then and sweeps)")
     for p in saved:
         where = f"partition {p['partition']} of {p['partitions']}" if p["partitions"] > 1 else "position"
-        emit(f"watcher {settings.watcher_name!r} {where}: saved {_ago(p['position_age_s'])} ({p['saved_at']})"
-             + (f" by term {p['term']}" if p["term"] is not None else "") + f"\ntoken: {_json(p['token'])}")
+        emit(
+            f"watcher {settings.watcher_name!r} {where}: saved {_ago(p['position_age_s'])} ({p['saved_at']})"
+            + (f" by term {p['term']}" if p["term"] is not None else "")
+            + f"\ntoken: {_json(p['token'])}"
+        )
     return exits.OK
 
 
 async def _position_reset(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
     where = f"{settings.database}.{settings.positions_collection}, watcher {settings.watcher_name!r}"
     if not options["yes"]:
-        _fail(f"this {'replaces' if options['to_now'] else 'forgets'} the saved positions of {where}; "
-              "stop the watcher first, then add --yes")
+        _fail(
+            f"this {'replaces' if options['to_now'] else 'forgets'} the saved positions of {where}; "
+            "stop the watcher first, then add --yes"
+        )
         return exits.USAGE
     positions = client[settings.database][settings.positions_collection]
     running = await _running_now(positions, settings)
     if running and not options["force"]:
-        _fail(f"{running}: it would write its own position back at its next save. Stop every instance first, "
-              "or add --force to reset anyway")
+        _fail(
+            f"{running}: it would write its own position back at its next save. Stop every instance first, "
+            "or add --force to reset anyway"
+        )
         return exits.USAGE
     if options["to_now"]:
         token = await _current_token(client, settings)
@@ -561,15 +630,21 @@ async def _position_reset(client: AsyncMongoClient[Any], options: Options, setti
 
 async def _running_now(positions: Any, settings: Settings) -> str | None:
     """The instance (or lease holder) that shows this watcher name is running, said in one line; None if none does."""
-    members = [m for m in await survey.instances(positions, settings.watcher_name) if m.alive(settings.lease_s) and not m.observe]
+    members = [
+        m
+        for m in await survey.instances(positions, settings.watcher_name)
+        if m.alive(settings.lease_s) and not m.observe
+    ]
     if members:
         m = min(members, key=lambda m: (m.role != "leader", m.heartbeat_age_s or 0.0))  # a leader first
         more = f" (and {len(members) - 1} more)" if len(members) > 1 else ""
-        return f"instance {m.instance} of watcher {settings.watcher_name!r} is running ({m.role}, heartbeat {_ago(m.heartbeat_age_s)}){more}"
+        seen = f"{m.role}, heartbeat {_ago(m.heartbeat_age_s)}"
+        return f"instance {m.instance} of watcher {settings.watcher_name!r} is running ({seen}){more}"
     held = [v for v in await survey.partitions(positions, settings.watcher_name) if v.held]
     if held:
         v = held[0]
-        return f"{v.holder} holds the lease of watcher {settings.watcher_name!r} partition {v.partition} for {v.expires_in_s:.1f}s more"
+        name = settings.watcher_name
+        return f"{v.holder} holds the lease of watcher {name!r} partition {v.partition} for {v.expires_in_s:.1f}s more"
     return None
 
 

@@ -218,7 +218,12 @@ def build() -> click.Group:
         "version) and each partition (holder, term, lease expiry, position age, and what its holder last "
         "reported, marked with the age of that heartbeat); count open jobs. Ages are judged on the server's "
         "clock. --check: exit 1 when a partition has no live holder.",
-        [click.Option(["--check"], is_flag=True, help="exit 1 when a partition has no live holder (for scripts and probes)"), json_flag],
+        [
+            click.Option(
+                ["--check"], is_flag=True, help="exit 1 when a partition has no live holder (for scripts and probes)"
+            ),
+            json_flag,
+        ],
     ))
     group.add_command(_command(
         "jobs", "list open jobs that look stuck, each with why",
@@ -233,9 +238,17 @@ def build() -> click.Group:
             json_flag,
         ],
     ))
-    position = click.Group("position", help="Inspect or reset the watcher's saved resume positions.", short_help="show or reset the saved resume positions")
-    position.add_command(_command("position show", "show the saved positions",
-                                  "Show each partition's saved resume token, when it was saved and by which term.", [json_flag]))
+    position = click.Group(
+        "position",
+        help="Inspect or reset the watcher's saved resume positions.",
+        short_help="show or reset the saved resume positions",
+    )
+    position.add_command(_command(
+        "position show",
+        "show the saved positions",
+        "Show each partition's saved resume token, when it was saved and by which term.",
+        [json_flag],
+    ))
     position.add_command(_command(
         "position reset", "forget the saved positions (asks for --yes)",
         "Forget the saved positions: the next start streams from that moment and its start-up sweep covers "

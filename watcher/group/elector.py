@@ -252,14 +252,22 @@ class Elector:
                 everyone = await self._members.all()
         except (errors.StoreUnavailable, TimeoutError) as exc:
             self._count(exc)
-            self._beats.failed("instance_heartbeat_failed", "could not reach MongoDB for the heartbeat; trying again", exc)
+            self._beats.failed(
+                "instance_heartbeat_failed", "could not reach MongoDB for the heartbeat; trying again", exc
+            )
             return False
         self._beats.succeeded("instance_heartbeat_recovered")
         self.heard_at = self._clock()
         live = [m for m in everyone if m.alive(self._timing.lease_s)]
         if len([m for m in live if not m.observe]) != len([m for m in self.members if not m.observe]):
-            logs.event("group_changed", "INFO", "live instances changed", instances=len([m for m in live if not m.observe]),
-                       partitions=self._partitions, instance=self.instance)
+            logs.event(
+                "group_changed",
+                "INFO",
+                "live instances changed",
+                instances=len([m for m in live if not m.observe]),
+                partitions=self._partitions,
+                instance=self.instance,
+            )
         self.members = live
         if not self._observe:
             self._check_settings(live)
@@ -279,14 +287,19 @@ class Elector:
             other_age = other.started_age_s or 0.0
             if other_age > my_age or (other_age == my_age and other.instance < self.instance):
                 raise errors.ConfigurationProblem(
-                    f"instance {other.instance} of this watcher name runs with {'; '.join(differs)}: instances sharing a "
-                    "name must use the same partitions and job types. Stop them all before changing partitions "
-                    "(docs: Running more than one), or give this one another --watcher-name"
+                    f"instance {other.instance} of this watcher name runs with {'; '.join(differs)}: "
+                    "instances sharing a name must use the same partitions and job types. Stop them all "
+                    "before changing partitions (docs: Running more than one), or give this one another --watcher-name"
                 )
             if other.instance not in self._warned_newer:
                 self._warned_newer.add(other.instance)
-                logs.event("instance_settings_differ", "WARNING", "a newer instance with other settings started; it stops itself",
-                           other=other.instance, differs="; ".join(differs))
+                logs.event(
+                    "instance_settings_differ",
+                    "WARNING",
+                    "a newer instance with other settings started; it stops itself",
+                    other=other.instance,
+                    differs="; ".join(differs),
+                )
 
     def _differs(self, other: Member) -> list[str]:
         """How ``other``'s settings differ from this instance's, where they must not."""
@@ -294,7 +307,8 @@ class Elector:
         if other.partitions is not None and other.partitions != self._partitions:
             differs.append(f"partitions={other.partitions} (this one: {self._partitions})")
         if other.job_types is not None and tuple(sorted(other.job_types)) != self._job_types:
-            differs.append(f"job_types={','.join(other.job_types) or 'every type'} (this one: {','.join(self._job_types) or 'every type'})")
+            theirs, mine = ",".join(other.job_types) or "every type", ",".join(self._job_types) or "every type"
+            differs.append(f"job_types={theirs} (this one: {mine})")
         return differs
 
     async def _prune(self) -> None:
@@ -326,8 +340,13 @@ class Elector:
         except (errors.StoreUnavailable, TimeoutError) as exc:
             self._retry_soon = True
             self._count(exc)
-            self._renewals.failed("lease_renew_failed", "could not renew the lease; trying again before the renew deadline", exc,
-                                  partition=partition, term=held.tenure.grant.term)
+            self._renewals.failed(
+                "lease_renew_failed",
+                "could not renew the lease; trying again before the renew deadline",
+                exc,
+                partition=partition,
+                term=held.tenure.grant.term,
+            )
             return
         self._renewals.succeeded("lease_renew_recovered")
         self.heard_at = self._clock()
@@ -349,7 +368,11 @@ class Elector:
         soon on the server); the partitions lost."""
         lapsed = [k for k, h in self.held.items() if h.lost is None and h.tenure.lapsed(now)]
         for partition in lapsed:
-            self.lose(partition, f"not renewed within the renew deadline ({self._timing.deadline_s:g}s): stopping before the lease runs out")
+            self.lose(
+                partition,
+                f"not renewed within the renew deadline ({self._timing.deadline_s:g}s): "
+                "stopping before the lease runs out",
+            )
         return lapsed
 
     def lose(self, partition: int, reason: str) -> None:
@@ -361,8 +384,14 @@ class Elector:
         held.scope.cancel()
         self._metrics.leadership_changes.labels("lost").inc()
         self._show(partition, None)
-        logs.event("leadership_lost", "WARNING", "stopped streaming and writing: " + reason, partition=partition,
-                   term=held.tenure.grant.term, instance=self.instance)
+        logs.event(
+            "leadership_lost",
+            "WARNING",
+            "stopped streaming and writing: " + reason,
+            partition=partition,
+            term=held.tenure.grant.term,
+            instance=self.instance,
+        )
 
     # -- 3. the share ---------------------------------------------------------------------
 
@@ -381,7 +410,9 @@ class Elector:
                     grant = await self._leases.take(partition)
             except (errors.StoreUnavailable, TimeoutError) as exc:
                 self._count(exc)
-                self._takes.failed("lease_take_failed", "could not try the lease; trying again next round", exc, partition=partition)
+                self._takes.failed(
+                    "lease_take_failed", "could not try the lease; trying again next round", exc, partition=partition
+                )
                 return
             self._takes.succeeded("lease_take_recovered")
             self.heard_at = self._clock()
@@ -394,9 +425,16 @@ class Elector:
         self.held[grant.partition] = held
         self._metrics.leadership_changes.labels("acquired").inc()
         self._show(grant.partition, grant.term)
-        logs.event("leadership_acquired", "INFO", "took the partition's lease: streaming from its saved position",
-                   partition=grant.partition, term=grant.term, vacant_s=None if grant.vacant_s is None else round(grant.vacant_s, 3),
-                   previous_holder=grant.previous_holder, instance=self.instance)
+        logs.event(
+            "leadership_acquired",
+            "INFO",
+            "took the partition's lease: streaming from its saved position",
+            partition=grant.partition,
+            term=grant.term,
+            vacant_s=None if grant.vacant_s is None else round(grant.vacant_s, 3),
+            previous_holder=grant.previous_holder,
+            instance=self.instance,
+        )
         self._tg.start_soon(self._lead_while_held, grant.partition, held)
 
     async def _lead_while_held(self, partition: int, held: Held) -> None:
@@ -425,8 +463,15 @@ class Elector:
         if held.stopping is None and held.lost is None:
             held.stopping = why
             held.leadership.request_stop()
-            logs.event("leadership_stepping_down", "INFO", "stopping the partition in order, then releasing its lease",
-                       partition=partition, term=held.tenure.grant.term, reason=why, instance=self.instance)
+            logs.event(
+                "leadership_stepping_down",
+                "INFO",
+                "stopping the partition in order, then releasing its lease",
+                partition=partition,
+                term=held.tenure.grant.term,
+                reason=why,
+                instance=self.instance,
+            )
 
     async def _release(self, partition: int, held: Held) -> None:
         grant = held.tenure.grant
@@ -438,11 +483,24 @@ class Elector:
                 self._count(exc)
         if released:
             self._metrics.leadership_changes.labels("released").inc()
-            logs.event("leadership_released", "INFO", "position saved, lease released", partition=partition, term=grant.term,
-                       reason=held.stopping, instance=self.instance)
+            logs.event(
+                "leadership_released",
+                "INFO",
+                "position saved, lease released",
+                partition=partition,
+                term=grant.term,
+                reason=held.stopping,
+                instance=self.instance,
+            )
         else:
-            logs.event("lease_not_released", "WARNING", "could not release the lease: it runs out by itself", partition=partition,
-                       term=grant.term, instance=self.instance)
+            logs.event(
+                "lease_not_released",
+                "WARNING",
+                "could not release the lease: it runs out by itself",
+                partition=partition,
+                term=grant.term,
+                instance=self.instance,
+            )
 
     # -- stopping -----------------------------------------------------------------------
 
@@ -467,8 +525,12 @@ class Elector:
                 await self._leases.release_all()
             await self._members.leave()
         except errors.StoreUnavailable as exc:
-            logs.event("goodbye_failed", "WARNING", "could not release leases or remove the heartbeat at exit; they run out by themselves",
-                       error=exc.error)
+            logs.event(
+                "goodbye_failed",
+                "WARNING",
+                "could not release leases or remove the heartbeat at exit; they run out by themselves",
+                error=exc.error,
+            )
         except errors.ConfigurationProblem:
             pass  # stopping already, for this reason or another
 

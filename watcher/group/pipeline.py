@@ -70,25 +70,57 @@ class Pipeline:
         self._store = JobStore(db, settings, partition=partition)
         self._queue = JobQueue(max_jobs=settings.max_pending_jobs, progress_interval_s=settings.progress_interval_s)
         self._dispatcher = Dispatcher(
-            self._store, self._queue, metrics, workers=settings.workers, policy=policy, retry_backoff=self._new_backoff(), clock=clock
+            self._store,
+            self._queue,
+            metrics,
+            workers=settings.workers,
+            policy=policy,
+            retry_backoff=self._new_backoff(),
+            clock=clock,
         )
         counters = CounterWatch(quiet_s=settings.path_a_quiet_s)
-        self._sweeper = Sweeper(self._store, metrics, policy=policy, counters=counters, dispatcher=self._dispatcher, clock=clock)
+        self._sweeper = Sweeper(
+            self._store, metrics, policy=policy, counters=counters, dispatcher=self._dispatcher, clock=clock
+        )
         self._keeper = None
         if positions is not None:
             self._keeper = PositionKeeper(
-                positions, self._queue.advance, metrics, interval_s=settings.position_save_interval_s, retry=self._new_backoff(),
-                partition=index, clock=clock,
+                positions,
+                self._queue.advance,
+                metrics,
+                interval_s=settings.position_save_interval_s,
+                retry=self._new_backoff(),
+                partition=index,
+                clock=clock,
             )
         stream_backoff = self._new_backoff()
-        self._reader = StreamReader(source, self._dispatcher, metrics, settings, healthy=stream_backoff, counters=counters, clock=clock, partition=partition)
+        self._reader = StreamReader(
+            source,
+            self._dispatcher,
+            metrics,
+            settings,
+            healthy=stream_backoff,
+            counters=counters,
+            clock=clock,
+            partition=partition,
+        )
         self._sweeps = Sweeps(
-            self._periodic_pass, metrics, interval_s=settings.sweep_interval_s, degraded_interval_s=settings.degraded_sweep_interval_s,
-            full_every=settings.full_sweep_every, retry=self._new_backoff(), after=self._after_sweep,
+            self._periodic_pass,
+            metrics,
+            interval_s=settings.sweep_interval_s,
+            degraded_interval_s=settings.degraded_sweep_interval_s,
+            full_every=settings.full_sweep_every,
+            retry=self._new_backoff(),
+            after=self._after_sweep,
         )
         self._supervisor = Supervisor(
-            self._reader, self._sweeps, metrics, retry=stream_backoff, allow_degraded=settings.allow_degraded,
-            degraded_sweep_interval_s=settings.degraded_sweep_interval_s, recheck_s=settings.max_backoff_s,
+            self._reader,
+            self._sweeps,
+            metrics,
+            retry=stream_backoff,
+            allow_degraded=settings.allow_degraded,
+            degraded_sweep_interval_s=settings.degraded_sweep_interval_s,
+            recheck_s=settings.max_backoff_s,
         )
         self._stop = anyio.Event()
         #: Set once the stream is open (or degraded) and the start-up sweep succeeded.
@@ -160,10 +192,18 @@ class Pipeline:
         if settle and self.settings.path_a_quiet_s > 0:
             waiting = await self._retrying(lambda: self._sweeper.look(full=full, job_types=job_types))
             if waiting:
-                logs.event("sweep_waiting_for_path_a", "INFO", "collection counts ahead of counters: checking they stand still", jobs=waiting, wait_s=self.settings.path_a_quiet_s)
+                logs.event(
+                    "sweep_waiting_for_path_a",
+                    "INFO",
+                    "collection counts ahead of counters: checking they stand still",
+                    jobs=waiting,
+                    wait_s=self.settings.path_a_quiet_s,
+                )
                 await anyio.sleep(self.settings.path_a_quiet_s)
         async with self._dispatching():
-            return await self._retrying(lambda: self._sweeper.sweep(full=full, dry_run=dry_run, job_types=job_types, on_job=on_job))
+            return await self._retrying(
+                lambda: self._sweeper.sweep(full=full, dry_run=dry_run, job_types=job_types, on_job=on_job)
+            )
 
     @contextlib.asynccontextmanager
     async def _dispatching(self) -> AsyncIterator[None]:
@@ -267,8 +307,13 @@ class Pipeline:
         with anyio.move_on_after(deadline_s / 2) as drain:
             await self._dispatcher.drained()
         if drain.cancelled_caught:
-            logs.event("shutdown_drain_incomplete", "WARNING", "jobs still pending at the deadline; the saved position keeps them",
-                       pending=self._queue.pending_jobs, partition=self.index)
+            logs.event(
+                "shutdown_drain_incomplete",
+                "WARNING",
+                "jobs still pending at the deadline; the saved position keeps them",
+                pending=self._queue.pending_jobs,
+                partition=self.index,
+            )
         if self.started.is_set() and self._keeper is not None:  # before that, nothing was read that a save could keep
             await self._keeper.save_at_stop(deadline_s / 2)
         tg.cancel_scope.cancel()

@@ -50,17 +50,32 @@ class Metrics:
         )
         self.stream_lag = Gauge("jobwatch_stream_lag_seconds", "Age of the newest event read when it was read", registry=r)
         self.position_saved = Gauge(
-            "jobwatch_position_saved_timestamp_seconds", "Unix time this instance last saved the partition's position", ["partition"], registry=r
+            "jobwatch_position_saved_timestamp_seconds",
+            "Unix time this instance last saved the partition's position",
+            ["partition"],
+            registry=r,
         )
         # Leadership (watcher/group): which partitions this instance holds.
-        self.leader = Gauge("jobwatch_leader", "1 while this instance holds the partition's lease, else 0", ["partition"], registry=r)
-        self.lease_term = Gauge("jobwatch_lease_term", "Term of the partition's lease this instance holds (0: not held)", ["partition"], registry=r)
+        self.leader = Gauge(
+            "jobwatch_leader", "1 while this instance holds the partition's lease, else 0", ["partition"], registry=r
+        )
+        self.lease_term = Gauge(
+            "jobwatch_lease_term",
+            "Term of the partition's lease this instance holds (0: not held)",
+            ["partition"],
+            registry=r,
+        )
         self.leadership_changes = Counter(
-            "jobwatch_leadership_changes", "Partition leases this instance acquired, released or lost", ["change"], registry=r
+            "jobwatch_leadership_changes",
+            "Partition leases this instance acquired, released or lost",
+            ["change"],
+            registry=r,
         )
         for change in LEADERSHIP_CHANGES:  # present at 0, so increase() sees the first one
             self.leadership_changes.labels(change)
-        self.partitions_held = Gauge("jobwatch_partitions_held", "Partitions whose lease this instance holds", registry=r)
+        self.partitions_held = Gauge(
+            "jobwatch_partitions_held", "Partitions whose lease this instance holds", registry=r
+        )
         self.pending_jobs = Gauge("jobwatch_pending_jobs", "Backlog: jobs waiting for or in evaluation", registry=r)
         self.sweep_duration = Histogram(
             "jobwatch_sweep_duration_seconds", "Duration of sweeps", buckets=(0.1, 0.5, 1, 5, 15, 60, 300), registry=r

@@ -117,7 +117,9 @@ def publish(census: Census, metrics: Metrics, now: dt.datetime) -> None:
     metrics.census_time.set(now.timestamp())
 
 
-async def run(db: AsyncDatabase[Any], settings: Settings, metrics: Metrics, partition: Callable[[], Slice] = lambda: EVERYTHING) -> None:
+async def run(
+    db: AsyncDatabase[Any], settings: Settings, metrics: Metrics, partition: Callable[[], Slice] = lambda: EVERYTHING
+) -> None:
     """Forever: a census now and every ``census_interval_s``, of the jobs in
     ``partition()`` (the partitions this instance holds: a standby counts
     none). Storage errors (and a server that cannot run the aggregation) are

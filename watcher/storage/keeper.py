@@ -102,7 +102,13 @@ class PositionKeeper:
         except errors.StoreUnavailable as exc:
             self._unsaved = token
             self._metrics.errors.labels(exc.error, exc.action.value).inc()
-            logs.event("position_save_failed", "WARNING", "could not save the position; will retry", error=exc.error, partition=self._partition)
+            logs.event(
+                "position_save_failed",
+                "WARNING",
+                "could not save the position; will retry",
+                error=exc.error,
+                partition=self._partition,
+            )
             return False
         return True
 
@@ -117,8 +123,12 @@ class PositionKeeper:
             except errors.ConfigurationProblem:
                 pass  # already stopping, for this very reason or another
         if scope.cancelled_caught or not saved:
-            logs.event("position_not_saved_at_shutdown", "WARNING", "the last position save failed; a restart re-reads a little history",
-                       partition=self._partition)
+            logs.event(
+                "position_not_saved_at_shutdown",
+                "WARNING",
+                "the last position save failed; a restart re-reads a little history",
+                partition=self._partition,
+            )
         else:
             logs.event("position_saved_at_shutdown", partition=self._partition)
 

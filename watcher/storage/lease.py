@@ -57,7 +57,14 @@ def fenced(collection: AsyncCollection[Any], *, lease_s: float) -> AsyncCollecti
 
 #: A term as jobwatch writes it: a whole number in [0, 2^53). Anything else
 #: another program wrote (a string, NaN, 2.5) starts again at 1.
-_SANE_TERM = {"$and": [{"$isNumber": "$term"}, {"$gte": ["$term", 0]}, {"$lt": ["$term", 2**53]}, {"$eq": ["$term", {"$trunc": ["$term"]}]}]}
+_SANE_TERM = {
+    "$and": [
+        {"$isNumber": "$term"},
+        {"$gte": ["$term", 0]},
+        {"$lt": ["$term", 2**53]},
+        {"$eq": ["$term", {"$trunc": ["$term"]}]},
+    ]
+}
 
 
 def _is_date(path: str) -> dict[str, Any]:
@@ -86,7 +93,9 @@ class MongoLeases:
     Raises only ``errors.StoreUnavailable`` (retry) or ``ConfigurationProblem``
     (the server refuses jobwatch: missing privileges)."""
 
-    def __init__(self, collection: AsyncCollection[Any], *, watcher: str, partitions: int, holder: str, lease_s: float) -> None:
+    def __init__(
+        self, collection: AsyncCollection[Any], *, watcher: str, partitions: int, holder: str, lease_s: float
+    ) -> None:
         self._coll = fenced(collection, lease_s=lease_s)
         self._watcher = watcher
         self._partitions = partitions
@@ -150,15 +159,24 @@ class MongoLeases:
             _term(doc.get("term")),
             me,
             key,
-            vacant_s=vacant_ms / 1000 if isinstance(vacant_ms, int | float) and not isinstance(vacant_ms, bool) else None,
+            vacant_s=vacant_ms / 1000
+            if isinstance(vacant_ms, int | float) and not isinstance(vacant_ms, bool)
+            else None,
             previous_holder=previous if isinstance(previous, str) and previous != me else None,
         )
 
     async def renew(self, grant: Grant) -> bool:
         """Push the lease's expiry to ``$$NOW + lease``. False: no longer ours
         (it ran out, or another instance holds it now)."""
-        query = {"_id": grant.doc_id, "holder": {"$eq": grant.holder}, "term": {"$eq": grant.term}, "$expr": {"$gt": ["$expiresAt", "$$NOW"]}}
-        update = [{"$set": {"expiresAt": {"$add": ["$$NOW", self._lease_ms]}, "renewedAt": "$$NOW", "lastHeldAt": "$$NOW"}}]
+        query = {
+            "_id": grant.doc_id,
+            "holder": {"$eq": grant.holder},
+            "term": {"$eq": grant.term},
+            "$expr": {"$gt": ["$expiresAt", "$$NOW"]},
+        }
+        update = [
+            {"$set": {"expiresAt": {"$add": ["$$NOW", self._lease_ms]}, "renewedAt": "$$NOW", "lastHeldAt": "$$NOW"}}
+        ]
         with errors.translated(f"renewing the lease of partition {grant.partition}", "retry"):
             result = await self._coll.update_one(query, update)
         return result.matched_count == 1
@@ -175,7 +193,9 @@ class MongoLeases:
         """Free every lease this holder has, of any term (at exit, also one
         whose take was sent but never answered). How many were freed."""
         with errors.translated("releasing the leases", "retry"):
-            result = await self._coll.update_many({"kind": PARTITION_KIND, "watcher": {"$eq": self._watcher}, "holder": {"$eq": self._holder}}, _RELEASE)
+            result = await self._coll.update_many(
+                {"kind": PARTITION_KIND, "watcher": {"$eq": self._watcher}, "holder": {"$eq": self._holder}}, _RELEASE
+            )
         return result.modified_count
 
 

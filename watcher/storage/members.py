@@ -121,9 +121,16 @@ class MongoMembers:
 
     async def prune(self) -> int:
         """Delete the documents of instances not heard from for ``PRUNE_AFTER_S``."""
-        stale = {"$or": [{"$ne": [{"$type": "$heartbeatAt"}, "date"]}, {"$lt": ["$heartbeatAt", {"$subtract": ["$$NOW", int(PRUNE_AFTER_S * 1000)]}]}]}
+        stale = {
+            "$or": [
+                {"$ne": [{"$type": "$heartbeatAt"}, "date"]},
+                {"$lt": ["$heartbeatAt", {"$subtract": ["$$NOW", int(PRUNE_AFTER_S * 1000)]}]},
+            ]
+        }
         with errors.translated("instance pruning", "retry"):
-            result = await self._coll.delete_many({"kind": INSTANCE_KIND, "watcher": {"$eq": self._watcher}, "$expr": stale})
+            result = await self._coll.delete_many(
+                {"kind": INSTANCE_KIND, "watcher": {"$eq": self._watcher}, "$expr": stale}
+            )
         return result.deleted_count
 
 

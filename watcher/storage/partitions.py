@@ -82,7 +82,10 @@ async def check_hashing(collections: Iterable[AsyncCollection[Any]], partitions:
     (4.4.10+, 5.0+) or with other values than MongoDB's: a ``ConfigurationProblem``
     naming the fix. Evaluated on a document of the first collection that has one
     (MongoDB refuses an unknown operator even with none)."""
-    probe: list[Mapping[str, Any]] = [{"$limit": 1}, {"$project": {"_id": 0, "hash": {"$toHashedIndexKey": PROBE_VALUE}}}]
+    probe: list[Mapping[str, Any]] = [
+        {"$limit": 1},
+        {"$project": {"_id": 0, "hash": {"$toHashedIndexKey": PROBE_VALUE}}},
+    ]
     for collection in collections:
         try:
             with errors.translated("checking $toHashedIndexKey", "retry"):
@@ -99,7 +102,7 @@ async def check_hashing(collections: Iterable[AsyncCollection[Any]], partitions:
             found = docs[0].get("hash")
             if found != PROBE_HASH:
                 raise errors.ConfigurationProblem(
-                    f"this server's $toHashedIndexKey gives {found!r} for {PROBE_VALUE!r} where MongoDB gives {PROBE_HASH}: "
-                    f"partitions={partitions} would split jobs unlike MongoDB; run with partitions=1"
+                    f"this server's $toHashedIndexKey gives {found!r} for {PROBE_VALUE!r} where MongoDB gives "
+                    f"{PROBE_HASH}: partitions={partitions} would split jobs unlike MongoDB; run with partitions=1"
                 )
             return

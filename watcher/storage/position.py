@@ -110,12 +110,23 @@ class MongoPositionStore:
             docs = [doc async for doc in self._coll.find(query)]
         token = oldest_complete_layout_token(docs)
         if token is not None:
-            logs.event("position_seeded", "INFO", "no position for this partition: resuming from the oldest token of the previous partitioning",
-                       partition=grant.partition, partitions=grant.partitions)
+            logs.event(
+                "position_seeded",
+                "INFO",
+                "no position for this partition: resuming from the oldest token of the previous partitioning",
+                partition=grant.partition,
+                partitions=grant.partitions,
+            )
         return token
 
     async def save(self, token: Token) -> None:
-        await self._fenced("position save", {"$set": {"token": dict(token), "tokenTerm": self._grant.term}, "$currentDate": {"savedAt": True, "heartbeatAt": True}})
+        await self._fenced(
+            "position save",
+            {
+                "$set": {"token": dict(token), "tokenTerm": self._grant.term},
+                "$currentDate": {"savedAt": True, "heartbeatAt": True},
+            },
+        )
 
     async def heartbeat(self, *, last_sweep: Mapping[str, Any] | None = None) -> None:
         update: dict[str, Any] = {"$currentDate": {"heartbeatAt": True}}
@@ -135,10 +146,15 @@ class MongoPositionStore:
         # "retry": whatever goes wrong with our own document, the answer is to
         # try again at the next save; nothing here is one job's fault.
         with errors.translated(what, "retry"):
-            result = await self._coll.update_one({"_id": grant.doc_id, "holder": {"$eq": grant.holder}, "term": {"$eq": grant.term}}, update)
+            result = await self._coll.update_one(
+                {"_id": grant.doc_id, "holder": {"$eq": grant.holder}, "term": {"$eq": grant.term}}, update
+            )
         if result.matched_count == 0:
-            raise errors.Deposed(f"{what} of partition {grant.partition} matched nothing: term {grant.term} is over",
-                                 partition=grant.partition, term=grant.term)
+            raise errors.Deposed(
+                f"{what} of partition {grant.partition} matched nothing: term {grant.term} is over",
+                partition=grant.partition,
+                term=grant.term,
+            )
 
 
 class NoPositions:
@@ -162,7 +178,13 @@ def oldest_complete_layout_token(docs: list[Mapping[str, Any]]) -> Token | None:
     covered: dict[int, set[int]] = {}
     for doc in docs:
         count, index = doc.get("partitions", 1), doc.get("partition", 0)
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1 or not isinstance(index, int) or isinstance(index, bool):
+        if (
+            not isinstance(count, int)
+            or isinstance(count, bool)
+            or count < 1
+            or not isinstance(index, int)
+            or isinstance(index, bool)
+        ):
             continue
         saved = read_saved(doc)
         if saved.token is None or saved.saved_at is None:

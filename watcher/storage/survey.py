@@ -64,7 +64,9 @@ async def partitions(collection: AsyncCollection[Any], watcher: str) -> list[Par
         {"$match": {"$or": [{"_id": watcher}, {"kind": lease.PARTITION_KIND, "watcher": {"$eq": watcher}}]}},
         {
             "$addFields": {
-                "expiresInMs": {"$cond": [{"$eq": [{"$type": "$expiresAt"}, "date"]}, {"$subtract": ["$expiresAt", "$$NOW"]}, None]},
+                "expiresInMs": {
+                    "$cond": [{"$eq": [{"$type": "$expiresAt"}, "date"]}, {"$subtract": ["$expiresAt", "$$NOW"]}, None]
+                },
                 "savedAgeMs": _age_ms("$savedAt"),
                 "heartbeatAgeMs": _age_ms("$heartbeatAt"),
             }
@@ -101,7 +103,10 @@ async def forget_positions(collection: AsyncCollection[Any], watcher: str) -> in
     """Unset the token of every partition of ``watcher`` (any layout); how many had one."""
     with errors.translated("position reset", "retry"):
         result = await collection.update_many(
-            {"$or": [{"_id": watcher}, {"kind": lease.PARTITION_KIND, "watcher": {"$eq": watcher}}], "token": {"$exists": True}},
+            {
+                "$or": [{"_id": watcher}, {"kind": lease.PARTITION_KIND, "watcher": {"$eq": watcher}}],
+                "token": {"$exists": True},
+            },
             {"$unset": {"token": "", "savedAt": "", "tokenTerm": ""}},
         )
     return result.modified_count
@@ -114,10 +119,15 @@ async def set_positions(collection: AsyncCollection[Any], watcher: str, count: i
             await collection.update_one(
                 {"_id": lease.doc_id(watcher, partition, count)},
                 {
-                    "$set": {"token": dict(token), "kind": lease.PARTITION_KIND, "watcher": watcher, "partition": partition, "partitions": count},
+                    "$set": {
+                        "token": dict(token),
+                        "kind": lease.PARTITION_KIND,
+                        "watcher": watcher,
+                        "partition": partition,
+                        "partitions": count,
+                    },
                     "$currentDate": {"savedAt": True},
                     "$unset": {"tokenTerm": ""},
                 },
                 upsert=True,
             )
-

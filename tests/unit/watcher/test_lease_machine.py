@@ -32,7 +32,14 @@ class Node:
     """One jobwatch instance: its elector, its own clock, the pipelines it ran."""
 
     def __init__(
-        self, server: FakeServer, name: str, *, partitions: int = 1, job_types: tuple[str, ...] = (), observe: bool = False, seed: int = 1
+        self,
+        server: FakeServer,
+        name: str,
+        *,
+        partitions: int = 1,
+        job_types: tuple[str, ...] = (),
+        observe: bool = False,
+        seed: int = 1,
     ) -> None:
         self.server = server
         self.name = name
@@ -42,9 +49,17 @@ class Node:
         self.metrics = Metrics()
         self.runs: list[FakeLeadership] = []
         self.elector = Elector(
-            self.leases, self.members, partitions=partitions, timing=Timing(LEASE_S, RENEW_S), lead=self._lead,
-            about=lambda: {"partitions": partitions, "jobTypes": list(job_types)}, metrics=self.metrics, job_types=job_types,
-            observe=observe, clock=lambda: self.clock, rng=random.Random(seed),
+            self.leases,
+            self.members,
+            partitions=partitions,
+            timing=Timing(LEASE_S, RENEW_S),
+            lead=self._lead,
+            about=lambda: {"partitions": partitions, "jobTypes": list(job_types)},
+            metrics=self.metrics,
+            job_types=job_types,
+            observe=observe,
+            clock=lambda: self.clock,
+            rng=random.Random(seed),
         )
 
     def _lead(self, grant: Grant) -> FakeLeadership:
@@ -120,7 +135,10 @@ async def test_one_instance_takes_the_free_partition_in_its_first_round() -> Non
         assert a.held == [0] and a.elector.role == "leader"
         assert a.runs[0].started.is_set() and a.runs[0].grant.term == 1 and a.runs[0].grant.vacant_s is None
         assert a.metric("jobwatch_leader", partition="0") == 1 and a.metric("jobwatch_lease_term", partition="0") == 1
-        assert a.metric("jobwatch_partitions_held") == 1 and a.metric("jobwatch_leadership_changes_total", change="acquired") == 1
+        assert (
+            a.metric("jobwatch_partitions_held") == 1
+            and a.metric("jobwatch_leadership_changes_total", change="acquired") == 1
+        )
 
 
 async def test_a_standby_stays_ready_and_takes_nothing_while_the_leader_renews() -> None:
@@ -153,7 +171,10 @@ async def test_a_holder_that_cannot_renew_stops_at_its_deadline_before_the_lease
         await settle()
         assert lost_at is not None and deadline_s - 0.2 <= lost_at <= deadline_s + 0.2
         assert a.runs[0].cancelled and not a.runs[0].finished_in_order  # cancelled: nothing saved
-        assert a.metric("jobwatch_leadership_changes_total", change="lost") == 1 and a.metric("jobwatch_leader", partition="0") == 0
+        assert (
+            a.metric("jobwatch_leadership_changes_total", change="lost") == 1
+            and a.metric("jobwatch_leader", partition="0") == 0
+        )
         # Once the lease ran out on the server, the standby took it, in the next term.
         assert b.held == [0] and b.runs[0].grant.term == 2 and b.runs[0].grant.previous_holder == "a"
 
@@ -169,7 +190,9 @@ async def test_a_crashed_holder_is_replaced_within_a_lease_and_a_renew_interval(
         took_over_s = c.server.now - crashed_at
         assert LEASE_S - RENEW_S <= took_over_s <= LEASE_S + RENEW_S
         grant = b.runs[0].grant
-        assert grant.term == 2 and grant.vacant_s is not None and LEASE_S - RENEW_S <= grant.vacant_s <= LEASE_S + RENEW_S
+        assert (
+            grant.term == 2 and grant.vacant_s is not None and LEASE_S - RENEW_S <= grant.vacant_s <= LEASE_S + RENEW_S
+        )
 
 
 async def test_a_clean_stop_saves_then_releases_and_the_standby_takes_over_at_its_next_round() -> None:

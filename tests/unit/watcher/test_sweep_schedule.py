@@ -30,7 +30,13 @@ async def passes(*, every: int, degraded: bool, count: int) -> list[bool]:
         pass
 
     sweeps = Sweeps(
-        sweep, Metrics(), interval_s=0.001, degraded_interval_s=0.001, full_every=every, retry=backoff.Backoff(base_s=0.01, max_s=0.1), after=after
+        sweep,
+        Metrics(),
+        interval_s=0.001,
+        degraded_interval_s=0.001,
+        full_every=every,
+        retry=backoff.Backoff(base_s=0.01, max_s=0.1),
+        after=after,
     )
     with anyio.fail_after(DEADLINE_S):
         async with anyio.create_task_group() as tg:
