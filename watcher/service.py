@@ -33,7 +33,7 @@ from watcher.ops import logs
 from watcher.ops.health import HealthServer
 from watcher.ops.metrics import Metrics, version
 from watcher.settings import Settings
-from watcher.storage import census, errors
+from watcher.storage import backoff, census, errors
 from watcher.storage.lease import Grant, MongoLeases
 from watcher.storage.members import MongoMembers, new_instance_id
 from watcher.storage.partitions import EVERYTHING, Slice, check_hashing
@@ -113,6 +113,7 @@ class Watcher:
             metrics=self.metrics,
             job_types=settings.job_types,
             observe=settings.observe,
+            retry=backoff.Backoff(base_s=settings.backoff_base_s, max_s=settings.renew_s),
             clock=clock,
         )
         self._pipelines: dict[int, Pipeline] = {}

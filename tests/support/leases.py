@@ -40,7 +40,7 @@ class FakeServer:
     now: float = 1000.0
     leases: dict[tuple[int, int], Lease] = field(default_factory=dict)
     beats: dict[str, tuple[dict[str, Any], float, float]] = field(default_factory=dict)
-    #: Planned failures: operation name ("take", "renew", "release", "beat", "save") -> errors to raise, in order.
+    #: Planned failures: operation name ("take", "renew", "release", "beat", "members", "save") -> errors to raise.
     failures: dict[str, list[BaseException]] = field(default_factory=dict)
     #: Operations that apply and then lose their reply (the client sees a failure).
     lost_replies: set[str] = field(default_factory=set)
@@ -178,6 +178,7 @@ class FakeMembers:
     async def all(self) -> list[Member]:
         await anyio.lowlevel.checkpoint()
         _cut_off(self.cut, "members")
+        self.server.check("members")
         now = self.server.now
         return [
             Member(

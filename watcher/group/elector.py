@@ -5,7 +5,8 @@ Every ``renew_s`` (a round):
 1. the renewal of every lease it holds, concurrently, each bounded by its
    renew deadline;
 2. this instance's heartbeat (``watcher.storage.members``), and the live
-   instances; an older live instance with another ``partitions`` or other
+   instances (while they cannot be read, nothing is taken: the group is
+   unknown); an older live instance with another ``partitions`` or other
    ``job_types`` under the same watcher name stops this one (exit 2);
 3. its fair share (``watcher.group.share``): surplus partitions are stopped
    in order (drained, position saved) and their leases released; free
@@ -20,7 +21,8 @@ position save fenced out (``errors.Deposed``). That is ``leadership_lost``;
 the partition goes back to standby and may be taken again, in a new term.
 
 Every call to MongoDB is bounded and translated at the storage boundary: a
-failure is logged, counted and tried again at the next round; only a fatal
+failure is logged, counted and tried again at the next round, which comes
+sooner (a backoff, at most ``renew_s``) after a failure; only a fatal
 outcome (missing privileges, a configuration mismatch) ends the loop, after
 an orderly stop. On stop, each pipeline stops in order, then its lease is
 released (so a standby takes over within one ``renew_s``), then this
@@ -42,7 +44,7 @@ from watcher.group import share
 from watcher.group.tenure import Tenure, Timing
 from watcher.ops import logs
 from watcher.ops.metrics import Metrics
-from watcher.storage import errors
+from watcher.storage import backoff, errors
 from watcher.storage.lease import Grant
 from watcher.storage.members import Member, Role
 
@@ -134,6 +136,7 @@ class Elector:
         metrics: Metrics,
         job_types: tuple[str, ...] = (),
         observe: bool = False,
+        retry: backoff.Backoff | None = None,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
     ) -> None:
@@ -154,9 +157,12 @@ class Elector:
         self._fatal: errors.ConfigurationProblem | errors.Unreachable | None = None
         self._warned_newer: set[str] = set()
         self._beats = _Streak()
+        self._listings = _Streak()
         self._renewals = _Streak()
         self._takes = _Streak()
-        self._retry_soon = False
+        #: After a round where a call failed, the next comes after this backoff (never later than renew_s).
+        self._retry = retry or backoff.Backoff(base_s=timing.retry_s, max_s=timing.renew_s)
+        self._failed = False
         self.held: dict[int, Held] = {}
         #: The live instances at the last heartbeat (this one included).
         self.members: list[Member] = []
@@ -210,8 +216,7 @@ class Elector:
                     if reached and not announced:
                         announced = True
                         joined()
-                    pause_s = self._timing.retry_s if self._retry_soon else self._timing.renew_s
-                    with anyio.move_on_after(max(pause_s - (self._clock() - started), 0.0)):
+                    with anyio.move_on_after(max(self._pause_s() - (self._clock() - started), 0.0)):
                         await self._stop.wait()
                 await self.step_down()
                 tg.cancel_scope.cancel()
@@ -224,11 +229,19 @@ class Elector:
         if self._fatal is not None:
             raise self._fatal
 
+    def _pause_s(self) -> float:
+        """Until the next round: ``renew_s``, or sooner (backing off) after a failed call."""
+        if not self._failed:
+            self._retry.reset()
+            return self._timing.renew_s
+        return min(self._retry.next_delay_s(), self._timing.renew_s)
+
     async def step(self, tg: anyio.abc.TaskGroup) -> bool:
         """One round; the pipelines of partitions taken run in ``tg``. False
         when the heartbeat could not reach MongoDB (then nothing is taken:
         the group is unknown)."""
         self._tg = tg
+        self._failed = False
         await self._renew_all()  # first: the leases held are what a slow round must not cost
         reached = await self._beat()
         if not reached or self._stop.is_set() or self._observe:
@@ -245,18 +258,29 @@ class Elector:
     # -- 1. heartbeat and the group -----------------------------------------------------
 
     async def _beat(self) -> bool:
+        """Write this instance's heartbeat, then read the group's. True when the
+        group could be read: a heartbeat that could not be written costs this
+        instance its place in the others' fair share, not its own judgement."""
         about = {**self._about(), "role": self.role, "held": sorted(self.leading())}
         try:
             with anyio.fail_after(self._timing.renew_s):
                 await self._members.beat(about)
+        except (errors.StoreUnavailable, TimeoutError) as exc:
+            self._count(exc)
+            self._beats.failed("instance_heartbeat_failed", "could not write the heartbeat; trying again", exc)
+        else:
+            self._beats.succeeded("instance_heartbeat_recovered")
+            self.heard_at = self._clock()
+        try:
+            with anyio.fail_after(self._timing.renew_s):
                 everyone = await self._members.all()
         except (errors.StoreUnavailable, TimeoutError) as exc:
             self._count(exc)
-            self._beats.failed(
-                "instance_heartbeat_failed", "could not reach MongoDB for the heartbeat; trying again", exc
+            self._listings.failed(
+                "instance_list_failed", "could not read the instances; taking nothing until it can", exc
             )
             return False
-        self._beats.succeeded("instance_heartbeat_recovered")
+        self._listings.succeeded("instance_list_recovered")
         self.heard_at = self._clock()
         live = [m for m in everyone if m.alive(self._timing.lease_s)]
         if len([m for m in live if not m.observe]) != len([m for m in self.members if not m.observe]):
@@ -321,7 +345,6 @@ class Elector:
     # -- 2. renewals ----------------------------------------------------------------
 
     async def _renew_all(self) -> None:
-        self._retry_soon = False
         current = [(k, h) for k, h in self.held.items() if h.lost is None]
         if not current:
             return
@@ -338,7 +361,6 @@ class Elector:
             with anyio.fail_after(budget_s):
                 ours = await self._leases.renew(held.tenure.grant)
         except (errors.StoreUnavailable, TimeoutError) as exc:
-            self._retry_soon = True
             self._count(exc)
             self._renewals.failed(
                 "lease_renew_failed",
@@ -513,8 +535,9 @@ class Elector:
             self._changed = anyio.Event()  # before looking: an end signalled after this is not missed
             if not self.held:
                 return
-            with anyio.move_on_after(self._timing.retry_s if self._retry_soon else self._timing.renew_s):
+            with anyio.move_on_after(self._pause_s()):
                 await self._changed.wait()
+            self._failed = False
             await self._renew_all()
 
     async def _goodbye(self) -> None:
@@ -543,6 +566,7 @@ class Elector:
         self._metrics.partitions_held.set(len(self.leading()))
 
     def _count(self, exc: BaseException) -> None:
+        self._failed = True
         # A call that ran out of time is retried like any transient failure.
         action = exc.action if isinstance(exc, errors.StorageProblem) else errors.Action.RESUME
         self._metrics.errors.labels(_name(exc), action.value).inc()

@@ -48,6 +48,10 @@ Fatal = errors.ConfigurationProblem | errors.Unreachable
 
 
 class Pipeline:
+    """Partition ``index``'s work (``partition``: the jobs it covers), with its
+    position in ``positions`` (None: keeps none, as ``--observe`` and a
+    one-shot sweep). Runs as an elector's ``Leadership``."""
+
     def __init__(
         self,
         db: AsyncDatabase[Any],

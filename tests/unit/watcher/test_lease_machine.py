@@ -284,7 +284,7 @@ async def test_every_call_failing_never_crashes_and_nothing_is_taken_blind() -> 
     async with cluster() as c:
         a, b = c.node("a"), c.node("b")
         await c.step(a, b)
-        for operation in ("beat", "take", "renew", "release"):
+        for operation in ("beat", "members", "take", "renew", "release"):
             c.server.fail(operation, times=100)
         await c.rounds(10, a, b)
         assert a.held == [] and b.held == []  # a stopped at its deadline; b took nothing while blind
@@ -350,6 +350,25 @@ async def test_instances_sharing_a_name_must_watch_the_same_job_types() -> None:
         new = c.node("new")
         with pytest.raises(errors.ConfigurationProblem, match="job_types=collection-scan"):
             await c.step(new)
+
+
+async def test_a_heartbeat_that_cannot_be_written_does_not_stop_an_instance_from_leading() -> None:
+    async with cluster() as c:
+        a = c.node("a")
+        c.server.fail("beat", times=100)  # its own heartbeat fails; the group can still be read
+        await c.rounds(3, a)
+        assert a.held == [0] and a.elector.in_touch(a.clock)
+
+
+async def test_nothing_is_taken_while_the_group_cannot_be_read() -> None:
+    async with cluster() as c:
+        a = c.node("a")
+        c.server.fail("members", times=3)
+        for _ in range(3):
+            await c.step(a)
+            assert a.held == []
+        await c.step(a)
+        assert a.held == [0]
 
 
 async def test_an_observer_takes_nothing_and_does_not_count_in_the_share() -> None:
