@@ -79,7 +79,6 @@ RETRY_CHANGE_STREAM = 234  # RetryChangeStream
 FAILED_TO_SATISFY_READ_PREFERENCE = 133  # FailedToSatisfyReadPreference
 LOCK_TIMEOUT = 24  # LockTimeout
 TOO_MANY_LOGICAL_SESSIONS = 261  # TooManyLogicalSessions
-DUPLICATE_KEY = 11000  # DuplicateKey (two upserts of one lease raced: the other one won)
 INVALID_PIPELINE_OPERATOR = 168  # InvalidPipelineOperator (e.g. no $toHashedIndexKey before 4.4.10)
 
 _RESTART_CODES = frozenset({CHANGE_STREAM_HISTORY_LOST, INVALID_RESUME_TOKEN, CHANGE_STREAM_FATAL, CAPPED_POSITION_LOST})

@@ -147,7 +147,7 @@ class MongoLeases:
                     {"_id": key, "$expr": free}, update, upsert=True, return_document=ReturnDocument.AFTER
                 )
             except pymongo_errors.DuplicateKeyError:
-                return None  # the document exists and is held: our upsert could only collide (11000)
+                return None  # DuplicateKey (11000): the document exists and is held, so our upsert could only collide
         if not isinstance(doc, Mapping):
             return None
         vacant_ms = doc.get("vacantMs")
