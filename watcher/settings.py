@@ -251,8 +251,8 @@ class Settings(BaseSettings):
         # renewals must fit before that, or one slow reply costs the lease.
         if self.renew_s * 3 > self.lease_s:
             raise ValueError(
-                f"renew_s ({self.renew_s:g}) must be at most lease_s / 3 ({self.lease_s / 3:g}): "
-                "raise lease_s or lower renew_s"
+                f"--renew-s / JOBWATCH_RENEW_S ({self.renew_s:g}) must be at most --lease-s / JOBWATCH_LEASE_S "
+                f"divided by 3 ({self.lease_s / 3:g}): raise the lease or renew more often"
             )
         return self
 
