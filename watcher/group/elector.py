@@ -1,14 +1,14 @@
 """One leader per partition: the lease loop.
 
-Every ``renew_s`` (a round):
+Every ``renew_s``, in a task of its own so that nothing slow delays it,
+the renewal of every lease it holds, concurrently, each bounded by its renew
+deadline. And every ``renew_s`` (a round):
 
-1. the renewal of every lease it holds, concurrently, each bounded by its
-   renew deadline;
-2. this instance's heartbeat (``watcher.storage.members``), and the live
+1. this instance's heartbeat (``watcher.storage.members``), and the live
    instances (while they cannot be read, nothing is taken: the group is
    unknown); an older live instance with another ``partitions`` or other
    ``job_types`` under the same watcher name stops this one (exit 2);
-3. its fair share (``watcher.group.share``): surplus partitions are stopped
+2. its fair share (``watcher.group.share``): surplus partitions are stopped
    in order (drained, position saved) and their leases released; free
    partitions are taken up to the share, each with a new term.
 
@@ -160,9 +160,11 @@ class Elector:
         self._listings = _Streak()
         self._renewals = _Streak()
         self._takes = _Streak()
-        #: After a round where a call failed, the next comes after this backoff (never later than renew_s).
+        #: After a round (or renewal) where a call failed, the next comes after this backoff (never later than renew_s).
         self._retry = retry or backoff.Backoff(base_s=timing.retry_s, max_s=timing.renew_s)
+        self._renew_retry = backoff.Backoff(base_s=timing.retry_s, max_s=timing.renew_s)
         self._failed = False
+        self._renew_failed = False
         self.held: dict[int, Held] = {}
         #: The live instances at the last heartbeat (this one included).
         self.members: list[Member] = []
@@ -204,19 +206,22 @@ class Elector:
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._watchdog)
+                tg.start_soon(self._renewer)
                 await self._prune()
                 announced = False
                 while not self._stop.is_set():
                     started = self._clock()
                     try:
-                        reached = await self.step(tg)
+                        reached = await self.step(tg, renew=False)  # the renewer renews
                     except (errors.ConfigurationProblem, errors.Unreachable) as exc:
                         self._fatal = exc
                         break
                     if reached and not announced:
                         announced = True
                         joined()
-                    with anyio.move_on_after(max(self._pause_s() - (self._clock() - started), 0.0)):
+                    with anyio.move_on_after(
+                        max(self._pause_s(self._failed, self._retry) - (self._clock() - started), 0.0)
+                    ):
                         await self._stop.wait()
                 await self.step_down()
                 tg.cancel_scope.cancel()
@@ -229,20 +234,30 @@ class Elector:
         if self._fatal is not None:
             raise self._fatal
 
-    def _pause_s(self) -> float:
+    def _pause_s(self, failed: bool, retry: backoff.Backoff) -> float:
         """Until the next round: ``renew_s``, or sooner (backing off) after a failed call."""
-        if not self._failed:
-            self._retry.reset()
+        if not failed:
+            retry.reset()
             return self._timing.renew_s
-        return min(self._retry.next_delay_s(), self._timing.renew_s)
+        return min(retry.next_delay_s(), self._timing.renew_s)
 
-    async def step(self, tg: anyio.abc.TaskGroup) -> bool:
-        """One round; the pipelines of partitions taken run in ``tg``. False
-        when the heartbeat could not reach MongoDB (then nothing is taken:
-        the group is unknown)."""
+    async def _renewer(self) -> None:
+        while True:
+            started = self._clock()
+            await self._renew_all()
+            await anyio.sleep(
+                max(self._pause_s(self._renew_failed, self._renew_retry) - (self._clock() - started), 0.0)
+            )
+
+    async def step(self, tg: anyio.abc.TaskGroup, *, renew: bool = True) -> bool:
+        """One round; the pipelines of partitions taken run in ``tg``; with
+        ``renew``, the leases held are renewed first (``run()`` renews in a
+        task of its own). False when the group could not be read (then
+        nothing is taken: the group is unknown)."""
         self._tg = tg
         self._failed = False
-        await self._renew_all()  # first: the leases held are what a slow round must not cost
+        if renew:
+            await self._renew_all()
         reached = await self._beat()
         if not reached or self._stop.is_set() or self._observe:
             return reached
@@ -267,6 +282,7 @@ class Elector:
                 await self._members.beat(about)
         except (errors.StoreUnavailable, TimeoutError) as exc:
             self._count(exc)
+            self._failed = True
             self._beats.failed("instance_heartbeat_failed", "could not write the heartbeat; trying again", exc)
         else:
             self._beats.succeeded("instance_heartbeat_recovered")
@@ -276,6 +292,7 @@ class Elector:
                 everyone = await self._members.all()
         except (errors.StoreUnavailable, TimeoutError) as exc:
             self._count(exc)
+            self._failed = True
             self._listings.failed(
                 "instance_list_failed", "could not read the instances; taking nothing until it can", exc
             )
@@ -341,10 +358,12 @@ class Elector:
                 await self._members.prune()
         except (errors.StoreUnavailable, TimeoutError) as exc:
             self._count(exc)  # old documents only cost space; the next start prunes them
+            self._failed = True
 
     # -- 2. renewals ----------------------------------------------------------------
 
     async def _renew_all(self) -> None:
+        self._renew_failed = False
         current = [(k, h) for k, h in self.held.items() if h.lost is None]
         if not current:
             return
@@ -362,6 +381,7 @@ class Elector:
                 ours = await self._leases.renew(held.tenure.grant)
         except (errors.StoreUnavailable, TimeoutError) as exc:
             self._count(exc)
+            self._renew_failed = True
             self._renewals.failed(
                 "lease_renew_failed",
                 "could not renew the lease; trying again before the renew deadline",
@@ -432,6 +452,7 @@ class Elector:
                     grant = await self._leases.take(partition)
             except (errors.StoreUnavailable, TimeoutError) as exc:
                 self._count(exc)
+                self._failed = True
                 self._takes.failed(
                     "lease_take_failed", "could not try the lease; trying again next round", exc, partition=partition
                 )
@@ -527,18 +548,16 @@ class Elector:
     # -- stopping -----------------------------------------------------------------------
 
     async def step_down(self) -> None:
-        """Every pipeline stops in order and releases its lease; renewals go on
-        meanwhile, so a slow drain does not lose the lease halfway."""
+        """Every pipeline stops in order and releases its lease (renewals go on
+        meanwhile, in ``run()``'s renewer, so a slow drain does not lose the
+        lease halfway)."""
         for partition in list(self.held):
             self._stop_in_order(partition, "shutdown")
         while True:
             self._changed = anyio.Event()  # before looking: an end signalled after this is not missed
             if not self.held:
                 return
-            with anyio.move_on_after(self._pause_s()):
-                await self._changed.wait()
-            self._failed = False
-            await self._renew_all()
+            await self._changed.wait()
 
     async def _goodbye(self) -> None:
         """Release whatever is still ours (also a take whose reply never came)
@@ -566,7 +585,6 @@ class Elector:
         self._metrics.partitions_held.set(len(self.leading()))
 
     def _count(self, exc: BaseException) -> None:
-        self._failed = True
         # A call that ran out of time is retried like any transient failure.
         action = exc.action if isinstance(exc, errors.StorageProblem) else errors.Action.RESUME
         self._metrics.errors.labels(_name(exc), action.value).inc()
