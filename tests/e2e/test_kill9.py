@@ -21,9 +21,7 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ import pytest
 from pymongo import MongoClient
 
 from tests.support.documents import fresh_job
+from tests.support.replicas import Witness
 from tests.support.served import ServerProcess, embedded_server
 from watcher.cli import embedded
 
@@ -86,51 +85,6 @@ class Run:
         return code
 
 
-class ChangeLog:
-    """Every change to the jobs collection, read by the driver's change stream."""
-
-    def __init__(self, client: MongoClient[dict[str, Any]]) -> None:
-        self.events: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._stream = client[DATABASE].background_jobs.watch(max_await_time_ms=100)
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            event = self._stream.try_next()
-            if event is not None:
-                self.events.append(event)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=STARTUP_ALLOWANCE_S)
-        self._stream.close()
-
-    def check(self, ids: list[Any]) -> None:
-        """completedAt once per job; no status back from Completed; no counter down."""
-        completed_at: dict[Any, int] = defaultdict(int)
-        statuses: dict[tuple[Any, str], list[str]] = defaultdict(list)
-        counters: dict[tuple[Any, str], list[int]] = defaultdict(list)
-        for event in self.events:
-            if event["operationType"] != "update":
-                continue
-            job_id = event["documentKey"]["_id"]
-            for field, value in event["updateDescription"]["updatedFields"].items():
-                if field == "completedAt":
-                    completed_at[job_id] += 1
-                elif field == "status" or field.endswith(".status"):
-                    statuses[(job_id, field)].append(value)
-                elif field.endswith(".completedItems"):
-                    counters[(job_id, field)].append(value)
-        assert all(completed_at[job_id] == 1 for job_id in ids), {str(k): completed_at[k] for k in ids if completed_at[k] != 1}
-        for key, values in statuses.items():
-            if "Completed" in values:
-                assert set(values[values.index("Completed") :]) == {"Completed"}, (key, values)
-        for key, values in counters.items():
-            assert values == sorted(values), (key, values)
-
-
 @pytest.fixture
 def server() -> Iterator[ServerProcess]:
     with embedded_server() as running:
@@ -170,7 +124,7 @@ def test_kill_9_at_random_points_every_job_ends_right_once(
 ) -> None:
     rng = random.Random(int(os.environ.get("JOBWATCH_KILL_SEED", "9")))
     jobs = client[DATABASE].background_jobs
-    changes = ChangeLog(client)
+    changes = Witness(client, DATABASE)  # every change, read by the driver's own change streams
     run = Run(server.uri, tmp_path / "run-0.log")
     run.wait_streaming()
     all_ids: list[Any] = []
@@ -209,7 +163,8 @@ def test_kill_9_at_random_points_every_job_ends_right_once(
     for doc in jobs.find({"_id": {"$in": all_ids}}):
         assert doc["status"] == "Completed" and doc["progress"] == 100, doc
         assert all(s["completedItems"] == ITEMS and s["status"] == "Completed" for s in doc["stages"].values()), doc
-    changes.check(all_ids)
+    changes.check_jobs(all_ids)
+    changes.check_positions()  # the saved token never went back across the restarts
     assert resumed_restarts >= TRIALS // 2  # every kill after a save resumed: at least the even trials
 
 
