@@ -1,49 +1,48 @@
-"""The service: wires stream supervisor, dispatcher, sweeps, position keeper
-and health into one ``run()`` that owns one task group.
+"""The service: one instance of a group that shares a watcher name. It
+wires the lease loop, the pipelines of the partitions it holds, the census
+and the health endpoint into one ``run()`` that owns one task group.
 
-What happens where: the supervisor (``watcher.intake.supervisor``) owns the
-stream's life and its catch-up sweeps; the position keeper
-(``watcher.storage.keeper``) loads and saves the resume position; every
-driver error was already translated at the storage boundary
-(``watcher.storage.errors``). This module only starts them in order and stops
-them in order: stop intake, drain, save the position (shielded, with a
-deadline), close.
+What happens where: the elector (``watcher.group.elector``) keeps this
+instance's heartbeat, takes, renews and releases the partitions' leases and
+runs a pipeline (``watcher.group.pipeline``: stream, dispatcher, sweeps,
+position) for each partition it holds; every driver error was already
+translated at the storage boundary (``watcher.storage.errors``). This module
+only starts them in order and stops them in order: each partition stops
+intake, drains, saves its position (shielded, with a deadline) and releases
+its lease; then the instance says goodbye and closes.
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as dt
+import os
+import socket
 import time
 import types
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import anyio
 
 import rules
-from watcher.decide.coalesce import JobQueue
-from watcher.decide.dispatch import Dispatcher
-from watcher.intake.counter_watch import CounterWatch
+from watcher.group.elector import GOODBYE_DEADLINE_S, Elector
+from watcher.group.pipeline import Pipeline, merged
+from watcher.group.tenure import Timing
 from watcher.intake.source import ChangeSource, PyMongoChangeSource
-from watcher.intake.stream import StreamReader
-from watcher.intake.supervisor import Supervisor, Sweeps
-from watcher.intake.sweep import Sweeper, SweepReport
+from watcher.intake.sweep import SweepReport
 from watcher.ops import logs
 from watcher.ops.health import HealthServer
-from watcher.ops.metrics import Metrics
+from watcher.ops.metrics import Metrics, version
 from watcher.settings import Settings
 from watcher.storage import backoff, census, errors, reachability
-from watcher.storage.keeper import PositionKeeper
+from watcher.storage.lease import Grant, MongoLeases
+from watcher.storage.members import MongoMembers, new_instance_id
+from watcher.storage.partitions import EVERYTHING, Slice, check_hashing
 from watcher.storage.position import MongoPositionStore, PositionStore
 from watcher.storage.store import JobStore
 
 # The deliberate fatal outcomes, where callers have always found them.
 ConfigurationProblem = errors.ConfigurationProblem
 Unreachable = errors.Unreachable
-#: A one-shot sweep (``jobwatch sweep``) retries a failed pass this often before giving up.
-ONE_SHOT_ATTEMPTS = 5
-T = TypeVar("T")
 
 
 async def check_server(client: Any, settings: Settings) -> None:
@@ -60,10 +59,15 @@ class Watcher:
     context manager, which runs it in the background and stops it on exit.
     The change source defaults to PyMongo's ``collection.watch()``.
 
+    Any number of watchers may run with one ``watcher_name`` (in one process
+    or many): they share its partitions, one leader each, by leases in
+    MongoDB; the others stand by, ready to take over.
+
     ``run()`` raises only ``ConfigurationProblem`` (exit code 2: bad
     settings, missing privileges, a standalone server without degraded mode,
-    a busy health port) or ``Unreachable`` (exit code 3), each with a
-    one-line message; everything else foreseeable is retried inside.
+    a busy health port, instances of the name with other partitions) or
+    ``Unreachable`` (exit code 3), each with a one-line message; everything
+    else foreseeable is retried inside.
     """
 
     def __init__(
@@ -72,53 +76,63 @@ class Watcher:
         settings: Settings | None = None,
         *,
         change_source: ChangeSource | None = None,
-        position_store: PositionStore | None = None,
+        position_store: Callable[[Grant], PositionStore] | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings = settings or Settings()
-        db = client[settings.database]
+        self._db = db = client[settings.database]
         self.metrics = metrics or Metrics()
         self.metrics.sweep_interval.set(settings.sweep_interval_s)  # the periodic sweeps keep it current
         self._clock = clock
         self._client = client
-        policy = rules.Policy(scan_stage=settings.scan_stage)
-        self._store = JobStore(db, settings)
-        self._queue = JobQueue(max_jobs=settings.max_pending_jobs, progress_interval_s=settings.progress_interval_s)
-        self._dispatcher = Dispatcher(
-            self._store, self._queue, self.metrics, workers=settings.workers, policy=policy, retry_backoff=self._new_backoff(), clock=clock
-        )
-        counters = CounterWatch(quiet_s=settings.path_a_quiet_s)
-        self._sweeper = Sweeper(self._store, self.metrics, policy=policy, counters=counters, dispatcher=self._dispatcher, clock=clock)
-        self._keeper = PositionKeeper(
-            position_store
-            or MongoPositionStore(
-                db, settings.positions_collection, settings.watcher_name,
-                save_interval_s=settings.position_save_interval_s, state=self._heartbeat_state,
+        self._source = change_source or PyMongoChangeSource(db[settings.jobs_collection])
+        self._positions = db[settings.positions_collection]
+        self._position_store = position_store or self._mongo_positions
+        #: This process's identity in the group: host:pid:random.
+        self.instance = new_instance_id()
+        self._timing = Timing(lease_s=settings.lease_s, renew_s=settings.renew_s)
+        self._elector = Elector(
+            MongoLeases(
+                self._positions,
+                watcher=settings.watcher_name,
+                partitions=settings.partitions,
+                holder=self.instance,
+                lease_s=settings.lease_s,
             ),
-            self._queue.advance,
-            self.metrics,
-            interval_s=settings.position_save_interval_s,
-            retry=self._new_backoff(),
+            MongoMembers(self._positions, watcher=settings.watcher_name, instance=self.instance),
+            partitions=settings.partitions,
+            timing=self._timing,
+            lead=self._lead,
+            about=self._about,
+            metrics=self.metrics,
+            job_types=settings.job_types,
+            observe=settings.observe,
+            retry=backoff.Backoff(base_s=settings.backoff_base_s, max_s=settings.renew_s),
             clock=clock,
         )
-        stream_backoff = self._new_backoff()
-        source = change_source or PyMongoChangeSource(db[settings.jobs_collection])
-        self._reader = StreamReader(source, self._dispatcher, self.metrics, settings, healthy=stream_backoff, counters=counters, clock=clock)
-        self._sweeps = Sweeps(self._periodic_pass, settings, self.metrics, retry=self._new_backoff(), after=self._after_sweep)
-        self._supervisor = Supervisor(self._reader, self._sweeps, settings, self.metrics, retry=stream_backoff)
+        self._pipelines: dict[int, Pipeline] = {}
+        self._observer: Pipeline | None = None
+        self._one_shot: Pipeline | None = None
         self._stop = anyio.Event()
         self._started = anyio.Event()
         self._finished = anyio.Event()
         self._settled = anyio.Event()
+        self._in_group = anyio.Event()
+        self._intake_done = anyio.Event()
         self._running = False
         self._fatal: ConfigurationProblem | Unreachable | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self.last_sweep: SweepReport | None = None
         self.health: HealthServer | None = None
+        self._metrics_from_pipelines()
 
-    def _new_backoff(self) -> backoff.Backoff:
-        return backoff.Backoff(base_s=self.settings.backoff_base_s, max_s=self.settings.max_backoff_s)
+    def _metrics_from_pipelines(self) -> None:
+        """Instance-wide gauges over the pipelines running now, read at each scrape."""
+        self.metrics.streaming.set_function(lambda: float(self.streaming))
+        self.metrics.degraded.set_function(lambda: float(self.degraded))
+        self.metrics.pending_jobs.set_function(lambda: float(sum(p.pending_jobs for p in self._active().values())))
+        self.metrics.backlog_tokens.set_function(lambda: float(sum(p.backlog_tokens for p in self._active().values())))
 
     # -- public API ------------------------------------------------------
 
@@ -132,7 +146,9 @@ class Watcher:
         settle: bool | None = None,
         on_wait: Callable[[SweepReport, float], None] | None = None,
     ) -> SweepReport:
-        """One reconciliation pass now (also while ``run()`` is going).
+        """One reconciliation pass now (also while ``run()`` is going: then
+        over the partitions this instance holds, through their pipelines;
+        otherwise over every job).
 
         Path A raises only counters that stood still for ``path_a_quiet_s``.
         With ``settle`` (the default when the service is not running and
@@ -147,48 +163,25 @@ class Watcher:
         """
         if settle is None:
             settle = not self._running and not dry_run
-        if settle and self.settings.path_a_quiet_s > 0:
-            looked = await self._retrying(lambda: self._sweeper.look(full=full, job_types=job_types))
-            if looked.path_a_waiting:
-                wait_s = self.settings.path_a_quiet_s
-                said = "collection counts ahead of counters: checking they stand still"
-                logs.event("sweep_waiting_for_path_a", "INFO", said, jobs=looked.path_a_waiting, wait_s=wait_s)
-                if on_wait is not None:
-                    on_wait(looked, wait_s)
-                await anyio.sleep(wait_s)
-        async with self._dispatching():
-            report = await self._retrying(lambda: self._sweeper.sweep(full=full, dry_run=dry_run, job_types=job_types, on_job=on_job))
+        active = self._active()
+        if self._running and active:
+            reports = []
+            for pipeline in active.values():
+                reports.append(
+                    await pipeline.sweep(
+                        dry_run=dry_run, job_types=job_types, full=full, on_job=on_job, settle=settle, on_wait=on_wait
+                    )
+                )
+            report = merged(reports)
+        else:
+            if self._one_shot is None:
+                self._one_shot = Pipeline(self._db, self.settings, self.metrics, self._source, clock=self._clock)
+            report = await self._one_shot.sweep(
+                dry_run=dry_run, job_types=job_types, full=full, on_job=on_job, settle=settle, on_wait=on_wait
+            )
         if not dry_run:
             self.last_sweep = report
         return report
-
-    @contextlib.asynccontextmanager
-    async def _dispatching(self) -> AsyncIterator[None]:
-        """The sweep writes through the dispatcher: run it for the sweep's
-        duration when ``run()`` is not running it already."""
-        if self._dispatcher.running:
-            yield
-            return
-        self._dispatcher.give_up_after = ONE_SHOT_ATTEMPTS
-        try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._dispatcher.run)
-                yield
-                tg.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            raise _sole(group) from None
-        finally:
-            self._dispatcher.give_up_after = None
-
-    async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
-        retry = self._new_backoff()
-        while True:
-            try:
-                return await attempt()
-            except errors.StoreUnavailable:
-                if retry.attempt + 1 >= ONE_SHOT_ATTEMPTS:
-                    raise
-                await anyio.sleep(retry.next_delay_s())
 
     async def run(self) -> None:
         """Run until ``stop()``. Raises ``ConfigurationProblem`` or ``Unreachable``
@@ -199,9 +192,8 @@ class Watcher:
         try:
             await self._run()
         except BaseExceptionGroup as group:
-            raise _sole(group) from None
+            raise errors.sole(group) from None
         finally:
-            self.metrics.streaming.set(0)
             self._finished.set()
             self._settled.set()
 
@@ -220,40 +212,54 @@ class Watcher:
         return self._stop.is_set()
 
     async def wait_started(self) -> None:
-        """Returns once the stream is open and the first sweep has finished."""
+        """Returns once this instance joined its group and the partitions it
+        took at once have their stream open and their first sweep done (a
+        standby: once it joined)."""
         await self._started.wait()
 
     @property
+    def role(self) -> str:
+        """``leader`` (holds a partition), ``standby`` or ``observe``."""
+        return self._elector.role
+
+    @property
+    def partitions_held(self) -> list[int]:
+        """The partitions whose lease this instance holds (none under --observe)."""
+        return sorted(self._elector.leading())
+
+    @property
     def streaming(self) -> bool:
-        """The change stream is open."""
-        return self._reader.health.open
+        """The change stream of every partition held is open (False when none is held)."""
+        active = self._active()
+        return bool(active) and all(p.streaming for p in active.values())
 
     @property
     def degraded(self) -> bool:
-        return self._supervisor.degraded
+        return any(p.degraded for p in self._active().values())
 
-    @property
-    def ready(self) -> bool:
-        """What ``/readyz`` says: started and not stopping; the stream open and
-        answering (a batch, even empty, within the stall bound) or degraded
-        mode on purpose; the backlog below its cap; sweeps succeeding or
-        being retried."""
-        if not self._started.is_set() or self._stop.is_set():
-            return False
-        reading = self._reader.health.reading(self._clock(), self._reader.stall_s)
-        return (reading or self.degraded) and not self._dispatcher.full and self._sweeps.state != "never"
-
-    def not_ready_reason(self) -> str | None:
-        """Why ``ready`` is False, in a few words (None when ready)."""
-        if self.ready:
-            return None
+    def readiness(self) -> str | None:
+        """What ``/readyz`` says, in one place: None when ready, else why not,
+        in a few words. Ready: started and not stopping; in touch with MongoDB
+        for its leases; for each partition held, the stream open and answering
+        (a batch, even empty, within the stall bound) or degraded mode on
+        purpose, the backlog below its cap, sweeps succeeding or being
+        retried. A standby holding nothing is ready: standing by is its job."""
         if not self._started.is_set():
             return "starting"
         if self._stop.is_set():
             return "stopping"
-        if self._dispatcher.full:
-            return "backlog at its cap"
-        return "change stream not reading"
+        now = self._clock()
+        if not self.settings.observe and not self._elector.in_touch(now):
+            return "cannot reach MongoDB to keep its leases"
+        for partition, pipeline in sorted(self._active().items()):
+            reason = pipeline.readiness(now)
+            if reason is not None:
+                return reason if self.settings.partitions == 1 else f"partition {partition}: {reason}"
+        return None
+
+    @property
+    def ready(self) -> bool:
+        return self.readiness() is None
 
     async def __aenter__(self) -> Watcher:
         self._tg = anyio.create_task_group()
@@ -279,26 +285,89 @@ class Watcher:
             return await self._tg.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
             # The caller did not start a task group; give it run()'s error, not ours.
-            raise _sole(group) from None
+            raise errors.sole(group) from None
 
     # -- the service -----------------------------------------------------
 
+    def _active(self) -> dict[int, Pipeline]:
+        """The pipelines doing their partition's work now (the observer's, under --observe)."""
+        if self._observer is not None:
+            return {0: self._observer}
+        return {k: self._pipelines[k] for k in self._elector.leading() if k in self._pipelines}
+
+    def _lead(self, grant: Grant) -> Pipeline:
+        """The elector took ``grant``: a fresh pipeline for its partition."""
+        settings = self.settings
+        pipeline = Pipeline(
+            self._db,
+            settings,
+            self.metrics,
+            self._source,
+            partition=Slice.of(settings.partitions, grant.partition),
+            index=grant.partition,
+            positions=self._position_store(grant),
+            on_sweep=self._swept,
+            clock=self._clock,
+        )
+        self._pipelines[grant.partition] = pipeline
+        return pipeline
+
+    def _mongo_positions(self, grant: Grant) -> PositionStore:
+        return MongoPositionStore(
+            self._positions,
+            grant,
+            lease_s=self.settings.lease_s,
+            save_interval_s=self.settings.position_save_interval_s,
+            state=lambda: self._pipelines[grant.partition].state(),
+        )
+
+    def _swept(self, report: SweepReport) -> None:
+        self.last_sweep = report
+
+    def _about(self) -> dict[str, Any]:
+        """This instance, as its heartbeat tells ``jobwatch status`` and the group."""
+        active = self._active()
+        settings = self.settings
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "version": version(),
+            "partitions": settings.partitions,
+            "jobTypes": list(settings.job_types),
+            "leaseS": settings.lease_s,
+            "renewS": settings.renew_s,
+            "state": {
+                "pendingJobs": sum(p.pending_jobs for p in active.values()),
+                "streaming": self.streaming,
+                "degraded": self.degraded,
+            },
+        }
+
     async def _run(self) -> None:
         settings = self.settings
-        logs.event("watcher_starting", database=settings.database, collection=settings.jobs_collection, watcher=settings.watcher_name)
+        logs.event(
+            "watcher_starting",
+            database=settings.database,
+            collection=settings.jobs_collection,
+            watcher=settings.watcher_name,
+            instance=self.instance,
+            role="observe" if settings.observe else "member",
+            partitions=settings.partitions,
+        )
         async with anyio.create_task_group() as tg:
             if settings.health_port:
                 await self._start_health(tg)  # first: probes answer during a long start-up
             intake = anyio.CancelScope()
-            tg.start_soon(self._stops_on_fatal, self._intake, intake, tg)
+            tg.start_soon(self._stops_on_fatal, self._intake, intake)
             await self._stop.wait()
-            await self._shutdown(intake, tg)
+            await self._shutdown(intake)
+            tg.cancel_scope.cancel()
         if self._fatal is not None:
             raise self._fatal
 
-    async def _stops_on_fatal(self, task: Callable[..., Awaitable[None]], *args: Any) -> None:
+    async def _stops_on_fatal(self, task: Callable[..., Any], *args: Any) -> None:
         """Run ``task``; a deliberate fatal outcome becomes an orderly stop
-        (drain, save the position) after which ``run()`` raises it."""
+        after which ``run()`` raises it."""
         try:
             await task(*args)
         except (ConfigurationProblem, Unreachable) as exc:
@@ -307,66 +376,82 @@ class Watcher:
                 logs.event("watcher_fatal", "ERROR", str(exc), error=type(exc).__name__)
             self._stop.set()
 
-    async def _intake(self, scope: anyio.CancelScope, tg: anyio.abc.TaskGroup) -> None:
-        """Start-up, then the stream's life; all of it inside ``scope``, so a
-        stop cancels it wherever it is waiting (even a first open that fails)."""
-        with scope:
-            await check_server(self._client, self.settings)
-            self.metrics.observe_mode.set(1 if self.settings.observe else 0)
-            if self.settings.create_index and not self.settings.observe:  # --observe writes nothing to the jobs
-                await self._ensure_index()
-            token = await self._keeper.load()
-            tg.start_soon(self._stops_on_fatal, self._dispatcher.run)
-            tg.start_soon(self._stops_on_fatal, self._keeper.run)
-            await self._supervisor.run(token, started=lambda: self._on_started(tg))
+    async def _intake(self, scope: anyio.CancelScope) -> None:
+        """Start-up, then the group's life; all of it inside ``scope``, so a
+        stop during start-up cancels it wherever it is waiting."""
+        settings = self.settings
+        try:
+            with scope:
+                await check_server(self._client, settings)
+                self.metrics.observe_mode.set(1 if settings.observe else 0)
+                if settings.create_index and not settings.observe:  # --observe writes nothing to the jobs
+                    await self._ensure_index()
+                if settings.partitions > 1 and not settings.observe:
+                    await check_hashing([self._db[settings.jobs_collection], self._positions], settings.partitions)
+                async with anyio.create_task_group() as tg:
+                    self._in_group.set()  # from here a stop is honoured in order
+                    if settings.observe:
+                        self._observer = Pipeline(
+                            self._db, settings, self.metrics, self._source, on_sweep=self._swept, clock=self._clock
+                        )
+                        tg.start_soon(self._observer.run)
 
-    def _on_started(self, tg: anyio.abc.TaskGroup) -> None:
-        tg.start_soon(self._stops_on_fatal, self._sweeps.periodic, lambda: self._supervisor.degraded)
-        # After the start-up sweep, so the first census counts what that sweep left open.
-        tg.start_soon(census.run, self._client[self.settings.database], self.settings, self.metrics)
+                    def joined() -> None:
+                        tg.start_soon(self._announce_started, tg)
+
+                    await self._elector.run(joined=joined)
+                    if self._observer is not None:
+                        await self._observer.ended.wait()
+                    tg.cancel_scope.cancel()
+        finally:
+            self._intake_done.set()
+
+    def _census_slice(self) -> Slice:
+        if self.settings.observe:
+            return EVERYTHING
+        return Slice.held(self.settings.partitions, self._elector.leading())
+
+    async def _announce_started(self, tg: anyio.abc.TaskGroup) -> None:
+        """Started: in the group, and every pipeline it took at once has its
+        stream open and its start-up sweep done (or has ended)."""
+        for pipeline in list(self._active().values()):
+            await _first_of(pipeline.started, pipeline.ended)
+        if self._stop.is_set():
+            return  # a fatal outcome (or a stop) came first: run() ends with it, never "started"
+        # After the start-up sweeps, so the first census counts what they left open.
+        tg.start_soon(census.run, self._db, self.settings, self.metrics, self._census_slice)
         self._started.set()
         self._settled.set()
-        logs.event("watcher_started", streaming=self.streaming, degraded=self.degraded)
+        held = ",".join(map(str, self.partitions_held)) or "none"
+        logs.event(
+            "watcher_started",
+            instance=self.instance,
+            role=self.role,
+            partitions=held,
+            streaming=self.streaming,
+            degraded=self.degraded,
+        )
 
     async def _ensure_index(self) -> None:
         try:
-            if await self._store.ensure_sweep_index():
+            if await JobStore(self._db, self.settings).ensure_sweep_index():
                 logs.event("index_created", "INFO", "created the sweep's index on (status, jobType)")
         except (errors.StorageProblem, errors.ConfigurationProblem) as exc:
             # Sweeps work without it, only slower: never a reason to stop.
-            logs.event("index_not_created", "WARNING", "could not create the sweep's index; sweeping without it", error=errors.name(exc))
-
-    async def _periodic_pass(self, full: bool) -> SweepReport:
-        report = await self._sweeper.sweep(full=full)
-        self.last_sweep = report
-        return report
-
-    async def _after_sweep(self, report: SweepReport) -> None:
-        self.metrics.sweep_succeeded()
-        await self._keeper.heartbeat(report.summary())
-        # After a start-up or catch-up sweep the stream's position is worth
-        # keeping at once: a watcher killed before its first interval then
-        # resumes instead of sweeping everything again.
-        self._keeper.save_soon()
-
-    def _heartbeat_state(self) -> dict[str, Any]:
-        """What ``jobwatch status`` reads about this watcher (saved with each heartbeat)."""
-
-        def at(unix_s: float | None) -> dt.datetime | None:
-            return dt.datetime.fromtimestamp(unix_s, dt.UTC) if unix_s is not None else None
-
-        return {
-            "pendingJobs": self._queue.pending_jobs,
-            "streaming": self.streaming,
-            "degraded": self.degraded,
-            "observe": self.settings.observe,
-            "lastEventAt": at(self.metrics.last_event_at),
-            "lastSweepAt": at(self.metrics.last_sweep_at),
-        }
+            logs.event(
+                "index_not_created",
+                "WARNING",
+                "could not create the sweep's index; sweeping without it",
+                error=errors.name(exc),
+            )
 
     async def _start_health(self, tg: anyio.abc.TaskGroup) -> None:
         self.health = HealthServer(
-            self.metrics, ready=lambda: self.ready, why_not_ready=self.not_ready_reason, host=self.settings.health_host, port=self.settings.health_port
+            self.metrics,
+            ready=lambda: self.ready,
+            why_not_ready=self.readiness,
+            host=self.settings.health_host,
+            port=self.settings.health_port,
         )
         try:
             await tg.start(self.health.serve)
@@ -376,30 +461,27 @@ class Watcher:
                 f"({exc.strerror}); set JOBWATCH_HEALTH_PORT (0 disables the endpoint)"
             ) from None
 
-    async def _shutdown(self, intake: anyio.CancelScope, tg: anyio.abc.TaskGroup) -> None:
+    async def _shutdown(self, intake: anyio.CancelScope) -> None:
         logs.event("shutdown_started", "INFO", "stopping intake")
+        self._elector.request_stop()
+        if self._observer is not None:
+            self._observer.request_stop()
+        if self._in_group.is_set():
+            # Each partition stops in order (drain, save: bounded by the
+            # shutdown deadline) and releases its lease; then the goodbye.
+            with anyio.move_on_after(self.settings.shutdown_deadline_s + self.settings.renew_s + GOODBYE_DEADLINE_S):
+                await self._intake_done.wait()
         intake.cancel()
-        deadline_s = self.settings.shutdown_deadline_s
-        with anyio.move_on_after(deadline_s / 2) as drain:
-            await self._dispatcher.drained()
-        if drain.cancelled_caught:
-            logs.event("shutdown_drain_incomplete", "WARNING", "jobs still pending at the deadline; the saved position keeps them", pending=self._queue.pending_jobs)
-        if self._started.is_set():  # before that, nothing was read that a save could keep
-            await self._keeper.save_at_stop(deadline_s / 2)
-        tg.cancel_scope.cancel()
-        logs.event("watcher_stopped")
+        logs.event("watcher_stopped", instance=self.instance)
 
 
-def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error ``run()`` stands for: a deliberate fatal outcome if there is
-    one anywhere in the group, else the one error inside nested
-    single-member groups, else the group itself (a bug: all of it)."""
-    fatal = group.subgroup(lambda exc: isinstance(exc, ConfigurationProblem | Unreachable))
-    if fatal is not None:
-        group = fatal
-    error: BaseException = group
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) >= 1:
-        if len(error.exceptions) > 1 and fatal is None:
-            break
-        error = error.exceptions[0]
-    return error
+async def _first_of(*events: anyio.Event) -> None:
+    """Returns once any of ``events`` is set."""
+    async with anyio.create_task_group() as tg:
+
+        async def wait(event: anyio.Event) -> None:
+            await event.wait()
+            tg.cancel_scope.cancel()
+
+        for event in events:
+            tg.start_soon(wait, event)

@@ -63,8 +63,29 @@ class Settings(BaseSettings):
     database: str = Field("imageviewer", min_length=1, description="database holding the jobs")
     jobs_collection: str = Field("background_jobs", min_length=1, description="collection of background jobs")
     collections_collection: str = Field("collections", min_length=1, description="collection documents for path A counts")
-    positions_collection: str = Field("jobwatch_positions", min_length=1, description="where resume tokens and heartbeats are saved")
-    watcher_name: str = Field("default", min_length=1, description="one saved position per name; replicas share a name")
+    positions_collection: str = Field(
+        "jobwatch_positions", min_length=1, description="where resume positions, leases and heartbeats are kept"
+    )
+    watcher_name: str = Field(
+        "default",
+        min_length=1,
+        description="instances sharing a name share its partitions (one leader each) and their positions",
+    )
+    partitions: Annotated[int, Field(ge=1, le=1024)] = Field(
+        1,
+        description="split the jobs into this many partitions by MongoDB's hash of _id, each with its own lease, "
+        "stream and position, spread over the instances sharing the name (all of them must use the same value)",
+    )
+    lease_s: Annotated[float, Field(ge=1)] = Field(
+        10.0,
+        description="a partition's lease lasts this long on the server's clock: a crashed holder's partitions are "
+        "taken over after it (plus renew_s)",
+    )
+    renew_s: Annotated[float, Field(gt=0)] = Field(
+        2.0,
+        description="how often leases are renewed and free ones tried (at most lease_s / 3); a holder that could "
+        "not renew for 2/3 of lease_s stops by itself",
+    )
     job_types: Annotated[tuple[str, ...], NoDecode] = Field((), description="job types to watch, comma-separated; empty = every type")
     stage_arrays: Annotated[dict[str, str], NoDecode] = Field(
         {"thumbnail": "thumbnails", "cache": "cacheImages"},
@@ -222,6 +243,17 @@ class Settings(BaseSettings):
     def _backoff_order(self) -> Settings:
         if self.max_backoff_s < self.backoff_base_s:
             raise ValueError("max_backoff_s must be at least backoff_base_s")
+        return self
+
+    @model_validator(mode="after")
+    def _lease_timing(self) -> Settings:
+        # A holder stops at 2/3 of its lease without a renewal: at least two
+        # renewals must fit before that, or one slow reply costs the lease.
+        if self.renew_s * 3 > self.lease_s:
+            raise ValueError(
+                f"--renew-s / JOBWATCH_RENEW_S ({self.renew_s:g}) must be at most --lease-s / JOBWATCH_LEASE_S "
+                f"divided by 3 ({self.lease_s / 3:g}): raise the lease or renew more often"
+            )
         return self
 
     @property

@@ -90,7 +90,7 @@ def test_status_reports_open_jobs_and_last_sweep(cli_mongo: CliMongo, capsys: py
     code, out, _ = run_cli(cli_mongo.args("status", "--json"), capsys)
     assert code == exits.OK
     status = json.loads(out)
-    assert status["alive"] is False and status["position_saved"] is False
+    assert status["alive"] is False and status["unheld"] == [0] and status["partitions"][0]["position_saved"] is False
     assert status["open_jobs"] == [{"status": "Pending", "jobType": "collection-scan", "count": 3}]
     code, out, _ = run_cli(cli_mongo.args("status"), capsys)
     assert "NOT alive" in out and "open jobs: 3" in out

@@ -30,6 +30,20 @@ def test_compose_wires_a_replica_set_watcher_and_simulator() -> None:
     assert '"127.0.0.1:9187:9187"' in text  # metrics published on loopback only
 
 
+def test_compose_runs_two_watchers_sharing_one_name() -> None:
+    import yaml
+
+    services = yaml.safe_load((ROOT / "compose" / "docker-compose.yml").read_text())["services"]
+    watchers = {name: s for name, s in services.items() if s.get("command") == ["run"]}
+    assert len(watchers) == 2  # a leader and a standby
+    first, second = watchers.values()
+    assert first["environment"] == second["environment"]
+    assert "JOBWATCH_WATCHER_NAME" not in first["environment"]  # one name: the default
+    assert "/readyz" in " ".join(second["healthcheck"]["test"]) and second["restart"] == "unless-stopped"
+    host_ports = {p.split(":")[1] for w in watchers.values() for p in w["ports"]}
+    assert host_ports == {"9187", "9188"}  # each its own host port
+
+
 def test_dockerfile_runs_the_console_script_as_non_root_with_a_health_check() -> None:
     text = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["jobwatch"]' in text

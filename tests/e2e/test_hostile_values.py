@@ -160,8 +160,7 @@ def test_every_command_prints_hostile_values_as_data(
     jobs.insert_one(doc)
     sim_stage = stage.replace(",", "").strip() or "s"
     commands = [
-        # status's text output is branch ha's to render (test_status_text_output_prints_values_as_data);
-        # its logs are checked here.
+        # status's text output is checked with more values in test_status_text_output_prints_values_as_data.
         ["explain", job_id], ["jobs"], ["jobs", "--stuck"], ["sweep", "--dry-run"], ["status"], ["position", "show"],
         ["simulate", "--jobs", "1", "--items", "1", "--stages", sim_stage, "--job-type", job_type], ["sweep"], ["jobs"],
     ]
@@ -169,8 +168,7 @@ def test_every_command_prints_hostile_values_as_data(
         log_format = ["--log-json"] if log_json else []
         code, out, err = run_command([*cli_mongo.args(*argv), "--log-level", "DEBUG", *log_format], capsys)
         assert code in (exits.OK, exits.FAILED), (argv, err[-1000:])
-        if argv != ["status"]:
-            assert_printable_output(out)
+        assert_printable_output(out)
         if log_json:
             for line in err.splitlines():
                 json.loads(line)  # still JSON, whatever the values
@@ -186,11 +184,6 @@ def test_every_command_prints_hostile_values_as_data(
     assert len(out.splitlines()) == total + 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="status's text output is rewritten on branch ha, which must show document values "
-    "through watcher.ops.printable (then remove this mark)",
-)
 def test_status_text_output_prints_values_as_data(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
     cli_mongo.db.background_jobs.insert_many([hostile_job("status", text, done=False) for text in STORABLE])
     code, out, _ = run_command(cli_mongo.args("status"), capsys)

@@ -72,49 +72,89 @@ def test_status_check_and_stuck_jobs_through_the_script(cli_mongo: CliMongo) -> 
 # -- status -------------------------------------------------------------------------
 
 
-def _heartbeat(cli_mongo: CliMongo, *, interval_s: float, age_s: float) -> None:
+def _instance(
+    cli_mongo: CliMongo, *, lease_s: float, age_s: float, role: str = "leader", held: tuple[int, ...] = (0,)
+) -> str:
+    """An instance's heartbeat document, as a running jobwatch writes it."""
+    now = dt.datetime.now(dt.UTC)
+    instance = f"host-a:4242:{ObjectId()}"
+    cli_mongo.db.jobwatch_positions.insert_one({
+        "_id": f"default@{instance}", "kind": "instance", "watcher": "default", "instance": instance, "host": "host-a",
+        "pid": 4242, "version": "9.9.9", "role": role, "partitions": 1, "jobTypes": [], "held": list(held),
+        "leaseS": lease_s, "renewS": lease_s / 5, "startedAt": now - dt.timedelta(seconds=age_s + 60),
+        "heartbeatAt": now - dt.timedelta(seconds=age_s), "state": {"pendingJobs": 7},
+    })
+    return instance
+
+
+def _partition(cli_mongo: CliMongo, *, holder: str | None, expires_in_s: float, age_s: float) -> None:
+    """Partition 0's lease and position, its holder's last report ``age_s`` old."""
     now = dt.datetime.now(dt.UTC)
     cli_mongo.db.jobwatch_positions.insert_one({
-        "_id": "default",
-        "token": {"_data": "8263"},
-        "savedAt": now - dt.timedelta(seconds=age_s),
-        "heartbeatAt": now - dt.timedelta(seconds=age_s),
-        "saveIntervalS": interval_s,
-        "state": {"pendingJobs": 7, "streaming": True, "degraded": False, "lastEventAt": now, "lastSweepAt": now},
+        "_id": "default", "kind": "partition", "watcher": "default", "partition": 0, "partitions": 1,
+        "holder": holder, "term": 3, "expiresAt": now + dt.timedelta(seconds=expires_in_s),
+        "token": {"_data": "8263"}, "tokenTerm": 3,
+        "savedAt": now - dt.timedelta(seconds=age_s), "heartbeatAt": now - dt.timedelta(seconds=age_s),
+        "saveIntervalS": 5,
+        "state": {"pendingJobs": 7, "streaming": True, "degraded": False, "lastEventAgoS": 2.0, "lastSweepAgoS": 30.0},
+        "lastSweep": {"scanned": 4, "jobs_completed": 1, "skipped": 0, "duration_s": 0.01},
     })
 
 
-def test_status_judges_by_the_watchers_own_interval(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
-    # A 30 s heartbeat is fresh for a watcher that saves every 60 s, whatever the caller's settings say.
-    _heartbeat(cli_mongo, interval_s=60, age_s=30)
-    code, out, _ = run_cli(cli_mongo.args("status", "--check", "--json"), capsys)
+def test_status_judges_each_instance_by_its_own_lease(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    # A 30 s old heartbeat is fresh for an instance whose lease is 60 s, whatever the caller's settings say.
+    instance = _instance(cli_mongo, lease_s=60, age_s=30)
+    _partition(cli_mongo, holder=instance, expires_in_s=30, age_s=1)
+    code, out, _ = run_cli(cli_mongo.args("status", "--check", "--json"), capsys)  # the caller: lease_s 10
     status = json.loads(out)
-    assert code == exits.OK and status["alive"] is True and status["save_interval_s"] == 60
-    assert status["backlog"] == 7 and status["streaming"] is True and status["last_event_age_s"] is not None
+    assert code == exits.OK and status["alive"] is True and status["unheld"] == []
+    [seen] = status["instances"]
+    assert seen["alive"] is True and seen["instance"] == instance and seen["role"] == "leader" and seen["held"] == [0]
+    assert seen["version"] == "9.9.9" and seen["host"] == "host-a" and seen["pid"] == 4242 and seen["observe"] is False
+    assert seen["late"] is True  # alive (its lease is 60 s) but 30 s without a heartbeat where it beats every 12 s
+    [partition] = status["partitions"]
+    assert partition["holder"] == instance and partition["term"] == 3 and partition["position_term"] == 3
+    assert partition["heartbeat"]["backlog"] == 7 and partition["heartbeat"]["streaming"] is True
     code, out, _ = run_cli(cli_mongo.args("status"), capsys)
-    assert code == exits.OK and "alive" in out and "backlog: 7" in out and "last sweep:" in out
+    assert code == exits.OK and "every partition has a live holder" in out and "backlog 7 jobs" in out
+    assert f"held by {instance}, term 3" in out and "(LATE: it beats every 12s)" in out
 
 
-def test_status_check_fails_on_a_stale_heartbeat(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
-    _heartbeat(cli_mongo, interval_s=5, age_s=60)
+def test_status_on_a_dead_watcher_marks_everything_it_last_reported_with_its_age(
+    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    instance = _instance(cli_mongo, lease_s=10, age_s=60)
+    _partition(cli_mongo, holder=instance, expires_in_s=-50, age_s=60)
     code, out, _ = run_cli(cli_mongo.args("status", "--check"), capsys)
-    assert code == exits.FAILED and "NOT alive" in out
+    assert code == exits.FAILED and "NOT alive: no live holder for partition 0" in out
+    assert f"{instance}  gone (last heartbeat 1.0m ago)" in out and "ran out 50." in out
+    reported = [line for line in out.splitlines() if "stream" in line or "backlog" in line or "last sweep" in line]
+    assert reported and all("as of its heartbeat 1.0m ago" in line for line in reported), reported
     assert run_cli(cli_mongo.args("status"), capsys)[0] == exits.OK  # without --check: a report, not a verdict
+    status = json.loads(run_cli(cli_mongo.args("status", "--json"), capsys)[1])
+    assert status["instances"][0]["alive"] is False and 59 < status["instances"][0]["heartbeat_age_s"] < 120
+    assert 59 < status["partitions"][0]["heartbeat"]["age_s"] < 120  # the report, with its age beside it
 
 
 def test_status_and_position_read_a_position_document_of_any_shape(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
     # Someone else's (or an older version's) document under our name: every field of the wrong type.
-    cli_mongo.db.jobwatch_positions.insert_one({
-        "_id": "default", "token": "8263", "savedAt": "yesterday", "heartbeatAt": 12, "saveIntervalS": "60",
-        "lastSweep": "a string", "state": ["not", "a", "mapping"],
-    })
+    cli_mongo.db.jobwatch_positions.insert_many([
+        {"_id": "default", "token": "8263", "savedAt": "yesterday", "heartbeatAt": 12, "saveIntervalS": "60",
+         "holder": 7, "term": "three", "expiresAt": "soon", "partition": float("nan"), "lastSweep": "a string",
+         "state": ["not", "a", "mapping"]},
+        {"_id": "default@x", "kind": "instance", "watcher": "default", "instance": 5, "heartbeatAt": "now"},
+        {"_id": "default@y", "kind": "instance", "watcher": "default", "instance": "y", "pid": float("inf"),
+         "held": "all",
+         "partitions": "3", "leaseS": -1, "heartbeatAt": dt.datetime.now(dt.UTC)},
+    ])
     for argv in (("status",), ("status", "--json"), ("position", "show"), ("position", "show", "--json")):
         code, out, err = run_cli(cli_mongo.args(*argv), capsys)
         assert code == exits.OK, (argv, err)
         assert "unexpected error" not in err
     code, out, _ = run_cli(cli_mongo.args("status", "--json"), capsys)
     status = json.loads(out)
-    assert status["alive"] is False and status["last_sweep"] is None and status["position_saved"] is False
+    [partition] = status["partitions"]
+    assert status["alive"] is False and partition["heartbeat"] is None and partition["position_saved"] is False
 
 
 # -- jobs --stuck ---------------------------------------------------------------------
@@ -249,9 +289,9 @@ def test_a_database_without_the_jobs_collection_says_so(
 
 
 def test_position_show_and_reset(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
-    _heartbeat(cli_mongo, interval_s=5, age_s=1)
+    _partition(cli_mongo, holder=None, expires_in_s=-5, age_s=1)
     code, out, _ = run_cli(cli_mongo.args("position", "show", "--json"), capsys)
-    assert code == exits.OK and json.loads(out)["token"] == {"_data": "8263"}
+    assert code == exits.OK and json.loads(out)["positions"][0]["token"] == {"_data": "8263"}
     code, _, err = run_cli(cli_mongo.args("position", "reset"), capsys)
     assert code == exits.USAGE and "--yes" in err
     assert cli_mongo.db.jobwatch_positions.find_one()["token"] == {"_data": "8263"}
@@ -260,6 +300,26 @@ def test_position_show_and_reset(cli_mongo: CliMongo, capsys: pytest.CaptureFixt
     assert "token" not in cli_mongo.db.jobwatch_positions.find_one()
     code, out, _ = run_cli(cli_mongo.args("position", "show"), capsys)
     assert "no position saved" in out
+
+
+def test_position_reset_refuses_while_an_instance_runs(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    instance = _instance(cli_mongo, lease_s=10, age_s=1, role="standby", held=())
+    _partition(cli_mongo, holder=None, expires_in_s=-5, age_s=1)
+    code, _, err = run_cli(cli_mongo.args("position", "reset", "--yes"), capsys)
+    assert code == exits.USAGE
+    assert f"instance {instance} of watcher 'default' is running (standby, heartbeat 1s ago)" in err
+    assert "--force" in err and err.count("\n") == 1
+    assert cli_mongo.db.jobwatch_positions.find_one({"_id": "default"})["token"] == {"_data": "8263"}
+    code, out, _ = run_cli(cli_mongo.args("position", "reset", "--yes", "--force"), capsys)
+    assert code == exits.OK and "forgotten" in out
+    assert "token" not in cli_mongo.db.jobwatch_positions.find_one({"_id": "default"})
+
+
+def test_position_reset_refuses_while_a_lease_is_held(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+    # No heartbeat document (an instance that lost it, or an older version), but a lease that has not run out.
+    _partition(cli_mongo, holder="host-b:1:abc", expires_in_s=30, age_s=1)
+    code, _, err = run_cli(cli_mongo.args("position", "reset", "--yes"), capsys)
+    assert code == exits.USAGE and "host-b:1:abc holds the lease of watcher 'default' partition 0" in err
 
 
 # -- run --observe --------------------------------------------------------------------

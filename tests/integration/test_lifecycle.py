@@ -12,6 +12,8 @@ from tests.support.backends import Backend
 from tests.support.documents import seed_job
 from tests.support.harness import running, settings_for, wait_until
 from watcher import Watcher
+from watcher.settings import Settings
+from watcher.storage.lease import Grant
 from watcher.storage.position import MongoPositionStore, Saved
 from watcher.storage.position import Token
 
@@ -19,22 +21,33 @@ from watcher.storage.position import Token
 class SlowPositions:
     """A position store whose saves hang (a stalled primary), at the seam."""
 
-    def __init__(self, inner: MongoPositionStore, save_s: float) -> None:
-        self._inner = inner
+    def __init__(self, mongo: Backend, settings: Settings, save_s: float) -> None:
+        self._mongo = mongo
+        self._settings = settings
+        self._inner: MongoPositionStore | None = None
         self._save_s = save_s
         self.saves_started = 0
         self.saves_finished = 0
 
+    def for_grant(self, grant: Grant) -> SlowPositions:
+        """The seam: the watcher asks for a position store at each lease it takes."""
+        positions = self._mongo.db[self._settings.positions_collection]
+        self._inner = MongoPositionStore(positions, grant, lease_s=self._settings.lease_s)
+        return self
+
     async def load(self) -> Saved | None:
+        assert self._inner is not None
         return await self._inner.load()
 
     async def save(self, token: Token) -> None:
+        assert self._inner is not None
         self.saves_started += 1
         await anyio.sleep(self._save_s)
         await self._inner.save(token)
         self.saves_finished += 1
 
     async def heartbeat(self, *, last_sweep: Mapping[str, Any] | None = None) -> None:
+        assert self._inner is not None
         await self._inner.heartbeat(last_sweep=last_sweep)
 
 
@@ -83,8 +96,8 @@ async def test_stop_is_honoured_while_the_stream_cannot_open(mongo: Backend) -> 
 
 async def test_a_hanging_position_save_cannot_hold_shutdown_past_its_deadline(mongo: Backend) -> None:
     settings = settings_for(mongo, shutdown_deadline_s=1.0, position_save_interval_s=3600)
-    positions = SlowPositions(MongoPositionStore(mongo.db, settings.positions_collection, settings.watcher_name), save_s=30)
-    watcher = Watcher(mongo.client, settings, change_source=mongo.change_source(), position_store=positions)
+    positions = SlowPositions(mongo, settings, save_s=30)
+    watcher = Watcher(mongo.client, settings, change_source=mongo.change_source(), position_store=positions.for_grant)
     async with anyio.create_task_group() as tg:
         tg.start_soon(watcher.run)
         await watcher.wait_started()
@@ -98,8 +111,8 @@ async def test_a_hanging_position_save_cannot_hold_shutdown_past_its_deadline(mo
 
 async def test_cancelling_the_host_during_a_position_save_ends_the_watcher(mongo: Backend) -> None:
     settings = settings_for(mongo, position_save_interval_s=0.05)
-    positions = SlowPositions(MongoPositionStore(mongo.db, settings.positions_collection, settings.watcher_name), save_s=30)
-    watcher = Watcher(mongo.client, settings, change_source=mongo.change_source(), position_store=positions)
+    positions = SlowPositions(mongo, settings, save_s=30)
+    watcher = Watcher(mongo.client, settings, change_source=mongo.change_source(), position_store=positions.for_grant)
     with anyio.fail_after(10):
         async with anyio.create_task_group() as tg:
             tg.start_soon(watcher.run)

@@ -3,7 +3,7 @@ status`` judges it), the metrics behind the alerts, and ``--observe``."""
 
 from __future__ import annotations
 
-import datetime as dt
+import time
 from typing import Any
 
 import pytest
@@ -13,7 +13,7 @@ from tests.support.backends import Backend
 from tests.support.documents import seed_job
 from tests.support.harness import running, settings_for, wait_until
 from watcher.cli import commands
-from watcher.storage.position import MongoPositionStore
+from watcher.storage import survey
 
 
 def sample(watcher: Any, name: str, **labels: str) -> float | None:
@@ -22,24 +22,36 @@ def sample(watcher: Any, name: str, **labels: str) -> float | None:
     return value
 
 
-async def test_the_heartbeat_carries_the_watchers_own_interval_and_state(mongo: Backend) -> None:
+async def test_status_judges_each_instance_by_its_own_lease_and_shows_each_partition(mongo: Backend) -> None:
     positions = mongo.db.jobwatch_positions
-    async with running(mongo, position_save_interval_s=0.2) as watcher:
+    async with running(mongo, position_save_interval_s=0.2, lease_s=60, renew_s=0.2) as watcher:
 
         async def reported() -> bool:
             doc = await positions.find_one({"_id": watcher.settings.watcher_name})
             return doc is not None and doc.get("saveIntervalS") == 0.2 and "pendingJobs" in doc.get("state", {})
 
         await wait_until(reported, what="a heartbeat with the save interval and state")
-        saved = await MongoPositionStore(mongo.db, "jobwatch_positions", watcher.settings.watcher_name).load()
-        # Judged by the watcher's interval, whatever the reader's own settings say.
-        status = commands.status_document(saved, [], watcher.settings.model_copy(update={"position_save_interval_s": 3600}), dt.datetime.now(dt.UTC))
-        assert status["alive"] is True and status["save_interval_s"] == 0.2
-        assert status["streaming"] is True and status["last_sweep_age_s"] is not None
-    # Long after its last heartbeat (here: judged an hour later), the same watcher is gone.
-    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
-    saved = await MongoPositionStore(mongo.db, "jobwatch_positions", watcher.settings.watcher_name).load()
-    assert commands.status_document(saved, [], watcher.settings, later)["alive"] is False
+        views = await survey.partitions(positions, watcher.settings.watcher_name)
+        members = await survey.instances(positions, watcher.settings.watcher_name)
+        # Judged by the watcher's own lease (60 s), whatever the reader's settings say.
+        reader = watcher.settings.model_copy(update={"lease_s": 1.0, "renew_s": 0.2})
+        status = commands.status_document(views, members, [], reader)
+        assert status["alive"] is True and status["unheld"] == []
+        [instance] = status["instances"]
+        assert instance["alive"] and instance["role"] == "leader" and instance["held"] == [0]
+        assert instance["instance"] == watcher.instance
+        assert instance["lease_s"] == 60 and instance["pid"] is not None and instance["version"]
+        [partition] = status["partitions"]
+        assert partition["holder"] == watcher.instance and partition["term"] == 1
+        assert partition["lease_expires_in_s"] > 0
+        assert partition["heartbeat"]["streaming"] is True and partition["heartbeat"]["save_interval_s"] == 0.2
+        assert partition["heartbeat"]["last_sweep"] is not None and partition["heartbeat"]["age_s"] is not None
+    # Stopped: its lease released and its heartbeat removed, nobody holds the partition.
+    views = await survey.partitions(positions, watcher.settings.watcher_name)
+    members = await survey.instances(positions, watcher.settings.watcher_name)
+    status = commands.status_document(views, members, [], watcher.settings)
+    assert status["alive"] is False and status["unheld"] == [0] and status["instances"] == []
+    assert status["partitions"][0]["holder"] is None and status["partitions"][0]["position_saved"] is True
 
 
 async def test_metrics_answer_is_anything_stuck(mongo: Backend) -> None:
@@ -60,6 +72,30 @@ async def test_metrics_answer_is_anything_stuck(mongo: Backend) -> None:
         text = watcher.metrics.exposition().decode()
         assert 'jobwatch_skipped_jobs_total{reason="unreadable"} 1.0' in text
         assert "jobwatch_build_info{version=" in text
+
+
+async def test_the_position_save_time_is_a_timestamp_an_alert_can_age(mongo: Backend) -> None:
+    """Not an age computed at save time (which read ~0 forever): the time of
+    the last save, so ``time() - jobwatch_position_saved_timestamp_seconds`` grows while saves stop."""
+    async with running(mongo, position_save_interval_s=0.1) as watcher:
+
+        def saved_at() -> float:
+            sample = watcher.metrics.registry.get_sample_value
+            return sample("jobwatch_position_saved_timestamp_seconds", {"partition": "0"}) or 0.0
+
+        async def saved() -> bool:
+            return saved_at() > 0
+
+        await wait_until(saved, what="a position save")
+        first = saved_at()
+        await mongo.db.background_jobs.insert_one(seed_job(_id=ObjectId()))
+
+        async def saved_again() -> bool:
+            return saved_at() > first
+
+        await wait_until(saved_again, what="a later save")
+        assert abs(saved_at() - time.time()) < 60
+    assert "jobwatch_position_age_seconds" not in watcher.metrics.exposition().decode()
 
 
 async def test_observe_mode_decides_and_writes_nothing(mongo: Backend) -> None:

@@ -2,8 +2,9 @@
 
 ``FaultyClient(client, faults)`` behaves like the client, except that the
 operations named in ``faults`` raise the exceptions planned for them:
-``"<collection>.<method>"`` for ``update_one``, ``find_one``, ``aggregate``,
-``create_index``, ``index_information``; ``"<collection>.find"`` when a
+``"<collection>.<method>"`` for ``update_one``, ``update_many``,
+``find_one``, ``find_one_and_update``, ``delete_one``, ``delete_many``,
+``aggregate``, ``create_index``, ``index_information``; ``"<collection>.find"`` when a
 find's first batch is read and ``"<collection>.getmore"`` after its first
 document (a cursor failing mid-sweep). The server's ``failCommand`` fail
 point does the same on a real MongoDB; the embedded engine has none.
@@ -15,6 +16,8 @@ import collections
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
+
 
 class Faults:
     def __init__(self) -> None:
@@ -22,6 +25,8 @@ class Faults:
         self._always: dict[str, BaseException] = {}
         self.raised: collections.Counter[str] = collections.Counter()
         self.calls: collections.Counter[str] = collections.Counter()
+        self._hangs: collections.Counter[str] = collections.Counter()
+        self.hung: collections.Counter[str] = collections.Counter()
 
     def fail(self, op: str, exc: BaseException, times: int = 1) -> None:
         self._once[op].extend([exc] * times)
@@ -29,9 +34,21 @@ class Faults:
     def fail_always(self, op: str, exc: BaseException) -> None:
         self._always[op] = exc
 
+    def hang(self, op: str, times: int = 1) -> None:
+        self._hangs[op] += times
+
     def clear(self) -> None:
         self._once.clear()
         self._always.clear()
+        self._hangs.clear()
+
+    async def answer(self, op: str) -> None:
+        """Raise the planned fault for ``op``, or never answer when planned so."""
+        if self._hangs[op] > 0:
+            self._hangs[op] -= 1
+            self.hung[op] += 1
+            await anyio.sleep_forever()
+        self.check(op)
 
     def pending(self, op: str) -> int:
         """Planned one-shot faults on ``op`` not yet raised."""
@@ -81,24 +98,40 @@ class FaultyCollection:
         return FaultyCollection(self._coll.with_options(**kwargs), self._faults, self._name)
 
     async def update_one(self, *args: Any, **kwargs: Any) -> Any:
-        self._faults.check(f"{self._name}.update_one")
+        await self._faults.answer(f"{self._name}.update_one")
         return await self._coll.update_one(*args, **kwargs)
 
     async def find_one(self, *args: Any, **kwargs: Any) -> Any:
-        self._faults.check(f"{self._name}.find_one")
+        await self._faults.answer(f"{self._name}.find_one")
         return await self._coll.find_one(*args, **kwargs)
 
     async def aggregate(self, *args: Any, **kwargs: Any) -> Any:
-        self._faults.check(f"{self._name}.aggregate")
+        await self._faults.answer(f"{self._name}.aggregate")
         return await self._coll.aggregate(*args, **kwargs)
 
     async def create_index(self, *args: Any, **kwargs: Any) -> Any:
-        self._faults.check(f"{self._name}.create_index")
+        await self._faults.answer(f"{self._name}.create_index")
         return await self._coll.create_index(*args, **kwargs)
 
     async def index_information(self) -> Any:
-        self._faults.check(f"{self._name}.index_information")
+        await self._faults.answer(f"{self._name}.index_information")
         return await self._coll.index_information()
+
+    async def update_many(self, *args: Any, **kwargs: Any) -> Any:
+        await self._faults.answer(f"{self._name}.update_many")
+        return await self._coll.update_many(*args, **kwargs)
+
+    async def find_one_and_update(self, *args: Any, **kwargs: Any) -> Any:
+        await self._faults.answer(f"{self._name}.find_one_and_update")
+        return await self._coll.find_one_and_update(*args, **kwargs)
+
+    async def delete_one(self, *args: Any, **kwargs: Any) -> Any:
+        await self._faults.answer(f"{self._name}.delete_one")
+        return await self._coll.delete_one(*args, **kwargs)
+
+    async def delete_many(self, *args: Any, **kwargs: Any) -> Any:
+        await self._faults.answer(f"{self._name}.delete_many")
+        return await self._coll.delete_many(*args, **kwargs)
 
     def find(self, *args: Any, **kwargs: Any) -> FaultyCursor:
         return FaultyCursor(self._coll.find(*args, **kwargs), self._faults, self._name)

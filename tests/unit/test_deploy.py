@@ -105,7 +105,7 @@ def manifests() -> dict[str, dict[str, Any]]:
 
 def test_kubernetes_deployment_is_safe_by_default() -> None:
     kinds = manifests()
-    assert {"Deployment", "Service", "ServiceMonitor"} <= set(kinds)
+    assert {"Deployment", "Service", "ServiceMonitor", "PodDisruptionBudget"} <= set(kinds)
     pod = kinds["Deployment"]["spec"]["template"]["spec"]
     container = pod["containers"][0]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
@@ -121,6 +121,20 @@ def test_kubernetes_deployment_is_safe_by_default() -> None:
     assert env["JOBWATCH_URI_FILE"].startswith("/run/secrets/")
     assert any(v.get("secret", {}).get("secretName") for v in pod["volumes"])
     assert "JOBWATCH_URI" not in env  # never the URI in plain text
+
+
+def test_kubernetes_runs_a_standby_through_rollouts_and_drains() -> None:
+    kinds = manifests()
+    deployment, budget = kinds["Deployment"], kinds["PodDisruptionBudget"]
+    assert deployment["spec"]["replicas"] >= 2
+    strategy = deployment["spec"]["strategy"]
+    assert strategy["type"] == "RollingUpdate"
+    assert strategy["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}  # the new pod is up before an old one goes
+    assert budget["spec"]["minAvailable"] == 1
+    assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    pod = deployment["spec"]["template"]["spec"]
+    # Longer than the orderly stop: drain and save (shutdown_deadline_s, 10 s) then release the lease.
+    assert pod["terminationGracePeriodSeconds"] > 10
 
 
 DOCS = ROOT / "docs"

@@ -18,3 +18,17 @@ def test_readme_opens_with_the_two_commands() -> None:
 
 def test_readme_stays_short() -> None:
     assert len(README.splitlines()) <= MAX_LINES, "move the new text into a docs/ page and link it"
+
+
+def test_the_takeover_figures_come_from_the_results_file() -> None:
+    """docs/how-to/run-several.md's table is bench/takeover.py's rendering of
+    bench/results/takeover.json, never typed by hand."""
+    import json
+
+    from bench import takeover
+
+    page = (ROOT / "docs" / "how-to" / "run-several.md").read_text()
+    results = ROOT / "bench" / "results" / "takeover.json"
+    assert takeover.START in page and takeover.END in page
+    assert results.exists(), "run ./dev bench takeover"
+    assert takeover.markdown(json.loads(results.read_text())) in page

@@ -25,21 +25,24 @@ from watcher.intake.sweep import SweepReport
 from watcher.ops import logs, printable
 from watcher.service import ConfigurationProblem, Unreachable, Watcher, check_server
 from watcher.settings import Settings
-from watcher.storage import census, errors, reachability
-from watcher.storage.position import MongoPositionStore, Saved
+from watcher.storage import census, errors, reachability, survey
+from watcher.storage.members import Member
 from watcher.storage.store import JobStore, Unreadable
+from watcher.storage.survey import PartitionView
 
 Emit = Callable[[str], None]
 Options = Mapping[str, Any]
 Handler = Callable[[AsyncMongoClient[Any], Options, Settings, Emit], Awaitable[int]]
 #: ``sweep``: the jobs path A waits for named on stderr before the rest are counted.
 WAITING_NAMED = 5
-#: A watcher whose heartbeat is older than this many of ITS OWN save intervals counts as gone.
-ALIVE_INTERVALS = 3
 #: The commands whose answer depends on the jobs collection being there.
 READS_JOBS = frozenset({"run", "sweep", "explain", "status", "jobs"})
 #: ``jobs --stuck``: an open job that has not moved for this long counts as stuck (``--older-than``).
 STUCK_AFTER_S = 600.0
+#: ``status`` lists the instances alive, and those gone within this long (older heartbeats are history).
+RECENTLY_GONE_S = 300.0
+#: An alive instance whose heartbeat is older than this many of its own renew intervals is shown as late.
+LATE_BEATS = 2
 #: Documents as MongoDB's tools print them (dates, ObjectIds as $date/$oid).
 RELAXED = json_util.RELAXED_JSON_OPTIONS
 
@@ -444,123 +447,301 @@ def _human_s(seconds: float) -> str:
 # -- status ------------------------------------------------------------------
 
 
-def _positions(client: AsyncMongoClient[Any], settings: Settings) -> MongoPositionStore:
-    return MongoPositionStore(client[settings.database], settings.positions_collection, settings.watcher_name)
+def _partition_count(members: list[Member], views: list[PartitionView], settings: Settings) -> int:
+    """The partitions the running instances use (else the newest layout saved,
+    else this command's own setting)."""
+    counts = [m.partitions for m in members if m.partitions is not None and not m.observe]
+    if counts:
+        return max(set(counts), key=counts.count)
+    heard = [v for v in views if v.heartbeat_age_s is not None]
+    if heard:  # nobody runs: the partitioning that last reported
+        return min(heard, key=lambda v: v.heartbeat_age_s or 0.0).partitions
+    return settings.partitions
 
 
-def status_document(saved: Saved | None, open_jobs: list[dict[str, Any]], settings: Settings, now: dt.datetime) -> dict[str, Any]:
-    """Alive means a heartbeat within ALIVE_INTERVALS of the save interval the
-    watcher saved itself (the caller's settings may differ from the watcher's)."""
-    interval_s = saved.save_interval_s if saved and saved.save_interval_s else None
-    heartbeat_age = _age_s(saved.heartbeat_at if saved else None, now)
-    alive = heartbeat_age is not None and interval_s is not None and heartbeat_age < ALIVE_INTERVALS * interval_s
-    state = dict(saved.state) if saved and saved.state else {}
+def _instance_document(member: Member, default_lease_s: float) -> dict[str, Any]:
+    alive = member.alive(default_lease_s)
+    age_s, renew_s = member.heartbeat_age_s, member.renew_s
+    return {
+        "instance": member.instance,
+        "alive": alive,
+        # Alive, but a heartbeat is overdue: it may be dying (its leases run out at its lease_s).
+        "late": alive and age_s is not None and renew_s is not None and age_s > LATE_BEATS * renew_s,
+        "role": member.role,
+        "observe": member.observe,
+        "held": list(member.held),
+        "partitions": member.partitions,
+        "heartbeat_age_s": member.heartbeat_age_s,
+        "version": member.version,
+        "host": member.host,
+        "pid": member.pid,
+        "lease_s": member.lease_s,
+        "renew_s": member.renew_s,
+    }
+
+
+def _partition_document(partition: int, view: PartitionView | None) -> dict[str, Any]:
+    """One partition: its lease and position, and (under ``heartbeat``, with
+    its age) what its holder last reported: that part may be old news."""
+    if view is None:
+        return {
+            "partition": partition,
+            "id": None,
+            "held": False,
+            "holder": None,
+            "term": None,
+            "lease_expires_in_s": None,
+            "position_saved": False,
+            "position_age_s": None,
+            "position_term": None,
+            "heartbeat": None,
+        }
+    state = view.saved.state
+    last_sweep = view.saved.last_sweep
+    return {
+        "partition": partition,
+        "id": view.doc_id,
+        "held": view.held,
+        "holder": view.holder,
+        "term": view.term,
+        "lease_expires_in_s": view.expires_in_s,
+        "position_saved": view.saved.token is not None,
+        "position_age_s": view.position_age_s,
+        "position_term": view.position_term,
+        "heartbeat": None
+        if view.heartbeat_age_s is None
+        else {
+            "age_s": view.heartbeat_age_s,
+            "save_interval_s": view.saved.save_interval_s,
+            "backlog": state.get("pendingJobs"),
+            "streaming": state.get("streaming"),
+            "degraded": state.get("degraded"),
+            "last_event_s_before": _number(state.get("lastEventAgoS")),
+            "last_sweep_s_before": _number(state.get("lastSweepAgoS")),
+            "last_sweep": dict(last_sweep) if last_sweep else None,
+        },
+    }
+
+
+def status_document(
+    views: list[PartitionView], members: list[Member], open_jobs: list[dict[str, Any]], settings: Settings
+) -> dict[str, Any]:
+    """Every instance seen lately (alive, or gone within ``RECENTLY_GONE_S``)
+    and every partition. ``alive``: each partition has a live holder (a lease
+    that has not run out, judged on the server's clock); an instance is alive
+    while its heartbeat is younger than ITS OWN lease (the caller's settings
+    may differ from the watcher's)."""
+    count = _partition_count([m for m in members if m.alive(settings.lease_s)], views, settings)
+    by_partition = {v.partition: v for v in views if v.partitions == count}
+    partitions = [_partition_document(k, by_partition.get(k)) for k in range(count)]
+    seen = [
+        m
+        for m in members
+        if m.alive(settings.lease_s) or (m.heartbeat_age_s is not None and m.heartbeat_age_s < RECENTLY_GONE_S)
+    ]
+    instances = sorted(
+        (_instance_document(m, settings.lease_s) for m in seen), key=lambda i: (not i["alive"], i["instance"])
+    )
     return {
         "watcher": settings.watcher_name,
-        "alive": alive,
-        "heartbeat_age_s": heartbeat_age,
-        "save_interval_s": interval_s,
-        "position_saved": bool(saved and saved.token),
-        "position_age_s": _age_s(saved.saved_at if saved else None, now),
-        "backlog": state.get("pendingJobs"),
-        "streaming": state.get("streaming"),
-        "degraded": state.get("degraded"),
-        "last_event_age_s": _age_s(state.get("lastEventAt"), now),
-        "last_sweep_age_s": _age_s(state.get("lastSweepAt"), now),
-        "last_sweep": dict(saved.last_sweep) if saved and saved.last_sweep else None,
-        "open_jobs": [{"status": g["_id"].get("status"), "jobType": g["_id"].get("jobType"), "count": g["count"]} for g in open_jobs],
+        "alive": all(p["held"] for p in partitions),
+        "partition_count": count,
+        "unheld": [p["partition"] for p in partitions if not p["held"]],
+        "instances": instances,
+        "partitions": partitions,
+        "open_jobs": [
+            {"status": g["_id"].get("status"), "jobType": g["_id"].get("jobType"), "count": g["count"]}
+            for g in open_jobs
+        ],
     }
 
 
 def render_status(status: Mapping[str, Any]) -> str:
-    age = status["heartbeat_age_s"]
-    if age is None:
-        seen = "never seen"
-    elif status["save_interval_s"] is None:
-        seen = f"heartbeat {age:.1f}s ago, but no save interval saved (a watcher older than this command)"
-    else:
-        seen = f"heartbeat {age:.1f}s ago; it saves every {status['save_interval_s']:g}s"
-    mode = "degraded (sweeps only)" if status["degraded"] else "streaming" if status["streaming"] else "not streaming"
+    unheld = status["unheld"]
+    verdict = (
+        "every partition has a live holder"
+        if not unheld
+        else f"NOT alive: no live holder for partition {', '.join(map(str, unheld))}"
+    )
+    alive = [i for i in status["instances"] if i["alive"]]
     lines = [
-        f"watcher {status['watcher']!r}: {'alive' if status['alive'] else 'NOT alive'} ({seen})",
-        f"stream: {mode if status['streaming'] is not None else 'unknown'}; backlog: {_or_unknown(status['backlog'])} jobs",
-        f"position: {'saved ' + _ago(status['position_age_s']) if status['position_saved'] else 'none saved'}",
-        f"last event: {_ago(status['last_event_age_s'])}; last sweep: {_ago(status['last_sweep_age_s'])}",
+        f"watcher {printable.value(status['watcher'])}: {_count(status['partition_count'], 'partition')}; {verdict}",
+        f"instances: {len(alive)} alive"
+        + (f", {len(status['instances']) - len(alive)} gone" if len(alive) < len(status["instances"]) else ""),
     ]
-    if status["last_sweep"]:
-        ls = status["last_sweep"]
-        lines.append(f"last sweep: {ls.get('scanned')} scanned, {ls.get('jobs_completed')} jobs completed, {ls.get('skipped')} skipped, {ls.get('duration_s')}s")
+    for i in status["instances"]:
+        if i["alive"]:
+            held = ",".join(map(str, i["held"])) or "-"
+            late = f" (LATE: it beats every {i['renew_s']:g}s)" if i["late"] else ""
+            role = printable.value(i["role"] or "?")
+            lines.append(
+                f"  {printable.value(i['instance'])}  {role:<8} holds {held:<6} "
+                f"heartbeat {_ago(i['heartbeat_age_s'])}{late}  version {printable.value(i['version'] or '?')}"
+            )
+        else:
+            lines.append(f"  {printable.value(i['instance'])}  gone (last heartbeat {_ago(i['heartbeat_age_s'])})")
+    for p in status["partitions"]:
+        lines += _render_partition(p)
     total = sum(g["count"] for g in status["open_jobs"])
     lines.append(f"open jobs: {total}")
-    lines += [f"  {g['count']:>7}  {g['status']!s:<12} {g['jobType']}" for g in status["open_jobs"]]
+    # Statuses and job types come from the job documents: data, never markup or control characters.
+    lines += [
+        f"  {g['count']:>7}  {printable.value(g['status']):<12} {printable.value(g['jobType'])}"
+        for g in status["open_jobs"]
+    ]
     return "\n".join(lines)
+
+
+def _render_partition(p: Mapping[str, Any]) -> list[str]:
+    expires = p["lease_expires_in_s"]
+    if p["held"]:
+        lease = f"held by {printable.value(p['holder'])}, term {p['term']}, lease runs out in {expires:.1f}s unless renewed"
+    elif p["holder"] is not None and expires is not None:
+        holder = printable.value(p["holder"])
+        lease = f"NO live holder: the lease of {holder} (term {p['term']}) ran out {-expires:.1f}s ago"
+    else:
+        lease = "NO holder" + (f" (released; last term {p['term']})" if p["term"] is not None else "")
+    position = (
+        f"saved {_ago(p['position_age_s'])}"
+        + (f" by term {p['position_term']}" if p["position_term"] is not None else "")
+        if p["position_saved"]
+        else "none saved"
+    )
+    lines = [f"partition {p['partition']}: {lease}", f"  position: {position}"]
+    beat = p["heartbeat"]
+    if beat is None:
+        lines.append("  no heartbeat saved")
+        return lines
+    mode = (
+        "degraded (sweeps only)"
+        if beat["degraded"]
+        else "streaming"
+        if beat["streaming"]
+        else "not streaming"
+        if beat["streaming"] is not None
+        else "unknown"
+    )
+    lines.append(
+        f"  as of its heartbeat {_ago(beat['age_s'])}: stream {mode}; backlog {_or_unknown(beat['backlog'])} jobs; "
+        f"last event {_before(beat['last_event_s_before'])}; last sweep {_before(beat['last_sweep_s_before'])}"
+    )
+    ls = beat["last_sweep"]
+    if ls:
+        lines.append(
+            f"  as of its heartbeat {_ago(beat['age_s'])}: last sweep {printable.value(ls.get('scanned'))} scanned, "
+            f"{printable.value(ls.get('jobs_completed'))} jobs completed, {printable.value(ls.get('skipped'))} skipped, "
+            f"{printable.value(ls.get('duration_s'))}s"
+        )
+    return lines
 
 
 def _ago(age_s: float | None) -> str:
     return "never" if age_s is None else f"{_human_s(age_s)} ago"
 
 
+def _before(seconds: float | None) -> str:
+    return "none" if seconds is None else f"{_human_s(seconds)} before it"
+
+
 def _or_unknown(value: Any) -> str:
-    return "unknown" if value is None else str(value)
+    return "unknown" if value is None else printable.value(value)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value == value else None
 
 
 async def _status(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
-    saved = await _positions(client, settings).load()
+    positions = client[settings.database][settings.positions_collection]
+    views = await survey.partitions(positions, settings.watcher_name)
+    members = await survey.instances(positions, settings.watcher_name)
     open_jobs = await JobStore(client[settings.database], settings).count_open()
-    status = status_document(saved, open_jobs, settings, dt.datetime.now(dt.UTC))
+    status = status_document(views, members, open_jobs, settings)
     emit(json.dumps(status, default=str) if options["as_json"] else render_status(status))
     return exits.FAILED if options["check"] and not status["alive"] else exits.OK
-
-
-def _age_s(when: Any, now: dt.datetime) -> float | None:
-    if not isinstance(when, dt.datetime):
-        return None
-    aware: dt.datetime = when if when.tzinfo else when.replace(tzinfo=dt.UTC)
-    return round(max((now - aware).total_seconds(), 0.0), 3)
 
 
 # -- position ----------------------------------------------------------------
 
 
 async def _position_show(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
-    saved = await _positions(client, settings).load()
-    now = dt.datetime.now(dt.UTC)
-    doc = {
-        "watcher": settings.watcher_name,
-        "token": dict(saved.token) if saved and saved.token else None,
-        "saved_at": saved.saved_at if saved else None,
-        "position_age_s": _age_s(saved.saved_at if saved else None, now),
-        "heartbeat_at": saved.heartbeat_at if saved else None,
-        "save_interval_s": saved.save_interval_s if saved else None,
-    }
+    views = await survey.partitions(client[settings.database][settings.positions_collection], settings.watcher_name)
+    positions: list[dict[str, Any]] = [
+        {
+            "id": v.doc_id,
+            "partition": v.partition,
+            "partitions": v.partitions,
+            "token": dict(v.saved.token) if v.saved.token else None,
+            "saved_at": v.saved.saved_at,
+            "position_age_s": v.position_age_s,
+            "term": v.position_term,
+            "heartbeat_at": v.saved.heartbeat_at,
+            "save_interval_s": v.saved.save_interval_s,
+        }
+        for v in views
+    ]
     if options["as_json"]:
-        emit(_json(doc))
-    elif saved is None or not saved.token:
+        emit(_json({"watcher": settings.watcher_name, "positions": positions}))
+        return exits.OK
+    saved = [p for p in positions if p["token"] is not None]
+    if not saved:
         emit(f"watcher {settings.watcher_name!r}: no position saved (the next start streams from then and sweeps)")
-    else:
-        emit(f"watcher {settings.watcher_name!r}: position saved {_ago(_age_s(saved.saved_at, now))} ({saved.saved_at})\n"
-             f"token: {_json(doc['token'])}")
+    for p in saved:
+        where = f"partition {p['partition']} of {p['partitions']}" if p["partitions"] > 1 else "position"
+        emit(
+            f"watcher {settings.watcher_name!r} {where}: saved {_ago(p['position_age_s'])} ({p['saved_at']})"
+            + (f" by term {p['term']}" if p["term"] is not None else "")
+            + f"\ntoken: {_json(p['token'])}"
+        )
     return exits.OK
 
 
 async def _position_reset(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
-    where = f"{settings.database}.{settings.positions_collection} _id={settings.watcher_name!r}"
+    where = f"{settings.database}.{settings.positions_collection}, watcher {settings.watcher_name!r}"
     if not options["yes"]:
-        _fail(f"this {'replaces' if options['to_now'] else 'forgets'} the saved position of {where}; "
-              "stop the watcher first, then add --yes")
+        _fail(
+            f"this {'replaces' if options['to_now'] else 'forgets'} the saved positions of {where}; "
+            "stop the watcher first, then add --yes"
+        )
         return exits.USAGE
-    positions = _positions(client, settings)
+    positions = client[settings.database][settings.positions_collection]
+    running = await _running_now(positions, settings)
+    if running and not options["force"]:
+        _fail(
+            f"{running}: it would write its own position back at its next save. Stop every instance first, "
+            "or add --force to reset anyway"
+        )
+        return exits.USAGE
     if options["to_now"]:
         token = await _current_token(client, settings)
-        await positions.save(token)
-        emit(f"position of {where} set to now: {_json(dict(token))}")
+        members = [m for m in await survey.instances(positions, settings.watcher_name) if m.alive(settings.lease_s)]
+        count = _partition_count(members, await survey.partitions(positions, settings.watcher_name), settings)
+        await survey.set_positions(positions, settings.watcher_name, count, token)
+        emit(f"positions of {where} ({count} partition{'s' if count != 1 else ''}) set to now: {_json(dict(token))}")
     else:
-        with errors.translated("position reset", "retry"):
-            await client[settings.database][settings.positions_collection].update_one(
-                {"_id": settings.watcher_name}, {"$unset": {"token": "", "savedAt": ""}}
-            )
-        emit(f"position of {where} forgotten: the next start streams from then, and its start-up sweep covers the gap")
+        await survey.forget_positions(positions, settings.watcher_name)
+        emit(f"positions of {where} forgotten: the next start streams from then, and its start-up sweep covers the gap")
     return exits.OK
+
+
+async def _running_now(positions: Any, settings: Settings) -> str | None:
+    """The instance (or lease holder) that shows this watcher name is running, said in one line; None if none does."""
+    members = [
+        m
+        for m in await survey.instances(positions, settings.watcher_name)
+        if m.alive(settings.lease_s) and not m.observe
+    ]
+    if members:
+        m = min(members, key=lambda m: (m.role != "leader", m.heartbeat_age_s or 0.0))  # a leader first
+        more = f" (and {len(members) - 1} more)" if len(members) > 1 else ""
+        seen = f"{m.role}, heartbeat {_ago(m.heartbeat_age_s)}"
+        return f"instance {m.instance} of watcher {settings.watcher_name!r} is running ({seen}){more}"
+    held = [v for v in await survey.partitions(positions, settings.watcher_name) if v.held]
+    if held:
+        v = held[0]
+        name = settings.watcher_name
+        return f"{v.holder} holds the lease of watcher {name!r} partition {v.partition} for {v.expires_in_s:.1f}s more"
+    return None
 
 
 async def _current_token(client: AsyncMongoClient[Any], settings: Settings) -> Mapping[str, Any]:

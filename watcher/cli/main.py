@@ -48,7 +48,7 @@ examples:
   jobwatch demo                          the seed incident on the embedded engine, no server
   jobwatch embedded-server --port 27017  a MongoDB-compatible server with change streams, no MongoDB
   jobwatch run --uri 'mongodb://db:27017/?replicaSet=rs0'
-  jobwatch status --check                exit 1 when the watcher is not alive
+  jobwatch status --check                exit 1 when a partition has no live holder
   jobwatch jobs --stuck --older-than 10m open jobs that should be done, and why
   jobwatch sweep --dry-run               what a sweep would fix now, job by job
   jobwatch explain 68ebf7fb500d92ef82221ec2
@@ -61,7 +61,7 @@ exit codes: 0 ok (and stopped by SIGTERM), 1 check failed or something to
 CONNECTION = ("uri", "uri_file", "database", "server_selection_timeout_ms")
 LOGGING = ("log_level", "log_json")
 JOBS = ("jobs_collection", "collections_collection", "stage_arrays", "scan_stage")
-POSITION = ("positions_collection", "watcher_name")
+POSITION = ("positions_collection", "watcher_name", "partitions")
 #: The settings each command reads, so its --help lists only those. The
 #: others still come from the environment, config file or defaults.
 COMMAND_SETTINGS: Mapping[str, tuple[str, ...]] = {
@@ -203,9 +203,11 @@ def build() -> click.Group:
     )
     group.add_command(_command(
         "run", "the service: change stream + sweeps + /healthz, /readyz, /metrics",
-        "Run the watcher until SIGTERM or SIGINT (a second signal forces exit). On stop it drains, saves its "
-        "position and closes. With --observe it computes, logs and counts every decision but writes nothing "
-        "to the jobs: for a first rollout beside the old poller.",
+        "Run the watcher until SIGTERM or SIGINT (a second signal forces exit). Any number of instances may run "
+        "with one --watcher-name: each partition (--partitions, 1 by default) has one leader, by a lease in "
+        "MongoDB; the others stand by and take over within --lease-s + --renew-s of a crash. On stop it drains, "
+        "saves its positions, releases its leases and closes. With --observe it computes, logs and counts every "
+        "decision but writes nothing to the jobs and takes no lease: for a first rollout beside the old poller.",
         [],
     ))
     group.add_command(_command(
@@ -227,10 +229,17 @@ def build() -> click.Group:
         [click.Argument(["job_id"], metavar="JOB_ID"), json_flag],
     ))
     group.add_command(_command(
-        "status", "is the watcher alive? position, backlog, last sweep and event, open jobs",
-        "Read the watcher's heartbeat (judged against the save interval the watcher itself saved), its "
-        "position, backlog, last sweep and last event, and count open jobs. --check: exit 1 when not alive.",
-        [click.Option(["--check"], is_flag=True, help="exit 1 when the watcher is not alive (for scripts and probes)"), json_flag],
+        "status", "every instance and partition: who leads, who stands by, positions, open jobs",
+        "List the instances seen (role, partitions held, heartbeat age judged against each one's own lease, "
+        "version) and each partition (holder, term, lease expiry, position age, and what its holder last "
+        "reported, marked with the age of that heartbeat); count open jobs. Ages are judged on the server's "
+        "clock. --check: exit 1 when a partition has no live holder.",
+        [
+            click.Option(
+                ["--check"], is_flag=True, help="exit 1 when a partition has no live holder (for scripts and probes)"
+            ),
+            json_flag,
+        ],
     ))
     group.add_command(_command(
         "jobs", "list open jobs, each with the rule that explains where it stands",
@@ -248,15 +257,27 @@ def build() -> click.Group:
             json_flag,
         ],
     ))
-    position = click.Group("position", help="Inspect or reset the watcher's saved resume position.", short_help="show or reset the saved resume position")
-    position.add_command(_command("position show", "show the saved position", "Show the saved resume token, when it was saved and the heartbeat.", [json_flag]))
+    position = click.Group(
+        "position",
+        help="Inspect or reset the watcher's saved resume positions.",
+        short_help="show or reset the saved resume positions",
+    )
     position.add_command(_command(
-        "position reset", "forget the saved position (asks for --yes)",
-        "Forget the saved position: the next start streams from that moment and its start-up sweep covers "
-        "what happened meanwhile. --to-now instead saves the stream's current position.",
+        "position show",
+        "show the saved positions",
+        "Show each partition's saved resume token, when it was saved and by which term.",
+        [json_flag],
+    ))
+    position.add_command(_command(
+        "position reset", "forget the saved positions (asks for --yes)",
+        "Forget the saved positions: the next start streams from that moment and its start-up sweep covers "
+        "what happened meanwhile. --to-now instead saves the stream's current position for each partition. "
+        "Refused (exit 2) while an instance of the watcher name is running (a fresh heartbeat or a lease), "
+        "which would write its own position back: stop them all first, or add --force.",
         [
             click.Option(["--to-now"], is_flag=True, help="save the change stream's current position instead of deleting it"),
             click.Option(["--yes"], is_flag=True, help="really do it"),
+            click.Option(["--force"], is_flag=True, help="even while an instance of the watcher name is running"),
         ],
     ))
     group.add_command(position)

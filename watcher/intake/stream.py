@@ -26,6 +26,7 @@ from watcher.ops.metrics import Metrics
 from watcher.settings import Settings
 from watcher.intake.source import ChangeSource, ChangeStream, Event
 from watcher.storage.position import Token
+from watcher.storage.partitions import EVERYTHING, Slice
 from watcher.intake.counter_watch import CounterWatch
 
 #: Operations that can change what the rules decide.
@@ -34,10 +35,13 @@ JOB_OPERATIONS = ("insert", "update", "replace")
 ENDING_OPERATIONS = ("invalidate", "drop", "rename", "dropDatabase")
 
 
-def pipeline(settings: Settings) -> list[dict[str, Any]]:
+def pipeline(settings: Settings, partition: Slice = EVERYTHING) -> list[dict[str, Any]]:
     """Server-side filter and projection: only job writes, only what the rules
     read. Decisions come from ``fullDocument`` (looked up), never from
-    ``updateDescription``, which replace events do not have."""
+    ``updateDescription``, which replace events do not have. With several
+    partitions, only the events of ``partition``'s jobs (by the hashed
+    ``documentKey._id``), and the ending events, which every partition's
+    stream must see."""
     match: dict[str, Any] = {"operationType": {"$in": [*JOB_OPERATIONS, *ENDING_OPERATIONS]}}
     if settings.job_types:
         match = {
@@ -48,7 +52,11 @@ def pipeline(settings: Settings) -> list[dict[str, Any]]:
         }
     keep = ["operationType", "documentKey", "clusterTime", "wallTime", "fullDocument._id"]
     keep += [f"fullDocument.{name}" for name in store.JOB_FIELDS]
-    return [{"$match": match}, {"$project": dict.fromkeys(keep, 1)}]
+    stages: list[dict[str, Any]] = [{"$match": match}, {"$project": dict.fromkeys(keep, 1)}]
+    mine = partition.match("$documentKey._id")
+    if mine is not None:
+        stages.insert(0, {"$match": {"$or": [{"operationType": {"$in": list(ENDING_OPERATIONS)}}, {"$expr": mine}]}})
+    return stages
 
 
 def event_time_s(event: Event) -> float | None:
@@ -95,6 +103,7 @@ class StreamReader:
         healthy: backoff.Backoff,
         counters: CounterWatch | None = None,
         health: StreamHealth | None = None,
+        partition: Slice = EVERYTHING,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -108,7 +117,7 @@ class StreamReader:
         self._counters = counters
         self.health = health or StreamHealth()
         self.stall_s = stall_s(settings.max_await_ms)
-        self._pipeline = pipeline(settings)
+        self._pipeline = pipeline(settings, partition)
         #: The token after the last event (or idle batch) read: where a
         #: resumed stream goes on. Not what is saved: that is the watermark.
         self.last_token: Token | None = None

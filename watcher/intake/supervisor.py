@@ -30,7 +30,6 @@ from watcher.intake.stream import StreamReader
 from watcher.intake.sweep import SweepReport
 from watcher.ops import logs
 from watcher.ops.metrics import Metrics
-from watcher.settings import Settings
 from watcher.storage import backoff, errors
 from watcher.storage.position import Token
 
@@ -45,14 +44,18 @@ class Sweeps:
     def __init__(
         self,
         sweep: Callable[[bool], Awaitable[SweepReport]],
-        settings: Settings,
         metrics: Metrics,
         *,
+        interval_s: float,
+        degraded_interval_s: float,
+        full_every: int,
         retry: backoff.Backoff,
         after: Callable[[SweepReport], Awaitable[None]],
     ) -> None:
         self._sweep = sweep
-        self._settings = settings
+        self._interval_s = interval_s
+        self._degraded_interval_s = degraded_interval_s
+        self._full_every = full_every
         self._metrics = metrics
         self._retry = retry
         self._after = after
@@ -77,28 +80,36 @@ class Sweeps:
     async def periodic(self, degraded: Callable[[], bool]) -> None:
         count = 0
         while True:
-            interval_s = self._settings.degraded_sweep_interval_s if degraded() else self._settings.sweep_interval_s
+            interval_s = self._degraded_interval_s if degraded() else self._interval_s
             self._metrics.sweep_interval.set(interval_s)
             await anyio.sleep(interval_s)
             count += 1
-            await self.until_done(full=degraded() or count % self._settings.full_sweep_every == 0)
+            await self.until_done(full=degraded() or count % self._full_every == 0)
 
 
 class Supervisor:
+    """The stream's owner. ``allow_degraded``: on a standalone server, go on
+    with sweeps every ``degraded_sweep_interval_s`` and look for a stream
+    again every ``recheck_s``, instead of stopping."""
+
     def __init__(
         self,
         reader: StreamReader,
         sweeps: Sweeps,
-        settings: Settings,
         metrics: Metrics,
         *,
         retry: backoff.Backoff,
+        allow_degraded: bool,
+        degraded_sweep_interval_s: float,
+        recheck_s: float,
     ) -> None:
         self._reader = reader
         self._sweeps = sweeps
-        self._settings = settings
         self._metrics = metrics
         self._retry = retry
+        self._allow_degraded = allow_degraded
+        self._degraded_sweep_interval_s = degraded_sweep_interval_s
+        self._recheck_s = recheck_s
         self.degraded = False
         self.opened = 0  # streams opened so far (for logs and tests)
 
@@ -131,7 +142,7 @@ class Supervisor:
                         announced = True
                         started()
                     # Sweeps carry on (at the degraded interval); look again now and then.
-                    await anyio.sleep(self._settings.max_backoff_s)
+                    await anyio.sleep(self._recheck_s)
                 except errors.StreamBroken as exc:
                     await self._close(stream)
                     stream = None
@@ -149,7 +160,6 @@ class Supervisor:
         if self.degraded:
             self.degraded = False
             logs.event("stream_available_again", "WARNING", "change streams work again: leaving degraded mode")
-        self._metrics.streaming.set(1)
         logs.event("stream_opened", resumed=token is not None)
         return stream
 
@@ -170,18 +180,16 @@ class Supervisor:
             "change streams need a replica set or sharded cluster, and this server is a standalone mongod. "
             "Start it with --replSet rs0 and run rs.initiate() once (see docs/how-to/mongodb.md), "
             "or set JOBWATCH_ALLOW_DEGRADED=true to sweep every "
-            f"{self._settings.degraded_sweep_interval_s:g}s instead."
+            f"{self._degraded_sweep_interval_s:g}s instead."
         )
-        if not self._settings.allow_degraded:
+        if not self._allow_degraded:
             raise errors.NotReplicaSet(message) from exc
         if not self.degraded:
             self.degraded = True
-            self._metrics.degraded.set(1)
             logs.event("stream_unavailable_degraded", "WARNING", "DEGRADED: no change stream; completions wait for the next sweep. " + message)
 
     async def _close(self, stream: ChangeStream | None) -> None:
         self._reader.health.open = False
-        self._metrics.streaming.set(0)
         if stream is None:
             return
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_DEADLINE_S):

@@ -27,6 +27,8 @@ SOURCES = ("stream", "sweep")
 #: ``job_type`` label values kept: the types with the most open jobs, then ``OTHER_JOB_TYPES``.
 JOB_TYPE_LABELS = 10
 OTHER_JOB_TYPES = "other"
+#: How a partition's lease changed hands here: taken, given up in order (stop, rebalance), or lost.
+LEADERSHIP_CHANGES = ("acquired", "released", "lost")
 
 
 def version() -> str:
@@ -70,7 +72,33 @@ class Metrics:
             registry=r,
         )
         self.stream_lag = Gauge("jobwatch_stream_lag_seconds", "Age of the newest event read when it was read", registry=r)
-        self.position_age = Gauge("jobwatch_position_age_seconds", "Seconds since the position was last saved", registry=r)
+        self.position_saved = Gauge(
+            "jobwatch_position_saved_timestamp_seconds",
+            "Unix time this instance last saved the partition's position",
+            ["partition"],
+            registry=r,
+        )
+        # Leadership (watcher/group): which partitions this instance holds.
+        self.leader = Gauge(
+            "jobwatch_leader", "1 while this instance holds the partition's lease, else 0", ["partition"], registry=r
+        )
+        self.lease_term = Gauge(
+            "jobwatch_lease_term",
+            "Term of the partition's lease this instance holds (0: not held)",
+            ["partition"],
+            registry=r,
+        )
+        self.leadership_changes = Counter(
+            "jobwatch_leadership_changes",
+            "Partition leases this instance acquired, released or lost",
+            ["change"],
+            registry=r,
+        )
+        for change in LEADERSHIP_CHANGES:  # present at 0, so increase() sees the first one
+            self.leadership_changes.labels(change)
+        self.partitions_held = Gauge(
+            "jobwatch_partitions_held", "Partitions whose lease this instance holds", registry=r
+        )
         self.pending_jobs = Gauge("jobwatch_pending_jobs", "Backlog: jobs waiting for or in evaluation", registry=r)
         self.sweep_duration = Histogram(
             "jobwatch_sweep_duration_seconds", "Duration of sweeps", buckets=(0.1, 0.5, 1, 5, 15, 60, 300), registry=r
@@ -91,7 +119,9 @@ class Metrics:
         self.backlog_tokens = Gauge("jobwatch_backlog_tokens", "Change-stream positions read but not yet handled", registry=r)
         self.streaming = Gauge("jobwatch_stream_open", "1 while the change stream is open", registry=r)
         self.degraded = Gauge("jobwatch_degraded", "1 in degraded mode: no change stream, sweeps only", registry=r)
-        self.observe_mode = Gauge("jobwatch_observe_mode", "1 when running with --observe (nothing is written)", registry=r)
+        self.observe_mode = Gauge(
+            "jobwatch_observe_mode", "1 when running with --observe (nothing is written, no lease taken)", registry=r
+        )
         self.last_event = Gauge(
             "jobwatch_last_event_timestamp_seconds", "Unix time the last change event was received (0: none yet)", registry=r
         )
@@ -151,6 +181,12 @@ class Metrics:
             self.open_jobs.remove(gone)
             self.done_but_open.remove(gone)
         self._job_types = labels
+
+    def partitions(self, count: int) -> None:
+        """Show every partition, held or not (a standby says 0 for each)."""
+        for partition in range(count):
+            self.leader.labels(str(partition))
+            self.lease_term.labels(str(partition))
 
     def skipped(self, reason: str) -> None:
         self.skipped_jobs.labels(reason if reason in SKIP_REASONS else "unreadable").inc()

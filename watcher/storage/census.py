@@ -12,7 +12,7 @@ the watcher (``run`` below catches every storage error).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +25,7 @@ from watcher.ops.metrics import JOB_TYPE_LABELS, OTHER_JOB_TYPES, Metrics
 from watcher.settings import Settings
 from watcher.storage import errors
 from watcher.storage import store
+from watcher.storage.partitions import EVERYTHING, Slice
 
 TERMINAL = job_status.TERMINAL_SPELLINGS
 
@@ -84,11 +85,14 @@ _CREATED = {
 }
 
 
-def pipeline(job_types: Iterable[str] = ()) -> list[Mapping[str, Any]]:
+def pipeline(job_types: Iterable[str] = (), partition: Slice = EVERYTHING) -> list[Mapping[str, Any]]:
     match: dict[str, Any] = {"status": {"$nin": TERMINAL}}
     types = list(job_types)
     if types:
         match["jobType"] = {"$in": types}
+    mine = partition.match("$_id")
+    if mine is not None:
+        match["$expr"] = mine
     return [
         {"$match": match},
         {"$group": {"_id": "$jobType", "open": {"$sum": 1}, "done": {"$sum": {"$cond": [_DONE, 1, 0]}},
@@ -107,16 +111,18 @@ def job_type_label(job_type: Any) -> str:
     return printable.label(job_type)
 
 
-async def take(db: AsyncDatabase[Any], settings: Settings) -> Census:
-    """One census. Read group by group (one per job type, most open jobs
+async def take(db: AsyncDatabase[Any], settings: Settings, partition: Slice = EVERYTHING) -> Census:
+    """The census of ``partition``'s jobs (every job by default). Read group by group (one per job type, most open jobs
     first): the first ``JOB_TYPE_LABELS`` labels are kept, the rest summed
     into ``other``, so memory does not grow with the number of types."""
     open_jobs = done = 0
     oldest: dt.datetime | None = None
     open_by_type: dict[str, int] = {}
     done_by_type: dict[str, int] = {}
+    if partition.nothing:  # no partition held: all zero, nothing asked
+        return Census(open_jobs, done, oldest, open_by_type, done_by_type)
     with errors.translated("job census", "retry"):
-        cursor = await db[settings.jobs_collection].aggregate(pipeline(settings.job_types))
+        cursor = await db[settings.jobs_collection].aggregate(pipeline(settings.job_types, partition))
         async for group in cursor:
             count, done_here = int(group.get("open", 0)), int(group.get("done", 0))
             open_jobs, done = open_jobs + count, done + done_here
@@ -139,12 +145,16 @@ def publish(census: Census, metrics: Metrics, now: dt.datetime) -> None:
     metrics.census_time.set(now.timestamp())
 
 
-async def run(db: AsyncDatabase[Any], settings: Settings, metrics: Metrics) -> None:
-    """Forever: a census now and every ``census_interval_s``. Storage errors
-    (and a server that cannot run the aggregation) are logged and retried."""
+async def run(
+    db: AsyncDatabase[Any], settings: Settings, metrics: Metrics, partition: Callable[[], Slice] = lambda: EVERYTHING
+) -> None:
+    """Forever: a census now and every ``census_interval_s``, of the jobs in
+    ``partition()`` (the partitions this instance holds: a standby counts
+    none). Storage errors (and a server that cannot run the aggregation) are
+    logged and retried."""
     while True:
         try:
-            publish(await take(db, settings), metrics, dt.datetime.now(dt.UTC))
+            publish(await take(db, settings, partition()), metrics, dt.datetime.now(dt.UTC))
         except (errors.StorageProblem, errors.ConfigurationProblem, errors.Unreachable) as exc:
             # The census only informs metrics: whatever the server says, the watcher goes on.
             metrics.errors.labels(errors.name(exc), "census").inc()

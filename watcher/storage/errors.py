@@ -11,7 +11,9 @@ understands:
 - ``StreamBroken``: the change stream must reopen, resuming (``RESUME``) or
   from now after a catch-up sweep (``RESTART``);
 - ``ConfigurationProblem`` (exit 2) / ``Unreachable`` (exit 3): the server
-  cannot serve us and no retry will change that.
+  cannot serve us and no retry will change that;
+- ``Deposed``: a write fenced by a partition's lease (holder and term)
+  matched nothing: another instance holds the partition now.
 
 ``classify(exc)`` decides, from exception types, error labels and codes
 (each commented with its name), never from message text. Nothing above
@@ -77,6 +79,7 @@ RETRY_CHANGE_STREAM = 234  # RetryChangeStream
 FAILED_TO_SATISFY_READ_PREFERENCE = 133  # FailedToSatisfyReadPreference
 LOCK_TIMEOUT = 24  # LockTimeout
 TOO_MANY_LOGICAL_SESSIONS = 261  # TooManyLogicalSessions
+INVALID_PIPELINE_OPERATOR = 168  # InvalidPipelineOperator (e.g. no $toHashedIndexKey before 4.4.10)
 
 _RESTART_CODES = frozenset({CHANGE_STREAM_HISTORY_LOST, INVALID_RESUME_TOKEN, CHANGE_STREAM_FATAL, CAPPED_POSITION_LOST})
 _FATAL_CODES = frozenset({UNAUTHORIZED, AUTHENTICATION_FAILED, NOT_REPLICA_SET})
@@ -159,6 +162,17 @@ class Unreachable(Exception):
     """No MongoDB server answered within the server-selection timeout (exit 3)."""
 
     exit_code = EXIT_UNREACHABLE
+
+
+class Deposed(Exception):
+    """A write conditional on a partition's lease (holder and term) matched
+    nothing: the lease ran out and another instance took it. The deposed
+    pipeline stops at once; nothing it still holds may be saved."""
+
+    def __init__(self, message: str, *, partition: int, term: int) -> None:
+        super().__init__(message)
+        self.partition = partition
+        self.term = term
 
 
 #: What a failure that no retry fixes (a refusal: SKIP or RESTART) means
@@ -281,6 +295,31 @@ def translate(exc: BaseException, what: str, on_refusal: OnRefusal) -> BaseExcep
     # later as a whole (a sweep that skipped what it could not read would
     # report itself complete).
     return StoreUnavailable(message, error=label, action=Action.RESUME)
+
+
+def code(exc: BaseException) -> int | None:
+    """The server's error code behind a translated outcome (None if none)."""
+    cause = exc.__cause__ if isinstance(exc, StorageProblem) else exc
+    value = getattr(cause, "code", None)
+    return value if isinstance(value, int) else None
+
+
+def sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a task group's failure stands for: a deliberate fatal outcome
+    if there is one anywhere in the group, else a ``Deposed``, else the one
+    error inside nested single-member groups, else the group itself (a bug:
+    all of it)."""
+    picked = group.subgroup(lambda exc: isinstance(exc, ConfigurationProblem | Unreachable))
+    if picked is None:
+        picked = group.subgroup(lambda exc: isinstance(exc, Deposed))
+    if picked is not None:
+        group = picked
+    error: BaseException = group
+    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) >= 1:
+        if len(error.exceptions) > 1 and picked is None:
+            break
+        error = error.exceptions[0]
+    return error
 
 
 _DRIVER_ERRORS: tuple[type[BaseException], ...] = (pymongo_errors.PyMongoError, bson_errors.BSONError, OverflowError)

@@ -4,7 +4,8 @@ then, save it once more at stop (shielded, with a deadline).
 The watermark comes from the coalescing queue (a callable, so this module
 stays below it): the newest token all of whose earlier events were handled.
 A save that fails is logged and tried again at the next interval; it never
-stops the service.
+stops the service. A save or heartbeat that finds the lease gone raises
+``errors.Deposed``: the pipeline it belongs to stops at once.
 
 Besides the interval, ``save_soon()`` asks for a save at once: the
 supervisor calls it when the stream is open and its start-up (or catch-up)
@@ -37,15 +38,18 @@ class PositionKeeper:
         *,
         interval_s: float,
         retry: backoff.Backoff,
+        partition: int = 0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._positions = positions
         self._watermark = watermark
         self._metrics = metrics
         self._interval_s = interval_s
         self._retry = retry
+        self._partition = str(partition)
         self._clock = clock
-        self._saved_at: float | None = None
+        self._wall_clock = wall_clock
         self._unsaved: Token | None = None  # a watermark whose save failed: saved next time
         self._soon = anyio.Event()
         # One save at a time: a slow periodic save and the shutdown save must
@@ -80,7 +84,8 @@ class PositionKeeper:
         self._soon.set()
 
     async def save(self) -> bool:
-        """Save the watermark if it moved (else a heartbeat). False if it failed."""
+        """Save the watermark if it moved (else a heartbeat). False if it failed;
+        ``errors.Deposed`` if the lease is no longer ours."""
         async with self._saving:
             return await self._save()
 
@@ -90,23 +95,27 @@ class PositionKeeper:
             if token is not None:
                 await self._positions.save(token)
                 self._unsaved = None
-                self._saved_at = self._clock()
-                logs.event("position_saved", "DEBUG")
+                self._metrics.position_saved.labels(self._partition).set(self._wall_clock())
+                logs.event("position_saved", "DEBUG", partition=self._partition)
             else:
                 await self._positions.heartbeat()
         except errors.StoreUnavailable as exc:
             self._unsaved = token
             self._metrics.errors.labels(exc.error, exc.action.value).inc()
-            logs.event("position_save_failed", "WARNING", "could not save the position; will retry", error=exc.error)
+            logs.event(
+                "position_save_failed",
+                "WARNING",
+                "could not save the position; will retry",
+                error=exc.error,
+                partition=self._partition,
+            )
             return False
-        finally:
-            if self._saved_at is not None:
-                self._metrics.position_age.set(self._clock() - self._saved_at)
         return True
 
     async def save_at_stop(self, deadline_s: float) -> None:
         """The last save: shielded from the cancellation that is stopping us,
-        bounded so a dead server cannot hold the exit."""
+        bounded so a dead server cannot hold the exit. Raises ``errors.Deposed``
+        when the lease was lost meanwhile (nothing was saved, nothing may be released)."""
         saved = False
         with anyio.CancelScope(shield=True), anyio.move_on_after(deadline_s) as scope:
             try:
@@ -114,11 +123,17 @@ class PositionKeeper:
             except errors.ConfigurationProblem:
                 pass  # already stopping, for this very reason or another
         if scope.cancelled_caught or not saved:
-            logs.event("position_not_saved_at_shutdown", "WARNING", "the last position save failed; a restart re-reads a little history")
+            logs.event(
+                "position_not_saved_at_shutdown",
+                "WARNING",
+                "the last position save failed; a restart re-reads a little history",
+                partition=self._partition,
+            )
         else:
-            logs.event("position_saved_at_shutdown")
+            logs.event("position_saved_at_shutdown", partition=self._partition)
 
     async def heartbeat(self, last_sweep: Mapping[str, Any]) -> None:
+        """The last sweep's totals in the heartbeat; ``errors.Deposed`` if the lease is gone."""
         try:
             await self._positions.heartbeat(last_sweep=last_sweep)
         except errors.StoreUnavailable:

@@ -21,6 +21,7 @@ from rules import status as job_status
 from watcher.ops import logs
 from watcher.settings import Settings
 from watcher.storage import errors
+from watcher.storage.partitions import EVERYTHING, Slice
 
 #: The fields the rules read: sweeps and the change stream fetch only these.
 JOB_FIELDS = ("jobType", "status", "progress", "totalItems", "completedItems", "collectionId", "stages")
@@ -46,10 +47,13 @@ class Unreadable(dict[str, Any]):
 
 
 class JobStore:
-    def __init__(self, db: AsyncDatabase[Any], settings: Settings) -> None:
+    """The jobs; a sweep reads only those of ``partition`` (every job by default)."""
+
+    def __init__(self, db: AsyncDatabase[Any], settings: Settings, *, partition: Slice = EVERYTHING) -> None:
         self._jobs = db[settings.jobs_collection]
         self._collections = db[settings.collections_collection]
         self._settings = settings
+        self._mine = partition.match("$_id")
 
     async def apply(self, job_id: Any, query: Mapping[str, Any], update: Mapping[str, Any]) -> bool:
         """One conditional update round trip (``query`` carries the guard).
@@ -74,6 +78,8 @@ class JobStore:
         """The sweep's passes: open spellings; with ``full``, a missing or unknown status too."""
         types = list(job_types) or list(self._settings.job_types)
         by_type: dict[str, Any] = {"jobType": {"$in": types}} if types else {}
+        if self._mine is not None:
+            by_type["$expr"] = self._mine
         queries: list[dict[str, Any]] = [{"status": {"$in": OPEN_SPELLINGS}, **by_type}]
         if full:
             queries.append({"status": {"$nin": KNOWN_SPELLINGS}, **by_type})

@@ -35,6 +35,17 @@ def test_backoff_order_is_checked() -> None:
         Settings(backoff_base_s=5, max_backoff_s=1)
 
 
+def test_leases_default_to_client_gos_shape_and_renew_well_inside_the_lease() -> None:
+    settings = Settings()
+    assert (settings.partitions, settings.lease_s, settings.renew_s) == (1, 10.0, 2.0)
+    assert Settings(lease_s=3, renew_s=1).renew_s == 1  # exactly a third
+    with pytest.raises(ValidationError, match="--renew-s / JOBWATCH_RENEW_S .2. must be at most --lease-s"):
+        Settings(lease_s=3, renew_s=2)
+    for bad in ({"lease_s": 0.5, "renew_s": 0.1}, {"renew_s": 0}, {"partitions": 0}, {"partitions": 2000}):
+        with pytest.raises(ValidationError):
+            Settings(**bad)
+
+
 def test_uri_is_secret_and_redacted() -> None:
     settings = Settings(uri="mongodb://ops:pa55word@db1,db2/?replicaSet=rs0&authSource=admin")
     assert "pa55word" not in repr(settings) and "pa55word" not in str(settings.model_dump())

@@ -11,7 +11,6 @@ import pytest
 from watcher.intake.supervisor import Sweeps
 from watcher.intake.sweep import SweepReport
 from watcher.ops.metrics import Metrics
-from watcher.settings import Settings
 from watcher.storage import backoff
 
 DEADLINE_S = 10
@@ -30,8 +29,15 @@ async def passes(*, every: int, degraded: bool, count: int) -> list[bool]:
     async def after(report: SweepReport) -> None:
         pass
 
-    settings = Settings(sweep_interval_s=0.001, degraded_sweep_interval_s=0.001, full_sweep_every=every)
-    sweeps = Sweeps(sweep, settings, Metrics(), retry=backoff.Backoff(base_s=0.01, max_s=0.1), after=after)
+    sweeps = Sweeps(
+        sweep,
+        Metrics(),
+        interval_s=0.001,
+        degraded_interval_s=0.001,
+        full_every=every,
+        retry=backoff.Backoff(base_s=0.01, max_s=0.1),
+        after=after,
+    )
     with anyio.fail_after(DEADLINE_S):
         async with anyio.create_task_group() as tg:
             tg.start_soon(sweeps.periodic, lambda: degraded)
