@@ -91,7 +91,7 @@ async def fill(db: Any, total: int, open_count: int, progress: common.Progress) 
 async def one_size(backend: workload.Backend, total: int, open_count: int) -> dict[str, Any]:
     from watcher.service import Watcher
     from watcher.settings import Settings
-    from watcher.storage.store import JobStore
+    from watcher.storage.store import MongoJobStore
 
     database = f"bench_sweep_{total}_{open_count}_{int(time.time() * 1000) % 10**8}"
     counter = common.CommandCounter()
@@ -106,7 +106,7 @@ async def one_size(backend: workload.Backend, total: int, open_count: int) -> di
             # The engine's change tap records every insert (about 25 s of
             # CPU for 100k here): wait for it, or it runs during the timed sweeps.
             await backend.server.engine.flush()
-        await JobStore(client[database], settings).ensure_sweep_index()
+        await MongoJobStore.from_settings(client[database], settings).ensure_sweep_index()
         watcher = Watcher(client, settings, change_source=backend.change_source(database))
         result: dict[str, Any] = {"total": total, "open": open_count}
         for label, full in (("", True), ("indexed_", False)):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -22,8 +23,10 @@ from typing import Any, TypeVar
 import anyio
 
 import rules
+from watcher.decide import budget
 from watcher.decide.coalesce import JobQueue
 from watcher.decide.dispatch import Dispatcher
+from watcher.intake import stream
 from watcher.intake.counter_watch import CounterWatch
 from watcher.intake.source import ChangeSource, PyMongoChangeSource
 from watcher.intake.stream import StreamReader
@@ -36,7 +39,7 @@ from watcher.settings import Settings
 from watcher.storage import backoff, census, errors
 from watcher.storage.keeper import PositionKeeper
 from watcher.storage.position import MongoPositionStore, PositionStore
-from watcher.storage.store import JobStore
+from watcher.storage.store import MongoJobStore
 
 # The deliberate fatal outcomes, where callers have always found them.
 ConfigurationProblem = errors.ConfigurationProblem
@@ -88,10 +91,18 @@ class Watcher:
         self._clock = clock
         self._client = client
         policy = rules.Policy(scan_stage=settings.scan_stage)
-        self._store = JobStore(db, settings)
+        self._store = MongoJobStore.from_settings(db, settings)
         self._queue = JobQueue(max_jobs=settings.max_pending_jobs, progress_interval_s=settings.progress_interval_s)
         self._dispatcher = Dispatcher(
-            self._store, self._queue, self.metrics, workers=settings.workers, policy=policy, retry_backoff=self._new_backoff(), clock=clock
+            self._store,
+            self._queue,
+            self.metrics,
+            workers=settings.workers,
+            policy=policy,
+            retry_backoff=self._new_backoff(),
+            progress_budget=budget.ProgressBudget(fraction=settings.progress_write_share),
+            progress_interval_s=settings.progress_interval_s,
+            clock=clock,
         )
         counters = CounterWatch(quiet_s=settings.path_a_quiet_s)
         self._sweeper = Sweeper(self._store, self.metrics, policy=policy, counters=counters, dispatcher=self._dispatcher, clock=clock)
@@ -109,7 +120,17 @@ class Watcher:
         )
         stream_backoff = self._new_backoff()
         source = change_source or PyMongoChangeSource(db[settings.jobs_collection])
-        self._reader = StreamReader(source, self._dispatcher, self.metrics, settings, healthy=stream_backoff, counters=counters, clock=clock)
+        self._reader = StreamReader(
+            source,
+            self._dispatcher,
+            self.metrics,
+            pipeline=stream.pipeline(settings),
+            max_await_ms=settings.max_await_ms,
+            server_selection_s=settings.server_selection_timeout_ms / 1000,
+            healthy=stream_backoff,
+            counters=counters,
+            clock=clock,
+        )
         self._sweeps = Sweeps(self._periodic_pass, settings, self.metrics, retry=self._new_backoff(), after=self._after_sweep)
         self._supervisor = Supervisor(self._reader, self._sweeps, settings, self.metrics, retry=stream_backoff)
         self._stop = anyio.Event()
@@ -166,16 +187,13 @@ class Watcher:
         if self._dispatcher.running:
             yield
             return
-        self._dispatcher.give_up_after = ONE_SHOT_ATTEMPTS
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._dispatcher.run)
+                tg.start_soon(functools.partial(self._dispatcher.run, give_up_after=ONE_SHOT_ATTEMPTS))
                 yield
                 tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise _sole(group) from None
-        finally:
-            self._dispatcher.give_up_after = None
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         retry = self._new_backoff()

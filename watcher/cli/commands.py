@@ -25,9 +25,9 @@ from watcher.intake.sweep import SweepReport
 from watcher.ops import logs
 from watcher.service import ConfigurationProblem, Unreachable, Watcher, check_server
 from watcher.settings import Settings
-from watcher.storage import census, errors
+from watcher.storage import errors
 from watcher.storage.position import MongoPositionStore, Saved
-from watcher.storage.store import JobStore, Unreadable
+from watcher.storage.store import JobStore, MongoJobStore, Unreadable
 
 Emit = Callable[[str], None]
 Options = Mapping[str, Any]
@@ -226,7 +226,7 @@ async def _evaluate(store: JobStore, doc: dict[str, Any], settings: Settings) ->
 
 
 async def _explain(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
-    store = JobStore(client[settings.database], settings)
+    store = MongoJobStore.from_settings(client[settings.database], settings)
     doc = None
     for job_id in candidate_ids(options["job_id"]):
         doc = await store.get(job_id)
@@ -311,10 +311,11 @@ def _moved_at(doc: Mapping[str, Any]) -> dt.datetime | None:
 
 
 async def _jobs(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
-    store = JobStore(client[settings.database], settings)
+    store = MongoJobStore.from_settings(client[settings.database], settings)
     now = dt.datetime.now(dt.UTC)
     stuck: list[dict[str, Any]] = []
-    async for batch in census.open_jobs_with_times(client[settings.database], settings):
+    # full: every job whose status is not terminal (an unknown or missing one too).
+    async for batch in store.open_jobs(full=True, fields=("createdAt", "updatedAt")):
         for doc in batch:
             if isinstance(doc, Unreadable):
                 stuck.append({"job_id": doc.get("_id"), "jobType": None, "status": None, "idle_s": None,
@@ -413,7 +414,7 @@ def _or_unknown(value: Any) -> str:
 
 async def _status(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
     saved = await _positions(client, settings).load()
-    open_jobs = await JobStore(client[settings.database], settings).count_open()
+    open_jobs = await MongoJobStore.from_settings(client[settings.database], settings).count_open()
     status = status_document(saved, open_jobs, settings, dt.datetime.now(dt.UTC))
     emit(json.dumps(status, default=str) if options["as_json"] else render_status(status))
     return exits.FAILED if options["check"] and not status["alive"] else exits.OK
