@@ -18,6 +18,7 @@ import functools
 import time
 import types
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -39,7 +40,7 @@ from watcher.settings import Settings
 from watcher.storage import backoff, census, errors
 from watcher.storage.keeper import PositionKeeper
 from watcher.storage.position import MongoPositionStore, PositionStore
-from watcher.storage.store import MongoJobStore
+from watcher.storage.store import JobStore, MongoJobStore
 
 # The deliberate fatal outcomes, where callers have always found them.
 ConfigurationProblem = errors.ConfigurationProblem
@@ -59,6 +60,57 @@ async def check_server(client: Any, settings: Settings) -> None:
             f"MongoDB at {settings.uri_redacted} is unreachable or not answering: {exc.error} "
             f"within {settings.server_selection_timeout_ms} ms"
         ) from None
+
+
+@dataclass(frozen=True)
+class HotPath:
+    """The stream's way through the watcher: reader -> queue -> dispatcher,
+    with path A's evidence (``counters``) and the rules' policy."""
+
+    reader: StreamReader
+    queue: JobQueue
+    dispatcher: Dispatcher
+    counters: CounterWatch
+    policy: rules.Policy
+
+
+def hot_path(
+    settings: Settings,
+    store: JobStore,
+    source: ChangeSource,
+    metrics: Metrics,
+    *,
+    stream_backoff: backoff.Backoff,
+    clock: Callable[[], float] = time.monotonic,
+) -> HotPath:
+    """The hot path as ``Watcher`` wires it (the benchmarks drive the same one
+    with the database removed)."""
+    policy = rules.Policy(scan_stage=settings.scan_stage)
+    queue = JobQueue(max_jobs=settings.max_pending_jobs, progress_interval_s=settings.progress_interval_s)
+    dispatcher = Dispatcher(
+        store,
+        queue,
+        metrics,
+        workers=settings.workers,
+        policy=policy,
+        retry_backoff=backoff.Backoff(base_s=settings.backoff_base_s, max_s=settings.max_backoff_s),
+        progress_budget=budget.ProgressBudget(fraction=settings.progress_write_share),
+        progress_interval_s=settings.progress_interval_s,
+        clock=clock,
+    )
+    counters = CounterWatch(quiet_s=settings.path_a_quiet_s)
+    reader = StreamReader(
+        source,
+        dispatcher,
+        metrics,
+        pipeline=stream.pipeline(settings),
+        max_await_ms=settings.max_await_ms,
+        server_selection_s=settings.server_selection_timeout_ms / 1000,
+        healthy=stream_backoff,
+        counters=counters,
+        clock=clock,
+    )
+    return HotPath(reader, queue, dispatcher, counters, policy)
 
 
 class Watcher:
@@ -90,22 +142,16 @@ class Watcher:
         self.metrics = metrics or Metrics()
         self._clock = clock
         self._client = client
-        policy = rules.Policy(scan_stage=settings.scan_stage)
         self._store = MongoJobStore.from_settings(db, settings)
-        self._queue = JobQueue(max_jobs=settings.max_pending_jobs, progress_interval_s=settings.progress_interval_s)
-        self._dispatcher = Dispatcher(
-            self._store,
-            self._queue,
-            self.metrics,
-            workers=settings.workers,
-            policy=policy,
-            retry_backoff=self._new_backoff(),
-            progress_budget=budget.ProgressBudget(fraction=settings.progress_write_share),
-            progress_interval_s=settings.progress_interval_s,
-            clock=clock,
+        stream_backoff = self._new_backoff()
+        path = hot_path(
+            settings, self._store, change_source or PyMongoChangeSource(db[settings.jobs_collection]), self.metrics,
+            stream_backoff=stream_backoff, clock=clock,
         )
-        counters = CounterWatch(quiet_s=settings.path_a_quiet_s)
-        self._sweeper = Sweeper(self._store, self.metrics, policy=policy, counters=counters, dispatcher=self._dispatcher, clock=clock)
+        self._queue, self._dispatcher, self._reader = path.queue, path.dispatcher, path.reader
+        self._sweeper = Sweeper(
+            self._store, self.metrics, policy=path.policy, counters=path.counters, dispatcher=self._dispatcher, clock=clock
+        )
         self._keeper = PositionKeeper(
             position_store
             or MongoPositionStore(
@@ -116,19 +162,6 @@ class Watcher:
             self.metrics,
             interval_s=settings.position_save_interval_s,
             retry=self._new_backoff(),
-            clock=clock,
-        )
-        stream_backoff = self._new_backoff()
-        source = change_source or PyMongoChangeSource(db[settings.jobs_collection])
-        self._reader = StreamReader(
-            source,
-            self._dispatcher,
-            self.metrics,
-            pipeline=stream.pipeline(settings),
-            max_await_ms=settings.max_await_ms,
-            server_selection_s=settings.server_selection_timeout_ms / 1000,
-            healthy=stream_backoff,
-            counters=counters,
             clock=clock,
         )
         self._sweeps = Sweeps(self._periodic_pass, settings, self.metrics, retry=self._new_backoff(), after=self._after_sweep)

@@ -111,6 +111,13 @@ class JobQueue:
         """The backlog is at its cap: the stream is waiting for work to finish."""
         return len(self._tokens) >= self._max_tokens or len(self._jobs) >= self._max_jobs
 
+    @property
+    def roomy(self) -> bool:
+        """Below the low-water mark (nine tenths of each cap): a stream that
+        waited for room goes on from here, not at every job that finishes
+        (that would cost a wake-up per job just when the watcher is behind)."""
+        return len(self._tokens) * 10 < self._max_tokens * 9 and len(self._jobs) * 10 < self._max_jobs * 9
+
     def offer(
         self, key: Hashable, doc: Mapping[str, Any], token: Token | None, event_time_s: float | None = None, received_s: float | None = None
     ) -> bool:

@@ -15,6 +15,7 @@ progress writes. Completions are never held back.
 
 from __future__ import annotations
 
+import collections
 import math
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping
@@ -56,23 +57,29 @@ class Ticket:
 
 
 class Signal:
-    """Wakes every task waiting on it; costs nothing when nobody waits (the
-    hot path fires it once per batch or per finished job)."""
+    """Wakes tasks waiting on it: all of them, or the first ``n``. Costs
+    nothing when nobody waits (the hot path fires it once per batch and per
+    finished job), and wakes no more workers than there is work for."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_waiters",)
 
     def __init__(self) -> None:
-        self._event: anyio.Event | None = None
+        self._waiters: collections.deque[anyio.Event] = collections.deque()
 
     async def wait(self) -> None:
-        if self._event is None:
-            self._event = anyio.Event()
-        await self._event.wait()
+        event = anyio.Event()
+        self._waiters.append(event)
+        try:
+            await event.wait()
+        finally:
+            if not event.is_set():
+                self._waiters.remove(event)  # cancelled (a timed wait ended): not a waiter any more
 
-    def fire(self) -> None:
-        if self._event is not None:
-            self._event.set()
-            self._event = None
+    def fire(self, n: int | None = None) -> None:
+        waiters = self._waiters
+        count = len(waiters) if n is None else min(n, len(waiters))
+        for _ in range(count):
+            waiters.popleft().set()
 
 
 class Dispatcher:
@@ -101,7 +108,7 @@ class Dispatcher:
         self._work = Signal()  # idle workers wait here for news
         self._room = Signal()  # the stream, the sweep and ``drained`` wait here for finished work
         self._rejected: dict[Hashable, str] = {}
-        self._evaluated: dict[tuple[str, str], Any] = {}  # (source, outcome) -> its counter
+        self._labelled: dict[tuple[Any, ...], Any] = {}  # (metric, *labels) -> its series
         self.running = False
         #: Progress-only writes across all jobs, as a share of the events seen.
         self._budget = progress_budget or budget.ProgressBudget()
@@ -122,12 +129,10 @@ class Dispatcher:
         for key, doc, event_time_s in jobs:
             count += 1
             while not queue.offer(key, doc, None, event_time_s, received_s):
-                self._work.fire()  # what is queued already must go on while we wait
-                await self._room.wait()
+                await self._wait_for_room()
         if token is not None:
             while not queue.has_room(None):
-                self._work.fire()
-                await self._room.wait()
+                await self._wait_for_room()
             queue.record(token)
         credited = count if events is None else events
         if credited:
@@ -135,7 +140,7 @@ class Dispatcher:
             self._last_events_at = received_s
         self._observe_backlog()
         if count:
-            self._work.fire()
+            self._work.fire(count)  # at most a worker per job handed over
 
     async def record(self, token: Token) -> None:
         """A position with nothing to evaluate (an idle batch's post-batch token)."""
@@ -146,14 +151,18 @@ class Dispatcher:
         job was already queued by the stream (its newer document is evaluated)."""
         ticket = Ticket()
         while (offered := self._queue.offer_swept(key, doc, counts, ticket)) == "full":
-            self._work.fire()
-            await self._room.wait()
+            await self._wait_for_room()
         if offered == "covered":
             return None
         self._observe_backlog()
-        self._work.fire()
+        self._work.fire(1)
         await ticket.done.wait()
         return ticket
+
+    async def _wait_for_room(self) -> None:
+        self._work.fire()  # what is queued already must go on while we wait
+        while not self._queue.roomy:
+            await self._room.wait()
 
     def _observe_backlog(self) -> None:
         self._metrics.pending_jobs.set(self._queue.pending_jobs)
@@ -212,17 +221,20 @@ class Dispatcher:
             try:
                 await self._process(work, give_up_after)
             finally:
-                self._room.fire()
+                if queue.roomy:  # the stream waits for the low-water mark, ``drained`` for idle
+                    self._room.fire()
 
     async def _idle(self, now: float) -> None:
         """Wait for news, or until the next deferred job or held-back write is due."""
         self._observe_backlog()
         wake_at = min(self._queue.next_ready_at() or math.inf, self._trailing_wake_at(now))
-        if wake_at <= now:
-            await anyio.lowlevel.checkpoint()
-            return
-        with anyio.move_on_after(wake_at - now):
+        if wake_at == math.inf:
             await self._work.wait()
+        elif wake_at <= now:
+            await anyio.lowlevel.checkpoint()
+        else:
+            with anyio.move_on_after(wake_at - now):
+                await self._work.wait()
 
     def _trailing_wake_at(self, now: float) -> float:
         due_at = self._queue.next_trailing_at()
@@ -282,9 +294,9 @@ class Dispatcher:
         if result.outcome is Outcome.PROGRESS:
             self._queue.progress_written(work.key, now)
         self._queue.finish(work)
-        kind = count_applied(result, matched, self._metrics, source, work.event_time_s, self._wall_clock)
+        self._count_applied(result, matched, source, work.event_time_s)
         if work.received_s is not None:
-            self._metrics.decision.labels(kind).observe(max(now - work.received_s, 0.0))
+            self._series(self._metrics.decision, _kind(result)).observe(max(now - work.received_s, 0.0))
         _resolve(work, result, applied=matched)
 
     def _progress_may_go(self, work: Work, source: str) -> bool:
@@ -309,11 +321,36 @@ class Dispatcher:
             return False
         return True
 
+    def _series(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once (the hot path asks per job)."""
+        key = (id(metric), *labels)
+        series = self._labelled.get(key)
+        if series is None:
+            series = self._labelled[key] = metric.labels(*labels)
+        return series
+
     def _count_evaluation(self, source: str, outcome: Outcome) -> None:
-        counter = self._evaluated.get((source, outcome.value))
-        if counter is None:
-            counter = self._evaluated[(source, outcome.value)] = self._metrics.evaluations.labels(source, outcome.value)
-        counter.inc()
+        self._series(self._metrics.evaluations, source, outcome.value).inc()
+
+    def _count_applied(self, result: Evaluation, matched: bool, source: str, event_time_s: float | None) -> None:
+        """Count and log one applied evaluation (the stream's and the sweep's)."""
+        metrics = self._metrics
+        self._series(metrics.writes, source, _kind(result), "applied" if matched else "stale").inc()
+        if not matched:
+            logs.event("update_stale", "DEBUG", "guard no longer held; the newer state is evaluated next", job_id=result.job_id, outcome=result.outcome.value)
+            return
+        latency_s = None if event_time_s is None else max(self._wall_clock() - event_time_s, 0.0)
+        if latency_s is not None and (result.completes_stage or result.completes_job):
+            metrics.completion_latency.observe(latency_s)
+        for stage in result.completed_stages:
+            metrics.stages_completed.inc()
+            logs.event("stage_completed", job_id=result.job_id, stage=stage, source=source)
+        if result.completes_job:
+            self._series(metrics.jobs_completed, source).inc()
+            logs.event(
+                "job_completed", job_id=result.job_id, job_type=result.job_type, source=source,
+                latency_ms=None if latency_s is None else round(latency_s * 1000, 1),
+            )
 
 
 def _resolve(work: Work, result: Evaluation, *, applied: bool = False, skipped: str | None = None) -> None:
@@ -321,21 +358,5 @@ def _resolve(work: Work, result: Evaluation, *, applied: bool = False, skipped: 
         work.ticket.resolve(result, applied=applied, skipped=skipped)
 
 
-def count_applied(result: Evaluation, matched: bool, metrics: Metrics, source: str, event_time_s: float | None = None, wall_clock: Clock = time.time) -> str:
-    """Count and log one applied evaluation (the stream's and the sweep's);
-    returns the write's kind (job, stage or progress)."""
-    kind = {Outcome.JOB_COMPLETED: "job", Outcome.STAGE_COMPLETED: "stage"}.get(result.outcome, "progress")
-    metrics.writes.labels(source, kind, "applied" if matched else "stale").inc()
-    if not matched:
-        logs.event("update_stale", "DEBUG", "guard no longer held; the newer state is evaluated next", job_id=result.job_id, outcome=result.outcome.value)
-        return kind
-    latency_s = None if event_time_s is None else max(wall_clock() - event_time_s, 0.0)
-    if latency_s is not None and (result.completes_stage or result.completes_job):
-        metrics.completion_latency.observe(latency_s)
-    for stage in result.completed_stages:
-        metrics.stages_completed.inc()
-        logs.event("stage_completed", job_id=result.job_id, stage=stage, source=source)
-    if result.completes_job:
-        metrics.jobs_completed.labels(source).inc()
-        logs.event("job_completed", job_id=result.job_id, job_type=result.job_type, source=source, latency_ms=None if latency_s is None else round(latency_s * 1000, 1))
-    return kind
+def _kind(result: Evaluation) -> str:
+    return {Outcome.JOB_COMPLETED: "job", Outcome.STAGE_COMPLETED: "stage"}.get(result.outcome, "progress")

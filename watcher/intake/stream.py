@@ -10,7 +10,6 @@ connection) is abandoned as broken too.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,6 +66,11 @@ STALL_FACTOR = 5
 MIN_STALL_S = 1.0
 
 
+#: How often per stall bound the watchdog looks at the read in progress (a
+#: hung read is caught between one and 1 + 1/WATCHDOG_LOOKS bounds).
+WATCHDOG_LOOKS = 4
+
+
 def stall_s(max_await_ms: int) -> float:
     """How long a read (getMore) may take before the stream counts as stalled."""
     return max(STALL_FACTOR * max_await_ms / 1000, MIN_STALL_S)
@@ -119,6 +123,7 @@ class StreamReader:
         self.health = health or StreamHealth()
         self.stall_s = stall_s(max_await_ms)
         self._received: dict[str, Any] = {}  # operation -> its events counter
+        self._reading_since: float | None = None  # the loop's clock when the read in progress began
         #: The token after the last batch read (even an idle one): where a
         #: resumed stream goes on. Not what is saved: that is the watermark.
         self.last_token: Token | None = None
@@ -148,17 +153,41 @@ class StreamReader:
         """Read until the stream breaks: raises ``errors.StreamBroken`` (also for
         an ending event, or a read that hangs past ``stall_s``).
 
-        One cancel scope bounds every read: its deadline is set before each
-        read and lifted while the batch is handed over (waiting for room in
-        the queue is back-pressure, not a stall)."""
-        with anyio.CancelScope() as stall:
-            with errors.translated("reading the change stream", "reopen"):
-                while True:
-                    stall.deadline = anyio.current_time() + self.stall_s
-                    batch = await stream.next_batch()
-                    stall.deadline = math.inf
-                    await self._handle(batch, stream.resume_token)
-        raise _stalled("reading the change stream", self.stall_s)
+        No timeout object per read: a watchdog beside the reader looks, a few
+        times per ``stall_s``, at how long the read in progress has taken, and
+        abandons it past the bound. Handing a batch over is not a read:
+        waiting for room in the queue is back-pressure, not a stall."""
+        failure: Exception | None = None
+        stalled = False
+
+        async def watchdog(scope: anyio.CancelScope) -> None:
+            nonlocal stalled
+            while True:
+                await anyio.sleep(self.stall_s / WATCHDOG_LOOKS)
+                since = self._reading_since
+                if since is not None and anyio.current_time() - since > self.stall_s:
+                    stalled = True
+                    scope.cancel()
+                    return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watchdog, tg.cancel_scope)
+            try:
+                with errors.translated("reading the change stream", "reopen"):
+                    while True:
+                        self._reading_since = anyio.current_time()
+                        batch = await stream.next_batch()
+                        self._reading_since = None
+                        await self._handle(batch, stream.resume_token)
+            except Exception as exc:  # raised below, outside the task group (which would wrap it)
+                failure = exc
+            finally:
+                self._reading_since = None
+            tg.cancel_scope.cancel()
+        if stalled:
+            raise _stalled("reading the change stream", self.stall_s)
+        assert failure is not None  # the loop ends only by an error or a stall
+        raise failure
 
     async def _handle(self, batch: Sequence[Event], token: Token | None) -> None:
         now = self._clock()
@@ -195,7 +224,10 @@ class StreamReader:
             if "_id" not in doc:
                 doc = {**doc, "_id": event["documentKey"]["_id"]}
             if counters is not None:
-                counters.observe(key, doc, now)
+                if doc.get("collectionId") is None:
+                    counters.forget(key)  # path A never applies to a job without a collection
+                else:
+                    counters.observe(key, doc, now)
             jobs.append((key, doc, when))
         self._count(operations, wall)
         await self._dispatcher.accept(jobs, token, now, len(batch))
