@@ -129,7 +129,51 @@ async def load_window(uri: str, pid: int, window_s: float) -> dict[str, Any]:
     }
 
 
-async def measure(window_s: float, *, profiled: str | None = None, data_dir: str | None = None) -> dict[str, Any]:
+async def requests(uri: str, pid: int, count: int = 200) -> dict[str, Any]:
+    """One request at a time on an idle server: a consumer's ``$inc``, and the
+    watcher's completing write (the guarded update the rules decide), with and
+    without its stage-set ``$expr`` guard: the server's time for each (its
+    CPU per request, and the round trip)."""
+    import rules
+    from watcher.decide import updates
+
+    database = f"bench_requests_{os.getpid()}"
+    client: AsyncMongoClient[Any] = AsyncMongoClient(uri)
+    jobs = client[database][workload.JOBS]
+    out: dict[str, Any] = {}
+    try:
+        plan = simulate.Plan(items=count, stages=("thumbnail", "cache"))
+        job = simulate.new_job(plan, legacy=True, collection_id=None)
+        await jobs.insert_one(job)
+
+        async def timed(label: str, send: Any) -> None:
+            cpu, started = cpu_s(pid), time.perf_counter()
+            for n in range(count):
+                await send(n)
+            out[label] = {
+                "round_trip_us": round(1e6 * (time.perf_counter() - started) / count, 1),
+                "server_cpu_us": round(1e6 * (cpu_s(pid) - cpu) / count, 1),
+            }
+
+        await timed("inc", lambda n: jobs.update_one({"_id": job["_id"]}, {"$inc": {"stages.thumbnail.completedItems": 1}}))
+        done = simulate.new_job(plan, legacy=True, collection_id=None)
+        for stage in done["stages"].values():
+            stage["completedItems"] = stage["totalItems"]
+        docs = [{**done, "_id": n} for n in range(count)]
+        await jobs.insert_many(docs)
+        query, update = updates.for_evaluation(rules.evaluate(docs[0]))
+        await timed("completing_write", lambda n: jobs.update_one({**query, "_id": {"$eq": n}}, update))
+        await jobs.delete_many({"_id": {"$in": list(range(count))}})
+        await jobs.insert_many(docs)
+        unguarded = {k: v for k, v in query.items() if k != "$expr"}
+        await timed("completing_write_without_expr_guard", lambda n: jobs.update_one({**unguarded, "_id": {"$eq": n}}, update))
+    finally:
+        await client.drop_database(database)
+        await client.close()
+    return out
+
+
+async def measure(window_s: float, *, profiled: str | None = None, data_dir: str | None = None, one_by_one: bool = False) -> dict[str, Any]:
     if profiled is not None:
         args = [sys.executable, str(Path(__file__).resolve()), "--serve-profiled", profiled, *(["--data-dir", data_dir] if data_dir else [])]
     else:
@@ -140,6 +184,8 @@ async def measure(window_s: float, *, profiled: str | None = None, data_dir: str
         uri = (await anyio.to_thread.run_sync(proc.stdout.readline)).strip()
         if not uri.startswith("mongodb://"):
             raise RuntimeError(f"the embedded server did not start (got {uri!r})")
+        if one_by_one:
+            return await requests(uri, proc.pid)
         return await load_window(uri, proc.pid, window_s)
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -198,6 +244,7 @@ def main() -> int:
         return 0
     window_s = args.window_s or (30.0 if args.full else 10.0)
     watch = load.LoadWatch()
+    one_by_one = anyio.run(lambda: measure(window_s, one_by_one=True))
     plain = [anyio.run(lambda: measure(window_s)) for _ in range(2)]
     import tempfile
 
@@ -215,11 +262,13 @@ def main() -> int:
         "goal_inc_per_s": GOAL_INC_PER_S,
         "goal_met": max(r["inc_per_server_cpu_s"] or 0 for r in plain) >= GOAL_INC_PER_S,
         "runs": plain,
+        "one_request_at_a_time": one_by_one,
         "with_data_dir": journaled,
         "profiled_run": profiled,
         "profile": breakdown,
         "load_avg_1m": watch.summary(),
         "definitions": {
+            "one_request_at_a_time": "one client, one request after another on an idle server: a consumer's $inc, the watcher's completing write (as the rules build it), and the same write without its stage-set $expr guard",
             "inc_per_s": "consumers' $inc acknowledged per second (4 consumers, 100 jobs, a change stream reading everything), best of two windows",
             "inc_per_server_cpu_s": "the same per second of the server process's CPU: what one core gives",
             "with_data_dir": "the same load with --data (SQLite engine and the change journal)",
@@ -229,6 +278,11 @@ def main() -> int:
         ["run", "$inc/s", "events read/s", "server CPU share", "server us/$inc", "$inc per CPU s"],
         [[label, r["inc_per_s"], r["events_read_per_s"], r["server_cpu_share"], r["server_cpu_us_per_inc"], r["inc_per_server_cpu_s"]] for label, r in [*(("memory", r) for r in plain), ("--data", journaled), ("profiled", profiled)]],
         title="jobwatch embedded-server under $inc load",
+    )
+    common.table(
+        ["request, one at a time", "round trip us", "server CPU us"],
+        [[label, r["round_trip_us"], r["server_cpu_us"]] for label, r in one_by_one.items()],
+        title="the server's time per request, idle otherwise",
     )
     common.table(["part of the server", "share of its time"], [*breakdown["parts"].items(), ("of all of it: deep copies (copy.deepcopy)", breakdown["deep_copies"])], title="where the time goes (cProfile)")
     common.save(common.result_name("embedded", args), parameters={"window_s": window_s, "consumers": CONSUMERS, "jobs": JOBS, "full": args.full}, figures=figures, backend_info=common.backend("separate-process"), save_file=not args.no_save)

@@ -27,7 +27,10 @@ reading it) and ``jobwatch_decision_seconds{kind="job"}`` (reading it to the
 completing write acknowledged), as Prometheus' ``histogram_quantile`` would
 give them. Beside them, the same two steps seen from outside: the server's
 time on the last increment to the benchmark's reader receiving its event,
-and that moment to the reader receiving the completing write's event.
+and that moment to the server's time on the completing write; and both
+together (``jobwatch_completion_latency_seconds``) against the server's time
+on the last increment to its time on the completing write. On the embedded
+server an event's ``wallTime`` is when its change history recorded it.
 """
 
 from __future__ import annotations
@@ -101,15 +104,20 @@ async def measure(jobs: int, shares: tuple[float, ...]) -> tuple[dict[str, Any],
             point: dict[str, Any] = {"share_of_capacity": share, "rate_asked": rate, "jobwatch": entry(run)}
             lag = common.histogram_ms(run.metrics, "jobwatch_event_lag_seconds")
             decision = common.histogram_ms(run.metrics, "jobwatch_decision_seconds", kind="job")
+            reaction = common.histogram_ms(run.metrics, "jobwatch_completion_latency_seconds")
             lag_outside = common.distribution_ms(run.lag_outside_ms)
             decision_outside = common.distribution_ms(run.decision_outside_ms)
+            reaction_outside = common.distribution_ms(run.reaction_outside_ms)
             point["jobwatch"]["own"] = {
                 "event_lag": lag,
                 "decision_job": decision,
+                "reaction": reaction,
                 "event_lag_outside": lag_outside,
                 "decision_outside": decision_outside,
+                "reaction_outside": reaction_outside,
                 "event_lag_p50_disagreement": agreement(lag["p50_ms"], lag_outside["p50_ms"]),
                 "decision_p50_disagreement": agreement(decision["p50_ms"], decision_outside["p50_ms"]),
+                "reaction_p50_disagreement": agreement(reaction["p50_ms"], reaction_outside["p50_ms"]),
             }
             poller_load = dataclasses.replace(load_, jobs=poller_jobs(jobs, rate))
             poller = await workload.run_keeper(backend, "poller_fixed", poller_load, label=f"latency_{int(share * 100)}")
@@ -194,7 +202,9 @@ def main() -> int:
         "own.event_lag": "jobwatch_event_lag_seconds from the watcher's /metrics: each event's server time to the watcher reading it",
         "own.decision_job": "jobwatch_decision_seconds{kind=job}: the watcher reading the job's newest event to its completing write acknowledged",
         "own.event_lag_outside": "the last increment's server time (wallTime) to the benchmark's reader receiving its event",
-        "own.decision_outside": "the benchmark's reader receiving the last increment's event to it receiving the completing write's event",
+        "own.decision_outside": "the benchmark's reader receiving the last increment's event to the server's time (wallTime) on the completing write",
+        "own.reaction": "jobwatch_completion_latency_seconds: the completing event's server time to the watcher's write acknowledged (lag and decision together)",
+        "own.reaction_outside": "the server's time on the last increment to its time on the completing write",
     }
     rows = []
     for key, point in figures["points"].items():

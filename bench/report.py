@@ -130,10 +130,11 @@ def _latency(doc: dict[str, Any]) -> list[str]:
             f"{_n(poller['p50_ms'], 0)} ({_n(poller['expected_p50_ms'], 0)}) / {_n(poller['p99_ms'], 0)}", poller["cycles"], f"x{_n(point['ratio_p50'], 0)}",
             f"{point['load_avg_1m']['min']}-{point['load_avg_1m']['max']}",
         ])
+        pair = lambda d: f"{_n(d['p50_ms'], 2)} / {_n(d['p99_ms'], 2)}"  # noqa: E731
         own_rows.append([
-            f"{key} %", f"{_n(own['event_lag']['p50_ms'], 2)} / {_n(own['event_lag']['p99_ms'], 2)}", f"{_n(own['event_lag_outside']['p50_ms'], 2)} / {_n(own['event_lag_outside']['p99_ms'], 2)}",
-            f"{_n(own['decision_job']['p50_ms'], 2)} / {_n(own['decision_job']['p99_ms'], 2)}", f"{_n(own['decision_outside']['p50_ms'], 2)} / {_n(own['decision_outside']['p99_ms'], 2)}",
-            f"{_n(own['event_lag_p50_disagreement'], 3)} / {_n(own['decision_p50_disagreement'], 3)}",
+            f"{key} %", pair(own["event_lag"]), pair(own["event_lag_outside"]), pair(own["decision_job"]), pair(own["decision_outside"]),
+            pair(own["reaction"]), pair(own["reaction_outside"]),
+            " / ".join(_n(own[f"{k}_p50_disagreement"], 3) for k in ("event_lag", "decision", "reaction")),
         ])
     return [
         "`jobwatch embedded-server` and `jobwatch run --uri` in processes of their own; the consumers (the CLI's",
@@ -145,12 +146,18 @@ def _latency(doc: dict[str, Any]) -> list[str]:
         *_table(["point", "$inc/s achieved (jobwatch / poller)", "completions", "jobwatch p50 / p95 / p99 / max ms", "poller p50 (expected) / p99 ms", "poller cycles", "poller / jobwatch p50", "load"], rows),
         "",
         "The watcher's own histograms (scraped from its `/metrics` before it stopped, quantiles as Prometheus'",
-        "`histogram_quantile` gives them) beside the same steps seen from outside: the event's lag (its server time",
-        "to being read), and deciding and writing (`jobwatch_decision_seconds{kind=\"job\"}`: reading the job's",
-        "newest event to its completing write acknowledged; outside: the benchmark's reader receiving the last",
-        "increment's event to receiving the completion's).",
+        "`histogram_quantile` gives them) beside the same steps seen from outside: the event's lag",
+        "(`jobwatch_event_lag_seconds`, its server time to being read; outside: to the benchmark's reader receiving",
+        "it), deciding and writing (`jobwatch_decision_seconds{kind=\"job\"}`, reading the job's newest event to its",
+        "completing write acknowledged; outside: the benchmark's reader receiving the last increment's event to the",
+        "server's time on the completing write), and both (`jobwatch_completion_latency_seconds`; outside: the",
+        "server's time on the last increment to its time on the completing write). On the embedded server an event's",
+        "`wallTime` is when its change history recorded it.",
         "",
-        *_table(["point", "event lag p50 / p99 ms (its own)", "(outside)", "decision p50 / p99 ms (its own)", "(outside)", "p50 disagreement (lag / decision)"], own_rows),
+        *_table(
+            ["point", "lag p50 / p99 ms (its own)", "(outside)", "decision (its own)", "(outside)", "both (its own)", "(outside)", "p50 disagreement: lag / decision / both"],
+            own_rows,
+        ),
         "",
         "![latency against the share of the server's capacity](latency.png)",
     ]

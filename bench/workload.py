@@ -105,7 +105,6 @@ class Seen:
     counted_server_s: dict[Any, float] = field(default_factory=dict)  # wallTime of that last increment
     counted_received_s: dict[Any, float] = field(default_factory=dict)  # unix time the reader got it
     done_server_s: dict[Any, float] = field(default_factory=dict)  # wallTime of the completing write
-    done_received_s: dict[Any, float] = field(default_factory=dict)  # unix time the reader got it
 
 
 def _unix(value: Any) -> float | None:
@@ -123,10 +122,8 @@ async def observe(stream: Any, seen: Seen) -> None:
             job_id = doc.get("_id", event.get("documentKey", {}).get("_id"))
             server_s = _unix(event.get("wallTime"))
             if doc.get("status") == "Completed":
-                if job_id not in seen.done:
-                    seen.done_received_s[job_id] = wall
-                    if server_s is not None:
-                        seen.done_server_s[job_id] = server_s
+                if job_id not in seen.done and server_s is not None:
+                    seen.done_server_s[job_id] = server_s
                 seen.done.setdefault(job_id, now)
                 seen.counted.setdefault(job_id, now)
                 continue
@@ -297,12 +294,18 @@ class Run:
 
     @property
     def decision_outside_ms(self) -> list[float]:
-        """This reader receiving the last increment's event to it receiving
-        the completing write's: what a reader beside the watcher sees of its
-        deciding and writing (the two events' delivery, about the same,
-        cancels out)."""
+        """This reader receiving the last increment's event to the server's
+        time on the completing write: a reader beside the watcher, deciding
+        and writing, seen from outside (the completion's own delivery left out)."""
         s = self.seen
-        return [(s.done_received_s[j] - s.counted_received_s[j]) * 1000 for j in self.outcome.job_ids if j in s.done_received_s and j in s.counted_received_s]
+        return [(s.done_server_s[j] - s.counted_received_s[j]) * 1000 for j in self.outcome.job_ids if j in s.done_server_s and j in s.counted_received_s]
+
+    @property
+    def reaction_outside_ms(self) -> list[float]:
+        """The server's time on the last increment to its time on the
+        completing write: all of the watcher's share, on the server's clock."""
+        s = self.seen
+        return [(s.done_server_s[j] - s.counted_server_s[j]) * 1000 for j in self.outcome.job_ids if j in s.done_server_s and j in s.counted_server_s]
 
     @property
     def completed(self) -> int:

@@ -15,10 +15,9 @@ from importlib import metadata
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-LATENCY_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-#: The watcher's own timings, finer below 100 ms: a quantile interpolated
-#: within a bucket is only as exact as the bucket is narrow.
-STEP_BUCKETS_S = (
+#: The watcher's timings, fine below 100 ms: a quantile interpolated within a
+#: bucket is only as exact as the bucket is narrow.
+LATENCY_BUCKETS_S = (
     0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0065, 0.008, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
     0.065, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )
@@ -55,14 +54,14 @@ class Metrics:
         self.event_lag = Histogram(
             "jobwatch_event_lag_seconds",
             "From each change event's server time (wallTime, else clusterTime) to the watcher reading it",
-            buckets=STEP_BUCKETS_S,
+            buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
         self.decision = Histogram(
             "jobwatch_decision_seconds",
             "From the watcher reading a job's newest event to its write being acknowledged, by the write's kind",
             ["kind"],
-            buckets=STEP_BUCKETS_S,
+            buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
         self.position_age = Gauge("jobwatch_position_age_seconds", "Seconds since the position was last saved", registry=r)
