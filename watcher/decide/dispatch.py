@@ -227,7 +227,8 @@ class Dispatcher:
     async def _idle(self, now: float) -> None:
         """Wait for news, or until the next deferred job or held-back write is due."""
         self._observe_backlog()
-        wake_at = min(self._queue.next_ready_at() or math.inf, self._trailing_wake_at(now))
+        ready_at = self._queue.next_ready_at()
+        wake_at = min(math.inf if ready_at is None else ready_at, self._trailing_wake_at(now))
         if wake_at == math.inf:
             await self._work.wait()
         elif wake_at <= now:
@@ -314,7 +315,8 @@ class Dispatcher:
             return False
         # Held-back writes come first: a job that stopped moving has no later
         # event to bring its progress. Otherwise the budget decides.
-        waiting = not work.trailing and (self._queue.next_trailing_at() or math.inf) <= now
+        due_at = self._queue.next_trailing_at()
+        waiting = not work.trailing and due_at is not None and due_at <= now
         if waiting or not self._budget.try_spend():
             received_s = now if work.received_s is None else work.received_s
             self._queue.trail(work, received_s + self._progress_interval_s)
