@@ -61,10 +61,10 @@ AGREEMENT = 0.10
 
 
 def poller_jobs(jobs: int, rate: float) -> int:
-    """Enough jobs for the poller's run to last ``POLLER_CYCLES`` cycles (and
-    one more: each poll's own time stretches its cycle)."""
+    """More jobs than the poller's ``POLLER_CYCLES`` cycles can take (a poll
+    under load stretches its cycle; the load stops once it has polled that often)."""
     per_job = 2 * ITEMS
-    return max(jobs, math.ceil((POLLER_CYCLES + 1) * POLL_INTERVAL_S * rate / per_job))
+    return max(jobs, math.ceil(4 * POLLER_CYCLES * POLL_INTERVAL_S * rate / per_job))
 
 
 def agreement(product: float | None, outside: float | None) -> float | None:
@@ -120,7 +120,7 @@ async def measure(jobs: int, shares: tuple[float, ...]) -> tuple[dict[str, Any],
                 "reaction_p50_disagreement": agreement(reaction["p50_ms"], reaction_outside["p50_ms"]),
             }
             poller_load = dataclasses.replace(load_, jobs=poller_jobs(jobs, rate))
-            poller = await workload.run_keeper(backend, "poller_fixed", poller_load, label=f"latency_{int(share * 100)}")
+            poller = await workload.run_keeper(backend, "poller_fixed", poller_load, label=f"latency_{int(share * 100)}", poller_cycles=POLLER_CYCLES)
             point["poller_fixed"] = {**entry(poller), "cycles": poller.polls, "expected_p50_ms": POLL_INTERVAL_S / 2 * 1000}
             point["ratio_p50"] = common.ratio(point["poller_fixed"]["p50_ms"] or math.nan, point["jobwatch"]["p50_ms"] or math.nan)
             point["load_avg_1m"] = watch.summary()

@@ -320,9 +320,12 @@ async def run_keeper(
     label: str,
     settings_overrides: dict[str, Any] | None = None,
     on_watcher: Callable[[Any], None] | None = None,
+    poller_cycles: int | None = None,
 ) -> Run:
     """One keeper, the plan's load, on a database of its own. Commands are
-    counted on the keeper's own client (in this process only)."""
+    counted on the keeper's own client (in this process only). A poller with
+    ``poller_cycles`` gets load until it has polled that many times (the plan
+    must hold jobs enough)."""
     from watcher.service import Watcher
 
     database = f"bench_{label}_{keeper}_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
@@ -366,7 +369,19 @@ async def run_keeper(
             else:
                 poller = SeedPoller(keeper_client[database], require_collection=VARIANTS[keeper])
                 tg.start_soon(poller.run)
-                await play()
+                if poller_cycles is None:
+                    await play()
+                else:
+                    # The load goes on until the poller has polled that often (a
+                    # poll under load takes seconds: its cycle is longer than its
+                    # interval); the jobs whose items were not all counted then
+                    # are left out (they cannot complete).
+                    async with anyio.create_task_group() as loading:
+                        loading.start_soon(play)
+                        while poller.polls < poller_cycles:
+                            await anyio.sleep(0.1)
+                        loading.cancel_scope.cancel()
+                    outcome.job_ids[:] = [job for job in outcome.job_ids if _all_counted(seen, job)]
                 await settle(seen.done, outcome.job_ids, settle_s)
                 polls = poller.polls
             tg.cancel_scope.cancel()
@@ -376,6 +391,11 @@ async def run_keeper(
         await load_client.close()
         await keeper_client.close()
     return Run(keeper, load, outcome, seen, commands, settle_s, metrics, polls)
+
+
+def _all_counted(seen: Seen, job: Any) -> bool:
+    """The reader saw every item of ``job`` counted (so it can complete)."""
+    return job in seen.counted
 
 
 async def capacity(backend: Backend, load: simulate.Plan) -> Run:
