@@ -48,8 +48,12 @@ CONSUMERS = 4
 JOBS = 100
 #: The server's parts, each the cumulative time of its entry point (file, function).
 ENTRY_POINTS = {
-    "engine: the update itself (mongoeco MemoryEngine.update_with_operation)": [("mongoeco/engines/memory.py", "update_with_operation")],
-    "engine: the update command around it (mongoeco's command API)": [("mongoeco/wire/_executor_passthrough.py", "_execute_database_command")],
+    "engine: the update itself (mongoeco MemoryEngine.update_with_operation)": [
+        ("mongoeco/engines/memory.py", "update_with_operation")
+    ],
+    "engine: the update command around it (mongoeco's command API)": [
+        ("mongoeco/wire/_executor_passthrough.py", "_execute_database_command")
+    ],
     "change tap and history (jobwatch_embedded.engine, history)": [("jobwatch_embedded/engine.py", "_pump")],
     "change streams served (getMore, lookup, event pipeline: jobwatch_embedded.changes)": [
         ("jobwatch_embedded/changes.py", "get_more"),
@@ -91,10 +95,14 @@ async def load_window(uri: str, pid: int, window_s: float) -> dict[str, Any]:
     database = f"bench_embedded_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
     client: AsyncMongoClient[Any] = AsyncMongoClient(uri)
     settings = Settings(database=database)
-    plan = simulate.Plan(jobs=10**6, items=50, consumers=CONSUMERS, rate=0, legacy_fraction=0.3, seed=3, active=JOBS, push_items=False)
+    plan = simulate.Plan(
+        jobs=10**6, items=50, consumers=CONSUMERS, rate=0, legacy_fraction=0.3, seed=3, active=JOBS, push_items=False
+    )
     outcome = simulate.Outcome()
     events = 0
-    stream = await PyMongoChangeSource(client[database][workload.JOBS]).open(workload.OBSERVED, resume_after=None, max_await_ms=100)
+    stream = await PyMongoChangeSource(client[database][workload.JOBS]).open(
+        workload.OBSERVED, resume_after=None, max_await_ms=100
+    )
     try:
         async with anyio.create_task_group() as tg:
 
@@ -155,7 +163,9 @@ async def requests(uri: str, pid: int, count: int = 200) -> dict[str, Any]:
                 "server_cpu_us": round(1e6 * (cpu_s(pid) - cpu) / count, 1),
             }
 
-        await timed("inc", lambda n: jobs.update_one({"_id": job["_id"]}, {"$inc": {"stages.thumbnail.completedItems": 1}}))
+        await timed(
+            "inc", lambda n: jobs.update_one({"_id": job["_id"]}, {"$inc": {"stages.thumbnail.completedItems": 1}})
+        )
         done = simulate.new_job(plan, legacy=True, collection_id=None)
         for stage in done["stages"].values():
             stage["completedItems"] = stage["totalItems"]
@@ -166,16 +176,26 @@ async def requests(uri: str, pid: int, count: int = 200) -> dict[str, Any]:
         await jobs.delete_many({"_id": {"$in": list(range(count))}})
         await jobs.insert_many(docs)
         unguarded = {k: v for k, v in query.items() if k != "$expr"}
-        await timed("completing_write_without_expr_guard", lambda n: jobs.update_one({**unguarded, "_id": {"$eq": n}}, update))
+        await timed(
+            "completing_write_without_expr_guard", lambda n: jobs.update_one({**unguarded, "_id": {"$eq": n}}, update)
+        )
     finally:
         await client.drop_database(database)
         await client.close()
     return out
 
 
-async def measure(window_s: float, *, profiled: str | None = None, data_dir: str | None = None, one_by_one: bool = False) -> dict[str, Any]:
+async def measure(
+    window_s: float, *, profiled: str | None = None, data_dir: str | None = None, one_by_one: bool = False
+) -> dict[str, Any]:
     if profiled is not None:
-        args = [sys.executable, str(Path(__file__).resolve()), "--serve-profiled", profiled, *(["--data-dir", data_dir] if data_dir else [])]
+        args = [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--serve-profiled",
+            profiled,
+            *(["--data-dir", data_dir] if data_dir else []),
+        ]
     else:
         args = [*workload.jobwatch_command(), "embedded-server", *(["--data", data_dir] if data_dir else [])]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -227,7 +247,11 @@ def where(stats_path: Path, text_path: Path) -> dict[str, Any]:
         "deep_copies": round(_cumulative(raw, "copy.py", "deepcopy") / total, 3),
         "profiled_s": round(total, 2),
         "top_own_time": [
-            {"function": f"{Path(file).parent.name}/{Path(file).name}:{line}({name})", "share": round(row[2] / total, 3), "calls": row[1]}
+            {
+                "function": f"{Path(file).parent.name}/{Path(file).name}:{line}({name})",
+                "share": round(row[2] / total, 3),
+                "calls": row[1],
+            }
             for (file, line, name), row in top
         ],
     }
@@ -268,15 +292,31 @@ def main() -> int:
         "profile": breakdown,
         "load_avg_1m": watch.summary(),
         "definitions": {
-            "one_request_at_a_time": "one client, one request after another on an idle server: a consumer's $inc, the watcher's completing write (as the rules build it), and the same write without its stage-set $expr guard",
-            "inc_per_s": "consumers' $inc acknowledged per second (4 consumers, 100 jobs, a change stream reading everything), best of two windows",
+            "one_request_at_a_time": (
+                "one client, one request after another on an idle server: a consumer's $inc, the watcher's completing "
+                "write (as the rules build it), and the same write without its stage-set $expr guard"
+            ),
+            "inc_per_s": (
+                "consumers' $inc acknowledged per second (4 consumers, 100 jobs, a change stream reading everything), "
+                "best of two windows"
+            ),
             "inc_per_server_cpu_s": "the same per second of the server process's CPU: what one core gives",
             "with_data_dir": "the same load with --data (SQLite engine and the change journal)",
         },
     }
     common.table(
         ["run", "$inc/s", "events read/s", "server CPU share", "server us/$inc", "$inc per CPU s"],
-        [[label, r["inc_per_s"], r["events_read_per_s"], r["server_cpu_share"], r["server_cpu_us_per_inc"], r["inc_per_server_cpu_s"]] for label, r in [*(("memory", r) for r in plain), ("--data", journaled), ("profiled", profiled)]],
+        [
+            [
+                label,
+                r["inc_per_s"],
+                r["events_read_per_s"],
+                r["server_cpu_share"],
+                r["server_cpu_us_per_inc"],
+                r["inc_per_server_cpu_s"],
+            ]
+            for label, r in [*(("memory", r) for r in plain), ("--data", journaled), ("profiled", profiled)]
+        ],
         title="jobwatch embedded-server under $inc load",
     )
     common.table(
@@ -284,8 +324,18 @@ def main() -> int:
         [[label, r["round_trip_us"], r["server_cpu_us"]] for label, r in one_by_one.items()],
         title="the server's time per request, idle otherwise",
     )
-    common.table(["part of the server", "share of its time"], [*breakdown["parts"].items(), ("of all of it: deep copies (copy.deepcopy)", breakdown["deep_copies"])], title="where the time goes (cProfile)")
-    common.save(common.result_name("embedded", args), parameters={"window_s": window_s, "consumers": CONSUMERS, "jobs": JOBS, "full": args.full}, figures=figures, backend_info=common.backend("separate-process"), save_file=not args.no_save)
+    common.table(
+        ["part of the server", "share of its time"],
+        [*breakdown["parts"].items(), ("of all of it: deep copies (copy.deepcopy)", breakdown["deep_copies"])],
+        title="where the time goes (cProfile)",
+    )
+    common.save(
+        common.result_name("embedded", args),
+        parameters={"window_s": window_s, "consumers": CONSUMERS, "jobs": JOBS, "full": args.full},
+        figures=figures,
+        backend_info=common.backend("separate-process"),
+        save_file=not args.no_save,
+    )
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Completion latency at 25 %, 50 % and 75 % of the server's measured capacity: jobwatch against the seed's 5-second poller.
+"""Completion latency at 25, 50 and 75 % of the server's measured capacity: jobwatch against the seed's poller.
 
     ./dev bench latency              # 200 completions per point for jobwatch (about 5 minutes)
     ./dev bench latency --full       # 1,000 completions per point (the issue's size)
@@ -120,13 +120,22 @@ async def measure(jobs: int, shares: tuple[float, ...]) -> tuple[dict[str, Any],
                 "reaction_p50_disagreement": agreement(reaction["p50_ms"], reaction_outside["p50_ms"]),
             }
             poller_load = dataclasses.replace(load_, jobs=poller_jobs(jobs, rate))
-            poller = await workload.run_keeper(backend, "poller_fixed", poller_load, label=f"latency_{int(share * 100)}", poller_cycles=POLLER_CYCLES)
-            point["poller_fixed"] = {**entry(poller), "cycles": poller.polls, "expected_p50_ms": POLL_INTERVAL_S / 2 * 1000}
-            point["ratio_p50"] = common.ratio(point["poller_fixed"]["p50_ms"] or math.nan, point["jobwatch"]["p50_ms"] or math.nan)
+            poller = await workload.run_keeper(
+                backend, "poller_fixed", poller_load, label=f"latency_{int(share * 100)}", poller_cycles=POLLER_CYCLES
+            )
+            point["poller_fixed"] = {
+                **entry(poller),
+                "cycles": poller.polls,
+                "expected_p50_ms": POLL_INTERVAL_S / 2 * 1000,
+            }
+            point["ratio_p50"] = common.ratio(
+                point["poller_fixed"]["p50_ms"] or math.nan, point["jobwatch"]["p50_ms"] or math.nan
+            )
             point["load_avg_1m"] = watch.summary()
             figures["points"][f"{int(share * 100)}"] = point
             print(
-                f"  {int(share * 100)} % ({rate:g} $inc/s asked): jobwatch p50 {point['jobwatch']['p50_ms']} ms, p99 {point['jobwatch']['p99_ms']} ms; "
+                f"  {int(share * 100)} % ({rate:g} $inc/s asked): jobwatch p50 {point['jobwatch']['p50_ms']} ms, "
+                f"p99 {point['jobwatch']['p99_ms']} ms; "
                 f"poller p50 {point['poller_fixed']['p50_ms']} ms over {poller.polls} cycles; x{point['ratio_p50']}",
                 flush=True,
             )
@@ -142,12 +151,21 @@ def goals(figures: dict[str, Any]) -> dict[str, Any]:
     checks = {
         "p50_ms": (jw["p50_ms"], GOAL_P50_MS, jw["p50_ms"] is not None and jw["p50_ms"] <= GOAL_P50_MS),
         "p99_ms": (jw["p99_ms"], GOAL_P99_MS, jw["p99_ms"] is not None and jw["p99_ms"] <= GOAL_P99_MS),
-        "watcher_p99_ms": (watcher_p99, GOAL_WATCHER_P99_MS, watcher_p99 is not None and watcher_p99 <= GOAL_WATCHER_P99_MS),
+        "watcher_p99_ms": (
+            watcher_p99,
+            GOAL_WATCHER_P99_MS,
+            watcher_p99 is not None and watcher_p99 <= GOAL_WATCHER_P99_MS,
+        ),
         "ratio_p50": (half["ratio_p50"], GOAL_RATIO, half["ratio_p50"] is not None and half["ratio_p50"] >= GOAL_RATIO),
         "own_p50_within_10_percent": (
-            max(jw["own"]["event_lag_p50_disagreement"] or math.inf, jw["own"]["decision_p50_disagreement"] or math.inf),
+            max(
+                jw["own"]["event_lag_p50_disagreement"] or math.inf, jw["own"]["decision_p50_disagreement"] or math.inf
+            ),
             AGREEMENT,
-            all(d is not None and d <= AGREEMENT for d in (jw["own"]["event_lag_p50_disagreement"], jw["own"]["decision_p50_disagreement"])),
+            all(
+                d is not None and d <= AGREEMENT
+                for d in (jw["own"]["event_lag_p50_disagreement"], jw["own"]["decision_p50_disagreement"])
+            ),
         ),
     }
     return {name: {"value": value, "goal": goal, "met": met} for name, (value, goal, met) in checks.items()}
@@ -165,13 +183,27 @@ def plot(figures: dict[str, Any], path: Path, subtitle: str) -> Path:
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for keeper, colour in (("jobwatch", "tab:blue"), ("poller_fixed", "tab:orange")):
         for q, style in (("p50_ms", "-o"), ("p99_ms", "--s")):
-            ax.plot(shares, [p[keeper][q] for p in points], style, color=colour, label=f"{'jobwatch' if keeper == 'jobwatch' else 'seed poller (5 s)'} {q[:3]}")
-    ax.plot(shares, [p["jobwatch"]["own"]["decision_job"]["p99_ms"] for p in points], ":^", color="tab:green", label="jobwatch's own share p99 (its /metrics)")
+            ax.plot(
+                shares,
+                [p[keeper][q] for p in points],
+                style,
+                color=colour,
+                label=f"{'jobwatch' if keeper == 'jobwatch' else 'seed poller (5 s)'} {q[:3]}",
+            )
+    ax.plot(
+        shares,
+        [p["jobwatch"]["own"]["decision_job"]["p99_ms"] for p in points],
+        ":^",
+        color="tab:green",
+        label="jobwatch's own share p99 (its /metrics)",
+    )
     for value, label in ((GOAL_P50_MS, "goal p50"), (GOAL_P99_MS, "goal p99")):
         ax.axhline(value, color="grey", lw=0.8, ls=":")
         ax.text(shares[0], value * 1.08, label, fontsize=7, color="grey")
     ax.set_yscale("log")
-    ax.set_xlabel(f"increment rate, % of the server's capacity measured in the run ({figures['capacity_inc_per_s']:g} $inc/s)")
+    ax.set_xlabel(
+        f"increment rate, % of the server's capacity measured in the run ({figures['capacity_inc_per_s']:g} $inc/s)"
+    )
     ax.set_ylabel("last $inc acknowledged -> Completed seen (ms, log)")
     ax.set_xticks(shares)
     ax.grid(True, which="both", alpha=0.3)
@@ -185,8 +217,12 @@ def plot(figures: dict[str, Any], path: Path, subtitle: str) -> Path:
 
 def main() -> int:
     p = common.parser(__doc__)
-    p.add_argument("--jobs", type=int, help=f"completions per point for jobwatch (default {DEFAULT_JOBS}; --full {FULL_JOBS})")
-    p.add_argument("--shares", default=",".join(f"{s:g}" for s in SHARES), help="shares of the measured capacity, comma-separated")
+    p.add_argument(
+        "--jobs", type=int, help=f"completions per point for jobwatch (default {DEFAULT_JOBS}; --full {FULL_JOBS})"
+    )
+    p.add_argument(
+        "--shares", default=",".join(f"{s:g}" for s in SHARES), help="shares of the measured capacity, comma-separated"
+    )
     args = p.parse_args()
     from watcher.ops import logs
 
@@ -198,30 +234,98 @@ def main() -> int:
     figures["goals_at_50_percent"] = goals(figures)
     figures["load_avg_1m"] = watch.summary()
     figures["definitions"] = {
-        "latency": "the earlier of the consumer's update_one returning for a job's last $inc and the benchmark's reader seeing that increment, to the reader seeing the job Completed",
-        "own.event_lag": "jobwatch_event_lag_seconds from the watcher's /metrics: each event's server time to the watcher reading it",
-        "own.decision_job": "jobwatch_decision_seconds{kind=job}: the watcher reading the job's newest event to its completing write acknowledged",
-        "own.event_lag_outside": "the last increment's server time (wallTime) to the benchmark's reader receiving its event",
-        "own.decision_outside": "the benchmark's reader receiving the last increment's event to the server's time (wallTime) on the completing write",
-        "own.reaction": "jobwatch_completion_latency_seconds: the completing event's server time to the watcher's write acknowledged (lag and decision together)",
+        "latency": (
+            "the earlier of the consumer's update_one returning for a job's last $inc and the benchmark's reader "
+            "seeing that increment, to the reader seeing the job Completed"
+        ),
+        "own.event_lag": (
+            "jobwatch_event_lag_seconds from the watcher's /metrics: each event's server time to the watcher reading it"
+        ),
+        "own.decision_job": (
+            "jobwatch_decision_seconds{kind=job}: the watcher reading the job's newest event to its completing write "
+            "acknowledged"
+        ),
+        "own.event_lag_outside": (
+            "the last increment's server time (wallTime) to the benchmark's reader receiving its event"
+        ),
+        "own.decision_outside": (
+            "the benchmark's reader receiving the last increment's event to the server's time (wallTime) on the "
+            "completing write"
+        ),
+        "own.reaction": (
+            "jobwatch_completion_latency_seconds: the completing event's server time to the watcher's write "
+            "acknowledged (lag and decision together)"
+        ),
         "own.reaction_outside": "the server's time on the last increment to its time on the completing write",
     }
     rows = []
     for key, point in figures["points"].items():
         for keeper in ("jobwatch", "poller_fixed"):
             e = point[keeper]
-            rows.append([f"{key} % {keeper}", e["rate_achieved"], f"{e['completions']}/{e['jobs']}", e["p50_ms"], e["p95_ms"], e["p99_ms"], e["max_ms"]])
+            rows.append(
+                [
+                    f"{key} % {keeper}",
+                    e["rate_achieved"],
+                    f"{e['completions']}/{e['jobs']}",
+                    e["p50_ms"],
+                    e["p95_ms"],
+                    e["p99_ms"],
+                    e["max_ms"],
+                ]
+            )
         own = point["jobwatch"]["own"]
-        rows.append(["  its own: event lag p50/p99 (outside)", None, None, own["event_lag"]["p50_ms"], None, own["event_lag"]["p99_ms"], own["event_lag_outside"]["p50_ms"]])
-        rows.append(["  its own: decision p50/p99 (outside)", None, None, own["decision_job"]["p50_ms"], None, own["decision_job"]["p99_ms"], own["decision_outside"]["p50_ms"]])
-    common.table(["point keeper", "$inc/s", "completed", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows, title=f"latency ({info['kind']}, {info['mode']}; capacity {figures['capacity_inc_per_s']} $inc/s)")
+        rows.append(
+            [
+                "  its own: event lag p50/p99 (outside)",
+                None,
+                None,
+                own["event_lag"]["p50_ms"],
+                None,
+                own["event_lag"]["p99_ms"],
+                own["event_lag_outside"]["p50_ms"],
+            ]
+        )
+        rows.append(
+            [
+                "  its own: decision p50/p99 (outside)",
+                None,
+                None,
+                own["decision_job"]["p50_ms"],
+                None,
+                own["decision_job"]["p99_ms"],
+                own["decision_outside"]["p50_ms"],
+            ]
+        )
+    common.table(
+        ["point keeper", "$inc/s", "completed", "p50 ms", "p95 ms", "p99 ms", "max ms"],
+        rows,
+        title=f"latency ({info['kind']}, {info['mode']}; capacity {figures['capacity_inc_per_s']} $inc/s)",
+    )
     for name, goal in figures["goals_at_50_percent"].items():
         print(f"  at 50 %: {name} {goal['value']} (goal {goal['goal']}): {'met' if goal['met'] else 'not met'}")
-    parameters = {"jobs": jobs, "items_per_stage": ITEMS, "active_jobs": ACTIVE, "shares": list(shares), "poller_cycles_at_least": POLLER_CYCLES, "full": args.full}
-    path = common.save(common.result_name("latency", args), parameters=parameters, figures=figures, backend_info=info, save_file=not args.no_save)
+    parameters = {
+        "jobs": jobs,
+        "items_per_stage": ITEMS,
+        "active_jobs": ACTIVE,
+        "shares": list(shares),
+        "poller_cycles_at_least": POLLER_CYCLES,
+        "full": args.full,
+    }
+    path = common.save(
+        common.result_name("latency", args),
+        parameters=parameters,
+        figures=figures,
+        backend_info=info,
+        save_file=not args.no_save,
+    )
     if path is not None:
         machine = common.machine()
-        png = plot(figures, path.with_suffix(".png"), f"{jobs} jobs per point, {machine['cpu_count']} CPUs, load {figures['load_avg_1m']['min']}-{figures['load_avg_1m']['max']}")
+        png = plot(
+            figures,
+            path.with_suffix(".png"),
+            f"{jobs} jobs per point, {machine['cpu_count']} CPUs, load "
+            f"{figures['load_avg_1m']['min']}-{figures['load_avg_1m']['max']}",
+        )
         print(f"wrote {path.relative_to(common.ROOT)} and {png.relative_to(common.ROOT)}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Memory: resident set size while change events across 10,000 busy jobs pass through the watcher's hot path, database removed.
+"""Memory: the RSS while events across 10,000 busy jobs pass through the watcher's hot path, database removed.
 
     ./dev bench memory           # 200,000 consumer events
     ./dev bench memory --full    # 1,000,000 (the issue's size)
@@ -74,7 +74,9 @@ def main() -> int:
         progress.update(read)
         samples.append((read, round(common.rss_mb(), 2)))
 
-    result = anyio.run(lambda: paced.step(0, 86_400, busy_jobs=args.jobs, items=args.items, on_sample=sample, stop_after=count))
+    result = anyio.run(
+        lambda: paced.step(0, 86_400, busy_jobs=args.jobs, items=args.items, on_sample=sample, stop_after=count)
+    )
     progress.close()
     end_mb = common.rss_mb()
     high_water_mb = common.peak_rss_mb()
@@ -103,13 +105,39 @@ def main() -> int:
         "samples": samples[:: max(len(samples) // 200, 1)],  # (consumer events so far, RSS MB), at most ~200 kept
     }
     common.table(
-        ["consumer events", "with own writes", "busy jobs", "idle MB", "peak MB", "above idle", "growth after 1/5", "MB per 1M events"],
-        [[figures["consumer_events"], figures["events"], args.jobs, figures["idle_mb"], figures["peak_mb"], figures["peak_above_idle_mb"], figures["growth_after_first_fifth_mb"], figures["slope_after_first_fifth_mb_per_million_events"]]],
+        [
+            "consumer events",
+            "with own writes",
+            "busy jobs",
+            "idle MB",
+            "peak MB",
+            "above idle",
+            "growth after 1/5",
+            "MB per 1M events",
+        ],
+        [
+            [
+                figures["consumer_events"],
+                figures["events"],
+                args.jobs,
+                figures["idle_mb"],
+                figures["peak_mb"],
+                figures["peak_above_idle_mb"],
+                figures["growth_after_first_fifth_mb"],
+                figures["slope_after_first_fifth_mb_per_million_events"],
+            ]
+        ],
         title="memory, database removed (the watcher's own hot path)",
     )
     common.save(
         common.result_name("memory", args),
-        parameters={"events": count, "busy_jobs": args.jobs, "items_per_stage": args.items, "single_share": paced.SINGLE_SHARE, "full": args.full},
+        parameters={
+            "events": count,
+            "busy_jobs": args.jobs,
+            "items_per_stage": args.items,
+            "single_share": paced.SINGLE_SHARE,
+            "full": args.full,
+        },
         figures=figures,
         backend_info=common.backend("database removed", "none"),
         save_file=not args.no_save,

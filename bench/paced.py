@@ -41,6 +41,7 @@ and the backlog not growing over its second half.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import datetime as dt
 import fcntl
@@ -113,7 +114,10 @@ class Jobs:
             "totalItems": 0,
             "completedItems": 0,
             "collectionId": None if job_id.binary[-1] % 10 < 3 else job_id,
-            "stages": {name: {"status": "InProgress", "progress": 0, "totalItems": n, "completedItems": 0} for name, n in stages.items()},
+            "stages": {
+                name: {"status": "InProgress", "progress": 0, "totalItems": n, "completedItems": 0}
+                for name, n in stages.items()
+            },
         }
         return self._event("insert", job_id)
 
@@ -131,7 +135,11 @@ class Jobs:
         for operator, fields in update.items():
             for path, value in fields.items():
                 head, _, rest = path.partition(".")
-                target, leaf = (doc, head) if not rest else (doc[head].setdefault(rest.partition(".")[0], {}), rest.partition(".")[2])
+                target, leaf = (
+                    (doc, head)
+                    if not rest
+                    else (doc[head].setdefault(rest.partition(".")[0], {}), rest.partition(".")[2])
+                )
                 if operator == "$currentDate":
                     value = now
                 elif operator == "$max" and isinstance(target.get(leaf), int | float) and target[leaf] >= value:
@@ -143,7 +151,9 @@ class Jobs:
         return event
 
 
-def consumers(jobs: Jobs, *, single_share: float = SINGLE_SHARE, busy_jobs: int = BUSY_JOBS, items: int = ITEMS, seed: int = 7) -> Iterator[dict[str, Any]]:
+def consumers(
+    jobs: Jobs, *, single_share: float = SINGLE_SHARE, busy_jobs: int = BUSY_JOBS, items: int = ITEMS, seed: int = 7
+) -> Iterator[dict[str, Any]]:
     """The consumers' change events, forever."""
     rng = random.Random(seed)
     busy: list[list[Any]] = [[ObjectId(), 0, 0] for _ in range(busy_jobs)]  # id, thumbnail done, cache done
@@ -177,10 +187,8 @@ def serve(rate: float, start: float, single_share: float, busy_jobs: int, items:
     n = 0
     while True:
         if n % 32 == 0 or pending == b"":
-            try:
+            with contextlib.suppress(BlockingIOError):
                 requests += os.read(inp, READ_BYTES)
-            except BlockingIOError:
-                pass
             documents, requests = _complete(requests)
             for request in bson.decode_all(documents):
                 echo = jobs.write(request["_id"], request["u"])
@@ -255,7 +263,9 @@ class PipeSource:
         self._fd = fd
         self.stream: PipeStream | None = None
 
-    async def open(self, pipeline: Sequence[Mapping[str, Any]], *, resume_after: Token | None, max_await_ms: int) -> PipeStream:
+    async def open(
+        self, pipeline: Sequence[Mapping[str, Any]], *, resume_after: Token | None, max_await_ms: int
+    ) -> PipeStream:
         self.stream = PipeStream(self._fd, max_await_ms)
         return self.stream
 
@@ -281,7 +291,9 @@ class PipeStore:
         self.writes += 1
         return True
 
-    async def open_jobs(self, *, full: bool, job_types: Iterable[str] = (), fields: Iterable[str] = ()) -> AsyncIterator[list[dict[str, Any]]]:
+    async def open_jobs(
+        self, *, full: bool, job_types: Iterable[str] = (), fields: Iterable[str] = ()
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         return
         yield []
 
@@ -312,16 +324,23 @@ async def step(
     metrics = Metrics()
     start = time.monotonic() + 0.5  # the server process's clock: CLOCK_MONOTONIC is the machine's
     server = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--serve", str(rate), str(start), str(single_share), str(busy_jobs), str(items)],
+        [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--serve",
+            str(rate),
+            str(start),
+            str(single_share),
+            str(busy_jobs),
+            str(items),
+        ],
         stdout=subprocess.PIPE,
         stdin=subprocess.PIPE,
     )
     assert server.stdout is not None and server.stdin is not None
     for fd in (server.stdout.fileno(), server.stdin.fileno()):
-        try:
+        with contextlib.suppress(OSError):  # else the default pipe: smaller batches, the same events
             fcntl.fcntl(fd, F_SETPIPE_SZ, READ_BYTES)
-        except OSError:
-            pass  # the default pipe: smaller batches, the same events
         os.set_blocking(fd, False)
     source = PipeSource(server.stdout.fileno())
     store = PipeStore(server.stdin.fileno())
@@ -373,7 +392,9 @@ async def step(
     elapsed = ended - started
     due = elapsed * rate if rate > 0 else served
     half = [b for b in samples if b[0] >= elapsed / 2]
-    growth_per_s = (half[-1][1] - half[0][1]) / (half[-1][0] - half[0][0]) if len(half) >= 2 and half[-1][0] > half[0][0] else 0.0
+    growth_per_s = (
+        (half[-1][1] - half[0][1]) / (half[-1][0] - half[0][0]) if len(half) >= 2 and half[-1][0] > half[0][0] else 0.0
+    )
     handled_ratio = served / due if due else 1.0
     growing = rate > 0 and growth_per_s > 0.05 * rate
     evaluations = _total(metrics.evaluations)
@@ -409,13 +430,13 @@ async def step(
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description="the server's side of bench/paced.py (internal)")
-    parser.add_argument("--serve", nargs=5, metavar=("RATE", "START", "SINGLE_SHARE", "BUSY_JOBS", "ITEMS"), required=True)
+    parser.add_argument(
+        "--serve", nargs=5, metavar=("RATE", "START", "SINGLE_SHARE", "BUSY_JOBS", "ITEMS"), required=True
+    )
     args = parser.parse_args(argv)
     rate, start, share, jobs, items = args.serve
-    try:
+    with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):  # the benchmark is done with it
         serve(float(rate), float(start), float(share), int(jobs), int(items))
-    except (BrokenPipeError, KeyboardInterrupt):
-        pass
 
 
 if __name__ == "__main__":

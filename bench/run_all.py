@@ -1,4 +1,4 @@
-"""Every benchmark at its default size (about a quarter of an hour on 2 busy cores), one after another, then the benchmarks page.
+"""Every benchmark at its default size (minutes on 2 busy cores), one after another, then the benchmarks page.
 
     ./dev bench run_all            # or: ./dev bench   (no name)
     ./dev bench run_all --full     # the issue's sizes (an hour or more on 2 cores)
@@ -34,11 +34,19 @@ def headline(name: str, figures: dict[str, Any]) -> list[tuple[str, Any]]:
         for key, point in figures.get("points", {}).items():
             jw, poller = point["jobwatch"], point["poller_fixed"]
             rows.append((f"{key} % of capacity: jobwatch p50/p99 ms", f"{jw['p50_ms']} / {jw['p99_ms']}"))
-            rows.append((f"  poller p50 ms (expected), ratio", f"{poller['p50_ms']} ({poller['expected_p50_ms']}), x{point['ratio_p50']}"))
+            rows.append(
+                (
+                    "  poller p50 ms (expected), ratio",
+                    f"{poller['p50_ms']} ({poller['expected_p50_ms']}), x{point['ratio_p50']}",
+                )
+            )
         return rows
     if name == "cost":
         return [
-            ("writes per job / per increment", f"{figures.get('writes_per_job')} / {figures.get('writes_per_increment')}"),
+            (
+                "writes per job / per increment",
+                f"{figures.get('writes_per_job')} / {figures.get('writes_per_increment')}",
+            ),
             ("progress goal met (< 10 % of increments)", figures.get("progress_goal_met")),
         ]
     if name == "throughput":
@@ -48,7 +56,9 @@ def headline(name: str, figures: dict[str, Any]) -> list[tuple[str, Any]]:
             ("rules evaluations per CPU second", figures.get("rules_evals_per_s")),
         ]
     if name == "sweep":
-        return [(key, f"{v['seconds']} s, {v['docs_read']} docs") for key, v in figures.items() if key.startswith("total_")]
+        return [
+            (key, f"{v['seconds']} s, {v['docs_read']} docs") for key, v in figures.items() if key.startswith("total_")
+        ]
     if name == "memory":
         return [
             ("peak MB above idle", figures.get("peak_above_idle_mb")),
@@ -62,7 +72,11 @@ def headline(name: str, figures: dict[str, Any]) -> list[tuple[str, Any]]:
 def main() -> int:
     p = common.parser(__doc__)
     p.add_argument("--only", action="append", choices=BENCHMARKS, help="run only this one (repeatable)")
-    p.add_argument("--summary-only", action="store_true", help="run nothing: summarise the results files already there and rewrite the page")
+    p.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="run nothing: summarise the results files already there and rewrite the page",
+    )
     args = p.parse_args()
     names = args.only or list(BENCHMARKS)
     extra = ["--full"] if args.full else []
@@ -84,7 +98,12 @@ def main() -> int:
         if path is None or name in failed:
             continue
         doc = json.loads(path.read_text())
-        summary["benchmarks"][name] = {"file": path.name, "commit": doc["machine"].get("git_commit"), "finished_at": doc.get("finished_at"), "seconds": timings.get(name)}
+        summary["benchmarks"][name] = {
+            "file": path.name,
+            "commit": doc["machine"].get("git_commit"),
+            "finished_at": doc.get("finished_at"),
+            "seconds": timings.get(name),
+        }
         rows.extend((f"{name}: {label}", value) for label, value in headline(name, doc["figures"]))
     print()
     common.table(["figure", "value"], rows, title="summary (bench/results/*.json)")

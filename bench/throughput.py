@@ -70,9 +70,11 @@ def profile(rate: float, window_s: float, path: Path) -> dict[str, Any]:
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
     out.write(
-        f"cProfile of the watcher alone (bench/paced.py: StreamReader + Dispatcher, database removed): one {window_s:g} s window at "
+        "cProfile of the watcher alone (bench/paced.py: StreamReader + Dispatcher, database removed): one "
+        f"{window_s:g} s window at "
         f"{rate:g} events/s asked; {result['events_read']} consumer events read ({result['rate_achieved']}/s), "
-        f"{result['events_with_own_writes']} with the watcher's own; CPU share {result['process_cpu_share']} (the profiler slows it)\n\n"
+        f"{result['events_with_own_writes']} with the watcher's own; CPU share {result['process_cpu_share']} (the "
+        "profiler slows it)\n\n"
     )
     stats.sort_stats("tottime").print_stats(40)
     stats.sort_stats("cumulative").print_stats(40)
@@ -104,7 +106,11 @@ def main() -> int:
     steps = []
     for rate in (float(r) for r in args.rates.split(",")):
         steps.append(run(rate, window_s))
-        print(f"  {rate:>8,.0f}/s asked: {steps[-1]['rate_achieved']:>9,.0f}/s read, kept up {steps[-1]['kept_up']}, CPU {steps[-1]['cpu_us_per_event']} us/event", flush=True)
+        print(
+            f"  {rate:>8,.0f}/s asked: {steps[-1]['rate_achieved']:>9,.0f}/s read, kept up {steps[-1]['kept_up']}, "
+            f"CPU {steps[-1]['cpu_us_per_event']} us/event",
+            flush=True,
+        )
     at_goal = [run(GOAL_EVENTS_PER_S, window_s) for _ in range(repeats)]
     mixes = {
         "busy_only": run(GOAL_EVENTS_PER_S, window_s, single_share=0.0),
@@ -119,7 +125,10 @@ def main() -> int:
         "goal": {"events_per_s": GOAL_EVENTS_PER_S, "cpu_us_per_event": GOAL_CPU_US_PER_EVENT},
         "cpu_us_per_event_at_goal": per_event,
         "cpu_us_per_consumer_event_at_goal": per_consumer_event,
-        "cpu_us_per_event_at_goal_range": [min(s["cpu_us_per_event"] for s in at_goal), max(s["cpu_us_per_event"] for s in at_goal)],
+        "cpu_us_per_event_at_goal_range": [
+            min(s["cpu_us_per_event"] for s in at_goal),
+            max(s["cpu_us_per_event"] for s in at_goal),
+        ],
         "events_per_cpu_s": round(1e6 / per_event),
         "consumer_events_per_cpu_s": round(1e6 / per_consumer_event),
         "kept_up_at_goal": sum(s["kept_up"] for s in at_goal),
@@ -132,10 +141,20 @@ def main() -> int:
         "rules_evals_per_wall_s": round(per_wall_s),
         "log_level": "WARNING",
         "definitions": {
-            "cpu_us_per_event_at_goal": "median over the goal-rate windows of this process's CPU time per change event delivered (the consumers' and the watcher's own writes')",
-            "cpu_us_per_consumer_event_at_goal": "the same per consumer event (what the goal's rate counts): the figure held against the goal",
-            "max_events_per_s_database_removed": "highest consumer event rate among the stepped windows that kept up (read >= 95 % of due, backlog not growing); moves with the machine's load",
-            "rules_evals_per_s": "rules.evaluate on the seed job per second of process CPU time (one core), best of three windows",
+            "cpu_us_per_event_at_goal": (
+                "median over the goal-rate windows of this process's CPU time per change event delivered (the "
+                "consumers' and the watcher's own writes')"
+            ),
+            "cpu_us_per_consumer_event_at_goal": (
+                "the same per consumer event (what the goal's rate counts): the figure held against the goal"
+            ),
+            "max_events_per_s_database_removed": (
+                "highest consumer event rate among the stepped windows that kept up (read >= 95 % of due, backlog not "
+                "growing); moves with the machine's load"
+            ),
+            "rules_evals_per_s": (
+                "rules.evaluate on the seed job per second of process CPU time (one core), best of three windows"
+            ),
         },
     }
     if not args.no_profile:
@@ -144,16 +163,37 @@ def main() -> int:
     common.table(
         ["window", "asked/s", "read/s", "kept up", "CPU share", "us/event", "us/consumer event", "batch", "load"],
         [
-            [label, s["rate_asked"], s["rate_achieved"], s["kept_up"], s["process_cpu_share"], s["cpu_us_per_event"], s["cpu_us_per_consumer_event"], s["mean_batch_events"], f"{s['load_avg_1m']['min']}-{s['load_avg_1m']['max']}"]
+            [
+                label,
+                s["rate_asked"],
+                s["rate_achieved"],
+                s["kept_up"],
+                s["process_cpu_share"],
+                s["cpu_us_per_event"],
+                s["cpu_us_per_consumer_event"],
+                s["mean_batch_events"],
+                f"{s['load_avg_1m']['min']}-{s['load_avg_1m']['max']}",
+            ]
             for label, s in [*(("step", s) for s in steps), *(("goal", s) for s in at_goal), *mixes.items()]
         ],
         title=f"the watcher alone, database removed ({window_s:g} s windows)",
     )
-    print(f"at {GOAL_EVENTS_PER_S:,}/s: {per_consumer_event} us of CPU per consumer event ({per_event} per event delivered); goal <= {GOAL_CPU_US_PER_EVENT}: {'met' if figures['goal_met'] else 'not met'}")
+    print(
+        f"at {GOAL_EVENTS_PER_S:,}/s: {per_consumer_event} us of CPU per consumer event ({per_event} per event "
+        f"delivered); goal <= {GOAL_CPU_US_PER_EVENT}: {'met' if figures['goal_met'] else 'not met'}"
+    )
     print(f"rules.evaluate on the seed job: {figures['rules_evals_per_s']:,} evaluations per CPU second")
     common.save(
         common.result_name("throughput", args),
-        parameters={"window_s": window_s, "rates": args.rates, "repeats": repeats, "busy_jobs": paced.BUSY_JOBS, "items": paced.ITEMS, "single_share": paced.SINGLE_SHARE, "full": args.full},
+        parameters={
+            "window_s": window_s,
+            "rates": args.rates,
+            "repeats": repeats,
+            "busy_jobs": paced.BUSY_JOBS,
+            "items": paced.ITEMS,
+            "single_share": paced.SINGLE_SHARE,
+            "full": args.full,
+        },
         figures=figures,
         backend_info=common.backend("database removed", "none"),
         save_file=not args.no_save,

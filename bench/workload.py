@@ -71,8 +71,15 @@ CONSUMERS = 4
 def plan(*, jobs: int = 200, active: int = 100, items: int = 10, rate: float = 200.0, seed: int = 42) -> simulate.Plan:
     """The benchmarks' load, as the simulator plays it."""
     return simulate.Plan(
-        jobs=jobs, items=items, rate=rate, consumers=CONSUMERS, legacy_fraction=0.3, job_type="resume-collection",
-        seed=seed, active=active, push_items=False,
+        jobs=jobs,
+        items=items,
+        rate=rate,
+        consumers=CONSUMERS,
+        legacy_fraction=0.3,
+        job_type="resume-collection",
+        seed=seed,
+        active=active,
+        push_items=False,
     )
 
 
@@ -128,7 +135,9 @@ async def observe(stream: Any, seen: Seen) -> None:
                 seen.counted.setdefault(job_id, now)
                 continue
             stages = list((doc.get("stages") or {}).values())
-            if stages and all(isinstance(s, dict) and s.get("completedItems", 0) >= s.get("totalItems", 1) for s in stages):
+            if stages and all(
+                isinstance(s, dict) and s.get("completedItems", 0) >= s.get("totalItems", 1) for s in stages
+            ):
                 if job_id not in seen.counted and server_s is not None:
                     seen.counted_server_s[job_id] = server_s
                     seen.counted_received_s[job_id] = wall
@@ -214,30 +223,41 @@ async def watcher_process(uri: str, database: str, client: AsyncMongoClient[Any]
     document exists; its ``/metrics`` scraped when the block ends."""
     port = free_port()
     env = {**os.environ, "JOBWATCH_LOG_LEVEL": "WARNING", "JOBWATCH_LOG_JSON": "true"}
-    cmd = [*jobwatch_command(), "run", "--uri", uri, "--database", database, "--health-port", str(port), "--sweep-interval-s", "3600"]
-    log = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe: a chatty watcher must never block on it
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
-    running = WatcherProcess(proc, f"http://127.0.0.1:{port}/metrics")
-    try:
-        positions = client[database]["jobwatch_positions"]
-        deadline = time.monotonic() + STARTUP_DEADLINE_S
-        while await positions.find_one({}) is None:
-            if proc.poll() is not None:
-                log.seek(0)
-                raise RuntimeError(f"jobwatch run exited with {proc.returncode}: {log.read()[-500:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("jobwatch run did not start within the deadline")
-            await anyio.sleep(0.1)
-        yield running
-        running.metrics = await anyio.to_thread.run_sync(_scrape, running.metrics_url)
-    finally:
-        proc.terminate()
+    cmd = [
+        *jobwatch_command(),
+        "run",
+        "--uri",
+        uri,
+        "--database",
+        database,
+        "--health-port",
+        str(port),
+        "--sweep-interval-s",
+        "3600",
+    ]
+    # A file, not a pipe: a chatty watcher must never block on it.
+    with tempfile.TemporaryFile(mode="w+") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True, env=env)
+        running = WatcherProcess(proc, f"http://127.0.0.1:{port}/metrics")
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            positions = client[database]["jobwatch_positions"]
+            deadline = time.monotonic() + STARTUP_DEADLINE_S
+            while await positions.find_one({}) is None:
+                if proc.poll() is not None:
+                    log.seek(0)
+                    raise RuntimeError(f"jobwatch run exited with {proc.returncode}: {log.read()[-500:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("jobwatch run did not start within the deadline")
+                await anyio.sleep(0.1)
+            yield running
+            running.metrics = await anyio.to_thread.run_sync(_scrape, running.metrics_url)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def _scrape(url: str) -> str:
@@ -290,7 +310,11 @@ class Run:
     def lag_outside_ms(self) -> list[float]:
         """The last increment's server time to this reader receiving its event."""
         s = self.seen
-        return [(s.counted_received_s[j] - s.counted_server_s[j]) * 1000 for j in self.outcome.job_ids if j in s.counted_received_s]
+        return [
+            (s.counted_received_s[j] - s.counted_server_s[j]) * 1000
+            for j in self.outcome.job_ids
+            if j in s.counted_received_s
+        ]
 
     @property
     def decision_outside_ms(self) -> list[float]:
@@ -298,14 +322,22 @@ class Run:
         time on the completing write: a reader beside the watcher, deciding
         and writing, seen from outside (the completion's own delivery left out)."""
         s = self.seen
-        return [(s.done_server_s[j] - s.counted_received_s[j]) * 1000 for j in self.outcome.job_ids if j in s.done_server_s and j in s.counted_received_s]
+        return [
+            (s.done_server_s[j] - s.counted_received_s[j]) * 1000
+            for j in self.outcome.job_ids
+            if j in s.done_server_s and j in s.counted_received_s
+        ]
 
     @property
     def reaction_outside_ms(self) -> list[float]:
         """The server's time on the last increment to its time on the
         completing write: all of the watcher's share, on the server's clock."""
         s = self.seen
-        return [(s.done_server_s[j] - s.counted_server_s[j]) * 1000 for j in self.outcome.job_ids if j in s.done_server_s and j in s.counted_server_s]
+        return [
+            (s.done_server_s[j] - s.counted_server_s[j]) * 1000
+            for j in self.outcome.job_ids
+            if j in s.done_server_s and j in s.counted_server_s
+        ]
 
     @property
     def completed(self) -> int:
@@ -333,7 +365,9 @@ async def run_keeper(
     load_client: AsyncMongoClient[Any] = AsyncMongoClient(backend.uri)
     keeper_client: AsyncMongoClient[Any] = AsyncMongoClient(backend.uri, event_listeners=[counter])
     db = load_client[database]
-    settings = Settings(uri=backend.uri, database=database, health_port=0, sweep_interval_s=3600, **(settings_overrides or {}))
+    settings = Settings(
+        uri=backend.uri, database=database, health_port=0, sweep_interval_s=3600, **(settings_overrides or {})
+    )
     seen = Seen()
     progress = common.Progress(f"{label} {keeper}", load.increments)
     settle_s = POLL_INTERVAL_S * 2.5 if keeper.startswith("poller") else 10.0

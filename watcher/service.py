@@ -150,7 +150,8 @@ class Watcher:
         )
         self._queue, self._dispatcher, self._reader = path.queue, path.dispatcher, path.reader
         self._sweeper = Sweeper(
-            self._store, self.metrics, policy=path.policy, counters=path.counters, dispatcher=self._dispatcher, clock=clock
+            self._store, self.metrics, policy=path.policy, counters=path.counters, dispatcher=self._dispatcher,
+            clock=clock,
         )
         self._keeper = PositionKeeper(
             position_store

@@ -28,8 +28,14 @@ async def test_the_last_progress_is_stored_soon_after_the_consumers_stop(mongo: 
 
         async def current() -> bool:
             doc = await jobs.find_one({"_id": job["_id"]})
-            return doc is not None and doc["stages"]["thumbnail"]["completedItems"] == INCREMENTS and not rules.evaluate(doc).writes
+            return (
+                doc is not None
+                and doc["stages"]["thumbnail"]["completedItems"] == INCREMENTS
+                and not rules.evaluate(doc).writes
+            )
 
         await wait_until(current, what="the job's stored progress to catch up with its counters")
         assert metric(watcher, "jobwatch_writes_total", source="stream", kind="progress", result="applied") > 10
-        assert metric(watcher, "jobwatch_sweep_findings_total", kind="progress_updated") == 0  # the stream did it, not a sweep
+        assert (
+            metric(watcher, "jobwatch_sweep_findings_total", kind="progress_updated") == 0
+        )  # the stream did it, not a sweep

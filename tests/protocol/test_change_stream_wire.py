@@ -113,7 +113,9 @@ async def test_events_are_decided_from_the_looked_up_document(server: Any, clien
     await opened.close()
 
 
-async def test_a_reply_of_several_events_is_one_batch_with_its_post_batch_token(server: Any, client: AsyncMongoClient[Any]) -> None:
+async def test_a_reply_of_several_events_is_one_batch_with_its_post_batch_token(
+    server: Any, client: AsyncMongoClient[Any]
+) -> None:
     # The driver decodes the whole reply; the seam hands all of it over at
     # once (PyMongo's cursor says it holds more), then the next read asks again.
     reader, _ = reader_for(client)

@@ -67,7 +67,9 @@ class MemoryJobStore:
         self.writes.append(Write(job_id, query, update, matched))
         return matched
 
-    async def open_jobs(self, *, full: bool, job_types: Iterable[str] = (), fields: Iterable[str] = ()) -> AsyncIterator[list[dict[str, Any]]]:
+    async def open_jobs(
+        self, *, full: bool, job_types: Iterable[str] = (), fields: Iterable[str] = ()
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         types = set(job_types)
         batch: list[dict[str, Any]] = []
         for doc in list(self.jobs.values()):

@@ -81,7 +81,9 @@ def new_job(plan: Plan, *, legacy: bool, collection_id: Any) -> dict[str, Any]:
 # "MongoDB could not be used", never as a driver traceback.
 
 
-async def create_jobs(db: AsyncDatabase[Any], settings: Settings, plan: Plan, rng: random.Random, count: int | None = None) -> list[dict[str, Any]]:
+async def create_jobs(
+    db: AsyncDatabase[Any], settings: Settings, plan: Plan, rng: random.Random, count: int | None = None
+) -> list[dict[str, Any]]:
     """``count`` new jobs (default ``plan.jobs``), inserted at once."""
     jobs = []
     for _ in range(plan.jobs if count is None else count):
@@ -155,7 +157,8 @@ async def play(
     window = min(plan.active or plan.jobs, plan.jobs)
     active = work_of(await create_jobs(db, settings, plan, rng, window))
     created = window
-    send, receive = anyio.create_memory_object_stream[tuple[dict[str, Any], str]](max_buffer_size=max(plan.consumers, 1) * 2)
+    Item = tuple[dict[str, Any], str]
+    send, receive = anyio.create_memory_object_stream[Item](max_buffer_size=max(plan.consumers, 1) * 2)
     started = time.monotonic()
     async with anyio.create_task_group() as tg:
         for _ in range(max(plan.consumers, 1)):

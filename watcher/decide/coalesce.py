@@ -119,7 +119,12 @@ class JobQueue:
         return len(self._tokens) * 10 < self._max_tokens * 9 and len(self._jobs) * 10 < self._max_jobs * 9
 
     def offer(
-        self, key: Hashable, doc: Mapping[str, Any], token: Token | None, event_time_s: float | None = None, received_s: float | None = None
+        self,
+        key: Hashable,
+        doc: Mapping[str, Any],
+        token: Token | None,
+        event_time_s: float | None = None,
+        received_s: float | None = None,
     ) -> bool:
         """Queue ``doc`` as the newest state of job ``key``. False (and nothing
         recorded) when full; the caller waits for room and offers again."""
@@ -307,7 +312,8 @@ class JobQueue:
         _, _, key = heapq.heappop(self._trailing_due)
         trail = self._trailing.pop(key)
         seq = self._next(None)
-        job = self._jobs[key] = _Job(trail.doc, seq, trail.event_time_s, floor=seq, received_s=trail.received_s, trailing=True)
+        job = _Job(trail.doc, seq, trail.event_time_s, floor=seq, received_s=trail.received_s, trailing=True)
+        self._jobs[key] = job
         self._push_floor(key, job)
         job.in_flight, job.dirty = True, False
         return Work(key, trail.doc, seq, trail.event_time_s, None, None, trail.received_s, True)

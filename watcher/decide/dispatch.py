@@ -120,7 +120,9 @@ class Dispatcher:
 
     # -- intake ------------------------------------------------------------
 
-    async def accept(self, jobs: Iterable[Offer], token: Token | None, received_s: float, events: int | None = None) -> None:
+    async def accept(
+        self, jobs: Iterable[Offer], token: Token | None, received_s: float, events: int | None = None
+    ) -> None:
         """Queue one batch of the stream: each job's newest document in order,
         then the batch's position (``token``: handled once every job before it
         is). Waits while the queue is full (every finished evaluation makes
@@ -339,7 +341,10 @@ class Dispatcher:
         metrics = self._metrics
         self._series(metrics.writes, source, _kind(result), "applied" if matched else "stale").inc()
         if not matched:
-            logs.event("update_stale", "DEBUG", "guard no longer held; the newer state is evaluated next", job_id=result.job_id, outcome=result.outcome.value)
+            logs.event(
+                "update_stale", "DEBUG", "guard no longer held; the newer state is evaluated next",
+                job_id=result.job_id, outcome=result.outcome.value,
+            )
             return
         latency_s = None if event_time_s is None else max(self._wall_clock() - event_time_s, 0.0)
         if latency_s is not None and (result.completes_stage or result.completes_job):

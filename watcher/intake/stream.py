@@ -134,7 +134,9 @@ class StreamReader:
         open_deadline_s = self.stall_s + self._server_selection_s
         try:
             with errors.translated("opening the change stream", "reopen"), anyio.fail_after(open_deadline_s):
-                stream = await self._source.open(self._pipeline, resume_after=resume_after, max_await_ms=self._max_await_ms)
+                stream = await self._source.open(
+                    self._pipeline, resume_after=resume_after, max_await_ms=self._max_await_ms
+                )
         except TimeoutError:
             raise _stalled("opening the change stream", open_deadline_s) from None
         # PyMongo knows a resume point at once (the first batch's post-batch

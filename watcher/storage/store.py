@@ -56,7 +56,9 @@ class JobStore(Protocol):
         """One conditional update; False when the guard no longer held."""
         ...
 
-    def open_jobs(self, *, full: bool, job_types: Iterable[str] = (), fields: Iterable[str] = ()) -> AsyncIterator[list[dict[str, Any]]]:
+    def open_jobs(
+        self, *, full: bool, job_types: Iterable[str] = (), fields: Iterable[str] = ()
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         """Open jobs in batches (an ``Unreadable`` for a document that cannot be decoded)."""
         ...
 
@@ -128,7 +130,9 @@ class MongoJobStore:
             queries.append({"status": {"$nin": KNOWN_SPELLINGS}, **by_type})
         return queries
 
-    async def open_jobs(self, *, full: bool, job_types: Iterable[str] = (), fields: Iterable[str] = ()) -> AsyncIterator[list[dict[str, Any]]]:
+    async def open_jobs(
+        self, *, full: bool, job_types: Iterable[str] = (), fields: Iterable[str] = ()
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         """Open jobs in batches, projected to what the rules read (and ``fields``).
 
         The first pass reads jobs whose status is an open spelling; ``full``

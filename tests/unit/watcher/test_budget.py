@@ -97,7 +97,11 @@ def test_nonsense_settings_are_refused(fraction: float, burst: float) -> None:
 
 
 @settings(max_examples=200)
-@given(ops=st.lists(st.sampled_from(["event", "spend", "refill"]), max_size=300), fraction=st.floats(0.0, 1.0), burst=st.floats(1.0, 20.0))
+@given(
+    ops=st.lists(st.sampled_from(["event", "spend", "refill"]), max_size=300),
+    fraction=st.floats(0.0, 1.0),
+    burst=st.floats(1.0, 20.0),
+)
 def test_a_refill_adds_at_most_one_burst(ops: list[str], fraction: float, burst: float) -> None:
     """The quiet-stream refill is the one credit not earned by events: each adds at most ``burst``."""
     budget = ProgressBudget(fraction=fraction, burst=burst)

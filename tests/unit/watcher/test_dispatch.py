@@ -55,7 +55,11 @@ class Loop:
 
 @contextlib.asynccontextmanager
 async def dispatching(
-    store: MemoryJobStore | None = None, *, budget: ProgressBudget | None = None, give_up_after: int | None = None, workers: int = 2
+    store: MemoryJobStore | None = None,
+    *,
+    budget: ProgressBudget | None = None,
+    give_up_after: int | None = None,
+    workers: int = 2,
 ) -> AsyncIterator[Loop]:
     store = store or MemoryJobStore()
     metrics = Metrics()
@@ -80,7 +84,10 @@ async def dispatching(
 
 def counted(job: dict[str, Any], **done: int) -> dict[str, Any]:
     """``job`` with stage counters moved to ``done`` (stage -> items)."""
-    stages = {name: {**stage, "completedItems": done.get(name, stage["completedItems"])} for name, stage in job["stages"].items()}
+    stages = {
+        name: {**stage, "completedItems": done.get(name, stage["completedItems"])}
+        for name, stage in job["stages"].items()
+    }
     return {**job, "stages": stages}
 
 
@@ -125,7 +132,9 @@ async def test_a_write_the_server_refuses_skips_the_job_without_retrying() -> No
     async with dispatching(store) as loop:
         job = counted(fresh_job(1), thumbnail=1, cache=1)
         await loop.events(job)
-        await wait_until(until(lambda: loop.sample("jobwatch_skipped_jobs_total", reason="write_refused") == 1), what="the skip")
+        await wait_until(
+            until(lambda: loop.sample("jobwatch_skipped_jobs_total", reason="write_refused") == 1), what="the skip"
+        )
         await loop.dispatcher.drained()
         assert loop.store.writes == [] and not loop.store.failures
         assert loop.sample("jobwatch_errors_total", error="DocumentValidationFailure", action="skip") == 1
@@ -137,7 +146,9 @@ async def test_an_unavailable_store_is_retried_until_the_write_goes_through() ->
     async with dispatching(store) as loop:
         job = counted(fresh_job(1), thumbnail=1, cache=1)
         token = await loop.events(job)
-        await wait_until(until(lambda: loop.store.get(job["_id"])["status"] == "Completed"), what="the retried completion")
+        await wait_until(
+            until(lambda: loop.store.get(job["_id"])["status"] == "Completed"), what="the retried completion"
+        )
         assert loop.sample("jobwatch_errors_total", error="AutoReconnect", action="resume") == 3
         await loop.dispatcher.drained()
         assert loop.queue.advance(anyio.current_time()) == token  # handled only once written
@@ -177,7 +188,9 @@ async def test_a_progress_write_over_budget_is_made_once_the_job_stops_moving() 
         token = await loop.events(counted(second, thumbnail=3, cache=3))
         await wait_until(until(lambda: loop.queue.trailing_jobs == 1), what="the held-back write")
         assert loop.queue.advance(anyio.current_time()) == token  # held back, not holding the position
-        await wait_until(until(lambda: loop.store.get(second["_id"]).get("progress") == 30), what="the held-back progress")
+        await wait_until(
+            until(lambda: loop.store.get(second["_id"]).get("progress") == 30), what="the held-back progress"
+        )
         assert loop.writes("progress") == 2
 
 
@@ -199,7 +212,14 @@ async def test_a_full_queue_makes_the_stream_wait_until_work_finishes() -> None:
     store = MemoryJobStore()
     metrics = Metrics()
     queue = JobQueue(max_jobs=2, progress_interval_s=0)
-    dispatcher = Dispatcher(store, queue, metrics, workers=1, policy=rules.DEFAULT_POLICY, retry_backoff=backoff.Backoff(base_s=0.01, max_s=0.02))
+    dispatcher = Dispatcher(
+        store,
+        queue,
+        metrics,
+        workers=1,
+        policy=rules.DEFAULT_POLICY,
+        retry_backoff=backoff.Backoff(base_s=0.01, max_s=0.02),
+    )
     jobs = [counted(fresh_job(1), thumbnail=1, cache=1) for _ in range(5)]
     store.add(*jobs)
     with anyio.fail_after(20):
@@ -218,4 +238,3 @@ async def test_a_full_queue_makes_the_stream_wait_until_work_finishes() -> None:
             await dispatcher.drained()
             tg.cancel_scope.cancel()
     assert all(store.get(job["_id"])["status"] == "Completed" for job in jobs)
-

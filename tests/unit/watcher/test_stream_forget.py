@@ -59,7 +59,8 @@ async def test_a_deleted_job_is_forgotten() -> None:
         healthy=healthy,
         counters=counters,
     )
-    open_doc = {"_id": 1, "status": "InProgress", "collectionId": "c1", "stages": {"thumbnail": {"completedItems": 1, "totalItems": 9}}}
+    stages = {"thumbnail": {"completedItems": 1, "totalItems": 9}}
+    open_doc = {"_id": 1, "status": "InProgress", "collectionId": "c1", "stages": stages}  # path A is watched for it
     other = {**open_doc, "_id": 2}
     source = ListStream([event(1, 1, open_doc), event(2, 2, other)])
     seen_both = False

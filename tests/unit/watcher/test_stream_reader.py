@@ -44,14 +44,21 @@ class Batches:
 
 def update(n: int, job_id: Any) -> dict[str, Any]:
     doc = {"_id": job_id, "status": "InProgress", "stages": {"a": {"completedItems": n, "totalItems": 9}}}
-    return {"_id": {"_data": f"{n:04d}"}, "operationType": "update", "documentKey": {"_id": job_id}, "fullDocument": doc}
+    return {
+        "_id": {"_data": f"{n:04d}"},
+        "operationType": "update",
+        "documentKey": {"_id": job_id},
+        "fullDocument": doc,
+    }
 
 
 def reader_and_queue(max_await_ms: int = 1000) -> tuple[stream.StreamReader, JobQueue, Metrics]:
     queue = JobQueue(max_jobs=10, progress_interval_s=0)
     metrics = Metrics()
     healthy = backoff.Backoff(base_s=0.1, max_s=1)
-    dispatcher = Dispatcher(MemoryJobStore(), queue, metrics, workers=1, policy=rules.DEFAULT_POLICY, retry_backoff=healthy)
+    dispatcher = Dispatcher(
+        MemoryJobStore(), queue, metrics, workers=1, policy=rules.DEFAULT_POLICY, retry_backoff=healthy
+    )
     reader = stream.StreamReader(
         None,  # type: ignore[arg-type]  # consume() is given its stream
         dispatcher,

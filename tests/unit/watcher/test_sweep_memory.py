@@ -25,13 +25,23 @@ from watcher.storage import backoff
 async def sweeper(store: MemoryJobStore, *, quiet_s: float = 0.0) -> AsyncIterator[Sweeper]:
     metrics = Metrics()
     dispatcher = Dispatcher(
-        store, JobQueue(max_jobs=100, progress_interval_s=0), metrics, workers=2, policy=rules.DEFAULT_POLICY,
+        store,
+        JobQueue(max_jobs=100, progress_interval_s=0),
+        metrics,
+        workers=2,
+        policy=rules.DEFAULT_POLICY,
         retry_backoff=backoff.Backoff(base_s=0.01, max_s=0.02),
     )
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
             tg.start_soon(dispatcher.run)
-            yield Sweeper(store, metrics, policy=rules.DEFAULT_POLICY, counters=CounterWatch(quiet_s=quiet_s), dispatcher=dispatcher)
+            yield Sweeper(
+                store,
+                metrics,
+                policy=rules.DEFAULT_POLICY,
+                counters=CounterWatch(quiet_s=quiet_s),
+                dispatcher=dispatcher,
+            )
             tg.cancel_scope.cancel()
 
 
@@ -79,7 +89,9 @@ async def test_path_a_raises_counters_that_stood_still_and_waits_for_moving_ones
 class MovingStore(MemoryJobStore):
     """Someone cancels the job between the sweep's read and its write."""
 
-    async def open_jobs(self, *, full: bool, job_types: Iterable[str] = (), fields: Iterable[str] = ()) -> AsyncIterator[list[dict[str, Any]]]:
+    async def open_jobs(
+        self, *, full: bool, job_types: Iterable[str] = (), fields: Iterable[str] = ()
+    ) -> AsyncIterator[list[dict[str, Any]]]:
         async for batch in super().open_jobs(full=full, job_types=job_types, fields=fields):
             for doc in batch:
                 self.get(doc["_id"])["status"] = "Cancelled"
