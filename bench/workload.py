@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import json
 import os
 import socket
 import subprocess
@@ -48,9 +49,13 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.streams.buffered import BufferedByteReceiveStream
 from pymongo import AsyncMongoClient
 
-from bench import common
+if __package__ in (None, ""):  # run as the consumers' process
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import common  # noqa: E402
 from bench.poller import POLL_INTERVAL_S, VARIANTS, SeedPoller
 from tests.support import backends
 from watcher.cli import simulate
@@ -266,6 +271,99 @@ def _scrape(url: str) -> str:
         return text
 
 
+# -- the consumers, in a process of their own ------------------------------
+
+#: How often (increments) the consumers' process says how far it got.
+REPORT_EVERY = 100
+
+
+async def play_elsewhere(
+    uri: str, database: str, load: simulate.Plan, outcome: simulate.Outcome, on_increment: Callable[[int], None] | None = None
+) -> None:
+    """The plan's consumers in a process of their own (``simulate.play``), so
+    the benchmark's reader never waits behind them for its own event loop;
+    ``outcome`` gets the jobs as they start, the increments as they are
+    acknowledged and, at the end, each job's last acknowledgement (monotonic
+    time: the machine's clock, the same in both processes). Cancelling this
+    stops the consumers and still collects what they did."""
+    from bson import ObjectId
+
+    command = [sys.executable, str(Path(__file__).resolve()), "--play", uri, database, json.dumps(dataclasses.asdict(load))]
+    async with await anyio.open_process(command, stderr=subprocess.DEVNULL) as proc:
+        assert proc.stdout is not None and proc.stdin is not None
+        lines = BufferedByteReceiveStream(proc.stdout)
+
+        async def follow() -> None:
+            while True:
+                kind, _, value = (await lines.receive_until(b"\n", 1 << 24)).decode().partition(" ")
+                if kind == "job":
+                    outcome.job_ids.append(ObjectId(value))
+                elif kind == "done":
+                    outcome.increments = int(value)
+                    if on_increment is not None:
+                        on_increment(outcome.increments)
+                elif kind == "end":
+                    end = json.loads(value)
+                    outcome.last_increment_at.update({ObjectId(k): t for k, t in end["last_increment_at"].items()})
+                    outcome.increments, outcome.lost, outcome.elapsed_s = end["increments"], end["lost"], end["elapsed_s"]
+                    return
+
+        try:
+            await follow()
+        finally:
+            with anyio.CancelScope(shield=True):
+                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    await proc.stdin.send(b"stop\n")  # cancelled: the consumers stop and say what they did
+                with anyio.move_on_after(30), contextlib.suppress(anyio.EndOfStream, anyio.IncompleteRead):
+                    await follow()
+
+
+async def _play_here(uri: str, database: str, plan: dict[str, Any]) -> None:
+    """The consumers' process: play, say how far, stop when told."""
+    load = simulate.Plan(**{**plan, "stages": tuple(plan["stages"])})
+    outcome = simulate.Outcome()
+    out = sys.stdout
+    client: AsyncMongoClient[Any] = AsyncMongoClient(uri)
+    seen_jobs = 0
+
+    def progress(done: int) -> None:
+        nonlocal seen_jobs
+        for job_id in outcome.job_ids[seen_jobs:]:
+            out.write(f"job {job_id}\n")
+        seen_jobs = len(outcome.job_ids)
+        out.write(f"done {done}\n")
+        out.flush()
+
+    started = time.monotonic()
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def until_told() -> None:
+                await anyio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+                tg.cancel_scope.cancel()
+
+            async def consume() -> None:
+                settings = Settings(database=database)
+                await simulate.play(
+                    client[database], settings, load, outcome=outcome, on_increment=progress, progress_every=REPORT_EVERY
+                )
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(until_told)
+            tg.start_soon(consume)
+    finally:
+        await client.close()
+    progress(outcome.increments + outcome.lost)
+    end = {
+        "last_increment_at": {str(k): t for k, t in outcome.last_increment_at.items()},
+        "increments": outcome.increments,
+        "lost": outcome.lost,
+        "elapsed_s": outcome.elapsed_s or time.monotonic() - started,
+    }
+    out.write("end " + json.dumps(end) + "\n")
+    out.flush()
+
+
 # -- one keeper under one workload -----------------------------------------
 
 
@@ -376,7 +474,7 @@ async def run_keeper(
     polls = 0
 
     async def play() -> None:
-        await simulate.play(db, settings, load, outcome=outcome, on_increment=progress.update, progress_every=1)
+        await play_elsewhere(backend.uri, database, load, outcome, progress.update)
 
     stream = await PyMongoChangeSource(db[JOBS]).open(OBSERVED, resume_after=None, max_await_ms=50)
     try:
@@ -410,11 +508,13 @@ async def run_keeper(
                     # poll under load takes seconds: its cycle is longer than its
                     # interval); the jobs whose items were not all counted then
                     # are left out (they cannot complete).
+                    started = time.monotonic()
                     async with anyio.create_task_group() as loading:
                         loading.start_soon(play)
                         while poller.polls < poller_cycles:
                             await anyio.sleep(0.1)
                         loading.cancel_scope.cancel()
+                    outcome.elapsed_s = outcome.elapsed_s or time.monotonic() - started
                     outcome.job_ids[:] = [job for job in outcome.job_ids if _all_counted(seen, job)]
                 await settle(seen.done, outcome.job_ids, settle_s)
                 polls = poller.polls
@@ -422,6 +522,10 @@ async def run_keeper(
     finally:
         progress.close()
         await stream.close()
+        # The next run starts on a server that holds no earlier run's jobs
+        # (the embedded engine keeps them as Python objects its collector scans).
+        with contextlib.suppress(Exception):
+            await load_client.drop_database(database)
         await load_client.close()
         await keeper_client.close()
     return Run(keeper, load, outcome, seen, commands, settle_s, metrics, polls)
@@ -436,3 +540,8 @@ async def capacity(backend: Backend, load: simulate.Plan) -> Run:
     """The backend's own ceiling under this load: the same consumers and
     reader, increments sent as fast as they are acknowledged, no keeper."""
     return await run_keeper(backend, NO_KEEPER, dataclasses.replace(load, rate=0.0), label="capacity")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 5 and sys.argv[1] == "--play":
+        anyio.run(_play_here, sys.argv[2], sys.argv[3], json.loads(sys.argv[4]))
