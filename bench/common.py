@@ -29,6 +29,8 @@ from typing import Any
 
 from pymongo import monitoring
 
+from watcher.ops import redact
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:
@@ -52,6 +54,9 @@ def parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def result_name(name: str, args: argparse.Namespace) -> str:
+    """``<name>.json`` at the default size, ``<name>_full.json`` at the
+    issue's (so a quick run never replaces a full one), ``_<tag>`` after."""
+    name = f"{name}_full" if getattr(args, "full", False) else name
     return f"{name}_{args.tag}" if getattr(args, "tag", "") else name
 
 
@@ -104,13 +109,14 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
-def backend(mode: str = "in-process") -> dict[str, Any]:
-    """What the numbers were measured against."""
-    uri = mongodb_uri()
-    if uri is not None:
-        from watcher.ops import redact
-
-        return {"kind": "mongodb", "uri": redact.uri(uri), "mode": mode}
+def backend(mode: str = "in-process", kind: str = "embedded") -> dict[str, Any]:
+    """What the numbers were measured against (``kind`` as the test suite's
+    resolver names it: uri, mongod, docker, embedded)."""
+    if kind == "none":
+        return {"kind": "none", "mode": mode, "detail": "database removed: a process plays the server over a pipe (bench/paced.py)"}
+    if kind != "embedded":
+        uri = mongodb_uri()
+        return {"kind": kind, "uri": redact.uri(uri) if uri else None, "mode": mode}
     return {"kind": "embedded", "engine": "jobwatch embedded-server (mongoeco MemoryEngine, wire proxy, change streams)", "mode": mode}
 
 
@@ -331,3 +337,47 @@ def _cell(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     return str(value)
+
+
+# -- the watcher's own histograms ------------------------------------------
+
+
+def histogram(exposition: str, name: str, **labels: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of one histogram series in a ``/metrics`` text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    buckets: list[tuple[float, float]] = []
+    for family in text_string_to_metric_families(exposition):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            if sample.name == f"{name}_bucket" and all(sample.labels.get(k) == v for k, v in labels.items()):
+                buckets.append((float(sample.labels["le"]), sample.value))
+    return sorted(buckets)
+
+
+def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
+    """Prometheus' ``histogram_quantile``: linear within the bucket the rank falls in."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    rank = q * buckets[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in buckets:
+        if count >= rank:
+            if math.isinf(bound):
+                return lower_bound
+            width = count - lower_count
+            return lower_bound + (bound - lower_bound) * ((rank - lower_count) / width if width else 0.0)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+def histogram_ms(exposition: str, name: str, **labels: str) -> dict[str, Any]:
+    """p50/p99 (ms) and count of one of the watcher's histograms, as Prometheus would compute them."""
+    buckets = histogram(exposition, name, **labels)
+    p50, p99 = histogram_quantile(buckets, 0.5), histogram_quantile(buckets, 0.99)
+    return {
+        "p50_ms": None if p50 is None else round(p50 * 1000, 2),
+        "p99_ms": None if p99 is None else round(p99 * 1000, 2),
+        "count": int(buckets[-1][1]) if buckets else 0,
+    }

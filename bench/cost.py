@@ -29,6 +29,7 @@ import anyio
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import common, workload  # noqa: E402
+from watcher.cli import simulate  # noqa: E402
 
 #: The issue's figure for today's watcher on the slow case.
 ISSUE_WRITES_PER_INCREMENT = 0.93
@@ -36,11 +37,11 @@ ISSUE_WRITES_PER_INCREMENT = 0.93
 PROGRESS_SHARE_GOAL = 0.10
 
 
-def cases(full: bool) -> dict[str, workload.Plan]:
+def cases(full: bool) -> dict[str, simulate.Plan]:
     slow_items = 60 if full else 5  # 2 stages: 120 increments per job (--full), as in the issue
     return {
-        "slow_100_jobs": workload.Plan(jobs=100, concurrency=100, items=slow_items, rate=100 / 3.0),
-        "busy_200_per_s": workload.Plan(jobs=1000 if full else 100, concurrency=100, items=10, rate=200.0),
+        "slow_100_jobs": workload.plan(jobs=100, active=100, items=slow_items, rate=100 / 3.0),
+        "busy_200_per_s": workload.plan(jobs=1000 if full else 100, active=100, items=10, rate=200.0),
     }
 
 
@@ -57,7 +58,7 @@ def figures_for(run: workload.Run) -> dict[str, Any]:
         "completed": run.completed,
         "increments": run.outcome.increments,
         "rate_asked": round(run.plan.rate, 1),
-        "rate_achieved": round(run.outcome.achieved_rate, 1),
+        "rate_achieved": round(workload.achieved_rate(run.outcome), 1),
         "writes": writes,
         "writes_per_job": round(writes / jobs, 3),
         "writes_per_increment": round(writes / increments, 4),
@@ -71,12 +72,12 @@ def figures_for(run: workload.Run) -> dict[str, Any]:
     }
 
 
-async def measure(plans: dict[str, workload.Plan], keepers: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+async def measure(plans: dict[str, simulate.Plan], keepers: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
     results: dict[str, Any] = {}
-    async with workload.in_process() as backend:
+    async with workload.backend() as backend:
         info = backend.info()
         for name, plan in plans.items():
-            entry: dict[str, Any] = {"parameters": plan.as_dict()}
+            entry: dict[str, Any] = {"parameters": workload.describe(plan)}
             for keeper in keepers:
                 run = await workload.run_keeper(backend, keeper, plan, label=f"cost_{name}")
                 entry[keeper] = figures_for(run)
@@ -115,7 +116,7 @@ def main() -> int:
         "issue_writes_per_increment_before": ISSUE_WRITES_PER_INCREMENT,
         "cases": results,
     }
-    common.save(common.result_name("cost", args), parameters={"full": args.full, "cases": {n: p.as_dict() for n, p in plans.items()}}, figures=figures, backend_info=info, save_file=not args.no_save)
+    common.save(common.result_name("cost", args), parameters={"full": args.full, "cases": {n: workload.describe(p) for n, p in plans.items()}}, figures=figures, backend_info=info, save_file=not args.no_save)
     return 0
 
 

@@ -1,37 +1,42 @@
-"""Completion latency: jobwatch against the seed's fixed 5-second poller, side by side.
+"""Completion latency at 25, 50 and 75 % of the server's measured capacity: jobwatch against the seed's poller.
 
-    ./dev bench latency              # 200 jobs per rate and keeper, both modes (about 8 minutes on 2 busy cores)
-    ./dev bench latency --full       # 1,000 completions per rate and keeper (the issue's size)
-    ./dev bench latency --mode separate-process   # jobwatch run + jobwatch embedded-server
+    ./dev bench latency              # 200 completions per point for jobwatch (about 5 minutes)
+    ./dev bench latency --full       # 1,000 completions per point (the issue's size)
 
-From the acknowledgement of a job's last ``$inc`` (the earlier of the
-consumer's call returning and the reader seeing that increment: see
-``bench/workload.py``) to the moment a reader (a change stream of its own, in
-this process, on the same clock) sees the job ``Completed``; at 200 and 1,000
-increments/s spread over 100 concurrent jobs. Each rate runs jobwatch, then
-the fixed poller, under the same generated load on the same backend, each on
-a fresh database. The achieved increment rate is reported beside the one
-asked.
+The database is ``jobwatch embedded-server`` in a process of its own (or
+``MONGODB_URI``, or a ``mongod`` on PATH: the test suite's resolver); jobwatch
+is ``jobwatch run --uri`` in another, as an operator runs them; the consumers
+(the CLI's simulator) and a reader of its own run in the benchmark's process.
 
-Where the time goes: first, the backend's own ceiling under this load (the
-same consumers and reader, no keeper, increments as fast as they are
-acknowledged); then, beside the asked rates, a run at 30 % of that ceiling
-(``--sustained-share``), where no queue builds in the server. For jobwatch,
-two parts of each completion are reported apart: the server delivering the
-last ``$inc``'s event to a reader, and the watcher's own share (its
-``job_completed`` log line: the event's server time to its write being
-acknowledged).
+First the server's capacity under this load, in this run: the same
+consumers and reader, no keeper, increments as fast as they are
+acknowledged. Then, at each share of it, jobwatch and then the poller, each
+on a fresh database under the same generated load. The poller runs for at
+least ``POLLER_CYCLES`` of its cycles per point (more jobs if the point's
+jobs would take less), so its figure does not depend on where a short run
+falls in its cycle; its expected p50 (half its interval) is reported beside
+the measured one.
 
-Modes: ``in-process`` (the embedded server and the watcher in this process,
-the watcher reading a real change stream over the wire) and ``separate-process``
-(``jobwatch embedded-server`` and ``jobwatch run --uri`` as processes of
-their own: the production stream path). With ``MONGODB_URI`` set, both modes
-use that server instead of the embedded engine.
+Latency is from the acknowledgement of a job's last ``$inc`` (the earlier of
+the consumer's call returning and the reader seeing that increment: see
+``bench/workload.py``) to the reader seeing the job ``Completed``.
+
+The watcher measures itself too (``/metrics``, scraped before it stops):
+``jobwatch_event_lag_seconds`` (the event's server time to the watcher
+reading it) and ``jobwatch_decision_seconds{kind="job"}`` (reading it to the
+completing write acknowledged), as Prometheus' ``histogram_quantile`` would
+give them. Beside them, the same two steps seen from outside: the server's
+time on the last increment to the benchmark's reader receiving its event,
+and that moment to the server's time on the completing write; and both
+together (``jobwatch_job_completion_latency_seconds``) against the server's time
+on the last increment to its time on the completing write. On the embedded
+server an event's ``wallTime`` is when its change history recorded it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,94 +45,170 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common, workload  # noqa: E402
+from bench import common, load, workload  # noqa: E402
+from bench.poller import POLL_INTERVAL_S  # noqa: E402
 
-RATES = (200.0, 1000.0)
+SHARES = (0.25, 0.5, 0.75)
 DEFAULT_JOBS = 200
 FULL_JOBS = 1000
-
-
+ITEMS = 5  # per stage, two stages: ten increments per job
+ACTIVE = 100
 CAPACITY_JOBS = 100
-#: The extra rate below the backend's ceiling: latency without a queue in the server.
-SUSTAINED_SHARE = 0.3
-SUSTAINED_MAX_JOBS = 200
+POLLER_CYCLES = 10
+#: The goals at 50 % of capacity.
+GOAL_P50_MS, GOAL_P99_MS, GOAL_WATCHER_P99_MS, GOAL_RATIO = 10.0, 50.0, 5.0, 250.0
+AGREEMENT = 0.10
 
 
-async def measure(mode: str, plans: dict[float, workload.Plan], keepers: tuple[str, ...], sustained_share: float = SUSTAINED_SHARE) -> tuple[dict[str, Any], dict[str, dict[str, list[float]]], dict[str, Any]]:
-    by_rate: dict[str, Any] = {}
-    samples: dict[str, dict[str, list[float]]] = {}
-    backend_cm = workload.in_process() if mode == "in-process" else workload.separate_process()
-    async with backend_cm as backend:
+def poller_jobs(jobs: int, rate: float) -> int:
+    """More jobs than the poller's ``POLLER_CYCLES`` cycles can take (a poll
+    under load stretches its cycle; the load stops once it has polled that often)."""
+    per_job = 2 * ITEMS
+    return max(jobs, math.ceil(4 * POLLER_CYCLES * POLL_INTERVAL_S * rate / per_job))
+
+
+def agreement(product: float | None, outside: float | None) -> float | None:
+    if product is None or outside is None or not outside:
+        return None
+    return round(abs(product - outside) / outside, 3)
+
+
+def entry(run: workload.Run) -> dict[str, Any]:
+    return {
+        **common.distribution_ms(run.latencies_ms),
+        "jobs": len(run.outcome.job_ids),
+        "not_completed": len(run.outcome.job_ids) - run.completed,
+        "increments": run.outcome.increments,
+        "rate_asked": run.plan.rate,
+        "rate_achieved": round(workload.achieved_rate(run.outcome), 1),
+        "duration_s": round(run.outcome.elapsed_s, 1),
+        "delivery_ms": common.distribution_ms(run.delivery_ms),
+    }
+
+
+async def measure(jobs: int, shares: tuple[float, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    async with workload.backend(separate=True) as backend:
         info = backend.info()
-        # The backend's ceiling under this load (no keeper): an asked rate above
-        # it queues in the server, and every latency then includes the queue.
-        first = next(iter(plans.values()))
-        ceiling = await workload.capacity(backend, workload.Plan(jobs=CAPACITY_JOBS, items=first.items))
-        info = {**info, "capacity_inc_per_s": round(ceiling.outcome.achieved_rate, 1), "capacity_delivery_ms": common.distribution_ms(ceiling.delivery_ms)}
-        runs = dict(plans)
-        if sustained_share > 0 and ceiling.outcome.achieved_rate > 0:
-            sustained = round(ceiling.outcome.achieved_rate * sustained_share)
-            runs = {float(sustained): dataclasses.replace(first, rate=float(sustained), jobs=min(first.jobs, SUSTAINED_MAX_JOBS)), **runs}
-            info["sustained_rate"] = {"inc_per_s": sustained, "share_of_capacity": sustained_share}
-        for rate, plan in runs.items():
-            key = f"{rate:g}"
-            entry: dict[str, Any] = {}
-            samples[key] = {}
-            for keeper in keepers:
-                run = await workload.run_keeper(backend, keeper, plan, label=f"latency_{key}")
-                latencies = run.latencies_ms
-                samples[key][keeper] = latencies
-                entry[keeper] = {
-                    **common.distribution_ms(latencies),
-                    "jobs": len(run.outcome.job_ids),
-                    "not_completed": len(run.outcome.job_ids) - run.completed,
-                    "increments": run.outcome.increments,
-                    "rate_asked": rate,
-                    "rate_achieved": round(run.outcome.achieved_rate, 1),
-                    "from_consumer_ack_only": common.distribution_ms(run.latencies_from_consumer_ack_ms),
-                    # Where the time goes: the server delivering the last $inc's
-                    # event, and (jobwatch) the watcher's own share.
-                    "delivery_ms": common.distribution_ms(run.delivery_ms),
-                }
-                if keeper == "jobwatch":
-                    entry[keeper]["watcher_ms"] = common.distribution_ms(run.watcher_latencies_ms)
-            if "jobwatch" in entry and "poller_fixed" in entry:
-                entry["ratio_p50"] = common.ratio(entry["poller_fixed"]["p50_ms"] or float("nan"), entry["jobwatch"]["p50_ms"] or float("nan"))
-                entry["ratio_p99"] = common.ratio(entry["poller_fixed"]["p99_ms"] or float("nan"), entry["jobwatch"]["p99_ms"] or float("nan"))
-            by_rate[key] = entry
-    return by_rate, samples, info
+        ceiling = await workload.capacity(backend, workload.plan(jobs=CAPACITY_JOBS, items=ITEMS, active=ACTIVE))
+        capacity = workload.achieved_rate(ceiling.outcome)
+        figures: dict[str, Any] = {
+            "capacity_inc_per_s": round(capacity, 1),
+            "capacity_delivery_ms": common.distribution_ms(ceiling.delivery_ms),
+            "points": {},
+        }
+        for share in shares:
+            rate = round(capacity * share, 1)
+            load_ = workload.plan(jobs=jobs, items=ITEMS, active=ACTIVE, rate=rate)
+            watch = load.LoadWatch()
+            run = await workload.run_keeper(backend, "jobwatch", load_, label=f"latency_{int(share * 100)}")
+            point: dict[str, Any] = {"share_of_capacity": share, "rate_asked": rate, "jobwatch": entry(run)}
+            lag = common.histogram_ms(run.metrics, "jobwatch_event_lag_seconds")
+            decision = common.histogram_ms(run.metrics, "jobwatch_decision_seconds", kind="job")
+            reaction = common.histogram_ms(run.metrics, "jobwatch_job_completion_latency_seconds")
+            lag_outside = common.distribution_ms(run.lag_outside_ms)
+            decision_outside = common.distribution_ms(run.decision_outside_ms)
+            reaction_outside = common.distribution_ms(run.reaction_outside_ms)
+            point["jobwatch"]["own"] = {
+                "event_lag": lag,
+                "decision_job": decision,
+                "reaction": reaction,
+                "event_lag_outside": lag_outside,
+                "decision_outside": decision_outside,
+                "reaction_outside": reaction_outside,
+                "event_lag_p50_disagreement": agreement(lag["p50_ms"], lag_outside["p50_ms"]),
+                "decision_p50_disagreement": agreement(decision["p50_ms"], decision_outside["p50_ms"]),
+                "reaction_p50_disagreement": agreement(reaction["p50_ms"], reaction_outside["p50_ms"]),
+            }
+            poller_load = dataclasses.replace(load_, jobs=poller_jobs(jobs, rate))
+            poller = await workload.run_keeper(
+                backend, "poller_fixed", poller_load, label=f"latency_{int(share * 100)}", poller_cycles=POLLER_CYCLES
+            )
+            point["poller_fixed"] = {
+                **entry(poller),
+                "cycles": poller.polls,
+                "expected_p50_ms": POLL_INTERVAL_S / 2 * 1000,
+            }
+            point["ratio_p50"] = common.ratio(
+                point["poller_fixed"]["p50_ms"] or math.nan, point["jobwatch"]["p50_ms"] or math.nan
+            )
+            point["load_avg_1m"] = watch.summary()
+            figures["points"][f"{int(share * 100)}"] = point
+            print(
+                f"  {int(share * 100)} % ({rate:g} $inc/s asked): jobwatch p50 {point['jobwatch']['p50_ms']} ms, "
+                f"p99 {point['jobwatch']['p99_ms']} ms; "
+                f"poller p50 {point['poller_fixed']['p50_ms']} ms over {poller.polls} cycles; x{point['ratio_p50']}",
+                flush=True,
+            )
+    return figures, info
 
 
-def _quartet(distribution: dict[str, Any] | None) -> list[Any]:
-    d = distribution or {}
-    return [d.get("p50_ms"), d.get("p95_ms"), d.get("p99_ms"), d.get("max_ms")]
+def goals(figures: dict[str, Any]) -> dict[str, Any]:
+    half = figures["points"].get("50")
+    if half is None:
+        return {}
+    jw = half["jobwatch"]
+    watcher_p99 = jw["own"]["decision_job"]["p99_ms"]
+    checks = {
+        "p50_ms": (jw["p50_ms"], GOAL_P50_MS, jw["p50_ms"] is not None and jw["p50_ms"] <= GOAL_P50_MS),
+        "p99_ms": (jw["p99_ms"], GOAL_P99_MS, jw["p99_ms"] is not None and jw["p99_ms"] <= GOAL_P99_MS),
+        "watcher_p99_ms": (
+            watcher_p99,
+            GOAL_WATCHER_P99_MS,
+            watcher_p99 is not None and watcher_p99 <= GOAL_WATCHER_P99_MS,
+        ),
+        "ratio_p50": (half["ratio_p50"], GOAL_RATIO, half["ratio_p50"] is not None and half["ratio_p50"] >= GOAL_RATIO),
+        "own_p50_within_10_percent": (
+            max(
+                jw["own"]["event_lag_p50_disagreement"] or math.inf, jw["own"]["decision_p50_disagreement"] or math.inf
+            ),
+            AGREEMENT,
+            all(
+                d is not None and d <= AGREEMENT
+                for d in (jw["own"]["event_lag_p50_disagreement"], jw["own"]["decision_p50_disagreement"])
+            ),
+        ),
+    }
+    return {name: {"value": value, "goal": goal, "met": met} for name, (value, goal, met) in checks.items()}
 
 
-def plot(samples: dict[str, dict[str, dict[str, list[float]]]], path: Path, subtitle: str) -> Path:
-    """Latency distributions (empirical CDFs, log time axis), jobwatch against the poller."""
+def plot(figures: dict[str, Any], path: Path, subtitle: str) -> Path:
+    """p50 and p99 against the rate as a share of the server's capacity, log time axis."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [(mode, rate, keepers) for mode, by_rate in samples.items() for rate, keepers in by_rate.items()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2), squeeze=False)
-    colours = {"jobwatch": "tab:blue", "poller_fixed": "tab:orange", "poller_original": "tab:red"}
-    for ax, (mode, rate, keepers) in zip(axes[0], panels, strict=True):
-        for keeper, values in keepers.items():
-            if not values:
-                continue
-            ordered = sorted(values)
-            ys = [(i + 1) / len(ordered) for i in range(len(ordered))]
-            p50 = common.quantile(ordered, 0.5)
-            ax.step(ordered, ys, where="post", color=colours.get(keeper), label=f"{keeper} (p50 {p50:,.1f} ms, n={len(ordered)})")
-        ax.set_xscale("log")
-        ax.set_xlabel("last $inc acknowledged -> reader sees Completed (ms, log)")
-        ax.set_ylabel("share of jobs completed")
-        ax.set_title(f"{rate} $inc/s asked, 100 concurrent jobs ({mode})", fontsize=10)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"jobwatch against the seed's fixed 5 s poller: {subtitle}", fontsize=10)
+    points = sorted(figures["points"].values(), key=lambda p: p["share_of_capacity"])
+    shares = [100 * p["share_of_capacity"] for p in points]
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for keeper, colour in (("jobwatch", "tab:blue"), ("poller_fixed", "tab:orange")):
+        for q, style in (("p50_ms", "-o"), ("p99_ms", "--s")):
+            ax.plot(
+                shares,
+                [p[keeper][q] for p in points],
+                style,
+                color=colour,
+                label=f"{'jobwatch' if keeper == 'jobwatch' else 'seed poller (5 s)'} {q[:3]}",
+            )
+    ax.plot(
+        shares,
+        [p["jobwatch"]["own"]["decision_job"]["p99_ms"] for p in points],
+        ":^",
+        color="tab:green",
+        label="jobwatch's own share p99 (its /metrics)",
+    )
+    for value, label in ((GOAL_P50_MS, "goal p50"), (GOAL_P99_MS, "goal p99")):
+        ax.axhline(value, color="grey", lw=0.8, ls=":")
+        ax.text(shares[0], value * 1.08, label, fontsize=7, color="grey")
+    ax.set_yscale("log")
+    ax.set_xlabel(
+        f"increment rate, % of the server's capacity measured in the run ({figures['capacity_inc_per_s']:g} $inc/s)"
+    )
+    ax.set_ylabel("last $inc acknowledged -> Completed seen (ms, log)")
+    ax.set_xticks(shares)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="center right")
+    ax.set_title(f"completion latency against load: {subtitle}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -136,57 +217,115 @@ def plot(samples: dict[str, dict[str, dict[str, list[float]]]], path: Path, subt
 
 def main() -> int:
     p = common.parser(__doc__)
-    p.add_argument("--mode", choices=["in-process", "separate-process", "both"], default="both")
-    p.add_argument("--jobs", type=int, help=f"completions per rate and keeper (default {DEFAULT_JOBS}; --full {FULL_JOBS})")
-    p.add_argument("--items", type=int, default=10, help="items per stage, 2 stages (default 10)")
-    p.add_argument("--rates", default=",".join(f"{r:g}" for r in RATES), help="increments/s, comma-separated")
-    p.add_argument("--original", action="store_true", help="also run the original (buggy) poller")
-    p.add_argument("--sustained-share", type=float, default=SUSTAINED_SHARE, help=f"also run at this share of the backend's measured ceiling, at most {SUSTAINED_MAX_JOBS} jobs (default {SUSTAINED_SHARE}; 0: no)")
+    p.add_argument(
+        "--jobs", type=int, help=f"completions per point for jobwatch (default {DEFAULT_JOBS}; --full {FULL_JOBS})"
+    )
+    p.add_argument(
+        "--shares", default=",".join(f"{s:g}" for s in SHARES), help="shares of the measured capacity, comma-separated"
+    )
     args = p.parse_args()
     from watcher.ops import logs
 
     logs.setup(level="ERROR")
     jobs = args.jobs or (FULL_JOBS if args.full else DEFAULT_JOBS)
-    rates = [float(r) for r in args.rates.split(",")]
-    plans = {rate: workload.Plan(jobs=jobs, items=args.items, rate=rate) for rate in rates}
-    keepers = ("jobwatch", "poller_fixed", "poller_original") if args.original else ("jobwatch", "poller_fixed")
-    modes = ["in-process", "separate-process"] if args.mode == "both" else [args.mode]
-    figures: dict[str, Any] = {
-        "reader": "a change stream of its own (fullDocument updateLookup) in the benchmark process, same monotonic clock as the consumers",
-        "start": "the earlier of: the consumer's update_one returning for the job's last $inc; the reader seeing that increment's event",
+    shares = tuple(float(s) for s in args.shares.split(","))
+    watch = load.LoadWatch()
+    figures, info = anyio.run(measure, jobs, shares)
+    figures["goals_at_50_percent"] = goals(figures)
+    figures["load_avg_1m"] = watch.summary()
+    figures["definitions"] = {
+        "latency": (
+            "the earlier of the consumer's update_one returning for a job's last $inc and the benchmark's reader "
+            "seeing that increment, to the reader seeing the job Completed"
+        ),
+        "own.event_lag": (
+            "jobwatch_event_lag_seconds from the watcher's /metrics: each event's server time to the watcher reading it"
+        ),
+        "own.decision_job": (
+            "jobwatch_decision_seconds{kind=job}: the watcher reading the job's newest event to its completing write "
+            "acknowledged"
+        ),
+        "own.event_lag_outside": (
+            "the last increment's server time (wallTime) to the benchmark's reader receiving its event"
+        ),
+        "own.decision_outside": (
+            "the benchmark's reader receiving the last increment's event to the server's time (wallTime) on the "
+            "completing write"
+        ),
+        "own.reaction": (
+            "jobwatch_job_completion_latency_seconds: the completing event's server time to the watcher's write "
+            "acknowledged (lag and decision together)"
+        ),
+        "own.reaction_outside": "the server's time on the last increment to its time on the completing write",
     }
-    samples: dict[str, dict[str, dict[str, list[float]]]] = {}
-    backends: dict[str, Any] = {}
-    for mode in modes:
-        if mode == "separate-process" and common.mongodb_uri() is None:
-            ok, why = workload.embedded_server_available()
-            if not ok:
-                print(f"separate-process mode skipped: {why}", flush=True)
-                figures.setdefault("modes", {})[mode] = {"skipped": why}
-                continue
-        by_rate, mode_samples, info = anyio.run(measure, mode, plans, keepers, args.sustained_share)
-        samples[mode] = mode_samples
-        backends[mode] = info
-        figures.setdefault("modes", {})[mode] = {"by_rate": by_rate}
-        rows = []
-        for rate, entry in by_rate.items():
-            for keeper in keepers:
-                e = entry[keeper]
-                rows.append([keeper, rate, e["rate_achieved"], f"{e['completions']}/{e['jobs']}", e["p50_ms"], e["p95_ms"], e["p99_ms"], e["max_ms"]])
-            rows.append(["  fixed poller p50 / jobwatch p50", rate, None, None, entry.get("ratio_p50"), None, None, None])
-            rows.append(["  server: last $inc acked -> event seen", rate, None, None, *_quartet(entry["jobwatch"]["delivery_ms"])])
-            rows.append(["  jobwatch's own share (event -> write acked)", rate, None, None, *_quartet(entry["jobwatch"].get("watcher_ms"))])
-        common.table(["keeper", "$inc/s asked", "achieved", "completed", "p50 ms", "p95 ms", "p99 ms", "max ms"], rows, title=f"latency ({mode}, {info['kind']}; backend alone sustains {info['capacity_inc_per_s']} $inc/s)")
-    # The headline keys: the production path when it ran, else in-process.
-    headline = "separate-process" if "separate-process" in samples else "in-process"
-    if headline in samples:
-        figures["by_rate"] = figures["modes"][headline]["by_rate"]
-        figures["headline_mode"] = headline
-    parameters = {"plans": {f"{r:g}": plan.as_dict() for r, plan in plans.items()}, "modes": modes, "keepers": list(keepers), "full": args.full, "sustained_share": args.sustained_share}
-    path = common.save(common.result_name("latency", args), parameters=parameters, figures=figures, backend_info=backends, save_file=not args.no_save)
-    if path is not None and samples:
-        subtitle = f"{jobs} jobs x 2 stages x {args.items} items per rate; {common.machine()['cpu_count']} CPUs, Python {common.machine()['python']}"
-        png = plot(samples, path.with_suffix(".png"), subtitle)
+    rows = []
+    for key, point in figures["points"].items():
+        for keeper in ("jobwatch", "poller_fixed"):
+            e = point[keeper]
+            rows.append(
+                [
+                    f"{key} % {keeper}",
+                    e["rate_achieved"],
+                    f"{e['completions']}/{e['jobs']}",
+                    e["p50_ms"],
+                    e["p95_ms"],
+                    e["p99_ms"],
+                    e["max_ms"],
+                ]
+            )
+        own = point["jobwatch"]["own"]
+        rows.append(
+            [
+                "  its own: event lag p50/p99 (outside)",
+                None,
+                None,
+                own["event_lag"]["p50_ms"],
+                None,
+                own["event_lag"]["p99_ms"],
+                own["event_lag_outside"]["p50_ms"],
+            ]
+        )
+        rows.append(
+            [
+                "  its own: decision p50/p99 (outside)",
+                None,
+                None,
+                own["decision_job"]["p50_ms"],
+                None,
+                own["decision_job"]["p99_ms"],
+                own["decision_outside"]["p50_ms"],
+            ]
+        )
+    common.table(
+        ["point keeper", "$inc/s", "completed", "p50 ms", "p95 ms", "p99 ms", "max ms"],
+        rows,
+        title=f"latency ({info['kind']}, {info['mode']}; capacity {figures['capacity_inc_per_s']} $inc/s)",
+    )
+    for name, goal in figures["goals_at_50_percent"].items():
+        print(f"  at 50 %: {name} {goal['value']} (goal {goal['goal']}): {'met' if goal['met'] else 'not met'}")
+    parameters = {
+        "jobs": jobs,
+        "items_per_stage": ITEMS,
+        "active_jobs": ACTIVE,
+        "shares": list(shares),
+        "poller_cycles_at_least": POLLER_CYCLES,
+        "full": args.full,
+    }
+    path = common.save(
+        common.result_name("latency", args),
+        parameters=parameters,
+        figures=figures,
+        backend_info=info,
+        save_file=not args.no_save,
+    )
+    if path is not None:
+        machine = common.machine()
+        png = plot(
+            figures,
+            path.with_suffix(".png"),
+            f"{jobs} jobs per point, {machine['cpu_count']} CPUs, load "
+            f"{figures['load_avg_1m']['min']}-{figures['load_avg_1m']['max']}",
+        )
         print(f"wrote {path.relative_to(common.ROOT)} and {png.relative_to(common.ROOT)}")
     return 0
 

@@ -1,12 +1,15 @@
-"""Every benchmark at its default size (a few minutes in all), one after another.
+"""Every benchmark at its default size (minutes on 2 busy cores), one after another, then the benchmarks page.
 
     ./dev bench run_all            # or: ./dev bench   (no name)
     ./dev bench run_all --full     # the issue's sizes (an hour or more on 2 cores)
+    ./dev bench run_all --only latency --only throughput
 
 Each runs in a process of its own (so one's memory and event loop do not
-colour the next) and writes ``bench/results/<name>.json``; latency also
-writes ``bench/results/latency.png``. A summary of the headline figures is
-printed at the end and kept in ``bench/results/summary.json``.
+colour the next) and writes ``bench/results/<name>.json`` (``<name>_full.json``
+with ``--full``); a run never touches the files of benchmarks it did not run.
+The headline figures are printed at the end and merged into
+``bench/results/summary.json``; ``docs/benchmarks/index.md`` is rewritten
+from the results files (``bench/report.py``).
 """
 
 from __future__ import annotations
@@ -20,46 +23,60 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common  # noqa: E402
+from bench import common, report  # noqa: E402
 
-BENCHMARKS = ("latency", "cost", "throughput", "sweep", "memory")
+BENCHMARKS = ("latency", "cost", "throughput", "sweep", "memory", "embedded")
 
 
 def headline(name: str, figures: dict[str, Any]) -> list[tuple[str, Any]]:
     if name == "latency":
-        rows = []
-        for rate, entry in figures.get("by_rate", {}).items():
-            jw, poller = entry.get("jobwatch", {}), entry.get("poller_fixed", {})
-            rows.append((f"latency p50/p99 ms at {rate} $inc/s asked ({jw.get('rate_achieved')} achieved)", f"{jw.get('p50_ms')} / {jw.get('p99_ms')}"))
-            rows.append((f"  fixed poller p50/p99 ms, ratio p50", f"{poller.get('p50_ms')} / {poller.get('p99_ms')}, x{entry.get('ratio_p50')}"))
+        rows: list[tuple[str, Any]] = [("server capacity $inc/s (same run)", figures.get("capacity_inc_per_s"))]
+        for key, point in figures.get("points", {}).items():
+            jw, poller = point["jobwatch"], point["poller_fixed"]
+            rows.append((f"{key} % of capacity: jobwatch p50/p99 ms", f"{jw['p50_ms']} / {jw['p99_ms']}"))
+            rows.append(
+                (
+                    "  poller p50 ms (expected), ratio",
+                    f"{poller['p50_ms']} ({poller['expected_p50_ms']}), x{point['ratio_p50']}",
+                )
+            )
         return rows
     if name == "cost":
         return [
-            ("writes per job / per increment", f"{figures.get('writes_per_job')} / {figures.get('writes_per_increment')}"),
-            ("poller writes per job", figures.get("poller_writes_per_job")),
-            ("reads per job (hot path)", figures.get("reads_per_job")),
+            (
+                "writes per job / per increment",
+                f"{figures.get('writes_per_job')} / {figures.get('writes_per_increment')}",
+            ),
+            ("progress goal met (< 10 % of increments)", figures.get("progress_goal_met")),
         ]
     if name == "throughput":
         return [
-            ("max sustained $inc/s", f"{figures.get('max_increments_per_s')} (limited by {figures.get('limited_by', '?').split(' ')[0]})"),
-            ("watcher alone, database removed: events/s kept up", figures.get("max_events_per_s_database_removed")),
-            ("CPU us per event (highest over busy-job sizes)", figures.get("cpu_us_per_event")),
-            ("rules evaluations per CPU second (seed job)", figures.get("rules_evals_per_s")),
+            ("events/s kept up, database removed", figures.get("max_events_per_s_database_removed")),
+            ("CPU us per consumer event at 25,000/s", figures.get("cpu_us_per_consumer_event_at_goal")),
+            ("rules evaluations per CPU second", figures.get("rules_evals_per_s")),
         ]
     if name == "sweep":
-        return [(key, f"{v['seconds']} s, {v['docs_read']} docs (indexed pass {v['indexed_seconds']} s)") for key, v in figures.items() if key.startswith("total_")]
+        return [
+            (key, f"{v['seconds']} s, {v['docs_read']} docs") for key, v in figures.items() if key.startswith("total_")
+        ]
     if name == "memory":
         return [
-            ("idle / peak MB over events", f"{figures.get('idle_mb')} / {figures.get('peak_mb')} over {figures.get('events'):,}"),
-            ("growth after first fifth MB (slope per 1M events)", f"{figures.get('growth_after_first_fifth_mb')} ({figures.get('slope_after_first_fifth_mb_per_million_events')})"),
+            ("peak MB above idle", figures.get("peak_above_idle_mb")),
+            ("growth after the first fifth MB", figures.get("growth_after_first_fifth_mb")),
         ]
+    if name == "embedded":
+        return [("embedded server $inc per CPU second", figures.get("inc_per_server_cpu_s"))]
     return []
 
 
 def main() -> int:
     p = common.parser(__doc__)
     p.add_argument("--only", action="append", choices=BENCHMARKS, help="run only this one (repeatable)")
-    p.add_argument("--summary-only", action="store_true", help="run nothing: summarise the results files already there (after benchmarks run one by one)")
+    p.add_argument(
+        "--summary-only",
+        action="store_true",
+        help="run nothing: summarise the results files already there and rewrite the page",
+    )
     args = p.parse_args()
     names = args.only or list(BENCHMARKS)
     extra = ["--full"] if args.full else []
@@ -72,20 +89,31 @@ def main() -> int:
         timings[name] = round(time.monotonic() - started, 1)
         if code != 0:
             failed.append(name)
+    summary_path = common.RESULTS / "summary.json"
+    summary: dict[str, Any] = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    summary.setdefault("benchmarks", {})
     rows: list[tuple[str, Any]] = []
-    summary: dict[str, Any] = {"seconds": timings, "failed": failed, "machine": common.machine(), "figures": {}}
     for name in names:
-        path = common.RESULTS / f"{name}.json"
-        if not path.exists() or name in failed:
+        path = report.results_path(name)
+        if path is None or name in failed:
             continue
-        figures = json.loads(path.read_text())["figures"]
-        summary["figures"][name] = figures
-        rows.extend((f"{name}: {label}", value) for label, value in headline(name, figures))
+        doc = json.loads(path.read_text())
+        summary["benchmarks"][name] = {
+            "file": path.name,
+            "commit": doc["machine"].get("git_commit"),
+            "finished_at": doc.get("finished_at"),
+            "seconds": timings.get(name),
+        }
+        rows.extend((f"{name}: {label}", value) for label, value in headline(name, doc["figures"]))
     print()
     common.table(["figure", "value"], rows, title="summary (bench/results/*.json)")
-    print("seconds per benchmark:", ", ".join(f"{n} {s:g}" for n, s in timings.items()))
+    if timings:
+        print("seconds per benchmark:", ", ".join(f"{n} {s:g}" for n, s in timings.items()))
+    summary["last_run"] = {"benchmarks": names, "failed": failed, "full": args.full, "machine": common.machine()}
     common.RESULTS.mkdir(parents=True, exist_ok=True)
-    (common.RESULTS / "summary.json").write_text(json.dumps({k: v for k, v in summary.items() if k != "figures"}, indent=2) + "\n")
+    summary_path.write_text(json.dumps(summary, indent=2) + "\n")
+    report.write()
+    print(f"wrote {report.PAGE.relative_to(common.ROOT)}")
     return 1 if failed else 0
 
 

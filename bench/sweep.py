@@ -5,8 +5,8 @@
 
 The product's sweep, ``Watcher.sweep(dry_run=True)``, on a collection of
 ``total`` jobs of which ``open`` are InProgress (the rest Completed), with the
-watcher's (status, jobType) index in place (as ``jobwatch run``
-creates it). Two passes are timed: the default sweep (``full``: the indexed
+watcher's ``(status, jobType)`` index in place (as ``jobwatch run`` creates
+it). Two passes are timed: the default sweep (``full``: the indexed
 pass plus the unknown-status ``$nin`` pass, what ``jobwatch sweep`` and every
 ``full_sweep_every``-th periodic sweep run) and the indexed pass alone (the
 other periodic sweeps). Documents read are the documents the server returned
@@ -91,7 +91,7 @@ async def fill(db: Any, total: int, open_count: int, progress: common.Progress) 
 async def one_size(backend: workload.Backend, total: int, open_count: int) -> dict[str, Any]:
     from watcher.service import Watcher
     from watcher.settings import Settings
-    from watcher.storage.store import JobStore
+    from watcher.storage.store import MongoJobStore
 
     database = f"bench_sweep_{total}_{open_count}_{int(time.time() * 1000) % 10**8}"
     counter = common.CommandCounter()
@@ -106,8 +106,8 @@ async def one_size(backend: workload.Backend, total: int, open_count: int) -> di
             # The engine's change tap records every insert (about 25 s of
             # CPU for 100k here): wait for it, or it runs during the timed sweeps.
             await backend.server.engine.flush()
-        await JobStore(client[database], settings).ensure_sweep_index()
-        watcher = Watcher(client, settings, change_source=backend.change_source(database))
+        await MongoJobStore.from_settings(client[database], settings).ensure_sweep_index()
+        watcher = Watcher(client, settings)
         result: dict[str, Any] = {"total": total, "open": open_count}
         for label, full in (("", True), ("indexed_", False)):
             seconds, docs = [], []
@@ -129,7 +129,7 @@ async def one_size(backend: workload.Backend, total: int, open_count: int) -> di
 
 async def measure(sizes: list[tuple[int, int]]) -> tuple[dict[str, Any], dict[str, Any]]:
     results: dict[str, Any] = {}
-    async with workload.in_process() as backend:
+    async with workload.backend() as backend:
         info = backend.info()
         for total, open_count in sizes:
             results[f"total_{total}_open_{open_count}"] = await one_size(backend, total, open_count)

@@ -38,7 +38,7 @@ from watcher.storage.lease import Grant, MongoLeases
 from watcher.storage.members import MongoMembers, new_instance_id
 from watcher.storage.partitions import EVERYTHING, Slice, check_hashing
 from watcher.storage.position import MongoPositionStore, PositionStore
-from watcher.storage.store import JobStore
+from watcher.storage.store import MongoJobStore
 
 # The deliberate fatal outcomes, where callers have always found them.
 ConfigurationProblem = errors.ConfigurationProblem
@@ -434,7 +434,7 @@ class Watcher:
 
     async def _ensure_index(self) -> None:
         try:
-            if await JobStore(self._db, self.settings).ensure_sweep_index():
+            if await MongoJobStore.from_settings(self._db, self.settings).ensure_sweep_index():
                 logs.event("index_created", "INFO", "created the sweep's index on (status, jobType)")
         except (errors.StorageProblem, errors.ConfigurationProblem) as exc:
             # Sweeps work without it, only slower: never a reason to stop.

@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     progress_interval_s: Annotated[float, Field(ge=0)] = Field(
         1.0, description="minimum seconds between progress-only writes to one job (completions are never delayed)"
     )
+    progress_write_share: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.09,
+        description="progress-only writes across all jobs stay at most this share of the change events seen, plus a "
+        "burst of 10 (the watcher's own writes count as events: 0.09 keeps them under 10 % of the consumers' "
+        "increments); a held-back write is made once its job has been quiet for progress_interval_s",
+    )
     census_interval_s: Annotated[float, Field(gt=0)] = Field(
         30.0, description="seconds between job counts for the metrics (open, done-but-open, oldest open)"
     )

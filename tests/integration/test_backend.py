@@ -45,8 +45,7 @@ async def test_change_events_reach_the_change_source(mongo: Backend) -> None:
         seen = []
         with anyio.fail_after(10):
             while len(seen) < 2:
-                event = await stream.try_next()
-                if event is not None:
+                for event in await stream.next_batch():
                     seen.append((event["operationType"], event["fullDocument"]["status"]))
         assert seen == [("insert", "Pending"), ("update", "InProgress")]
         assert stream.resume_token is not None

@@ -119,8 +119,7 @@ async def test_observe_mode_decides_and_writes_nothing(mongo: Backend) -> None:
 async def test_the_stuck_listing_reads_past_a_document_the_driver_cannot_decode(mongo: Backend) -> None:
     from bson.datetime_ms import DatetimeMS
 
-    from watcher.storage import census
-    from watcher.storage.store import Unreadable
+    from watcher.storage.store import MongoJobStore, Unreadable
 
     if mongo.is_embedded:
         pytest.skip("the embedded engine cannot store a date beyond year 9999 (MongoDB can)")
@@ -131,6 +130,7 @@ async def test_the_stuck_listing_reads_past_a_document_the_driver_cannot_decode(
             {"_id": "good", "status": "Pending", "stages": {"a": {"totalItems": 2}}},
         ]
     )
-    read = [doc async for batch in census.open_jobs_with_times(mongo.db, settings_for(mongo)) for doc in batch]
+    store = MongoJobStore.from_settings(mongo.db, settings_for(mongo))
+    read = [doc async for batch in store.open_jobs(full=True, fields=("createdAt", "updatedAt")) for doc in batch]
     unreadable = [doc["_id"] for doc in read if isinstance(doc, Unreadable)]
     assert unreadable == ["undecodable"] and {doc["_id"] for doc in read} == {"undecodable", "good"}

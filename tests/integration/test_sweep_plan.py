@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import embedded_differs
 from tests.support.backends import Backend
 from tests.support.harness import running, settings_for
-from watcher.storage.store import SWEEP_INDEX, JobStore
+from watcher.storage.store import SWEEP_INDEX, MongoJobStore
 
 
 def stages_of(plan: Any) -> list[dict[str, Any]]:
@@ -37,7 +37,7 @@ async def test_both_sweep_passes_use_the_index_and_skip_terminal_statuses(mongo:
     )
     async with running(mongo):
         pass  # creates the index
-    store = JobStore(mongo.db, settings_for(mongo))
+    store = MongoJobStore.from_settings(mongo.db, settings_for(mongo))
     plans = await store.explain_sweep(full=True, job_types=job_types)
     assert len(plans) == 2
     for plan in plans:

@@ -6,8 +6,9 @@ The embedded server imitates these replies; here they are MongoDB's own, so
 what is pinned does not depend on that imitation: events carrying
 ``updateDescription`` (ignored: decisions come from fullDocument),
 post-batch resume tokens on idle batches (the position advances on a quiet
-collection), PyMongo's own resume on a ResumableChangeStreamError, and code
-286 with its NonResumableChangeStreamError label.
+collection), a reply of several events handed over as one batch, PyMongo's
+own resume on a ResumableChangeStreamError, and code 286 with its
+NonResumableChangeStreamError label.
 """
 
 from __future__ import annotations
@@ -112,6 +113,22 @@ async def test_events_are_decided_from_the_looked_up_document(server: Any, clien
     await opened.close()
 
 
+async def test_a_reply_of_several_events_is_one_batch_with_its_post_batch_token(
+    server: Any, client: AsyncMongoClient[Any]
+) -> None:
+    # The driver decodes the whole reply; the seam hands all of it over at
+    # once (PyMongo's cursor says it holds more), then the next read asks again.
+    reader, _ = reader_for(client)
+    opened, _ = await answer(server, lambda: reader.open(None), lambda r: batch(r, [], "01", first=True))
+    jobs = [{"_id": ObjectId(), "status": "Pending", "stages": {}} for _ in range(3)]
+    events = [update_event(f"0{n + 2}", job) for n, job in enumerate(jobs)]
+    got, request = await answer(server, opened.next_batch, lambda r: batch(r, events, "09"))
+    assert "getMore" in request.doc
+    assert [event["fullDocument"] for event in got] == jobs
+    assert opened.resume_token == {"_data": "09"}  # the reply's post-batch token, past the last event
+    await opened.close()
+
+
 async def test_pymongo_resumes_a_resumable_error_itself_from_the_last_token(server: Any, client: AsyncMongoClient[Any]) -> None:
     reader, _ = reader_for(client)
     opened, _ = await answer(server, lambda: reader.open(None), lambda r: batch(r, [], "01", first=True))
@@ -119,7 +136,7 @@ async def test_pymongo_resumes_a_resumable_error_itself_from_the_last_token(serv
     result: dict[str, Any] = {}
 
     async def next_event() -> None:
-        result["event"] = await opened.try_next()
+        result["batch"] = await opened.next_batch()
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(next_event)
@@ -128,7 +145,7 @@ async def test_pymongo_resumes_a_resumable_error_itself_from_the_last_token(serv
         resumed = await anyio.to_thread.run_sync(lambda: server.receives(timeout=WAIT_S))
         assert resumed.doc["pipeline"][0]["$changeStream"]["resumeAfter"] == {"_data": "01"}
         resumed.reply({"cursor": {"id": CURSOR_ID + 1, "ns": NS, "firstBatch": [update_event("02", job)], "postBatchResumeToken": {"_data": "02"}}})
-    assert result["event"]["fullDocument"] == job
+    assert [event["fullDocument"] for event in result["batch"]] == [job]
     assert opened.resume_token == {"_data": "02"}
     await opened.close()
 
@@ -138,7 +155,7 @@ async def test_history_lost_reaches_the_watcher_as_a_restart(server: Any, client
     opened, _ = await answer(server, lambda: reader.open({"_data": "00"}), lambda r: batch(r, [], "01", first=True))
     lost = {"ok": 0, "code": 286, "codeName": "ChangeStreamHistoryLost", "errmsg": "history lost", "errorLabels": ["NonResumableChangeStreamError"]}
     with pytest.raises(OperationFailure) as caught:
-        await answer(server, opened.try_next, lambda r: r.reply(lost))
+        await answer(server, opened.next_batch, lambda r: r.reply(lost))
     assert caught.value.code == 286
     assert errors.classify(caught.value) is errors.Action.RESTART
     assert errors.name(caught.value) == "ChangeStreamHistoryLost"

@@ -120,6 +120,35 @@ async def connect(server: Server, **client_options: Any) -> AsyncIterator[Backen
         await client.close()
 
 
+@contextlib.asynccontextmanager
+async def embedded_process(*args: str) -> AsyncIterator[str]:
+    """``jobwatch embedded-server`` in a process of its own (as an operator runs
+    it); yields its URI, the first line it prints. The benchmarks measure the
+    production path against it."""
+    import sys
+    import threading
+
+    import anyio
+
+    exe = os.path.join(os.path.dirname(sys.executable), "jobwatch")
+    command = [exe if os.path.exists(exe) else "jobwatch", "embedded-server", *args]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert proc.stdout is not None
+    # Whatever it prints after its URI is read on, so a full pipe never blocks the server.
+    drain = threading.Thread(target=proc.stdout.read, daemon=True)
+    try:
+        line = await anyio.to_thread.run_sync(proc.stdout.readline)
+        if not line.startswith("mongodb://"):
+            raise RuntimeError(f"jobwatch embedded-server did not print its URI first (got {line!r})")
+        drain.start()
+        yield line.strip()
+    finally:
+        _stop(proc)
+        if drain.is_alive():
+            drain.join(timeout=5)  # at the end of the output
+        proc.stdout.close()
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -167,7 +196,7 @@ def _start_mongod() -> Server:
     return server
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: subprocess.Popen[Any]) -> None:
     proc.terminate()
     try:
         proc.wait(timeout=20)

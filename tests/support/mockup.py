@@ -51,4 +51,13 @@ def reader_for(client: AsyncMongoClient[Any]) -> tuple[stream.StreamReader, JobQ
     healthy = backoff.Backoff(base_s=0.1, max_s=1)
     dispatcher = Dispatcher(None, queue, metrics, workers=1, policy=None, retry_backoff=healthy)  # type: ignore[arg-type]
     source = PyMongoChangeSource(client["imageviewer"]["background_jobs"])
-    return stream.StreamReader(source, dispatcher, metrics, settings, healthy=healthy), queue
+    reader = stream.StreamReader(
+        source,
+        dispatcher,
+        metrics,
+        pipeline=stream.pipeline(settings),
+        max_await_ms=settings.max_await_ms,
+        server_selection_s=settings.server_selection_timeout_ms / 1000,
+        healthy=healthy,
+    )
+    return reader, queue

@@ -1,6 +1,7 @@
 """Change sources for tests: a real source underneath, with a script on top
 (raise a chosen PyMongo error after N events, inject an event, deliver twice).
-Fakes live only at this seam; the rules and the watcher are real."""
+Fakes live only at this seam; the rules and the watcher are real. A batch
+that runs past the step's event is cut there: the rest follows later."""
 
 from __future__ import annotations
 
@@ -42,15 +43,13 @@ class _Stream:
         self._inner = inner
         self._step = step
         self._duplicate = duplicate
-        self._again: Event | None = None
+        self._held: list[Event] = []  # the rest of an inner batch, cut where the step acts
+        self._token: Token | None = None  # after the last event handed out, while events are held
         self.delivered = 0
         self.hung = False
         self._tokenless = step is not None and step.tokenless
 
-    async def try_next(self) -> Event | None:
-        if self._again is not None:
-            event, self._again = self._again, None
-            return event
+    async def next_batch(self) -> Sequence[Event]:
         if self._step is not None and self.delivered >= self._step.after:
             step, self._step = self._step, None
             if step.hang:
@@ -59,18 +58,24 @@ class _Stream:
             if step.error is not None:
                 raise step.error
             if step.inject is not None:
-                return {"_id": self.resume_token or {"_data": "injected"}, **step.inject}
-        event = await self._inner.try_next()
-        if event is not None:
-            self.delivered += 1
-            if self._duplicate:
-                self._again = event
-        return event
+                return [{"_id": self.resume_token or {"_data": "injected"}, **step.inject}]
+        batch, self._held = (self._held, []) if self._held else (list(await self._inner.next_batch()), [])
+        if self._step is not None and len(batch) > self._step.after - self.delivered:
+            cut = self._step.after - self.delivered
+            batch, self._held = batch[:cut], batch[cut:]
+        if batch:
+            self._token = batch[-1]["_id"]
+        self.delivered += len(batch)
+        if self._duplicate:
+            return [event for event in batch for _ in range(2)]
+        return batch
 
     @property
     def resume_token(self) -> Token | None:
         if self._tokenless and self.delivered == 0:
             return None
+        if self._held:
+            return self._token  # the inner stream is past the events still held
         return self._inner.resume_token
 
     async def close(self) -> None:

@@ -25,9 +25,9 @@ from watcher.intake.sweep import SweepReport
 from watcher.ops import logs, printable
 from watcher.service import ConfigurationProblem, Unreachable, Watcher, check_server
 from watcher.settings import Settings
-from watcher.storage import census, errors, reachability, survey
+from watcher.storage import errors, reachability, survey
 from watcher.storage.members import Member
-from watcher.storage.store import JobStore, Unreadable
+from watcher.storage.store import JobStore, MongoJobStore, Unreadable
 from watcher.storage.survey import PartitionView
 
 Emit = Callable[[str], None]
@@ -148,7 +148,7 @@ async def _connected(
 async def _warn_without_jobs(client: AsyncMongoClient[Any], settings: Settings) -> None:
     """A database without the jobs collection is most often a wrong --database:
     say so, rather than report no jobs and no watcher as if all were quiet."""
-    if await JobStore(client[settings.database], settings).jobs_collection_exists() is False:
+    if await MongoJobStore.from_settings(client[settings.database], settings).jobs_collection_exists() is False:
         logs.event("jobs_collection_missing", "WARNING",
                    f"database {settings.database!r} has no collection {settings.jobs_collection!r} (yet): "
                    "check --database / JOBWATCH_DATABASE and --jobs-collection")
@@ -277,7 +277,7 @@ async def _evaluate(store: JobStore, doc: dict[str, Any], settings: Settings) ->
 
 
 async def _explain(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
-    store = JobStore(client[settings.database], settings)
+    store = MongoJobStore.from_settings(client[settings.database], settings)
     doc = None
     for job_id in candidate_ids(options["job_id"]):
         doc = await store.get(job_id)
@@ -389,14 +389,15 @@ async def _jobs(client: AsyncMongoClient[Any], options: Options, settings: Setti
     """Open jobs, one line each with the rule that explains where it stands;
     ``--stuck`` keeps those that should be done or have not moved for
     ``--older-than`` (and exits 1 when there is any)."""
-    store = JobStore(client[settings.database], settings)
+    store = MongoJobStore.from_settings(client[settings.database], settings)
     now = dt.datetime.now(dt.UTC)
     stuck_only = options["stuck"]
     older_than_s = options["older_than_s"]
     if older_than_s is None and stuck_only:
         older_than_s = STUCK_AFTER_S
     listed: list[dict[str, Any]] = []
-    async for batch in census.open_jobs_with_times(client[settings.database], settings):
+    # full: every job whose status is not terminal (an unknown or missing one too).
+    async for batch in store.open_jobs(full=True, fields=("createdAt", "updatedAt")):
         for doc in batch:
             if isinstance(doc, Unreadable):
                 listed.append({"job_id": doc.get("_id"), "jobType": None, "status": None, "idle_s": None,
@@ -655,7 +656,7 @@ async def _status(client: AsyncMongoClient[Any], options: Options, settings: Set
     positions = client[settings.database][settings.positions_collection]
     views = await survey.partitions(positions, settings.watcher_name)
     members = await survey.instances(positions, settings.watcher_name)
-    open_jobs = await JobStore(client[settings.database], settings).count_open()
+    open_jobs = await MongoJobStore.from_settings(client[settings.database], settings).count_open()
     status = status_document(views, members, open_jobs, settings)
     emit(json.dumps(status, default=str) if options["as_json"] else render_status(status))
     return exits.FAILED if options["check"] and not status["alive"] else exits.OK

@@ -36,6 +36,17 @@ class Plan:
     lost_fraction: float = 0.0
     job_type: str = "resume-collection"
     seed: int | None = None
+    #: Jobs receiving increments at once (0: all of them); a finished job's slot
+    #: goes to a new one, so a long run keeps a steady number of jobs in progress.
+    active: int = 0
+    #: ``$push`` each item into the job's collection document too, as the image
+    #: service does (path A's evidence); False: only the counters move.
+    push_items: bool = True
+
+    @property
+    def increments(self) -> int:
+        """Items over all jobs and stages (counted or lost)."""
+        return self.jobs * len(self.stages) * self.items
 
 
 @dataclass
@@ -70,9 +81,12 @@ def new_job(plan: Plan, *, legacy: bool, collection_id: Any) -> dict[str, Any]:
 # "MongoDB could not be used", never as a driver traceback.
 
 
-async def create_jobs(db: AsyncDatabase[Any], settings: Settings, plan: Plan, rng: random.Random) -> list[dict[str, Any]]:
+async def create_jobs(
+    db: AsyncDatabase[Any], settings: Settings, plan: Plan, rng: random.Random, count: int | None = None
+) -> list[dict[str, Any]]:
+    """``count`` new jobs (default ``plan.jobs``), inserted at once."""
     jobs = []
-    for _ in range(plan.jobs):
+    for _ in range(plan.jobs if count is None else count):
         legacy = rng.random() < plan.legacy_fraction
         collection_id = None
         if not legacy:
@@ -88,29 +102,42 @@ async def create_jobs(db: AsyncDatabase[Any], settings: Settings, plan: Plan, rn
 
 
 async def play(
-    db: AsyncDatabase[Any], settings: Settings, plan: Plan, *, on_increment: Callable[[int], None] | None = None
+    db: AsyncDatabase[Any],
+    settings: Settings,
+    plan: Plan,
+    *,
+    on_increment: Callable[[int], None] | None = None,
+    outcome: Outcome | None = None,
+    progress_every: int = 1,
 ) -> Outcome:
-    """Create ``plan.jobs`` jobs and process every item of every stage;
-    ``on_increment(done)`` is called after every item (it must be cheap)."""
+    """Create the plan's jobs and process every item of every stage; returns
+    once every item is acknowledged. ``outcome`` (optional) is filled as the
+    load runs; ``on_increment(done)`` is called every ``progress_every`` items (every
+    item by default: it must be cheap).
+
+    One producer hands items to ``consumers`` concurrent consumers, pacing
+    them on one schedule (item ``n`` no earlier than ``n / rate`` seconds in,
+    so a slow moment is caught up, not lost), round-robin over the active
+    jobs, each job's items in random order. The clock starts once the first
+    active jobs exist."""
     rng = random.Random(plan.seed)
-    jobs = await create_jobs(db, settings, plan, rng)
-    work = [(job, stage) for job in jobs for stage in plan.stages for _ in range(plan.items)]
-    rng.shuffle(work)
-    outcome = Outcome(job_ids=[job["_id"] for job in jobs])
-    interval_s = plan.consumers / plan.rate if plan.rate > 0 else 0.0
-    queue_send, queue_receive = anyio.create_memory_object_stream[tuple[dict[str, Any], str]](max_buffer_size=len(work) or 1)
-    for item in work:
-        queue_send.send_nowait(item)
-    queue_send.close()
-    started = time.monotonic()
+    outcome = outcome if outcome is not None else Outcome()
     job_coll = db[settings.jobs_collection]
     coll_coll = db[settings.collections_collection]
 
+    def work_of(jobs: list[dict[str, Any]]) -> list[list[tuple[dict[str, Any], str]]]:
+        active = []
+        for job in jobs:
+            outcome.job_ids.append(job["_id"])
+            items = [(job, stage) for stage in plan.stages for _ in range(plan.items)]
+            rng.shuffle(items)
+            active.append(items)
+        return active
+
     async def consumer() -> None:
-        async with queue_receive.clone() as items:
+        async with receive.clone() as items:
             async for job, stage in items:
-                tick = time.monotonic()
-                if job["collectionId"] is not None and stage in settings.stage_arrays:
+                if plan.push_items and job["collectionId"] is not None and stage in settings.stage_arrays:
                     with errors.translated("simulate: add an item", "retry"):
                         await coll_coll.update_one({"_id": job["collectionId"]}, {"$push": {settings.stage_arrays[stage]: ObjectId()}})
                 if rng.random() < plan.lost_fraction:
@@ -121,15 +148,38 @@ async def play(
                     outcome.increments += 1
                     outcome.last_increment_at[job["_id"]] = time.monotonic()
                 done = outcome.increments + outcome.lost
-                if on_increment is not None:
+                if on_increment is not None and done % progress_every == 0:
                     on_increment(done)
-                if interval_s:
-                    await anyio.sleep(max(interval_s - (time.monotonic() - tick), 0.0))
 
+    window = min(plan.active or plan.jobs, plan.jobs)
+    active = work_of(await create_jobs(db, settings, plan, rng, window))
+    created = window
+    Item = tuple[dict[str, Any], str]
+    send, receive = anyio.create_memory_object_stream[Item](max_buffer_size=max(plan.consumers, 1) * 2)
+    started = time.monotonic()
     async with anyio.create_task_group() as tg:
         for _ in range(max(plan.consumers, 1)):
             tg.start_soon(consumer)
-    queue_receive.close()
+        async with send:
+            sent = slot = 0
+            while active:
+                if plan.rate > 0:
+                    ahead_s = started + sent / plan.rate - time.monotonic()
+                    if ahead_s > 0.001:
+                        await anyio.sleep(ahead_s)
+                slot %= len(active)
+                work = active[slot]
+                await send.send(work.pop())
+                sent += 1
+                if not work:
+                    if created < plan.jobs:
+                        active[slot] = work_of(await create_jobs(db, settings, plan, rng, 1))[0]
+                        created += 1
+                    else:
+                        active.pop(slot)
+                        continue
+                slot += 1
+        receive.close()
     outcome.elapsed_s = time.monotonic() - started
     return outcome
 

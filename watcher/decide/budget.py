@@ -19,10 +19,19 @@ fraction, progress writes ``W`` against consumer increments ``I`` obey
 ``W <= f * (I + W + completions) + burst``; the default ``f = 0.09`` keeps
 ``W`` under 10 % of ``I`` (``0.09 / 0.91 < 0.099``).
 
-Integration (dispatch, before a PROGRESS write): ``if not budget.try_spend():
-finish the work without writing``. A refused job keeps its progress until its
-next event finds a token, or the next sweep: deferring it instead would hold
-the saved position back for as long as the job stays quiet.
+Integration (dispatch, before a PROGRESS write): a refused write is not
+dropped: the dispatcher holds it back (a trailing write, see
+``watcher.decide.coalesce``) and makes it once the job has been quiet for
+``progress_interval_s`` and a token is free, before any new progress write
+asks. Held back beside the queue, it never holds the saved position back.
+
+Events credit the bucket, so a watcher whose consumers all stopped would
+never earn the tokens its last held-back writes need: when no event arrived
+for a whole ``progress_interval_s``, the dispatcher refills the bucket
+(``refill()``). That adds at most ``burst`` writes per quiet interval, and
+only while nothing else is being written; the bound becomes
+
+    progress writes <= fraction * events + burst * (1 + refills)
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ class ProgressBudget:
         self._tokens = burst  # a fresh watcher may write the first few at once
         self.granted = 0
         self.refused = 0
+        self.refills = 0
 
     def credit(self, events: int = 1) -> None:
         """``events`` change events were seen (any job, any operation)."""
@@ -70,6 +80,11 @@ class ProgressBudget:
             return True
         self.refused += 1
         return False
+
+    def refill(self) -> None:
+        """Fill the bucket (the stream was quiet: see the module's docstring)."""
+        self._tokens = self._burst
+        self.refills += 1
 
     @property
     def tokens(self) -> float:

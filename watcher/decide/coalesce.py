@@ -16,6 +16,15 @@ tokens; ``offer`` says no beyond that and the stream waits (back-pressure).
 Every operation is O(log n) in the jobs waiting: deferred jobs sit in a heap
 ordered by ready time, job floors in another (stale entries are skipped
 when they reach the top: lazy deletion).
+
+Trailing progress writes live beside the queue, not in it: a progress write
+the dispatcher holds back (rate limit, budget) leaves the job's newest
+document in ``_trailing`` and finishes the job, so its events count as
+handled and the watermark moves on. The document comes back as work when
+its write is due (``take_trailing``), unless a newer event for the job
+arrived first (``offer`` drops it: the newer document decides). A trailing
+write lost to a crash costs stale progress until the next sweep, never a
+completion: completions are never held back.
 """
 
 from __future__ import annotations
@@ -42,6 +51,8 @@ class Work:
     event_time_s: float | None  # when the newest event happened on the server, if known
     counts: Mapping[str, int] | None = None  # path A's settled collection counts (from a sweep)
     ticket: Any = None  # a sweep's claim on the outcome (opaque here)
+    received_s: float | None = None  # when the newest event was read (the caller's clock)
+    trailing: bool = False  # a held-back progress write come due (see ``take_trailing``)
 
 
 @dataclass
@@ -50,6 +61,7 @@ class _Job:
     seq: int
     event_time_s: float | None
     floor: int  # oldest event of this job not yet covered by a finished evaluation
+    received_s: float | None = None
     in_flight: bool = False
     dirty: bool = True  # a document not yet evaluated is waiting
     dirty_floor: int = 0  # oldest event that arrived while in flight
@@ -57,6 +69,17 @@ class _Job:
     queued: bool = False  # an entry for it is in the ready deque
     counts: Mapping[str, int] | None = None
     ticket: Any = None
+    trailing: bool = False
+
+
+@dataclass(frozen=True)
+class _Trail:
+    """A held-back progress write: the job's newest document and when to write it."""
+
+    doc: Mapping[str, Any]
+    event_time_s: float | None
+    received_s: float | None
+    due_at: float
 
 
 class JobQueue:
@@ -72,6 +95,8 @@ class JobQueue:
         self._tokens: collections.deque[tuple[int, Token]] = collections.deque()
         self._watermark: Token | None = None  # newest handled token not yet returned by advance()
         self._last_progress_write: dict[Hashable, float] = {}
+        self._trailing: dict[Hashable, _Trail] = {}
+        self._trailing_due: list[tuple[float, int, Hashable]] = []  # (due_at, tie, key)
         self._seq = 0
 
     # -- intake -----------------------------------------------------------
@@ -86,21 +111,38 @@ class JobQueue:
         """The backlog is at its cap: the stream is waiting for work to finish."""
         return len(self._tokens) >= self._max_tokens or len(self._jobs) >= self._max_jobs
 
-    def offer(self, key: Hashable, doc: Mapping[str, Any], token: Token | None, event_time_s: float | None = None) -> bool:
+    @property
+    def roomy(self) -> bool:
+        """Below the low-water mark (nine tenths of each cap): a stream that
+        waited for room goes on from here, not at every job that finishes
+        (that would cost a wake-up per job just when the watcher is behind)."""
+        return len(self._tokens) * 10 < self._max_tokens * 9 and len(self._jobs) * 10 < self._max_jobs * 9
+
+    def offer(
+        self,
+        key: Hashable,
+        doc: Mapping[str, Any],
+        token: Token | None,
+        event_time_s: float | None = None,
+        received_s: float | None = None,
+    ) -> bool:
         """Queue ``doc`` as the newest state of job ``key``. False (and nothing
         recorded) when full; the caller waits for room and offers again."""
         if not self.has_room(key):
             return False
         seq = self._next(token)
+        if self._trailing:
+            self._trailing.pop(key, None)  # the newer document decides
         job = self._jobs.get(key)
         if job is None:
-            job = self._jobs[key] = _Job(doc, seq, event_time_s, floor=seq)
+            job = self._jobs[key] = _Job(doc, seq, event_time_s, floor=seq, received_s=received_s)
             self._push_floor(key, job)
             self._enqueue(key, job)
             return True
         if job.in_flight and not job.dirty:
             job.dirty_floor = seq
-        job.doc, job.seq, job.event_time_s, job.dirty = doc, seq, event_time_s, True
+        job.doc, job.seq, job.event_time_s, job.received_s, job.dirty = doc, seq, event_time_s, received_s, True
+        job.trailing = False  # news, not the held-back write
         job.counts = None  # the counters moved: path A's evidence is stale
         job.ready_at = 0.0  # news about a deferred job: look at it now
         if not job.in_flight:
@@ -115,6 +157,7 @@ class JobQueue:
             return "covered"
         if not self.has_room(key):
             return "full"
+        self._trailing.pop(key, None)  # the sweep read the job afresh
         seq = self._next(None)
         job = self._jobs[key] = _Job(doc, seq, None, floor=seq, counts=counts, ticket=ticket)
         self._push_floor(key, job)
@@ -155,8 +198,9 @@ class JobQueue:
             if job.in_flight or not job.dirty or job.ready_at > now:
                 continue  # stale entry; a deferred job waits in the heap
             job.in_flight, job.dirty, job.ready_at = True, False, 0.0
-            work = Work(key, job.doc, job.seq, job.event_time_s, job.counts, job.ticket)
+            work = Work(key, job.doc, job.seq, job.event_time_s, job.counts, job.ticket, job.received_s, job.trailing)
             job.counts = job.ticket = None
+            job.trailing = False
             return work
         return None
 
@@ -233,6 +277,51 @@ class JobQueue:
 
     def progress_written(self, key: Hashable, now: float) -> None:
         self._last_progress_write[key] = now
+
+    # -- trailing progress writes ----------------------------------------
+
+    def trail(self, work: Work, due_at: float) -> None:
+        """Hold back ``work``'s progress write until ``due_at`` without holding
+        back its events: the job is finished now (the watermark moves on) and
+        its document waits beside the queue. If a newer document arrived
+        while this one was looked at, that one is evaluated at once instead."""
+        job = self._jobs[work.key]
+        if not job.dirty:
+            if len(self._trailing) >= self._max_jobs and work.key not in self._trailing:
+                self._trailing.pop(next(iter(self._trailing)))  # bounded: the oldest waits for the next sweep
+            self._trailing[work.key] = _Trail(work.doc, work.event_time_s, work.received_s, due_at)
+            heapq.heappush(self._trailing_due, (due_at, next(self._tie), work.key))
+        self.finish(work)
+
+    def next_trailing_at(self) -> float | None:
+        """When the earliest held-back progress write is due (None: none held)."""
+        while self._trailing_due:
+            at, _, key = self._trailing_due[0]
+            trail = self._trailing.get(key)
+            if trail is not None and trail.due_at == at:
+                return at
+            heapq.heappop(self._trailing_due)  # superseded by a newer event, or taken
+        return None
+
+    def take_trailing(self, now: float) -> Work | None:
+        """A held-back progress write that is due, as work (the job counts as
+        queued while it is evaluated and written), or None."""
+        at = self.next_trailing_at()
+        if at is None or at > now or len(self._jobs) >= self._max_jobs:
+            return None
+        _, _, key = heapq.heappop(self._trailing_due)
+        trail = self._trailing.pop(key)
+        seq = self._next(None)
+        job = _Job(trail.doc, seq, trail.event_time_s, floor=seq, received_s=trail.received_s, trailing=True)
+        self._jobs[key] = job
+        self._push_floor(key, job)
+        job.in_flight, job.dirty = True, False
+        return Work(key, trail.doc, seq, trail.event_time_s, None, None, trail.received_s, True)
+
+    @property
+    def trailing_jobs(self) -> int:
+        """Jobs whose progress write is held back."""
+        return len(self._trailing)
 
     # -- position ---------------------------------------------------------
 

@@ -17,18 +17,22 @@ position.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
 from pymongo.asynchronous.database import AsyncDatabase
 
 import rules
+from watcher.decide import budget
 from watcher.decide.coalesce import JobQueue
 from watcher.decide.dispatch import Dispatcher
 from watcher.intake.counter_watch import CounterWatch
 from watcher.intake.source import ChangeSource
+from watcher.intake import stream
 from watcher.intake.stream import StreamReader
 from watcher.intake.supervisor import Supervisor, Sweeps
 from watcher.intake.sweep import Sweeper, SweepReport
@@ -39,12 +43,64 @@ from watcher.storage import backoff, errors
 from watcher.storage.keeper import PositionKeeper
 from watcher.storage.partitions import EVERYTHING, Slice
 from watcher.storage.position import PositionStore
-from watcher.storage.store import JobStore
+from watcher.storage.store import JobStore, MongoJobStore
 
 #: A one-shot sweep (``jobwatch sweep``) retries a failed pass this often before giving up.
 ONE_SHOT_ATTEMPTS = 5
 T = TypeVar("T")
 Fatal = errors.ConfigurationProblem | errors.Unreachable
+
+
+@dataclass(frozen=True)
+class HotPath:
+    """The stream's way through the watcher: reader -> queue -> dispatcher,
+    with path A's evidence (``counters``) and the rules' policy."""
+
+    reader: StreamReader
+    queue: JobQueue
+    dispatcher: Dispatcher
+    counters: CounterWatch
+    policy: rules.Policy
+
+
+def hot_path(
+    settings: Settings,
+    store: JobStore,
+    source: ChangeSource,
+    metrics: Metrics,
+    *,
+    stream_backoff: backoff.Backoff,
+    partition: Slice = EVERYTHING,
+    clock: Callable[[], float] = time.monotonic,
+) -> HotPath:
+    """One partition's hot path as the service wires it (the benchmarks drive
+    the same one with the database removed)."""
+    policy = rules.Policy(scan_stage=settings.scan_stage)
+    queue = JobQueue(max_jobs=settings.max_pending_jobs, progress_interval_s=settings.progress_interval_s)
+    dispatcher = Dispatcher(
+        store,
+        queue,
+        metrics,
+        workers=settings.workers,
+        policy=policy,
+        retry_backoff=backoff.Backoff(base_s=settings.backoff_base_s, max_s=settings.max_backoff_s),
+        progress_budget=budget.ProgressBudget(fraction=settings.progress_write_share),
+        progress_interval_s=settings.progress_interval_s,
+        clock=clock,
+    )
+    counters = CounterWatch(quiet_s=settings.path_a_quiet_s)
+    reader = StreamReader(
+        source,
+        dispatcher,
+        metrics,
+        pipeline=stream.pipeline(settings, partition),
+        max_await_ms=settings.max_await_ms,
+        server_selection_s=settings.server_selection_timeout_ms / 1000,
+        healthy=stream_backoff,
+        counters=counters,
+        clock=clock,
+    )
+    return HotPath(reader, queue, dispatcher, counters, policy)
 
 
 class Pipeline:
@@ -70,21 +126,14 @@ class Pipeline:
         self._metrics = metrics
         self._clock = clock
         self._on_sweep = on_sweep
-        policy = rules.Policy(scan_stage=settings.scan_stage)
-        self._store = JobStore(db, settings, partition=partition)
-        self._queue = JobQueue(max_jobs=settings.max_pending_jobs, progress_interval_s=settings.progress_interval_s)
-        self._dispatcher = Dispatcher(
-            self._store,
-            self._queue,
-            metrics,
-            workers=settings.workers,
-            policy=policy,
-            retry_backoff=self._new_backoff(),
-            clock=clock,
+        self._store = MongoJobStore.from_settings(db, settings, partition=partition)
+        stream_backoff = self._new_backoff()
+        path = hot_path(
+            settings, self._store, source, metrics, stream_backoff=stream_backoff, partition=partition, clock=clock
         )
-        counters = CounterWatch(quiet_s=settings.path_a_quiet_s)
+        self._queue, self._dispatcher, self._reader = path.queue, path.dispatcher, path.reader
         self._sweeper = Sweeper(
-            self._store, metrics, policy=policy, counters=counters, dispatcher=self._dispatcher, clock=clock
+            self._store, metrics, policy=path.policy, counters=path.counters, dispatcher=self._dispatcher, clock=clock
         )
         self._keeper = None
         if positions is not None:
@@ -97,17 +146,6 @@ class Pipeline:
                 partition=index,
                 clock=clock,
             )
-        stream_backoff = self._new_backoff()
-        self._reader = StreamReader(
-            source,
-            self._dispatcher,
-            metrics,
-            settings,
-            healthy=stream_backoff,
-            counters=counters,
-            clock=clock,
-            partition=partition,
-        )
         self._sweeps = Sweeps(
             self._periodic_pass,
             metrics,
@@ -215,16 +253,13 @@ class Pipeline:
         if self._dispatcher.running:
             yield
             return
-        self._dispatcher.give_up_after = ONE_SHOT_ATTEMPTS
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(self._dispatcher.run)
+                tg.start_soon(functools.partial(self._dispatcher.run, give_up_after=ONE_SHOT_ATTEMPTS))
                 yield
                 tg.cancel_scope.cancel()
         except BaseExceptionGroup as group:
             raise errors.sole(group) from None
-        finally:
-            self._dispatcher.give_up_after = None
 
     async def _retrying(self, attempt: Callable[[], Awaitable[T]]) -> T:
         retry = self._new_backoff()

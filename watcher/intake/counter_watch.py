@@ -10,7 +10,8 @@ that is still working moves them, and one whose increments were lost (the
 seed's stuck jobs) leaves them still. A consumer between its push and its
 increment shows a collection count younger than ``quiet_s``.
 
-Observations come from the stream (every event's document) and from every
+Observations come from the stream (every event of a job with a
+``collectionId``: path A never applies to one without) and from every
 sweep's read. Pure: the caller passes ``now``. It holds the open jobs only: a
 job seen finished (Completed, Failed or Cancelled, in any spelling) is
 forgotten at once, since path A never touches it again; without that every

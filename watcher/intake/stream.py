@@ -1,33 +1,31 @@
-"""The hot path's first half: read the change stream and hand each job's newest
-document to the dispatcher.
+"""The hot path's first half: read the change stream a batch at a time and
+hand each job's newest document to the dispatcher.
 
 Every call on the stream runs inside the storage boundary, so what comes out
-is an event or ``errors.StreamBroken`` (the supervisor reopens); a read that
-neither returns nor fails within ``stall_s`` (a half-open connection) is
-abandoned as broken too.
+is a batch of events or ``errors.StreamBroken`` (the supervisor reopens); a
+read that neither returns nor fails within ``stall_s`` (a half-open
+connection) is abandoned as broken too.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from bson import Timestamp
 
-from watcher.storage import backoff
-from watcher.storage import errors
-from watcher.storage import store
-from watcher.decide.dispatch import Dispatcher
+from watcher.decide.dispatch import Dispatcher, Offer
+from watcher.intake.counter_watch import CounterWatch
+from watcher.intake.source import ChangeSource, ChangeStream, Event
 from watcher.ops.metrics import Metrics
 from watcher.settings import Settings
-from watcher.intake.source import ChangeSource, ChangeStream, Event
+from watcher.storage import backoff, errors, store
 from watcher.storage.position import Token
 from watcher.storage.partitions import EVERYTHING, Slice
-from watcher.intake.counter_watch import CounterWatch
 
 #: Operations that can change what the rules decide.
 JOB_OPERATIONS = ("insert", "update", "replace")
@@ -76,6 +74,11 @@ STALL_FACTOR = 5
 MIN_STALL_S = 1.0
 
 
+#: How often per stall bound the watchdog looks at the read in progress (a
+#: hung read is caught between one and 1 + 1/WATCHDOG_LOOKS bounds).
+WATCHDOG_LOOKS = 4
+
+
 def stall_s(max_await_ms: int) -> float:
     """How long a read (getMore) may take before the stream counts as stalled."""
     return max(STALL_FACTOR * max_await_ms / 1000, MIN_STALL_S)
@@ -93,42 +96,55 @@ class StreamHealth:
 
 
 class StreamReader:
+    """Reads the stream a batch at a time and hands each batch to the dispatcher.
+
+    Plain values, not the whole ``Settings``: the pipeline to open the stream
+    with, the getMore wait (``max_await_ms``, which sets the stall bound) and
+    how long server selection may take when opening.
+    """
+
     def __init__(
         self,
         source: ChangeSource,
         dispatcher: Dispatcher,
         metrics: Metrics,
-        settings: Settings,
         *,
+        pipeline: Sequence[Mapping[str, Any]],
+        max_await_ms: int,
+        server_selection_s: float,
         healthy: backoff.Backoff,
         counters: CounterWatch | None = None,
         health: StreamHealth | None = None,
-        partition: Slice = EVERYTHING,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._source = source
         self._dispatcher = dispatcher
         self._metrics = metrics
-        self._settings = settings
+        self._pipeline = list(pipeline)
+        self._max_await_ms = max_await_ms
+        self._server_selection_s = server_selection_s
         self._healthy = healthy
         self._wall_clock = wall_clock
         self._clock = clock
         self._counters = counters
         self.health = health or StreamHealth()
-        self.stall_s = stall_s(settings.max_await_ms)
-        self._pipeline = pipeline(settings, partition)
-        #: The token after the last event (or idle batch) read: where a
+        self.stall_s = stall_s(max_await_ms)
+        self._received: dict[str, Any] = {}  # operation -> its events counter
+        self._reading_since: float | None = None  # the loop's clock when the read in progress began
+        #: The token after the last batch read (even an idle one): where a
         #: resumed stream goes on. Not what is saved: that is the watermark.
         self.last_token: Token | None = None
 
     async def open(self, resume_after: Token | None) -> ChangeStream:
         """Open a stream; raises ``errors.StreamBroken`` or a fatal outcome."""
         # Opening includes server selection: allow for it before calling the open hung.
-        open_deadline_s = self.stall_s + self._settings.server_selection_timeout_ms / 1000
+        open_deadline_s = self.stall_s + self._server_selection_s
         try:
             with errors.translated("opening the change stream", "reopen"), anyio.fail_after(open_deadline_s):
-                stream = await self._source.open(self._pipeline, resume_after=resume_after, max_await_ms=self._settings.max_await_ms)
+                stream = await self._source.open(
+                    self._pipeline, resume_after=resume_after, max_await_ms=self._max_await_ms
+                )
         except TimeoutError:
             raise _stalled("opening the change stream", open_deadline_s) from None
         # PyMongo knows a resume point at once (the first batch's post-batch
@@ -145,51 +161,97 @@ class StreamReader:
 
     async def consume(self, stream: ChangeStream) -> None:
         """Read until the stream breaks: raises ``errors.StreamBroken`` (also for
-        an ending event, or a read that hangs past ``stall_s``)."""
-        while True:
-            event = await self._read(stream)
-            self.health.last_batch_at = self._clock()
-            self._healthy.reset()  # a batch came back: the stream is healthy
-            if event is None:
-                token = stream.resume_token
-                if token is not None and token != self.last_token:
-                    self.last_token = token
-                    await self._dispatcher.record(token)
-                continue
-            with errors.translated("reading the change stream", "reopen"):
-                await self._handle(event, stream.resume_token)
+        an ending event, or a read that hangs past ``stall_s``).
 
-    async def _read(self, stream: ChangeStream) -> Event | None:
-        try:
-            with errors.translated("reading the change stream", "reopen"), anyio.fail_after(self.stall_s):
-                return await stream.try_next()
-        except TimeoutError:
-            raise _stalled("reading the change stream", self.stall_s) from None
+        No timeout object per read: a watchdog beside the reader looks, a few
+        times per ``stall_s``, at how long the read in progress has taken, and
+        abandons it past the bound. Handing a batch over is not a read:
+        waiting for room in the queue is back-pressure, not a stall."""
+        failure: Exception | None = None
+        stalled = False
 
-    async def _handle(self, event: Event, token: Token | None) -> None:
-        operation = event.get("operationType", "")
-        self._metrics.events.labels(operation).inc()
-        self._metrics.event_received()
-        self.last_token = token
-        when = event_time_s(event)
-        if when is not None:
-            self._metrics.stream_lag.set(max(self._wall_clock() - when, 0.0))
-        if operation in ENDING_OPERATIONS:
-            raise errors.StreamInvalidated(f"change stream ended by a {operation!r} event")
-        doc = event.get("fullDocument")
-        key = store.job_key(event.get("documentKey", {}).get("_id"))
-        if not isinstance(doc, Mapping) or key is None:
-            # The job was deleted before the lookup: nothing to evaluate, nothing to remember.
-            if key is not None and self._counters is not None:
-                self._counters.forget(key)
-            if token is not None:
+        async def watchdog(scope: anyio.CancelScope) -> None:
+            nonlocal stalled
+            while True:
+                await anyio.sleep(self.stall_s / WATCHDOG_LOOKS)
+                since = self._reading_since
+                if since is not None and anyio.current_time() - since > self.stall_s:
+                    stalled = True
+                    scope.cancel()
+                    return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watchdog, tg.cancel_scope)
+            try:
+                with errors.translated("reading the change stream", "reopen"):
+                    while True:
+                        self._reading_since = anyio.current_time()
+                        batch = await stream.next_batch()
+                        self._reading_since = None
+                        await self._handle(batch, stream.resume_token)
+            except Exception as exc:  # raised below, outside the task group (which would wrap it)
+                failure = exc
+            finally:
+                self._reading_since = None
+            tg.cancel_scope.cancel()
+        if stalled:
+            raise _stalled("reading the change stream", self.stall_s)
+        assert failure is not None  # the loop ends only by an error or a stall
+        raise failure
+
+    async def _handle(self, batch: Sequence[Event], token: Token | None) -> None:
+        now = self._clock()
+        self.health.last_batch_at = now
+        self._healthy.reset()  # a batch came back: the stream is healthy
+        if not batch:
+            if token is not None and token != self.last_token:
                 await self._dispatcher.record(token)
+                self.last_token = token
             return
-        if "_id" not in doc:
-            doc = {**doc, "_id": event["documentKey"]["_id"]}
-        if self._counters is not None:
-            self._counters.observe(key, doc, self._clock())
-        await self._dispatcher.offer(key, doc, token, when)
+        wall = self._wall_clock()
+        lag = self._metrics.event_lag.observe
+        counters = self._counters
+        operations: dict[str, int] = {}
+        jobs: list[Offer] = []
+        for event in batch:
+            operation = event.get("operationType", "")
+            operations[operation] = operations.get(operation, 0) + 1
+            when = event_time_s(event)
+            if when is not None:
+                lag(wall - when if wall > when else 0.0)
+            if operation in ENDING_OPERATIONS:
+                # What came before it is handed over; the stream cannot go on.
+                self._count(operations, wall)
+                await self._dispatcher.accept(jobs, None, now, len(jobs))
+                raise errors.StreamInvalidated(f"change stream ended by a {operation!r} event")
+            doc = event.get("fullDocument")
+            key = store.job_key(event.get("documentKey", {}).get("_id"))
+            if not isinstance(doc, Mapping) or key is None:
+                # The job was deleted before the lookup: nothing to evaluate, nothing to remember.
+                if key is not None and counters is not None:
+                    counters.forget(key)
+                continue
+            if "_id" not in doc:
+                doc = {**doc, "_id": event["documentKey"]["_id"]}
+            if counters is not None:
+                if doc.get("collectionId") is None:
+                    counters.forget(key)  # path A never applies to a job without a collection
+                else:
+                    counters.observe(key, doc, now)
+            jobs.append((key, doc, when))
+        self._count(operations, wall)
+        await self._dispatcher.accept(jobs, token, now, len(batch))
+        # Only now: a reopen resumes after this batch, so all of it must be queued.
+        self.last_token = token
+
+    def _count(self, operations: Mapping[str, int], wall: float) -> None:
+        """The batch's events, counted once per batch."""
+        for operation, n in operations.items():
+            counter = self._received.get(operation)
+            if counter is None:
+                counter = self._received[operation] = self._metrics.events.labels(operation)
+            counter.inc(n)
+        self._metrics.event_received(wall)
 
 
 def _stalled(what: str, after_s: float) -> errors.StreamBroken:

@@ -12,7 +12,7 @@ the watcher (``run`` below catches every storage error).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +24,6 @@ from watcher.ops import logs, printable
 from watcher.ops.metrics import JOB_TYPE_LABELS, OTHER_JOB_TYPES, Metrics
 from watcher.settings import Settings
 from watcher.storage import errors
-from watcher.storage import store
 from watcher.storage.partitions import EVERYTHING, Slice
 
 TERMINAL = job_status.TERMINAL_SPELLINGS
@@ -161,21 +160,3 @@ async def run(
             logs.event("census_failed", "WARNING", "job census failed; the next one will retry", error=errors.name(exc), detail=str(exc)[:200])
         await anyio.sleep(settings.census_interval_s)
 
-
-async def open_jobs_with_times(db: AsyncDatabase[Any], settings: Settings) -> AsyncIterator[list[dict[str, Any]]]:
-    """Open jobs (any non-terminal or missing status) in batches, with the
-    fields the rules read plus ``createdAt``/``updatedAt``: ``jobs --stuck``."""
-    projection = dict.fromkeys((*store.JOB_FIELDS, "createdAt", "updatedAt"), 1)
-    match: dict[str, Any] = {"status": {"$nin": TERMINAL}}
-    if settings.job_types:
-        match["jobType"] = {"$in": list(settings.job_types)}
-    batch: list[dict[str, Any]] = []
-    raw_jobs = db[settings.jobs_collection].with_options(codec_options=store.RAW)
-    with errors.translated("open jobs read", "retry"):
-        async for raw in raw_jobs.find(match, projection, batch_size=settings.sweep_batch_size):
-            batch.append(store.decode(raw))  # an undecodable job is listed, not the end of the listing
-            if len(batch) >= settings.sweep_batch_size:
-                yield batch
-                batch = []
-    if batch:
-        yield batch

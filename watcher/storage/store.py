@@ -1,5 +1,7 @@
 """The jobs collection as the watcher uses it: the storage boundary.
 
+``JobStore`` is the seam the dispatcher and the sweep are written against
+(tests give them an in-memory one); ``MongoJobStore`` is the real one.
 Every driver call runs inside ``errors.translated``: what comes out is a
 result or one of the outcomes in ``watcher.storage.errors`` (retry later,
 skip this job, fatal), never a ``pymongo.errors`` exception.
@@ -8,13 +10,14 @@ skip this job, fatal), never a ``pymongo.errors`` exception.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import bson
 from bson import json_util
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from rules import status as job_status
@@ -46,22 +49,76 @@ class Unreadable(dict[str, Any]):
         self.reason = reason
 
 
-class JobStore:
-    """The jobs; a sweep reads only those of ``partition`` (every job by default)."""
+class JobStore(Protocol):
+    """What the dispatcher and the sweep need of the jobs: one guarded write,
+    the open jobs, path A's counts. Raises only the outcomes of
+    ``watcher.storage.errors``."""
 
-    def __init__(self, db: AsyncDatabase[Any], settings: Settings, *, partition: Slice = EVERYTHING) -> None:
-        self._jobs = db[settings.jobs_collection]
-        self._collections = db[settings.collections_collection]
-        self._settings = settings
+    async def apply(self, job_id: Any, query: Mapping[str, Any], update: Mapping[str, Any]) -> bool:
+        """One conditional update; False when the guard no longer held."""
+        ...
+
+    def open_jobs(
+        self, *, full: bool, job_types: Iterable[str] = (), fields: Iterable[str] = ()
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Open jobs in batches (an ``Unreadable`` for a document that cannot be decoded)."""
+        ...
+
+    async def collection_counts(self, collection_ids: Iterable[Any]) -> dict[Any, dict[str, int]]:
+        """Path A: per collection id, the number of items per stage."""
+        ...
+
+
+class MongoJobStore:
+    """The jobs (and their collections) in MongoDB.
+
+    Plain values, not the whole ``Settings`` (``from_settings`` reads them
+    there): the collections, the job types a sweep reads (empty: every
+    type), the stage -> collection array map, the sweep's batch size,
+    ``observe`` (decide and log every write, send none) and the partition
+    whose jobs a sweep reads (every job by default).
+    """
+
+    def __init__(
+        self,
+        jobs: AsyncCollection[Any],
+        collections: AsyncCollection[Any],
+        *,
+        stage_arrays: Mapping[str, str],
+        job_types: Iterable[str] = (),
+        batch_size: int = 500,
+        observe: bool = False,
+        partition: Slice = EVERYTHING,
+    ) -> None:
+        self._jobs = jobs
+        self._collections = collections
+        self._stage_arrays = dict(stage_arrays)
+        self._job_types = tuple(job_types)
+        self._batch_size = batch_size
+        self._observe = observe
         self._mine = partition.match("$_id")
+
+    @classmethod
+    def from_settings(
+        cls, db: AsyncDatabase[Any], settings: Settings, *, partition: Slice = EVERYTHING
+    ) -> MongoJobStore:
+        return cls(
+            db[settings.jobs_collection],
+            db[settings.collections_collection],
+            stage_arrays=settings.stage_arrays,
+            job_types=settings.job_types,
+            batch_size=settings.sweep_batch_size,
+            observe=settings.observe,
+            partition=partition,
+        )
 
     async def apply(self, job_id: Any, query: Mapping[str, Any], update: Mapping[str, Any]) -> bool:
         """One conditional update round trip (``query`` carries the guard).
         False when the guard no longer held (the document moved on; its own
         change event re-evaluates it). Raises ``errors.StoreUnavailable``
-        (retry) or ``errors.Rejected`` (skip). With ``settings.observe`` the
-        update is logged, not sent, and counts as applied."""
-        if self._settings.observe:  # --observe: decide and log as usual, write nothing
+        (retry) or ``errors.Rejected`` (skip). With ``observe`` the update is
+        logged, not sent, and counts as applied."""
+        if self._observe:  # --observe: decide and log as usual, write nothing
             # As MongoDB's tools show an update (Extended JSON), not as a Python dict.
             shown = json_util.dumps(update, json_options=json_util.RELAXED_JSON_OPTIONS)
             logs.event("write_observed", "INFO", "observe mode: not written", job_id=job_id, update=shown)
@@ -76,7 +133,7 @@ class JobStore:
 
     def _sweep_queries(self, full: bool, job_types: Iterable[str]) -> list[dict[str, Any]]:
         """The sweep's passes: open spellings; with ``full``, a missing or unknown status too."""
-        types = list(job_types) or list(self._settings.job_types)
+        types = list(job_types) or list(self._job_types)
         by_type: dict[str, Any] = {"jobType": {"$in": types}} if types else {}
         if self._mine is not None:
             by_type["$expr"] = self._mine
@@ -85,25 +142,28 @@ class JobStore:
             queries.append({"status": {"$nin": KNOWN_SPELLINGS}, **by_type})
         return queries
 
-    async def open_jobs(self, *, full: bool, job_types: Iterable[str] = ()) -> AsyncIterator[list[dict[str, Any]]]:
-        """Open jobs in batches, projected to what the rules read.
+    async def open_jobs(
+        self, *, full: bool, job_types: Iterable[str] = (), fields: Iterable[str] = ()
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Open jobs in batches, projected to what the rules read (and ``fields``).
 
         The first pass reads jobs whose status is an open spelling; ``full``
-        adds those with a missing or unknown status. Documents are decoded
-        one by one, so a document the driver cannot decode becomes one
-        ``Unreadable`` entry (one skipped job), not a failed sweep. A failed
-        find or getMore raises ``errors.StoreUnavailable``: the sweep retries.
+        adds those with a missing or unknown status (together: every job
+        whose status is not terminal). Documents are decoded one by one, so a
+        document the driver cannot decode becomes one ``Unreadable`` entry
+        (one skipped job), not a failed sweep. A failed find or getMore
+        raises ``errors.StoreUnavailable``: the sweep retries.
         """
-        projection = dict.fromkeys(JOB_FIELDS, 1)
+        projection = dict.fromkeys((*JOB_FIELDS, *fields), 1)
         raw_jobs = self._jobs.with_options(codec_options=RAW)
         for query in self._sweep_queries(full, job_types):
             batch: list[dict[str, Any]] = []
             with errors.translated("sweep read", "retry"):
-                cursor = raw_jobs.find(query, projection, batch_size=self._settings.sweep_batch_size)
+                cursor = raw_jobs.find(query, projection, batch_size=self._batch_size)
                 try:
                     async for raw in cursor:
                         batch.append(decode(raw))
-                        if len(batch) >= self._settings.sweep_batch_size:
+                        if len(batch) >= self._batch_size:
                             yield batch
                             batch = []
                 finally:
@@ -138,7 +198,7 @@ class JobStore:
     async def _counts(self, ids: list[Any]) -> dict[Any, dict[str, int]]:
         sizes = {
             stage: {"$cond": [{"$isArray": f"${field}"}, {"$size": f"${field}"}, None]}
-            for stage, field in self._settings.stage_arrays.items()
+            for stage, field in self._stage_arrays.items()
         }
         pipeline: list[Mapping[str, Any]] = [{"$match": {"_id": {"$in": ids}}}, {"$project": sizes}]
         # "skip": an error the server gives for these documents skips them
@@ -157,7 +217,7 @@ class JobStore:
         ``--database`` or ``--jobs-collection`` reads nothing, silently);
         None when the server will not say. ``authorizedCollections`` lets the
         least-privilege role ask without the ``listCollections`` action."""
-        name = self._settings.jobs_collection
+        name = self._jobs.name
         try:
             with errors.translated("list collections", "retry"):
                 found = await self._jobs.database.list_collection_names(

@@ -94,3 +94,24 @@ def test_no_events_no_negative_credit() -> None:
 def test_nonsense_settings_are_refused(fraction: float, burst: float) -> None:
     with pytest.raises(ValueError):
         ProgressBudget(fraction=fraction, burst=burst)
+
+
+@settings(max_examples=200)
+@given(
+    ops=st.lists(st.sampled_from(["event", "spend", "refill"]), max_size=300),
+    fraction=st.floats(0.0, 1.0),
+    burst=st.floats(1.0, 20.0),
+)
+def test_a_refill_adds_at_most_one_burst(ops: list[str], fraction: float, burst: float) -> None:
+    """The quiet-stream refill is the one credit not earned by events: each adds at most ``burst``."""
+    budget = ProgressBudget(fraction=fraction, burst=burst)
+    events = 0
+    for op in ops:
+        if op == "event":
+            budget.credit()
+            events += 1
+        elif op == "spend":
+            budget.try_spend()
+        else:
+            budget.refill()
+        assert budget.granted <= fraction * events + burst * (1 + budget.refills) + 1e-9

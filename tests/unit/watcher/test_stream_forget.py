@@ -18,18 +18,18 @@ from watcher.settings import Settings
 from watcher.storage import backoff
 
 class ListStream:
-    """Hands out ``events``, then waits like an idle getMore."""
+    """Hands out ``events`` one batch each, then waits like an idle getMore."""
 
     def __init__(self, events: Sequence[Mapping[str, Any]]) -> None:
         self._events = list(events)
         self.delivered = 0
 
-    async def try_next(self) -> Mapping[str, Any] | None:
+    async def next_batch(self) -> Sequence[Mapping[str, Any]]:
         if self.delivered < len(self._events):
             self.delivered += 1
-            return self._events[self.delivered - 1]
+            return [self._events[self.delivered - 1]]
         await anyio.sleep(0.05)
-        return None
+        return ()
 
     @property
     def resume_token(self) -> Any:
@@ -49,8 +49,18 @@ async def test_a_deleted_job_is_forgotten() -> None:
     healthy = backoff.Backoff(base_s=0.1, max_s=1)
     dispatcher = Dispatcher(None, queue, Metrics(), workers=1, policy=None, retry_backoff=healthy)  # type: ignore[arg-type]  # never runs: nothing is evaluated
     counters = CounterWatch(quiet_s=10)
-    reader = stream.StreamReader(None, dispatcher, Metrics(), settings, healthy=healthy, counters=counters)  # type: ignore[arg-type]  # consume() is given its stream
-    open_doc = {"_id": 1, "status": "InProgress", "stages": {"thumbnail": {"completedItems": 1, "totalItems": 9}}}
+    reader = stream.StreamReader(
+        None,  # type: ignore[arg-type]  # consume() is given its stream
+        dispatcher,
+        Metrics(),
+        pipeline=stream.pipeline(settings),
+        max_await_ms=settings.max_await_ms,
+        server_selection_s=1.0,
+        healthy=healthy,
+        counters=counters,
+    )
+    stages = {"thumbnail": {"completedItems": 1, "totalItems": 9}}
+    open_doc = {"_id": 1, "status": "InProgress", "collectionId": "c1", "stages": stages}  # path A is watched for it
     other = {**open_doc, "_id": 2}
     source = ListStream([event(1, 1, open_doc), event(2, 2, other)])
     seen_both = False
