@@ -29,46 +29,18 @@ from typing import Any
 
 from mongoeco.core.bson_ordering import bson_equality_key
 from mongoeco.core.query_plan import AndCondition, EqualsCondition, InCondition, NotInCondition
-from mongoeco.engines import memory
 from mongoeco.engines.virtual_indexes import query_can_use_index
+
+from jobwatch_embedded import hooks
 
 #: Ordered index directions; text, hashed and geo indexes key documents otherwise.
 ORDERED = (1, -1)
-#: The private parts of mongoeco 4.11 this module builds on: without them
-#: (another mongoeco), ``engine()`` gives the engine as it comes, only slower.
-HOOKS = (
-    (memory.MemoryEngine, "_indexed_candidate_storage_keys_for_plan_locked"),
-    (memory, "_MemoryIndexedCandidates"),
-)
 
 
-def engine() -> memory.MemoryEngine:
-    """A memory engine that serves the shapes above from its indexes."""
-    if all(hasattr(owner, name) for owner, name in HOOKS):
-        return IndexedMemoryEngine()
-    return memory.MemoryEngine()
-
-
-class IndexedMemoryEngine(memory.MemoryEngine):
-    """mongoeco's ``MemoryEngine`` that also reads its index buckets for
-    ``$eq``/``$in``/``$nin`` of strings on an index's leading field."""
-
-    def _indexed_candidate_storage_keys_for_plan_locked(
-        self,
-        indexes: Any,
-        index_data: Any,
-        query_plan: Any,
-        *,
-        dialect: Any,
-        collation: Any,
-    ) -> Any:
-        found = super()._indexed_candidate_storage_keys_for_plan_locked(indexes, index_data, query_plan, dialect=dialect, collation=collation)
-        if found is not None or collation is not None:
-            return found
-        storage_keys = candidates(indexes, index_data, query_plan, dialect=dialect)
-        if storage_keys is None:
-            return None
-        return memory._MemoryIndexedCandidates(storage_keys)
+def engine() -> Any:
+    """A memory engine that serves the shapes above from its indexes (the
+    engine's own index-candidate step, extended through ``hooks``)."""
+    return hooks.indexed_memory_engine(candidates)
 
 
 def candidates(indexes: list[Any], index_data: dict[str, Any], query_plan: Any, *, dialect: Any) -> set[Any] | None:
