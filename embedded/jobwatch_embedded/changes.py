@@ -31,8 +31,7 @@ DEFAULT_AWAIT_MS = 1000
 DEFAULT_BATCH = 101
 MAX_BATCH = 1000
 # Our cursor ids live far above the engine's (which count from 1), so a
-# getMore can tell which side owns a cursor, even after it was killed. Int32:
-# the proxy rejects a getMore whose id arrives as an Int64.
+# getMore can tell which side owns a cursor, even after it was killed.
 FIRST_CURSOR_ID = 1 << 30
 ALLOWED_STAGES = frozenset(
     {

@@ -10,32 +10,36 @@ function per need, and nowhere else:
   history has every change the engine published (``published_offset``,
   ``read_offset``), and to hand the engine back its copies (``release``);
 - the wire proxy's command executor and request decoding: to answer the
-  commands the engine lacks (``proxy_class``, ``build_request_context``), and
-  its per-request dispatch: to close a connection as MongoDB does for a fail
-  point (``CloseConnection`` in ``proxy_class``);
-- the memory engine's index-candidate step (``indexed_memory_engine``): to
-  serve ``$in``/``$nin`` from indexes (``planner``);
+  commands the engine lacks (``proxy_class``, ``build_request_context``; what
+  it decodes: ``integer`` for its wrapped Int64s, ``app_name`` from the
+  handshake), and its per-request dispatch: to close a connection as MongoDB
+  does for a fail point (``CloseConnection`` in ``proxy_class``);
+- the memory engine's index-candidate step and its query plans
+  (``indexed_memory_engine``, ``query_plans``): to serve ``$in``/``$nin``
+  from indexes (``planner``);
 - the aggregation compiler, the expression-extension registry and the
   wire layer's value bridge: to run a change stream's pipeline on events
   (``compile_pipeline``) and evaluate operators mongoeco lacks
   (``install``: ``$toHashedIndexKey``).
 
 The server is pinned to the mongoeco minor it was tested with (4.11).
-``check()`` runs when the server starts: another release that moved one of
-these fails at once, naming the hook and the installed version, instead of a
-server that starts and then misbehaves.
+``check()`` (and ``check_engine``, on the engine's objects) runs when the
+server starts: another release that moved one of these fails at once,
+naming the hook and the installed version, instead of a server that starts
+and then misbehaves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
 from jobwatch_embedded.errors import CloseConnection
 
 #: Every (module, attribute) the server uses beyond mongoeco's documented
-#: API, and the attributes of objects it reaches into, for ``check()``.
+#: API, for ``check()``; ``check_engine`` checks what objects get at runtime.
 HOOKS: tuple[tuple[str, str], ...] = (
     ("mongoeco._change_streams.hub", "ChangeStreamHub.current_offset"),
     ("mongoeco.wire.proxy", "AsyncMongoEcoProxyServer._dispatch_wire_request"),
@@ -45,7 +49,10 @@ HOOKS: tuple[tuple[str, str], ...] = (
     ("mongoeco.engines.memory", "MemoryEngine._indexed_candidate_storage_keys_for_plan_locked"),
     ("mongoeco.engines.memory", "_MemoryIndexedCandidates"),
     ("mongoeco.engines.virtual_indexes", "query_can_use_index"),
+    ("mongoeco.core.query_plan", "AndCondition"),
     ("mongoeco.core.query_plan", "EqualsCondition"),
+    ("mongoeco.core.query_plan", "InCondition"),
+    ("mongoeco.core.query_plan", "NotInCondition"),
     ("mongoeco.core.bson_ordering", "bson_equality_key"),
     ("mongoeco.core.aggregation", "apply_pipeline"),
     ("mongoeco.core.aggregation.compiled_pipeline", "compile_pipeline"),
@@ -224,6 +231,26 @@ def indexed_memory_engine(candidates: Callable[..., set[Any] | None]) -> Any:
             return memory._MemoryIndexedCandidates(storage_keys)
 
     return IndexedMemoryEngine()
+
+
+@dataclass(frozen=True)
+class QueryPlans:
+    """The engine's query-plan conditions and the index helpers ``planner`` reads."""
+
+    AndCondition: Any
+    EqualsCondition: Any
+    InCondition: Any
+    NotInCondition: Any
+    bson_equality_key: Callable[[Any], Any]
+    query_can_use_index: Callable[..., bool]
+
+
+def query_plans() -> QueryPlans:
+    from mongoeco.core.bson_ordering import bson_equality_key
+    from mongoeco.core.query_plan import AndCondition, EqualsCondition, InCondition, NotInCondition
+    from mongoeco.engines.virtual_indexes import query_can_use_index
+
+    return QueryPlans(AndCondition, EqualsCondition, InCondition, NotInCondition, bson_equality_key, query_can_use_index)
 
 
 # -- aggregation, expressions, values ---------------------------------------------
