@@ -209,8 +209,7 @@ def indexed_memory_engine(candidates: Callable[..., set[Any] | None]) -> Any:
     asks ``candidates(indexes, index_data, query_plan, dialect=...)`` for a
     superset of the matching documents' storage keys. Without the hooks
     (another mongoeco), the engine as it comes."""
-    from mongoeco.engines import MemoryEngine
-    from mongoeco.engines import memory
+    from mongoeco.engines import MemoryEngine, memory
 
     hooks = (MemoryEngine, "_indexed_candidate_storage_keys_for_plan_locked"), (memory, "_MemoryIndexedCandidates")
     if not all(hasattr(owner, name) for owner, name in hooks):

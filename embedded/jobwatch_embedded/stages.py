@@ -24,7 +24,6 @@ inclusion projection of ``a`` or ``a.b`` copies values whole.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from jobwatch_embedded import events
 

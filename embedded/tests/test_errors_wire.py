@@ -13,7 +13,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 from pymongo.read_concern import ReadConcern
 
-DEADLINE_S = 20
+from streams import DEADLINE_S
 
 
 async def refused(call: Any) -> OperationFailure:

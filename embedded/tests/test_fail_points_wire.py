@@ -14,7 +14,7 @@ from bson import Int64
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import AutoReconnect, OperationFailure
 
-DEADLINE_S = 20
+from streams import DEADLINE_S, next_event
 
 
 class Commands(monitoring.CommandListener):
@@ -46,14 +46,6 @@ async def watched(served: Any) -> AsyncIterator[tuple[AsyncMongoClient[dict[str,
 async def fail(client: AsyncMongoClient[dict[str, Any]], name: str, mode: Any, **data: Any) -> dict[str, Any]:
     reply: dict[str, Any] = await client.admin.command({"configureFailPoint": name, "mode": mode, "data": data})
     return reply
-
-
-async def next_event(stream: Any) -> dict[str, Any]:
-    with anyio.fail_after(DEADLINE_S):
-        while True:
-            event = await stream.try_next()
-            if event is not None:
-                return dict(event)
 
 
 async def test_fail_command_on_a_change_stream_get_more(client: Any, watched: Any) -> None:

@@ -10,12 +10,12 @@ from typing import Any
 import anyio
 import pytest
 from bson import Int64, ObjectId
+from jobwatch_embedded import hashing
 from pymongo.errors import OperationFailure
 
-from jobwatch_embedded import hashing
+from streams import DEADLINE_S
 
 PARTITIONS = 3
-DEADLINE_S = 20
 IDS: list[Any] = [0, 1, 2, 3, 4, 5, "string to hash", ObjectId("010203040506070809101112"), 42.5, Int64(7)]
 
 

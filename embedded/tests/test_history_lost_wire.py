@@ -15,8 +15,9 @@ from loguru import logger
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
+from streams import DEADLINE_S
+
 HISTORY_EVENTS = 5
-DEADLINE_S = 20
 
 
 @pytest.fixture

@@ -9,28 +9,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import anyio
 import pytest
 from bson import Binary
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
-DEADLINE_S = 20
-
-
-async def next_event(stream: Any) -> dict[str, Any]:
-    with anyio.fail_after(DEADLINE_S):
-        while True:
-            event = await stream.try_next()
-            if event is not None:
-                return dict(event)
-
-
-async def fails(stream: Any) -> OperationFailure:
-    with pytest.raises(OperationFailure) as caught, anyio.fail_after(DEADLINE_S):
-        while True:
-            await stream.try_next()
-    return caught.value
+from streams import fails, next_event
 
 
 async def test_pre_and_post_images_once_the_collection_records_them(client: AsyncMongoClient[dict[str, Any]]) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import pytest
 from bson import Code, ObjectId
 
 from mongoeco import AsyncMongoClient

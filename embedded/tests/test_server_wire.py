@@ -17,15 +17,7 @@ from bson import Timestamp
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import OperationFailure
 
-DEADLINE_S = 20
-
-
-async def next_event(stream: Any) -> dict[str, Any]:
-    with anyio.fail_after(DEADLINE_S):
-        while True:
-            event = await stream.try_next()
-            if event is not None:
-                return dict(event)
+from streams import DEADLINE_S, next_event
 
 
 async def test_events_are_shaped_like_mongodb(client: AsyncMongoClient[dict[str, Any]]) -> None:
@@ -324,9 +316,7 @@ async def test_many_document_writes_and_drop_database(client: AsyncMongoClient[d
 async def test_the_engine_hands_back_what_the_history_holds(served: Any, client: AsyncMongoClient[dict[str, Any]]) -> None:
     """The engine's own copies of recorded changes are released (the history
     keeps them as BSON), and the tap still resumes after a drop."""
-    from jobwatch_embedded import engine
-
-    from jobwatch_embedded import hooks
+    from jobwatch_embedded import engine, hooks
 
     stream = await client.db.jobs.watch(max_await_time_ms=100)
     written = engine.RELEASE_EVERY + 10
