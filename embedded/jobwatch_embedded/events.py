@@ -218,13 +218,13 @@ class _Diff:
                 inserted.append(key)
                 continue
             old = before[key]
-            if _same(old, new):
-                continue
+            # Sub-documents and arrays are walked (an unchanged one yields
+            # nothing), not compared whole first: that would walk them twice.
             if isinstance(old, dict) and isinstance(new, dict) and list(old) == [k for k in new if k in old]:
                 nested.append(key)
             elif isinstance(old, list) and isinstance(new, list):
                 nested.append(key)
-            else:
+            elif not _same(old, new):
                 self.update(prefix, parts, ambiguous, key, new)
         for key in inserted:
             self.update(prefix, parts, ambiguous, key, after[key])
@@ -249,13 +249,11 @@ class _Diff:
                 self.update(prefix, parts, ambiguous, index, new)
                 continue
             old = before[index]
-            if _same(old, new):
-                continue
             if isinstance(old, dict) and isinstance(new, dict) and list(old) == [k for k in new if k in old]:
                 self.document(old, new, *self._into(prefix, parts, ambiguous, index))
             elif isinstance(old, list) and isinstance(new, list):
                 self.array(old, new, *self._into(prefix, parts, ambiguous, index))
-            else:
+            elif not _same(old, new):
                 self.update(prefix, parts, ambiguous, index, new)
 
 

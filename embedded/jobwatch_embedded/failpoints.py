@@ -42,7 +42,8 @@ class FailPoint:
     entered: int = 0
 
     def take(self) -> bool:
-        """Whether a matching command activates the fail point now (and count it)."""
+        """Whether a matching command activates the fail point now (and count
+        it); the owner re-reads ``armed`` after."""
         if self.mode == "off":
             return False
         if self.mode == "skip" and self.remaining > 0:
@@ -69,6 +70,11 @@ class Caller:
 class FailPoints:
     def __init__(self) -> None:
         self._points = {name: FailPoint() for name in KNOWN}
+        #: Any fail point on: read before every command, so a plain attribute.
+        self.armed = False
+
+    def _rearm(self) -> None:
+        self.armed = any(point.mode != "off" for point in self._points.values())
 
     def configure(self, command: dict[str, Any]) -> dict[str, Any]:
         """``configureFailPoint``'s reply (``count``: activations so far)."""
@@ -86,11 +92,8 @@ class FailPoints:
             )
         previous = self._points[name].entered
         self._points[name] = FailPoint(mode, remaining, dict(data))
+        self._rearm()
         return {"count": previous, "ok": 1.0}
-
-    @property
-    def armed(self) -> bool:
-        return any(point.mode != "off" for point in self._points.values())
 
     async def before_command(self, caller: Caller) -> None:
         """``failCommand``, before the command runs: may sleep, close the
@@ -101,6 +104,7 @@ class FailPoints:
         acts = bool(data.get("closeConnection")) or bool(data.get("blockConnection")) or code is not None
         if point.mode == "off" or not acts or not _matches(data, caller) or not point.take():
             return
+        self._rearm()
         labels = _labels(data)
         if data.get("blockConnection"):
             await asyncio.sleep((hooks.integer(data.get("blockTimeMS")) or 0) / 1000)
@@ -114,6 +118,7 @@ class FailPoints:
         point = self._points[FAIL_GET_MORE]
         if point.mode == "off" or not _matches({**point.data, "failCommands": ["getMore"]}, caller) or not point.take():
             return
+        self._rearm()
         code = hooks.integer(point.data.get("errorCode"))
         raise errors.CommandError(
             INTERNAL_ERROR if code is None else code, "Hit the 'failGetMoreAfterCursorCheckout' failpoint"

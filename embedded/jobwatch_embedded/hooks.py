@@ -10,7 +10,7 @@ function per need, and nowhere else:
   history has every change the engine published (``published_offset``,
   ``read_offset``), and to hand the engine back its copies (``release``);
 - the wire proxy's command executor and request decoding: to answer the
-  commands the engine lacks (``proxy_class``, ``build_request_context``; what
+  commands the engine lacks (``proxy_class``, ``request_builder``; what
   it decodes: ``integer`` for its wrapped Int64s, ``app_name`` from the
   handshake), and its per-request dispatch: to close a connection as MongoDB
   does for a fail point (``CloseConnection`` in ``proxy_class``);
@@ -178,9 +178,11 @@ def proxy_class(make_executor: Callable[[Any], Any]) -> type[Any]:
     return Proxy
 
 
-def build_request_context(executor: Any, body: dict[str, Any], **kwargs: Any) -> Any:
-    """The proxy's decoding of a command into a request context."""
-    return executor._build_request_context(body, **kwargs)
+def request_builder(executor: Any) -> Callable[..., Any]:
+    """The proxy's decoding of a command into a request context:
+    ``builder(body, **kwargs)``."""
+    builder: Callable[..., Any] = _instance(executor, "_build_request_context")
+    return builder
 
 
 def app_name(connection: Any) -> str | None:

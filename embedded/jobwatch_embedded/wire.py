@@ -26,7 +26,6 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import bson
 from mongoeco import Timestamp
 
 from jobwatch_embedded import changes, commands, errors, failpoints, hooks
@@ -35,8 +34,6 @@ from jobwatch_embedded.engine import PRIVATE_DB, Engine
 Handler = Callable[[Any], Awaitable[dict[str, Any]]]
 #: Commands the engine's proxy does not know, answered here: the proxy
 #: decodes them as a ``ping`` and the context gets the real command back.
-#: The signature of an unauthenticated deployment's cluster time (no keys).
-UNSIGNED = {"hash": bson.Binary(bytes(20)), "keyId": 0}
 OWN_COMMANDS = frozenset(
     {"buildinfo", "getParameter", "replSetGetStatus", "killAllSessions", "collMod", "configureFailPoint"}
 )
@@ -47,12 +44,13 @@ class Front:
 
     def __init__(self, inner: Any, engine: Engine, replica_set: commands.ReplicaSet) -> None:
         self._inner = inner
+        self._build = hooks.request_builder(inner)
         self._engine = engine
         self.replica_set = replica_set
         self.streams = changes.ChangeStreams(engine.history, self._lookup, engine.flush)
         self.fail_points = failpoints.FailPoints()
-        # The last cluster time, and its $clusterTime and operationTime values.
-        self._times: tuple[tuple[int, int], dict[str, Any], Any] = ((-1, -1), {}, None)
+        # The last cluster time, and its operationTime value.
+        self._time: tuple[tuple[int, int], Any] = ((-1, -1), None)
         self._handlers: dict[str, Handler] = {
             "getMore": self._get_more,
             "killCursors": self._kill_cursors,
@@ -79,7 +77,7 @@ class Front:
         name = next(iter(body), None)
         if name in OWN_COMMANDS:
             placeholder = {"ping": 1, **{k: v for k, v in body.items() if k.startswith("$") or k == "lsid"}}
-            context = hooks.build_request_context(self._inner, placeholder, **kwargs)
+            context = self._build(placeholder, **kwargs)
             return dataclasses.replace(context, command_name=name, command_document=body)
         # Cursor ids may come as Int64s, which the proxy decodes wrapped (and
         # then refuses): plain integers, as MongoDB reads them.
@@ -90,9 +88,9 @@ class Front:
         if body.get("aggregate") == 1 and changes.is_change_stream(body):
             # A database or cluster stream: the proxy's validation wants a
             # collection name, so it sees a placeholder and we keep the 1.
-            context = hooks.build_request_context(self._inner, {**body, "aggregate": "$cmd.aggregate"}, **kwargs)
+            context = self._build({**body, "aggregate": "$cmd.aggregate"}, **kwargs)
             return dataclasses.replace(context, command_document={**context.command_document, "aggregate": 1})
-        return hooks.build_request_context(self._inner, body, **kwargs)
+        return self._build(body, **kwargs)
 
     def error_document(self, exc: Exception) -> dict[str, Any]:
         if isinstance(exc, errors.CommandError):
@@ -105,13 +103,14 @@ class Front:
 
     async def execute_prepared(self, context: Any) -> dict[str, Any]:
         reply = await self._execute(context)
-        # A replica set member's replies carry the cluster time (gossiped by
-        # drivers) and the operation's time (startAtOperationTime, sessions).
+        # A replica set member's replies carry the operation's time (what
+        # startAtOperationTime and causally consistent sessions read). Not the
+        # gossiped $clusterTime: drivers would send it back with every command,
+        # which costs each $inc a few percent and serves nothing here.
         last_time = self._engine.history.last_time
-        if last_time != self._times[0]:
-            now = Timestamp(*last_time)
-            self._times = (last_time, {"clusterTime": now, "signature": UNSIGNED}, now)
-        reply["$clusterTime"], reply["operationTime"] = self._times[1], self._times[2]
+        if last_time != self._time[0]:
+            self._time = (last_time, Timestamp(*last_time))
+        reply["operationTime"] = self._time[1]
         return reply
 
     async def _execute(self, context: Any) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
-from bson import Int64
+from bson import Int64, Timestamp
 from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 from pymongo.read_concern import ReadConcern
@@ -123,5 +123,6 @@ async def test_a_unknown_command_and_every_reply_carry_mongodb_fields(client: As
         "codeName": "CommandNotFound",
     }
     ping = await client.db.command("ping")
-    assert ping["operationTime"] == ping["$clusterTime"]["clusterTime"]  # a replica set member's reply
-    assert set(ping["$clusterTime"]["signature"]) == {"hash", "keyId"}
+    assert isinstance(ping["operationTime"], Timestamp)  # a replica set member's reply
+    await client.db.jobs.insert_one({"_id": 1})
+    assert (await client.db.command("ping"))["operationTime"] > ping["operationTime"]

@@ -10,7 +10,6 @@ import random
 from typing import Any
 
 from bson import Code, ObjectId
-
 from mongoeco import AsyncMongoClient
 from mongoeco.engines import MemoryEngine
 
