@@ -41,6 +41,8 @@ PRE_IMAGE_OPERATIONS: frozenset[str] = frozenset({"update", "replace", "delete"}
 # read; then this server's history id (16 hex), sequence (16 hex), kind (2 hex).
 TIMESTAMP_KEY = "82"
 TOKEN_HEX_LEN = 2 + 16 + 34
+# Tokens of earlier versions of this server: no cluster time, the rest alike.
+LEGACY_TOKEN_HEX_LEN = 34
 KIND_EVENT = 0
 KIND_INVALIDATE = 1
 KIND_FIRST_FRAGMENT = 2  # fragment k (0-based) of a split event: kind 2 + k
@@ -89,6 +91,8 @@ def decode_token(token: object) -> Position:
         raise TokenError(40648, f"Bad resume token: _typeBits of wrong type {token}")
     if len(data) % 2 or not _HEX.fullmatch(data):
         raise TokenError(9, "resume token string was not a valid hex string")
+    if len(data) == LEGACY_TOKEN_HEX_LEN and data[:2] != TIMESTAMP_KEY and int(data[:16], 16) != 0:
+        return _position(data, (0, 0))  # saved before an upgrade: still resumable with --data
     if not data or data[:2] == "00":  # MongoDB's KeyString decoder reads a leading 0 as the end: nothing
         raise TokenError(40649, "invalid empty resume token")
     cluster_time = None
@@ -96,7 +100,11 @@ def decode_token(token: object) -> Position:
         cluster_time = (int(data[2:10], 16), int(data[10:18], 16))
     if len(data) != TOKEN_HEX_LEN or cluster_time is None:
         raise TokenError(9, "resume token was not issued by this server", cluster_time)
-    body = data[18:]
+    return _position(data[18:], cluster_time)
+
+
+def _position(body: str, cluster_time: tuple[int, int]) -> Position:
+    """History id (16 hex), sequence (16 hex), kind (2 hex)."""
     history_id, sequence, kind = int(body[:16], 16), int(body[16:32], 16), int(body[32:], 16)
     fragment = kind - KIND_FIRST_FRAGMENT if kind >= KIND_FIRST_FRAGMENT else None
     invalidate = kind == KIND_INVALIDATE

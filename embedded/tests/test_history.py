@@ -79,6 +79,8 @@ def test_tokens_round_trip_order_by_time_and_reject_strangers() -> None:
         with pytest.raises(events.TokenError) as caught:
             events.decode_token(stranger)
         assert caught.value.code == code
+    legacy = {"_data": f"{0xABC:016x}{42:016x}00"}  # as this server wrote them before tokens carried a time
+    assert events.decode_token(legacy) == events.Position(0xABC, 42)
     with pytest.raises(events.TokenError) as caught:  # a MongoDB token: its cluster time is read
         events.decode_token({"_data": "8263A1B2C3000000042B022C0100296E5A1004"})
     assert caught.value.cluster_time == (0x63A1B2C3, 4)

@@ -333,3 +333,16 @@ async def test_the_engine_hands_back_what_the_history_holds(served: Any, client:
     await client.db.other.insert_one({"_id": "later"})
     assert [(await next_event(cluster_after))["documentKey"] for _ in range(2)] == [{"_id": "after"}, {"_id": "later"}]
     await cluster_after.close()
+
+
+async def test_tokens_saved_before_tokens_carried_a_time_still_resume(client: AsyncMongoClient[dict[str, Any]]) -> None:
+    """Earlier versions wrote tokens without the leading cluster time; a
+    watcher that saved one (and a server kept with --data) still resumes."""
+    stream = await client.db.jobs.watch(max_await_time_ms=100)
+    await client.db.jobs.insert_many([{"_id": 1}, {"_id": 2}])
+    token = (await next_event(stream))["_id"]
+    await stream.close()
+    legacy = {"_data": token["_data"][18:]}  # history id, sequence, kind
+    resumed = await client.db.jobs.watch(resume_after=legacy, max_await_time_ms=100)
+    assert (await next_event(resumed))["documentKey"] == {"_id": 2}
+    await resumed.close()
