@@ -57,6 +57,7 @@ from typing import Any
 import anyio
 import bson
 from bson import ObjectId, Timestamp
+from prometheus_client import Counter
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -301,7 +302,7 @@ class PipeStore:
         return {}
 
 
-def _total(metric: Any) -> float:
+def _total(metric: Counter) -> float:
     return sum(s.value for m in metric.collect() for s in m.samples if s.name.endswith("_total"))
 
 

@@ -22,7 +22,7 @@ from watcher.cli.commands import status as status_command
 from watcher.service import ConfigurationProblem
 from watcher.storage import survey
 
-FAST = {"lease_s": 2.0, "renew_s": 0.25}
+FAST: dict[str, Any] = {"lease_s": 2.0, "renew_s": 0.25}
 
 
 async def _status(mongo: Backend, watcher: Watcher) -> dict[str, Any]:
