@@ -8,7 +8,8 @@ function per need, and nowhere else:
 
 - the engine's change hub and a change-stream cursor's position: to know the
   history has every change the engine published (``published_offset``,
-  ``read_offset``), and to hand the engine back its copies (``release``);
+  ``read_offset``), to wait for the engine's next change without reading it
+  (``wait_published``), and to hand the engine back its copies (``release``);
 - the wire proxy's command executor and request decoding: to answer the
   commands the engine lacks (``proxy_class``, ``request_builder``; what
   it decodes: ``integer`` for its wrapped Int64s, ``app_name`` from the
@@ -42,6 +43,7 @@ from jobwatch_embedded.errors import CloseConnection
 #: API, for ``check()``; ``check_engine`` checks what objects get at runtime.
 HOOKS: tuple[tuple[str, str], ...] = (
     ("mongoeco._change_streams.hub", "ChangeStreamHub.current_offset"),
+    ("mongoeco._change_streams.hub", "ChangeStreamHub.wait_for_event_async"),
     ("mongoeco.wire.proxy", "AsyncMongoEcoProxyServer._dispatch_wire_request"),
     ("mongoeco.wire.executor", "WireCommandExecutor._build_request_context"),
     ("mongoeco.wire.executor", "WireCommandExecutor.execute_prepared"),
@@ -127,6 +129,15 @@ def published_offset(client: Any) -> int:
 def read_offset(cursor: Any) -> int:
     """How far a change-stream cursor of the engine has read."""
     return int(_instance(cursor, "_offset"))
+
+
+async def wait_published(client: Any, offset: int, timeout_s: float) -> bool:
+    """Wait until the engine has published a change beyond ``offset`` (True),
+    or ``timeout_s`` passed (False). Reads nothing: a cursor at ``offset``
+    still gets that change."""
+    hub = _instance(client, "_change_hub")
+    _, change = await hub.wait_for_event_async(offset, timeout_seconds=timeout_s)
+    return change is not None
 
 
 def release(client: Any, cursor: Any, readers: int) -> None:

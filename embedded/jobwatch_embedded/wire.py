@@ -103,6 +103,9 @@ class Front:
 
     async def execute_prepared(self, context: Any) -> dict[str, Any]:
         reply = await self._execute(context)
+        # The command's changes are in the history before it is answered: a
+        # waiting getMore is woken now, and operationTime is the write's own.
+        await self._engine.flush()
         # A replica set member's replies carry the operation's time (what
         # startAtOperationTime and causally consistent sessions read). Not the
         # gossiped $clusterTime: drivers would send it back with every command,
