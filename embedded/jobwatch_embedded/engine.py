@@ -331,7 +331,11 @@ class Engine:
 
 
 def _encode(document: Any) -> bytes:
-    return bson.encode(document, codec_options=CODEC)
+    try:
+        return bson.encode(document, codec_options=CODEC)
+    except bson.errors.InvalidDocument:
+        # The engine's own numeric types, left by an update pipeline: as BSON's.
+        return bson.encode(hooks.canonical(document), codec_options=CODEC)
 
 
 def _decode(data: bytes) -> dict[str, Any]:

@@ -66,3 +66,20 @@ def test_a_waiting_get_more_is_woken_by_the_write(serving: Any) -> None:
             waiting.join(DEADLINE_S)
         assert not waiting.is_alive()
         assert got and got[0] is not None and got[0]["documentKey"] == {"_id": 1}
+
+
+def test_an_update_pipeline_with_to_long_streams_and_the_streams_go_on(serving: Any) -> None:
+    """``$add`` of a ``$toLong`` and an int leaves one of the engine's own
+    integer types in the document: the change is recorded as BSON's, and
+    every stream lives on."""
+    with serving() as running, MongoClient[dict[str, Any]](running.uri) as mongo:
+        jobs = mongo.db.jobs
+        with jobs.watch(full_document="updateLookup", max_await_time_ms=LONG_AWAIT_MS) as stream:
+            jobs.insert_one({"_id": 1, "n": 1})
+            jobs.update_one({"_id": 1}, [{"$set": {"n": {"$add": [{"$toLong": "$n"}, 1]}}}])
+            jobs.insert_one({"_id": 2})
+            seen = [stream.try_next() for _ in range(3)]
+        assert [e["operationType"] if e else None for e in seen] == ["insert", "update", "insert"]
+        assert seen[1] is not None and seen[1]["updateDescription"]["updatedFields"] == {"n": 2}
+        assert (jobs.find_one({"_id": 1}) or {})["n"] == 2
+        assert running.process.poll() is None  # the server serves on
