@@ -10,6 +10,8 @@ and answers what the proxy cannot, before or instead of the engine:
 - the replica-set commands and fields (``commands``): ``hello``,
   ``replSetGetStatus``, ``getParameter``, lowercase ``buildinfo``,
   ``killAllSessions``, ``collMod``, ``configureFailPoint``;
+- authentication (``saslStart``, ``saslContinue``, ``authenticate``): 18
+  ``AuthenticationFailed``, as there are no users;
 - DDL: forwarded, then what the engine does not report recorded in the
   history: ``drop`` and ``dropDatabase`` (the engine's lost sequence numbers
   absorbed), ``renameCollection``, ``create``, ``createIndexes``,
@@ -36,7 +38,7 @@ Handler = Callable[[Any], Awaitable[dict[str, Any]]]
 #: decodes them as a ``ping`` and the context gets the real command back.
 OWN_COMMANDS = frozenset(
     {"buildinfo", "getParameter", "replSetGetStatus", "killAllSessions", "collMod", "configureFailPoint"}
-)
+) | frozenset({"saslStart", "saslContinue", "authenticate"})
 
 
 class Front:
@@ -63,6 +65,9 @@ class Front:
             "killAllSessions": self._kill_all_sessions,
             "collMod": self._coll_mod,
             "configureFailPoint": self._configure_fail_point,
+            "saslStart": self._authenticate,
+            "saslContinue": self._authenticate,
+            "authenticate": self._authenticate,
             "create": self._create,
             "createIndexes": self._create_indexes,
             "dropIndexes": self._drop_indexes,
@@ -218,6 +223,15 @@ class Front:
 
     async def _kill_all_sessions(self, context: Any) -> dict[str, Any]:
         return {"ok": 1.0}  # sessions hold nothing here that outlives their commands
+
+    async def _authenticate(self, context: Any) -> dict[str, Any]:
+        """The server has no users: every credential fails, as MongoDB
+        answers one it does not know (18), so a client configured with
+        credentials learns why it cannot connect."""
+        raise errors.CommandError(
+            errors.AUTHENTICATION_FAILED,
+            "Authentication failed: the embedded server has no users; connect without credentials",
+        )
 
     async def _configure_fail_point(self, context: Any) -> dict[str, Any]:
         if context.db_name != "admin":
