@@ -14,7 +14,9 @@ function per need, and nowhere else:
   commands the engine lacks (``proxy_class``, ``request_builder``; what
   it decodes: ``integer`` for its wrapped Int64s, ``app_name`` from the
   handshake), and its per-request dispatch: to close a connection as MongoDB
-  does for a fail point (``CloseConnection`` in ``proxy_class``);
+  does for a fail point (``CloseConnection`` in ``proxy_class``), and its
+  per-connection loop: to close at once a connection whose first bytes are
+  not MongoDB's (``refuse`` in ``proxy_class``: a TLS handshake);
 - the memory engine's index-candidate step and its query plans
   (``indexed_memory_engine``, ``query_plans``): to serve ``$in``/``$nin``
   from indexes (``planner``);
@@ -35,6 +37,8 @@ and then misbehaves.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
@@ -50,6 +54,7 @@ HOOKS: tuple[tuple[str, str], ...] = (
     ("mongoeco._change_streams.hub", "ChangeStreamHub.current_offset"),
     ("mongoeco._change_streams.hub", "ChangeStreamHub.wait_for_event_async"),
     ("mongoeco.wire.proxy", "AsyncMongoEcoProxyServer._dispatch_wire_request"),
+    ("mongoeco.wire.proxy", "AsyncMongoEcoProxyServer._handle_connection"),
     ("mongoeco.wire.executor", "WireCommandExecutor._build_request_context"),
     ("mongoeco.wire.executor", "WireCommandExecutor.execute_prepared"),
     ("mongoeco.wire.executor", "WireCommandExecutor.error_document"),
@@ -174,10 +179,16 @@ def retained_changes(client: Any) -> int:
 # -- the wire proxy --------------------------------------------------------------
 
 
-def proxy_class(make_executor: Callable[[Any], Any]) -> type[Any]:
+#: A wire message's header: what ``refuse`` gets of a connection's first message.
+HEADER_BYTES = 16
+
+
+def proxy_class(make_executor: Callable[[Any], Any], refuse: Callable[[bytes, Any], bool]) -> type[Any]:
     """mongoeco's wire proxy with its command executor replaced by
-    ``make_executor(the proxy's own executor)``, and ``CloseConnection``
-    (raised by the executor) closing the client's connection unanswered."""
+    ``make_executor(the proxy's own executor)``, ``CloseConnection``
+    (raised by the executor) closing the client's connection unanswered, and
+    a connection closed at once when ``refuse(its first HEADER_BYTES, peer)``
+    (the proxy would otherwise wait for as many bytes as they announce)."""
     from mongoeco.wire import AsyncMongoEcoProxyServer
 
     class Proxy(AsyncMongoEcoProxyServer):  # type: ignore[misc]
@@ -185,6 +196,18 @@ def proxy_class(make_executor: Callable[[Any], Any]) -> type[Any]:
             super().__init__(client=client, host=host, port=port)
             self.executor = make_executor(_instance(self, "_executor"))
             self._executor = self.executor
+
+        async def _handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                head = await reader.readexactly(HEADER_BYTES)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                head = b""
+            if not head or refuse(head, writer.get_extra_info("peername")):
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+                return
+            await super()._handle_connection(_Replayed(reader, head), writer)
 
         async def _dispatch_wire_request(self, header: Any, payload: bytes, *, connection: Any) -> bytes | None:
             try:
@@ -195,6 +218,24 @@ def proxy_class(make_executor: Callable[[Any], Any]) -> type[Any]:
             return reply
 
     return Proxy
+
+
+class _Replayed:
+    """A connection's reader with the bytes already read from it in front."""
+
+    def __init__(self, reader: asyncio.StreamReader, head: bytes) -> None:
+        self._reader = reader
+        self._head = head
+
+    def at_eof(self) -> bool:
+        return not self._head and self._reader.at_eof()
+
+    async def readexactly(self, n: int) -> bytes:
+        taken, self._head = self._head[:n], self._head[n:]
+        return taken if len(taken) == n else taken + await self._reader.readexactly(n - len(taken))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
 
 
 def request_builder(executor: Any) -> Callable[..., Any]:

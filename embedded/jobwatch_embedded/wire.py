@@ -28,6 +28,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from loguru import logger
 from mongoeco import Timestamp
 
 from jobwatch_embedded import changes, commands, errors, failpoints, hooks
@@ -347,4 +348,27 @@ def _plain(value: object) -> object:
 
 def new_proxy(engine: Engine, replica_set: commands.ReplicaSet, *, host: str, port: int) -> Any:
     """mongoeco's wire proxy with ``Front`` as its executor (``proxy.executor``)."""
-    return hooks.proxy_class(lambda inner: Front(inner, engine, replica_set))(engine.client, host=host, port=port)
+    return hooks.proxy_class(lambda inner: Front(inner, engine, replica_set), refuse)(
+        engine.client, host=host, port=port
+    )
+
+
+#: The wire protocol's opcodes a client may open with: OP_MSG, OP_QUERY (a legacy hello), OP_COMPRESSED.
+OPENING_OPCODES = frozenset({2013, 2004, 2012})
+TLS_HANDSHAKE_RECORD = b"\x16\x03"
+
+
+def refuse(head: bytes, peer: object) -> bool:
+    """Whether a connection's first message header is not MongoDB's wire
+    protocol (then the server logs it and closes the connection at once:
+    the length a TLS ClientHello's bytes announce would keep it waiting for
+    bytes that never come, and the client would hang until its timeout)."""
+    opcode = int.from_bytes(head[12:16], "little")
+    if opcode in OPENING_OPCODES:
+        return False
+    if head.startswith(TLS_HANDSHAKE_RECORD):
+        cause = "a TLS handshake: this server speaks plain TCP, connect without tls=true"
+    else:
+        cause = f"not MongoDB's wire protocol (opcode {opcode})"
+    logger.bind(action="connection_refused", peer=str(peer)).warning(f"closed a connection from {peer}: {cause}")
+    return True
