@@ -23,7 +23,7 @@ function per need, and nowhere else:
 - the aggregation compiler, the expression-extension registry and the
   wire layer's value bridge: to run a change stream's pipeline on events
   (``compile_pipeline``) and evaluate operators mongoeco lacks
-  (``install``: ``$toHashedIndexKey``);
+  (``install``: ``$toHashedIndexKey``, ``$not``);
 - the engine's numeric wrappers, which an update pipeline's arithmetic
   leaves in the documents it reports: to record them as BSON's own
   (``canonical``).
@@ -378,6 +378,22 @@ def install() -> None:
 
     check()
     register_expression_operator("$toHashedIndexKey", lambda value: hashing.hashed_index_key(value, adapt=_to_bson))
+    register_expression_operator("$not", lambda value: not _truthy(_to_bson(value)))
+
+
+def _truthy(value: object) -> bool:
+    """MongoDB's truth of an expression's value: false, null, undefined,
+    missing and numeric zero are false; everything else (arrays, empty
+    strings, documents) is true."""
+    from jobwatch_embedded import hashing
+
+    if value is None or value is False or value is hashing.UNDEFINED_VALUE:
+        return False
+    if isinstance(value, Decimal128):
+        return not value.to_decimal().is_zero()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value != 0
+    return True
 
 
 def register_expression_operator(name: str, evaluate: Callable[[object], object]) -> None:
