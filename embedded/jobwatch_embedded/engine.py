@@ -74,6 +74,9 @@ class Engine:
         self._keeper: Any = None
         self._task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
+        self._stopped: asyncio.Future[BaseException] | None = None
+        self._reading = asyncio.Lock()
+        self._recorded = 0  # changes recorded since the engine's copies were last released
         self._last_marker: object = None
         self.catalog = catalog.Catalog()
         # Collections whose engine drop is part of another event (a rename's dropTarget).
@@ -87,6 +90,7 @@ class Engine:
         hooks.check_engine(self.client, self._tap)
         await self._prime_images()
         await self.catalog.prime(self.client, PRIVATE_DB)
+        self._stopped = asyncio.get_running_loop().create_future()
         self._task = asyncio.create_task(self._pump(), name="embedded-tap")
 
     async def stop(self) -> None:
@@ -103,27 +107,54 @@ class Engine:
 
     async def wait_failed(self) -> BaseException:
         """Return the tap's failure, if it ever stops: then the history is stale."""
-        assert self._task is not None
-        try:
-            await asyncio.shield(self._task)
-        except asyncio.CancelledError:
-            if self._task.cancelled():
-                return RuntimeError("the embedded change tap was cancelled")
-            raise
-        except BaseException as exc:
-            return exc
-        return RuntimeError("the embedded change tap ended")
+        assert self._stopped is not None
+        return await asyncio.shield(self._stopped)
 
     async def flush(self) -> None:
-        """Wait until every change the engine has published is in the history.
+        """Record every change the engine has published, now.
 
-        Reads the engine hub's offset and the tap cursor's (``hooks``): the
-        only exact way to know the tap has caught up.
+        The front runs this after every command, so a write is in the
+        history (and a waiting ``getMore`` woken) before the write is
+        acknowledged, as MongoDB's oplog has a write at its commit; the
+        tap's own task only catches changes made outside a command. Reads
+        the engine hub's offset and the tap cursor's (``hooks``): the only
+        exact way to know the tap has caught up.
         """
+        if self._failure is not None:
+            raise RuntimeError("the embedded change tap stopped") from self._failure
+        async with self._reading:  # one reader of the tap cursor at a time
+            try:
+                await self._record_published()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._fail(exc)
+                raise RuntimeError("the embedded change tap stopped") from exc
+
+    async def _record_published(self) -> None:
         while hooks.read_offset(self._tap) < hooks.published_offset(self.client):
-            if self._failure is not None or self._task is None or self._task.done():
-                raise RuntimeError("the embedded change tap stopped") from self._failure
-            await asyncio.sleep(0)
+            # A change is there: the cursor returns it without waiting.
+            change = await self._tap.try_next()
+            if change is None:
+                continue
+            self._record(change)
+            self._recorded += 1
+            if change["operationType"] == "invalidate":
+                # The engine closed the tap; continue right after the drop.
+                self._tap = await self.client.watch(
+                    full_document="updateLookup", max_await_time_ms=TAP_AWAIT_MS, resume_after=change["_id"]
+                )
+        if self._recorded >= RELEASE_EVERY:
+            self._release()
+            self._recorded = 0
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._failure is not None:
+            return
+        self._failure = exc
+        logger.bind(action="embedded_tap_failed", error=repr(exc)).error("embedded change tap stopped")
+        if self._stopped is not None and not self._stopped.done():
+            self._stopped.set_result(exc)
 
     def _release(self) -> None:
         """Drop the engine's copies of the changes the tap has recorded.
@@ -159,26 +190,20 @@ class Engine:
                     self._images[_image_key(db_name, coll_name, _encode({"_id": document["_id"]}))] = _encode(document)
 
     async def _pump(self) -> None:
+        """Record changes no command's ``flush`` recorded (none today: every
+        write comes through the front), woken by the engine's publication."""
         try:
-            recorded = 0
             while True:
-                change = await self._tap.try_next()
-                if change is None or recorded >= RELEASE_EVERY:
-                    self._release()
-                    recorded = 0
-                if change is None:
-                    continue
-                self._record(change)
-                recorded += 1
-                if change["operationType"] == "invalidate":
-                    # The engine closed the tap; continue right after the drop.
-                    self._tap = await self.client.watch(full_document="updateLookup", max_await_time_ms=TAP_AWAIT_MS, resume_after=change["_id"])
+                published = await hooks.wait_published(self.client, hooks.read_offset(self._tap), TAP_AWAIT_MS / 1000)
+                if published:
+                    await self.flush()
+                elif self._recorded:
+                    self._release()  # idle: hand the engine back its copies now
+                    self._recorded = 0
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:
-            self._failure = exc
-            logger.bind(action="embedded_tap_failed", error=repr(exc)).error("embedded change tap stopped")
-            raise
+        except Exception as exc:
+            self._fail(exc)
 
     def _record(self, change: dict[str, Any]) -> None:
         """Record one engine change. The engine's values are PyMongo's types,
@@ -306,7 +331,11 @@ class Engine:
 
 
 def _encode(document: Any) -> bytes:
-    return bson.encode(document, codec_options=CODEC)
+    try:
+        return bson.encode(document, codec_options=CODEC)
+    except bson.errors.InvalidDocument:
+        # The engine's own numeric types, left by an update pipeline: as BSON's.
+        return bson.encode(hooks.canonical(document), codec_options=CODEC)
 
 
 def _decode(data: bytes) -> dict[str, Any]:

@@ -12,6 +12,7 @@ BAD_VALUE = 2
 FAILED_TO_PARSE = 9
 UNAUTHORIZED = 13
 TYPE_MISMATCH = 14
+AUTHENTICATION_FAILED = 18
 ILLEGAL_OPERATION = 20
 NAMESPACE_NOT_FOUND = 26
 CURSOR_NOT_FOUND = 43
@@ -43,6 +44,7 @@ CODE_NAMES = {
     11: "UserNotFound",
     UNAUTHORIZED: "Unauthorized",
     TYPE_MISMATCH: "TypeMismatch",
+    AUTHENTICATION_FAILED: "AuthenticationFailed",
     ILLEGAL_OPERATION: "IllegalOperation",
     24: "LockTimeout",
     NAMESPACE_NOT_FOUND: "NamespaceNotFound",

@@ -8,19 +8,25 @@ function per need, and nowhere else:
 
 - the engine's change hub and a change-stream cursor's position: to know the
   history has every change the engine published (``published_offset``,
-  ``read_offset``), and to hand the engine back its copies (``release``);
+  ``read_offset``), to wait for the engine's next change without reading it
+  (``wait_published``), and to hand the engine back its copies (``release``);
 - the wire proxy's command executor and request decoding: to answer the
   commands the engine lacks (``proxy_class``, ``request_builder``; what
   it decodes: ``integer`` for its wrapped Int64s, ``app_name`` from the
   handshake), and its per-request dispatch: to close a connection as MongoDB
-  does for a fail point (``CloseConnection`` in ``proxy_class``);
+  does for a fail point (``CloseConnection`` in ``proxy_class``), and its
+  per-connection loop: to close at once a connection whose first bytes are
+  not MongoDB's (``refuse`` in ``proxy_class``: a TLS handshake);
 - the memory engine's index-candidate step and its query plans
   (``indexed_memory_engine``, ``query_plans``): to serve ``$in``/``$nin``
   from indexes (``planner``);
 - the aggregation compiler, the expression-extension registry and the
   wire layer's value bridge: to run a change stream's pipeline on events
   (``compile_pipeline``) and evaluate operators mongoeco lacks
-  (``install``: ``$toHashedIndexKey``).
+  (``install``: ``$toHashedIndexKey``, ``$not``);
+- the engine's numeric wrappers, which an update pipeline's arithmetic
+  leaves in the documents it reports: to record them as BSON's own
+  (``canonical``).
 
 The server is pinned to the mongoeco minor it was tested with (4.11).
 ``check()`` (and ``check_engine``, on the engine's objects) runs when the
@@ -31,10 +37,14 @@ and then misbehaves.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
+
+from bson import Decimal128, Int64
 
 from jobwatch_embedded.errors import CloseConnection
 
@@ -42,7 +52,9 @@ from jobwatch_embedded.errors import CloseConnection
 #: API, for ``check()``; ``check_engine`` checks what objects get at runtime.
 HOOKS: tuple[tuple[str, str], ...] = (
     ("mongoeco._change_streams.hub", "ChangeStreamHub.current_offset"),
+    ("mongoeco._change_streams.hub", "ChangeStreamHub.wait_for_event_async"),
     ("mongoeco.wire.proxy", "AsyncMongoEcoProxyServer._dispatch_wire_request"),
+    ("mongoeco.wire.proxy", "AsyncMongoEcoProxyServer._handle_connection"),
     ("mongoeco.wire.executor", "WireCommandExecutor._build_request_context"),
     ("mongoeco.wire.executor", "WireCommandExecutor.execute_prepared"),
     ("mongoeco.wire.executor", "WireCommandExecutor.error_document"),
@@ -60,6 +72,9 @@ HOOKS: tuple[tuple[str, str], ...] = (
     ("mongoeco.core.aggregation", "register_aggregation_expression_operator"),
     ("mongoeco.core.codec", "DocumentCodec"),
     ("mongoeco.core.bson_scalars", "BsonInt64"),
+    ("mongoeco.core.bson_scalars", "BsonInt32"),
+    ("mongoeco.core.bson_scalars", "BsonDouble"),
+    ("mongoeco.core.bson_scalars", "BsonDecimal128"),
     ("mongoeco.wire.bson_bridge", "encode_wire_value"),
     ("mongoeco.wire.bson_bridge", "decode_wire_value"),
 )
@@ -129,6 +144,15 @@ def read_offset(cursor: Any) -> int:
     return int(_instance(cursor, "_offset"))
 
 
+async def wait_published(client: Any, offset: int, timeout_s: float) -> bool:
+    """Wait until the engine has published a change beyond ``offset`` (True),
+    or ``timeout_s`` passed (False). Reads nothing: a cursor at ``offset``
+    still gets that change."""
+    hub = _instance(client, "_change_hub")
+    _, change = await hub.wait_for_event_async(offset, timeout_seconds=timeout_s)
+    return change is not None
+
+
 def release(client: Any, cursor: Any, readers: int) -> None:
     """Drop the engine's copies of the changes ``cursor`` has read (all but
     the last, which it resumes after), unless someone else than the server's
@@ -155,10 +179,16 @@ def retained_changes(client: Any) -> int:
 # -- the wire proxy --------------------------------------------------------------
 
 
-def proxy_class(make_executor: Callable[[Any], Any]) -> type[Any]:
+#: A wire message's header: what ``refuse`` gets of a connection's first message.
+HEADER_BYTES = 16
+
+
+def proxy_class(make_executor: Callable[[Any], Any], refuse: Callable[[bytes, Any], bool]) -> type[Any]:
     """mongoeco's wire proxy with its command executor replaced by
-    ``make_executor(the proxy's own executor)``, and ``CloseConnection``
-    (raised by the executor) closing the client's connection unanswered."""
+    ``make_executor(the proxy's own executor)``, ``CloseConnection``
+    (raised by the executor) closing the client's connection unanswered, and
+    a connection closed at once when ``refuse(its first HEADER_BYTES, peer)``
+    (the proxy would otherwise wait for as many bytes as they announce)."""
     from mongoeco.wire import AsyncMongoEcoProxyServer
 
     class Proxy(AsyncMongoEcoProxyServer):  # type: ignore[misc]
@@ -166,6 +196,18 @@ def proxy_class(make_executor: Callable[[Any], Any]) -> type[Any]:
             super().__init__(client=client, host=host, port=port)
             self.executor = make_executor(_instance(self, "_executor"))
             self._executor = self.executor
+
+        async def _handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                head = await reader.readexactly(HEADER_BYTES)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                head = b""
+            if not head or refuse(head, writer.get_extra_info("peername")):
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+                return
+            await super()._handle_connection(_Replayed(reader, head), writer)
 
         async def _dispatch_wire_request(self, header: Any, payload: bytes, *, connection: Any) -> bytes | None:
             try:
@@ -176,6 +218,24 @@ def proxy_class(make_executor: Callable[[Any], Any]) -> type[Any]:
             return reply
 
     return Proxy
+
+
+class _Replayed:
+    """A connection's reader with the bytes already read from it in front."""
+
+    def __init__(self, reader: asyncio.StreamReader, head: bytes) -> None:
+        self._reader = reader
+        self._head = head
+
+    def at_eof(self) -> bool:
+        return not self._head and self._reader.at_eof()
+
+    async def readexactly(self, n: int) -> bytes:
+        taken, self._head = self._head[:n], self._head[n:]
+        return taken if len(taken) == n else taken + await self._reader.readexactly(n - len(taken))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reader, name)
 
 
 def request_builder(executor: Any) -> Callable[..., Any]:
@@ -279,6 +339,25 @@ def compile_pipeline(pipeline: list[Document]) -> Callable[[Document], Document 
     return apply
 
 
+def canonical(value: Any) -> Any:
+    """A changed document with the engine's numeric wrappers (``$add`` in an
+    update pipeline leaves them in the document the engine reports) as the
+    BSON types they stand for: int, Int64, float, Decimal128."""
+    from mongoeco.core.bson_scalars import BsonDecimal128, BsonDouble, BsonInt32, BsonInt64
+
+    if isinstance(value, dict):
+        return {key: canonical(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [canonical(item) for item in value]
+    if isinstance(value, BsonInt64):
+        return Int64(value.value)
+    if isinstance(value, BsonInt32 | BsonDouble):
+        return value.value
+    if isinstance(value, BsonDecimal128):
+        return Decimal128(value.value)
+    return value
+
+
 def to_bson(value: Any) -> Any:
     """A value of the engine's types (or PyMongo's) in PyMongo's (bson) types."""
     from mongoeco.wire.bson_bridge import encode_wire_value
@@ -299,6 +378,22 @@ def install() -> None:
 
     check()
     register_expression_operator("$toHashedIndexKey", lambda value: hashing.hashed_index_key(value, adapt=_to_bson))
+    register_expression_operator("$not", lambda value: not _truthy(_to_bson(value)))
+
+
+def _truthy(value: object) -> bool:
+    """MongoDB's truth of an expression's value: false, null, undefined,
+    missing and numeric zero are false; everything else (arrays, empty
+    strings, documents) is true."""
+    from jobwatch_embedded import hashing
+
+    if value is None or value is False or value is hashing.UNDEFINED_VALUE:
+        return False
+    if isinstance(value, Decimal128):
+        return not value.to_decimal().is_zero()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return value != 0
+    return True
 
 
 def register_expression_operator(name: str, evaluate: Callable[[object], object]) -> None:

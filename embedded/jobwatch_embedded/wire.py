@@ -10,6 +10,8 @@ and answers what the proxy cannot, before or instead of the engine:
 - the replica-set commands and fields (``commands``): ``hello``,
   ``replSetGetStatus``, ``getParameter``, lowercase ``buildinfo``,
   ``killAllSessions``, ``collMod``, ``configureFailPoint``;
+- authentication (``saslStart``, ``saslContinue``, ``authenticate``): 18
+  ``AuthenticationFailed``, as there are no users;
 - DDL: forwarded, then what the engine does not report recorded in the
   history: ``drop`` and ``dropDatabase`` (the engine's lost sequence numbers
   absorbed), ``renameCollection``, ``create``, ``createIndexes``,
@@ -26,6 +28,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from loguru import logger
 from mongoeco import Timestamp
 
 from jobwatch_embedded import changes, commands, errors, failpoints, hooks
@@ -36,7 +39,7 @@ Handler = Callable[[Any], Awaitable[dict[str, Any]]]
 #: decodes them as a ``ping`` and the context gets the real command back.
 OWN_COMMANDS = frozenset(
     {"buildinfo", "getParameter", "replSetGetStatus", "killAllSessions", "collMod", "configureFailPoint"}
-)
+) | frozenset({"saslStart", "saslContinue", "authenticate"})
 
 
 class Front:
@@ -63,6 +66,9 @@ class Front:
             "killAllSessions": self._kill_all_sessions,
             "collMod": self._coll_mod,
             "configureFailPoint": self._configure_fail_point,
+            "saslStart": self._authenticate,
+            "saslContinue": self._authenticate,
+            "authenticate": self._authenticate,
             "create": self._create,
             "createIndexes": self._create_indexes,
             "dropIndexes": self._drop_indexes,
@@ -103,6 +109,9 @@ class Front:
 
     async def execute_prepared(self, context: Any) -> dict[str, Any]:
         reply = await self._execute(context)
+        # The command's changes are in the history before it is answered: a
+        # waiting getMore is woken now, and operationTime is the write's own.
+        await self._engine.flush()
         # A replica set member's replies carry the operation's time (what
         # startAtOperationTime and causally consistent sessions read). Not the
         # gossiped $clusterTime: drivers would send it back with every command,
@@ -215,6 +224,15 @@ class Front:
 
     async def _kill_all_sessions(self, context: Any) -> dict[str, Any]:
         return {"ok": 1.0}  # sessions hold nothing here that outlives their commands
+
+    async def _authenticate(self, context: Any) -> dict[str, Any]:
+        """The server has no users: every credential fails, as MongoDB
+        answers one it does not know (18), so a client configured with
+        credentials learns why it cannot connect."""
+        raise errors.CommandError(
+            errors.AUTHENTICATION_FAILED,
+            "Authentication failed: the embedded server has no users; connect without credentials",
+        )
 
     async def _configure_fail_point(self, context: Any) -> dict[str, Any]:
         if context.db_name != "admin":
@@ -330,4 +348,27 @@ def _plain(value: object) -> object:
 
 def new_proxy(engine: Engine, replica_set: commands.ReplicaSet, *, host: str, port: int) -> Any:
     """mongoeco's wire proxy with ``Front`` as its executor (``proxy.executor``)."""
-    return hooks.proxy_class(lambda inner: Front(inner, engine, replica_set))(engine.client, host=host, port=port)
+    return hooks.proxy_class(lambda inner: Front(inner, engine, replica_set), refuse)(
+        engine.client, host=host, port=port
+    )
+
+
+#: The wire protocol's opcodes a client may open with: OP_MSG, OP_QUERY (a legacy hello), OP_COMPRESSED.
+OPENING_OPCODES = frozenset({2013, 2004, 2012})
+TLS_HANDSHAKE_RECORD = b"\x16\x03"
+
+
+def refuse(head: bytes, peer: object) -> bool:
+    """Whether a connection's first message header is not MongoDB's wire
+    protocol (then the server logs it and closes the connection at once:
+    the length a TLS ClientHello's bytes announce would keep it waiting for
+    bytes that never come, and the client would hang until its timeout)."""
+    opcode = int.from_bytes(head[12:16], "little")
+    if opcode in OPENING_OPCODES:
+        return False
+    if head.startswith(TLS_HANDSHAKE_RECORD):
+        cause = "a TLS handshake: this server speaks plain TCP, connect without tls=true"
+    else:
+        cause = f"not MongoDB's wire protocol (opcode {opcode})"
+    logger.bind(action="connection_refused", peer=str(peer)).warning(f"closed a connection from {peer}: {cause}")
+    return True

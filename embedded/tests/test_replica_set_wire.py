@@ -83,3 +83,14 @@ def test_replica_set_option_of_the_server_process(serving: Any) -> None:
         assert mongo.admin.command("hello")["setName"] == "jobs-test"
         mongo.close()
         assert running.stop() == 0
+
+
+def test_a_client_with_credentials_gets_authentication_failed(serving: Any) -> None:
+    """The server has no users: MongoDB's answer to unknown credentials (18), not an unknown command."""
+    with serving() as running:
+        uri = running.uri.replace("mongodb://", "mongodb://someone:secret@", 1)
+        with MongoClient[dict[str, Any]](uri, serverSelectionTimeoutMS=5000) as mongo:
+            with pytest.raises(OperationFailure) as caught:
+                mongo.admin.command("ping")
+        assert caught.value.code == 18
+        assert caught.value.details is not None and caught.value.details["codeName"] == "AuthenticationFailed"

@@ -7,7 +7,10 @@ tokens, resume, errors with their codes."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import socket
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -346,3 +349,22 @@ async def test_tokens_saved_before_tokens_carried_a_time_still_resume(client: As
     resumed = await client.db.jobs.watch(resume_after=legacy, max_await_time_ms=100)
     assert (await next_event(resumed))["documentKey"] == {"_id": 2}
     await resumed.close()
+
+
+def test_a_tls_handshake_on_the_plain_port_is_closed_at_once(serving: Any) -> None:
+    """A client with tls=true: the server closes the connection instead of
+    waiting for the megabytes its first bytes announce as a message length."""
+    with serving() as running:
+        port = int(running.uri.split(":")[2].split("/")[0])
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        with socket.create_connection(("127.0.0.1", port), timeout=DEADLINE_S) as raw:
+            # A real ClientHello: what a driver with tls=true sends first.
+            hello = ssl.MemoryBIO()
+            client = context.wrap_bio(ssl.MemoryBIO(), hello, server_hostname="localhost")
+            with contextlib.suppress(ssl.SSLWantReadError):
+                client.do_handshake()
+            raw.sendall(hello.read())
+            assert raw.recv(1024) == b""  # closed by the server, not timed out (that raises)
+        with MongoClient[dict[str, Any]](running.uri) as mongo:
+            assert mongo.admin.command("ping")["ok"] == 1.0  # plain clients are served as before

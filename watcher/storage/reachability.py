@@ -252,6 +252,10 @@ async def _probe_tls(ip: str, port: int, where: str) -> str:
     except TimeoutError:
         return (f"TLS handshake with {where} got no answer: the server does not seem to speak TLS there "
                 "(tls=true in the URI)")
+    except (anyio.EndOfStream, anyio.BrokenResourceError):
+        # A plain server closing on the ClientHello, as mongod and the embedded server do.
+        return (f"TLS handshake with {where} failed (the server closed the connection): does the server speak TLS "
+                "there? (tls=true in the URI)")
     except (ssl.SSLError, OSError) as exc:
         detail = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else type(exc).__name__
         return f"TLS handshake with {where} failed ({detail}): does the server speak TLS there? (tls=true in the URI)"
