@@ -22,7 +22,7 @@ from watcher.cli import demo, exits, interrupts, simulate
 from watcher.cli.progress import Progress, keep_showing
 from watcher.decide import updates
 from watcher.intake.sweep import SweepReport
-from watcher.ops import logs, printable
+from watcher.ops import logs, printable, runtime
 from watcher.service import ConfigurationProblem, Unreachable, Watcher, check_server
 from watcher.settings import Settings
 from watcher.storage import errors, reachability, survey
@@ -167,6 +167,7 @@ async def _run(
 ) -> int:
     if settings.observe:
         logs.event("observe_mode", "WARNING", "observe mode: every decision is computed and logged, nothing is written to the jobs")
+    runtime.tune()  # a long-running process: the hot path's garbage collection (watcher.ops.runtime)
     watcher = Watcher(client, settings)
     with stopper.gracefully(watcher.request_stop):
         await watcher.run()
