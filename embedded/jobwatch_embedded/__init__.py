@@ -21,6 +21,12 @@ the watcher talks to it over the wire, as to MongoDB.
 
 from __future__ import annotations
 
+#: Changes the history keeps at least (``--history-events``).
+DEFAULT_HISTORY_EVENTS = 100_000
+#: The replica set the server presents itself as (``--replica-set``): the
+#: name MongoDB's own tutorials and most test setups use.
+DEFAULT_REPLICA_SET = "rs0"
+
 
 def available() -> bool:
     try:

@@ -18,6 +18,14 @@ Two engine behaviours shape this module (mongoeco 4.11):
   write then also gets, and that write's event is discarded;
   ``absorb_after_drop`` spends those numbers on private writes, until one
   of them is seen, so no client change is lost.
+
+The engine's internals the tap reads (its change hub's offset, its cursor's)
+are reached through ``hooks``, as every such touchpoint is.
+
+The tap also keeps the collection catalog (``catalog``): a change to a
+collection it has not seen is preceded by that collection's ``create``
+event, as MongoDB's oplog has it; with ``changeStreamPreAndPostImages`` on,
+each update, replace and delete records the document's pre-image.
 """
 
 from __future__ import annotations
@@ -29,9 +37,11 @@ from pathlib import Path
 from typing import Any
 
 import bson
+from bson.binary import UuidRepresentation
+from bson.codec_options import CodecOptions
 from loguru import logger
 
-from jobwatch_embedded import events, history
+from jobwatch_embedded import catalog, events, history, hooks
 
 PRIVATE_DB = "__jobwatch_embedded"
 ENGINE_FILE = "engine.sqlite"
@@ -46,6 +56,12 @@ ENGINE_BUFFER_EVENTS = 100_000
 MAX_ABSORB_WRITES = 100_000
 # The tap hands the engine back its copies of recorded changes in steps of this.
 RELEASE_EVERY = 1024
+# The engine's readers that are the server's own: the tap and its keeper.
+OWN_READERS = 2
+ID_INDEX = {"v": 2, "key": {"_id": 1}, "name": "_id_"}
+# The engine hands the tap standard (subtype 4) UUIDs as uuid.UUID, which BSON
+# encodes only when told how.
+CODEC: CodecOptions[Any] = CodecOptions(uuid_representation=UuidRepresentation.STANDARD)
 
 
 class Engine:
@@ -59,13 +75,18 @@ class Engine:
         self._task: asyncio.Task[None] | None = None
         self._failure: BaseException | None = None
         self._last_marker: object = None
+        self.catalog = catalog.Catalog()
+        # Collections whose engine drop is part of another event (a rename's dropTarget).
+        self._silent_drops: set[tuple[str, str]] = set()
 
     async def start(self) -> None:
         # A watcher the tap never reads keeps the engine publishing while the
         # tap reopens after a drop.
         self._keeper = await self.client[PRIVATE_DB]["keeper"].watch(max_await_time_ms=0)
         self._tap = await self.client.watch(full_document="updateLookup", max_await_time_ms=TAP_AWAIT_MS)
+        hooks.check_engine(self.client, self._tap)
         await self._prime_images()
+        await self.catalog.prime(self.client, PRIVATE_DB)
         self._task = asyncio.create_task(self._pump(), name="embedded-tap")
 
     async def stop(self) -> None:
@@ -96,11 +117,10 @@ class Engine:
     async def flush(self) -> None:
         """Wait until every change the engine has published is in the history.
 
-        Reads the engine hub's offset and the tap cursor's (private to
-        mongoeco 4.11): the only exact way to know the tap has caught up.
+        Reads the engine hub's offset and the tap cursor's (``hooks``): the
+        only exact way to know the tap has caught up.
         """
-        hub = self.client._change_hub
-        while self._tap._offset < hub.current_offset():
+        while hooks.read_offset(self._tap) < hooks.published_offset(self.client):
             if self._failure is not None or self._task is None or self._task.done():
                 raise RuntimeError("the embedded change tap stopped") from self._failure
             await asyncio.sleep(0)
@@ -114,20 +134,10 @@ class Engine:
         garbage collection scan them (with the history as dicts too, a full
         collection took 300-400 ms at 20,000 changes).
         The last recorded change stays: the tap resumes after it when it
-        reopens. Private to mongoeco 4.11, as ``flush()`` is; on another
-        layout the engine keeps its own bound and nothing is lost.
+        reopens. On another mongoeco the engine keeps its own bound and
+        nothing is lost.
         """
-        hub = self.client._change_hub
-        retained = getattr(hub, "_events", None)
-        if not isinstance(retained, list) or not isinstance(getattr(hub, "_base_offset", None), int):
-            return
-        if getattr(hub, "_watcher_count", None) != 2:
-            return  # someone besides the tap and its keeper reads the engine: keep its history
-        with hub._condition:
-            excess = self._tap._offset - 1 - hub._base_offset
-            if excess > 0:
-                del retained[:excess]
-                hub._base_offset += excess
+        hooks.release(self.client, self._tap, OWN_READERS)
 
     async def absorb_after_drop(self) -> None:
         for _ in range(MAX_ABSORB_WRITES):
@@ -146,7 +156,7 @@ class Engine:
             db = self.client[db_name]
             for coll_name in await db.list_collection_names():
                 async for document in db[coll_name].find({}):
-                    self._images[_image_key(db_name, coll_name, bson.encode({"_id": document["_id"]}))] = bson.encode(document)
+                    self._images[_image_key(db_name, coll_name, _encode({"_id": document["_id"]}))] = _encode(document)
 
     async def _pump(self) -> None:
         try:
@@ -181,49 +191,126 @@ class Engine:
             return
         if operation == "invalidate":
             self._forget(db, coll)
-            self.history.record("drop", db, coll)
+            dropped = self.catalog.drop(db, coll)
+            if (db, coll) in self._silent_drops:
+                self._silent_drops.discard((db, coll))
+                return
+            self.history.record("drop", db, coll, collection_uuid=dropped.uuid if dropped is not None else None)
             return
-        key = bson.encode(change["documentKey"])
+        collection = self.catalog.get(db, coll) or self.record_create(db, coll)
+        key = _encode(change["documentKey"])
         image_key = _image_key(db, coll, key)
+        images = collection.images
         if operation == "delete":
-            self._images.pop(image_key, None)
-            self.history.record("delete", db, coll, document_key=key)
+            before = self._images.pop(image_key, None)
+            self.history.record(
+                "delete",
+                db,
+                coll,
+                document_key=key,
+                collection_uuid=collection.uuid,
+                images=images,
+                pre_image=before if images else None,
+            )
             return
         after = change.get("fullDocument")
-        after_bson = None if after is None else bson.encode(after)
-        description = None
+        after_bson = None if after is None else _encode(after)
+        before = self._images.get(image_key) if images or operation == "update" else None
+        description = paths = None
         if operation == "update":
             # Both images decoded from BSON: values compare with the same types.
-            before = self._images.get(image_key)
-            described = events.describe_update(None if before is None else bson.decode(before), {} if after_bson is None else bson.decode(after_bson))
-            description = bson.encode(described)
+            before_document = None if before is None else _decode(before)
+            after_document = {} if after_bson is None else _decode(after_bson)
+            described, disambiguated = events.describe_update_paths(before_document, after_document)
+            description = _encode(described)
+            paths = _encode(disambiguated) if disambiguated else None
         if after_bson is not None:
             self._images[image_key] = after_bson
-        self.history.record(operation, db, coll, document_key=key, full_document=after_bson, update_description=description)
+        self.history.record(
+            operation,
+            db,
+            coll,
+            document_key=key,
+            full_document=after_bson,
+            update_description=description,
+            collection_uuid=collection.uuid,
+            images=images,
+            pre_image=before if images and operation != "insert" else None,
+            disambiguated_paths=paths,
+        )
+
+    def record_create(self, db: str, coll: str, options: dict[str, Any] | None = None) -> catalog.Collection:
+        """A collection (or view) the catalog did not know: its ``create``
+        event, as MongoDB's oplog has one before the collection's first write."""
+        options = options or {}
+        view = "viewOn" in options
+        collection = self.catalog.add(db, coll, images=catalog.images_enabled(options), view=view)
+        if view:
+            described = {"viewOn": options["viewOn"], "pipeline": options.get("pipeline", [])}
+        else:
+            described = {"idIndex": ID_INDEX}
+        self.history.record("create", db, coll, collection_uuid=collection.uuid, description=_encode(described))
+        return collection
+
+    def record_ddl(self, operation: str, db: str, coll: str, description: dict[str, Any]) -> None:
+        """An event only streams with showExpandedEvents see (createIndexes,
+        dropIndexes, modify), after the command that made it."""
+        collection = self.catalog.get(db, coll) or self.record_create(db, coll)
+        self.history.record(operation, db, coll, collection_uuid=collection.uuid, description=_encode(description))
 
     def current(self, db: str, coll: str, document_key: bytes) -> bytes | None:
         """The document as of the last recorded change (updateLookup's answer
         once ``flush()`` returned): the engine's image, without a query."""
         return self._images.get(_image_key(db, coll, document_key))
 
-    def record_rename(self, db: str, coll: str, to_db: str, to_coll: str) -> None:
+    def expect_silent_drop(self, db: str, coll: str, expected: bool = True) -> None:
+        """The engine is about to drop ``db.coll`` as part of another event
+        (MongoDB's rename with dropTarget reports one rename, no drop)."""
+        if expected:
+            self._silent_drops.add((db, coll))
+        else:
+            self._silent_drops.discard((db, coll))
+
+    def record_rename(self, db: str, coll: str, to_db: str, to_coll: str, dropped_target: bytes | None = None) -> None:
+        """``dropped_target``: the UUID of the collection ``dropTarget`` replaced."""
         prefix = _image_key(db, coll, None)
         moved = {k: v for k, v in self._images.items() if k.startswith(prefix)}
         for key, image in moved.items():
             del self._images[key]
             self._images[_image_key(to_db, to_coll, key[len(prefix) :])] = image
-        self.history.record("rename", db, coll, rename_to=(to_db, to_coll))
+        source = self.catalog.get(db, coll)
+        self.catalog.rename(db, coll, to_db, to_coll)
+        described: dict[str, Any] = {"to": {"db": to_db, "coll": to_coll}}
+        if dropped_target is not None:
+            described["dropTarget"] = bson.Binary(dropped_target, bson.binary.UUID_SUBTYPE)
+        self.history.record(
+            "rename",
+            db,
+            coll,
+            rename_to=(to_db, to_coll),
+            collection_uuid=source.uuid if source is not None else None,
+            description=_encode(described),
+        )
 
     def record_drop_database(self, db: str) -> None:
         """After the engine's own drop per collection (recorded by the tap)."""
         for key in [k for k in self._images if k.startswith(f"{db}\x00".encode())]:
             del self._images[key]
+        self.catalog.drop_database(db)
         self.history.record("dropDatabase", db, "")
 
     def _forget(self, db: str, coll: str) -> None:
         prefix = _image_key(db, coll, None)
         for key in [k for k in self._images if k.startswith(prefix)]:
             del self._images[key]
+
+
+def _encode(document: Any) -> bytes:
+    return bson.encode(document, codec_options=CODEC)
+
+
+def _decode(data: bytes) -> dict[str, Any]:
+    return bson.decode(data, codec_options=CODEC)
 
 
 def _image_key(db: str, coll: str, document_key: bytes | None) -> bytes:
@@ -235,24 +322,23 @@ def _image_key(db: str, coll: str, document_key: bytes | None) -> bytes:
 async def open_engine(data_dir: Path | None, *, max_events: int = history.DEFAULT_MAX_EVENTS) -> AsyncIterator[Engine]:
     import mongoeco
 
-    from jobwatch_embedded import hooks, planner
+    from jobwatch_embedded import planner
 
     hooks.install()
     history_ = history.History(journal_dir=data_dir, max_events=max_events)
     if data_dir is None:
         client = mongoeco.AsyncMongoClient(planner.engine(), change_stream_history_size=ENGINE_BUFFER_EVENTS)
     else:
-        from mongoeco.engines.sqlite import SQLiteEngine
+        from mongoeco.engines import SQLiteEngine
 
         client = mongoeco.AsyncMongoClient(SQLiteEngine(str(data_dir / ENGINE_FILE)), change_stream_history_size=ENGINE_BUFFER_EVENTS)
-    await client._engine.connect()
-    engine = Engine(client, history_)
     try:
-        await engine.start()
-        yield engine
+        async with client:  # connects the engine; closes the client on the way out
+            engine = Engine(client, history_)
+            try:
+                await engine.start()
+                yield engine
+            finally:
+                await engine.stop()
     finally:
-        try:
-            await engine.stop()
-        finally:
-            history_.close()
-            await client.close()
+        history_.close()

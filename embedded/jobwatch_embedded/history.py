@@ -29,17 +29,22 @@ import bson
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 
+import jobwatch_embedded
 from jobwatch_embedded import events
 
 # Journal documents keep their nested documents as BSON: entries hold bytes.
 _RAW = CodecOptions(document_class=RawBSONDocument)
 
 JOURNAL_NAME = "changes.bson"
-DEFAULT_MAX_EVENTS = 100_000
+DEFAULT_MAX_EVENTS = jobwatch_embedded.DEFAULT_HISTORY_EVENTS
 
 
 class HistoryLost(Exception):
     """The changes after a token, or after a cluster time, are not retained."""
+
+
+#: MongoDB's words for it (ChangeStreamHistoryLost).
+HISTORY_LOST_MESSAGE = "Resume of change stream was not possible, as the resume point may no longer be in the oplog."
 
 
 class History:
@@ -72,6 +77,11 @@ class History:
         full_document: bytes | None = None,
         update_description: bytes | None = None,
         rename_to: tuple[str, str] | None = None,
+        collection_uuid: bytes | None = None,
+        images: bool = False,
+        pre_image: bytes | None = None,
+        description: bytes | None = None,
+        disambiguated_paths: bytes | None = None,
     ) -> events.Entry:
         entry = events.Entry(
             sequence=self.head + 1,
@@ -84,6 +94,11 @@ class History:
             full_document=full_document,
             update_description=update_description,
             rename_to=rename_to,
+            collection_uuid=collection_uuid,
+            images=images,
+            pre_image=pre_image,
+            description=description,
+            disambiguated_paths=disambiguated_paths,
         )
         self._entries.append(entry)
         if self._file is not None:
@@ -95,21 +110,46 @@ class History:
         self._changed = asyncio.Event()
         return entry
 
+    @property
+    def last_time(self) -> tuple[int, int]:
+        """The cluster time of the last change (the start time before any)."""
+        return self._last_time
+
+    @property
+    def base(self) -> int:
+        """The last change no longer retained (0: none dropped yet)."""
+        return self._base
+
+    @property
+    def base_time(self) -> tuple[int, int]:
+        """The cluster time before which nothing is retained."""
+        return self._base_time
+
     def check_resumable(self, position: events.Position) -> None:
         if position.history_id != self.history_id or not self._base <= position.sequence <= self.head:
-            raise HistoryLost(f"resume token {position.sequence} is not in this server's retained history ({self._base}..{self.head})")
+            raise HistoryLost(HISTORY_LOST_MESSAGE)
+
+    def time_of(self, sequence: int) -> tuple[int, int]:
+        """The cluster time of the change ``sequence`` (of the oldest retained
+        point when it is gone): what a token for that position carries."""
+        if self._entries and sequence >= self._entries[0].sequence:
+            return self._entries[min(sequence, self.head) - self._entries[0].sequence].cluster_time
+        return self._base_time
 
     def sequence_at_time(self, cluster_time: tuple[int, int]) -> int:
         """The sequence to resume after so that the first change returned is at or after ``cluster_time``."""
         if cluster_time < self._base_time:
-            raise HistoryLost("startAtOperationTime is older than this server's retained history")
+            raise HistoryLost(HISTORY_LOST_MESSAGE)
         for entry in self._entries:
             if entry.cluster_time >= cluster_time:
                 return entry.sequence - 1
         return self.head
 
     def after(self, sequence: int) -> Iterator[events.Entry]:
-        """Retained changes with a sequence greater than ``sequence``, in order."""
+        """Retained changes with a sequence greater than ``sequence``, in order;
+        ``HistoryLost`` when some of them are no longer retained."""
+        if sequence < self._base:
+            raise HistoryLost(HISTORY_LOST_MESSAGE)
         if not self._entries or sequence >= self.head:
             return iter(())
         start = max(0, sequence - self._entries[0].sequence + 1)  # sequences are consecutive
@@ -204,6 +244,11 @@ def _entry_document(entry: events.Entry) -> dict[str, Any]:
         "doc": events.raw(entry.full_document),
         "desc": events.raw(entry.update_description),
         "to": list(entry.rename_to) if entry.rename_to else None,
+        "uuid": bson.Binary(entry.collection_uuid) if entry.collection_uuid is not None else None,
+        "img": entry.images,
+        "pre": events.raw(entry.pre_image),
+        "opd": events.raw(entry.description),
+        "dis": events.raw(entry.disambiguated_paths),
     }
 
 
@@ -222,6 +267,12 @@ def _entry_from(document: dict[str, Any]) -> events.Entry:
         full_document=_bytes(document["doc"]),
         update_description=_bytes(document["desc"]),
         rename_to=(rename_to[0], rename_to[1]) if rename_to else None,
+        # Journals written before these fields existed have none of them.
+        collection_uuid=bytes(document["uuid"]) if document.get("uuid") is not None else None,
+        images=bool(document.get("img", False)),
+        pre_image=_bytes(document.get("pre")),
+        description=_bytes(document.get("opd")),
+        disambiguated_paths=_bytes(document.get("dis")),
     )
 
 

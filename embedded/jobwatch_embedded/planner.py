@@ -27,48 +27,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mongoeco.core.bson_ordering import bson_equality_key
-from mongoeco.core.query_plan import AndCondition, EqualsCondition, InCondition, NotInCondition
-from mongoeco.engines import memory
-from mongoeco.engines.virtual_indexes import query_can_use_index
+from jobwatch_embedded import hooks
+
+# The engine's query plans and index helpers (its internals: through hooks).
+_plans = hooks.query_plans()
+AndCondition, EqualsCondition, InCondition, NotInCondition = (
+    _plans.AndCondition,
+    _plans.EqualsCondition,
+    _plans.InCondition,
+    _plans.NotInCondition,
+)
 
 #: Ordered index directions; text, hashed and geo indexes key documents otherwise.
 ORDERED = (1, -1)
-#: The private parts of mongoeco 4.11 this module builds on: without them
-#: (another mongoeco), ``engine()`` gives the engine as it comes, only slower.
-HOOKS = (
-    (memory.MemoryEngine, "_indexed_candidate_storage_keys_for_plan_locked"),
-    (memory, "_MemoryIndexedCandidates"),
-)
 
 
-def engine() -> memory.MemoryEngine:
-    """A memory engine that serves the shapes above from its indexes."""
-    if all(hasattr(owner, name) for owner, name in HOOKS):
-        return IndexedMemoryEngine()
-    return memory.MemoryEngine()
-
-
-class IndexedMemoryEngine(memory.MemoryEngine):
-    """mongoeco's ``MemoryEngine`` that also reads its index buckets for
-    ``$eq``/``$in``/``$nin`` of strings on an index's leading field."""
-
-    def _indexed_candidate_storage_keys_for_plan_locked(
-        self,
-        indexes: Any,
-        index_data: Any,
-        query_plan: Any,
-        *,
-        dialect: Any,
-        collation: Any,
-    ) -> Any:
-        found = super()._indexed_candidate_storage_keys_for_plan_locked(indexes, index_data, query_plan, dialect=dialect, collation=collation)
-        if found is not None or collation is not None:
-            return found
-        storage_keys = candidates(indexes, index_data, query_plan, dialect=dialect)
-        if storage_keys is None:
-            return None
-        return memory._MemoryIndexedCandidates(storage_keys)
+def engine() -> Any:
+    """A memory engine that serves the shapes above from its indexes (the
+    engine's own index-candidate step, extended through ``hooks``)."""
+    return hooks.indexed_memory_engine(candidates)
 
 
 def candidates(indexes: list[Any], index_data: dict[str, Any], query_plan: Any, *, dialect: Any) -> set[Any] | None:
@@ -85,7 +62,7 @@ def candidates(indexes: list[Any], index_data: dict[str, Any], query_plan: Any, 
             if not keys or keys[0][0] != field or any(direction not in ORDERED for _, direction in keys):
                 continue
             buckets = index_data.get(index["name"])
-            if buckets is None or not query_can_use_index(index, query_plan, dialect=dialect, collation=None):
+            if buckets is None or not _plans.query_can_use_index(index, query_plan, dialect=dialect, collation=None):
                 continue
             found: set[Any] = set()
             for key in list(buckets.keys()):
@@ -98,12 +75,13 @@ def candidates(indexes: list[Any], index_data: dict[str, Any], query_plan: Any, 
 def _leading_key_test(clause: Any) -> tuple[str, Callable[[Any], bool]] | None:
     """For a condition this module serves, its field and a test of a bucket's
     leading key: False only when no document under that key can match."""
-    if not isinstance(clause, EqualsCondition | InCondition | NotInCondition) or clause.null_matches_undefined or "." in clause.field:
+    served = isinstance(clause, EqualsCondition | InCondition | NotInCondition)
+    if not served or clause.null_matches_undefined or "." in clause.field:
         return None
     values = (clause.value,) if isinstance(clause, EqualsCondition) else clause.values
     if not all(type(value) is str for value in values):
         return None
-    named = {bson_equality_key(value) for value in values}
+    named = {_plans.bson_equality_key(value) for value in values}
 
     def string_key(key: Any) -> bool:
         return isinstance(key, tuple) and len(key) == 2 and key[0] == "str"

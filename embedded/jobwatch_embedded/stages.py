@@ -24,7 +24,6 @@ inclusion projection of ``a`` or ``a.b`` copies values whole.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from jobwatch_embedded import events
 
@@ -167,20 +166,7 @@ def _inside(value: object, fields: set[str]) -> object | None:
 
 
 def _engine(pipeline: list[events.Document]) -> Apply:
-    from mongoeco.core.aggregation import apply_pipeline
-    from mongoeco.core.aggregation.compiled_pipeline import compile_pipeline
-    from mongoeco.core.aggregation.preparation import prepare_pipeline
-    from mongoeco.core.codec import DocumentCodec
+    from jobwatch_embedded import hooks
 
-    internal = DocumentCodec.to_internal(pipeline)
-    try:
-        plan = compile_pipeline(prepare_pipeline(internal))  # type: ignore[no-untyped-call]
-    except Exception:  # the engine reports a bad stage when it runs it, as MongoDB does per event
-        plan = None
-
-    def apply(event: events.Document) -> events.Document | None:
-        event = events.materialize(event)
-        result = plan.execute([event]) if plan is not None else apply_pipeline([event], internal)
-        return DocumentCodec.to_pymongo(result[0]) if result else None
-
-    return apply
+    run = hooks.compile_pipeline(pipeline)
+    return lambda event: run(events.materialize(event))

@@ -10,12 +10,12 @@ from typing import Any
 import anyio
 import pytest
 from bson import Int64, ObjectId
+from jobwatch_embedded import hashing
 from pymongo.errors import OperationFailure
 
-from jobwatch_embedded import hashing
+from streams import DEADLINE_S
 
 PARTITIONS = 3
-DEADLINE_S = 20
 IDS: list[Any] = [0, 1, 2, 3, 4, 5, "string to hash", ObjectId("010203040506070809101112"), 42.5, Int64(7)]
 
 
@@ -32,10 +32,17 @@ def partition_of(value: object) -> int:
 async def test_queries_compute_mongodb_hashes(client: Any) -> None:
     jobs = client.db.jobs
     await jobs.insert_many([{"_id": i} for i in IDS])
-    projected = [d async for d in await jobs.aggregate([{"$project": {"h": {"$toHashedIndexKey": "$_id"}, "t": {"$type": {"$toHashedIndexKey": "$_id"}}}}])]
+    projected = [
+        d
+        async for d in await jobs.aggregate(
+            [{"$project": {"h": {"$toHashedIndexKey": "$_id"}, "t": {"$type": {"$toHashedIndexKey": "$_id"}}}}]
+        )
+    ]
     assert {repr(d["_id"]): d["h"] for d in projected} == {repr(i): hashing.hashed_index_key(i) for i in IDS}
     assert {d["t"] for d in projected} == {"long"}
-    assert next(d["h"] for d in projected if d["_id"] == "string to hash") == 763543691661428748  # MongoDB's documented example
+    assert (
+        next(d["h"] for d in projected if d["_id"] == "string to hash") == 763543691661428748
+    )  # MongoDB's documented example
     for partition in range(PARTITIONS):
         expected = sorted(repr(i) for i in IDS if partition_of(i) == partition)
         found = sorted([repr(d["_id"]) async for d in jobs.find(partition_filter("$_id", partition))])
@@ -48,7 +55,12 @@ async def test_queries_compute_mongodb_hashes(client: Any) -> None:
 
 async def test_missing_hashes_as_null_and_arity_is_checked(client: Any) -> None:
     await client.db.jobs.insert_one({"_id": 1})
-    [doc] = [d async for d in await client.db.jobs.aggregate([{"$project": {"h": {"$toHashedIndexKey": "$absent"}, "l": {"$toHashedIndexKey": ["$_id"]}}}])]
+    [doc] = [
+        d
+        async for d in await client.db.jobs.aggregate(
+            [{"$project": {"h": {"$toHashedIndexKey": "$absent"}, "l": {"$toHashedIndexKey": ["$_id"]}}}]
+        )
+    ]
     assert doc == {"_id": 1, "h": hashing.hashed_index_key(None), "l": hashing.hashed_index_key(1)}
     with pytest.raises(OperationFailure) as caught:
         await client.db.jobs.aggregate([{"$project": {"h": {"$toHashedIndexKey": [1, 2]}}}])
@@ -57,7 +69,10 @@ async def test_missing_hashes_as_null_and_arity_is_checked(client: Any) -> None:
 
 async def test_a_change_stream_partitioned_by_hashed_document_key(client: Any) -> None:
     jobs = client.db.jobs
-    streams = [await jobs.watch([{"$match": partition_filter("$documentKey._id", p)}], max_await_time_ms=100) for p in range(PARTITIONS)]
+    streams = [
+        await jobs.watch([{"$match": partition_filter("$documentKey._id", p)}], max_await_time_ms=100)
+        for p in range(PARTITIONS)
+    ]
     await jobs.insert_many([{"_id": i} for i in IDS])
     seen: list[list[str]] = []
     for partition, stream in enumerate(streams):

@@ -88,7 +88,9 @@ def test_numbers_hash_as_their_int64_whatever_their_type() -> None:
 
 def test_documents_hash_recursively_with_numbers_squashed() -> None:
     """hasher_test.cpp's RecursiveSquashingIntsAndDoubles, and the differences it keeps."""
-    assert hashing.hashed_index_key({"a": 3, "b": [3.1, {"c": 3}]}) == hashing.hashed_index_key({"a": 3.1, "b": [3, {"c": 3.0}]})
+    assert hashing.hashed_index_key({"a": 3, "b": [3.1, {"c": 3}]}) == hashing.hashed_index_key(
+        {"a": 3.1, "b": [3, {"c": 3.0}]}
+    )
     assert hashing.hashed_index_key({"0": 0, "1": 1}) != hashing.hashed_index_key([0, 1])
     assert hashing.hashed_index_key({"a": {}, "b": 1}) != hashing.hashed_index_key({"a": {"b": 1}})
     assert hashing.hashed_index_key(3) != hashing.hashed_index_key("3")

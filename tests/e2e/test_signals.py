@@ -114,3 +114,22 @@ def test_a_signal_while_the_modules_load(closed_port: int, processes: list[Proce
     assert code == EXPECTED[signum], process.lines[-5:]
     said = [line for line in process.lines if "interrupted" in line and signal.Signals(signum).name in line]
     assert said, process.lines[-5:]
+
+
+def test_sigterm_after_the_server_went_away_stops_within_the_shutdown_deadline(processes: list[Process]) -> None:
+    """A running watcher whose server died stops on SIGTERM with 0 within its
+    shutdown deadline, not after a server-selection timeout: the driver ends
+    its sessions on the server as the client closes, and a gone server would
+    hold that close for all of ``server_selection_timeout_ms`` (60 s here)."""
+    from tests.support.served import embedded_server
+
+    with embedded_server() as server:
+        argv = ["run", "--uri", server.uri, "--server-selection-timeout-ms", str(SELECTION_MS), "--log-json"]
+        process = Process([*argv, "--health-port", "0", "--shutdown-deadline-s", "5"])
+        processes.append(process)
+        process.wait_for_line('"watcher_started"')
+        server.process.kill()
+        server.process.wait(timeout=DEADLINE_S)
+    code = process.stop(signal.SIGTERM)  # within DEADLINE_S (30 s), or the test fails
+    assert code == 0, process.lines[-5:]
+    assert "watcher_stopped" in process.actions()

@@ -43,6 +43,8 @@ STUCK_AFTER_S = 600.0
 RECENTLY_GONE_S = 300.0
 #: An alive instance whose heartbeat is older than this many of its own renew intervals is shown as late.
 LATE_BEATS = 2
+#: How long closing the client may take (it tells the server to end the driver's sessions).
+CLOSE_DEADLINE_S = 2.0
 #: Documents as MongoDB's tools print them (dates, ObjectIds as $date/$oid).
 RELAXED = json_util.RELAXED_JSON_OPTIONS
 
@@ -141,8 +143,14 @@ async def _connected(
                     logs.event("uri_warning", "WARNING", logs.redacted(str(warning.message)))
         return int(await handler(client, options, settings, emit))
     finally:
-        with anyio.CancelScope(shield=True):  # closed even when a signal cancelled the command
+        # Closed even when a signal cancelled the command, and within a bound:
+        # closing ends the driver's sessions on the server, and a server that
+        # is gone would hold the exit for a whole server-selection timeout.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_DEADLINE_S) as closing:
             await client.close()
+        if closing.cancelled_caught:
+            logs.event("client_close_abandoned", "WARNING", "the server did not answer as the client closed; exiting anyway",
+                       deadline_s=CLOSE_DEADLINE_S)
 
 
 async def _warn_without_jobs(client: AsyncMongoClient[Any], settings: Settings) -> None:

@@ -81,8 +81,9 @@ async def _run(uri: str, client: AsyncMongoClient[dict[str, Any]], out: Callable
     out(f"   {_line(legacy)}")
     out("   the 5-second poller skipped it forever: its filter required collectionId != null")
 
-    # The demo's own observer: each write's post-image ("whenAvailable"; the
-    # embedded server keeps it, MongoDB needs changeStreamPreAndPostImages).
+    # The demo's own observer: each write's post-image ("whenAvailable"), which
+    # MongoDB (and the embedded server) records once the collection asks for it.
+    await db.command({"collMod": settings.jobs_collection, "changeStreamPreAndPostImages": {"enabled": True}})
     events = await jobs.watch(full_document="whenAvailable", max_await_time_ms=50)
     watcher = Watcher(client, settings)
     started = time.perf_counter()

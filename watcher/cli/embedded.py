@@ -24,3 +24,13 @@ def available() -> bool:
     import jobwatch_embedded
 
     return jobwatch_embedded.available()
+
+
+def defaults() -> tuple[int | None, str | None]:
+    """The server's defaults for ``--history-events`` and ``--replica-set``
+    (None when it is not installed: the command then says how to install it)."""
+    if importlib.util.find_spec("jobwatch_embedded") is None:
+        return None, None
+    import jobwatch_embedded
+
+    return jobwatch_embedded.DEFAULT_HISTORY_EVENTS, jobwatch_embedded.DEFAULT_REPLICA_SET

@@ -308,8 +308,12 @@ def build() -> click.Group:
 
 
 def _add_embedded_server(group: click.Group) -> None:
-    """``jobwatch embedded-server [--port P] [--data DIR]``: it is the database,
-    not a client of one, so it takes no watcher settings."""
+    """``jobwatch embedded-server [--port P] [--data DIR] [--history-events N]
+    [--replica-set NAME]``: it is the database, not a client of one, so it
+    takes no watcher settings."""
+    from watcher.cli import embedded
+
+    history_events, replica_set = embedded.defaults()
     group.add_command(click.Command(
         "embedded-server",
         callback=lambda **kwargs: Invocation("embedded-server", kwargs, {}, None, False),
@@ -320,6 +324,12 @@ def _add_embedded_server(group: click.Group) -> None:
             click.Option(["--port"], type=click.IntRange(0, 65535), default=0, show_default=True, help="TCP port on 127.0.0.1; 0 picks a free one"),
             click.Option(["--data"], type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
                          help="keep data and change history in DIR across restarts (default: in memory)"),
+            click.Option(["--history-events"], type=click.IntRange(min=1), default=history_events, show_default=True,
+                         metavar="N", help="changes the server's history keeps at least: a change stream that falls "
+                         "further behind gets 286 ChangeStreamHistoryLost (and the server logs it), as on MongoDB "
+                         "when its oplog rolls over"),
+            click.Option(["--replica-set"], default=replica_set, show_default=True, metavar="NAME",
+                         help="the replica set the server presents itself as (its only member, the primary)"),
         ],
         context_settings={"max_content_width": 100},
     ))
@@ -334,7 +344,13 @@ def _embedded_server(options: Mapping[str, Any], emit: Emit) -> int:
     from jobwatch_embedded import server
 
     logs.setup(level="WARNING")
-    return server.main(int(options["port"]), options["data"], emit)
+    return server.main(
+        int(options["port"]),
+        options["data"],
+        emit,
+        history_events=int(options["history_events"]),
+        replica_set=str(options["replica_set"]),
+    )
 
 
 def _print_version(ctx: click.Context, param: click.Parameter, value: bool) -> None:

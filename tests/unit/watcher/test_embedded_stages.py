@@ -1,6 +1,8 @@
 """The embedded server's own evaluation of change-stream stages gives, byte
-for byte, what the engine's aggregation gives, on hostile documents; shapes
-it does not know go to the engine."""
+for byte, what the engine's aggregation gives, on jobwatch's hostile job
+documents and for the watcher's own pipeline. (Which shapes go to the
+engine, and MongoDB's projection rules, are the embedded server's own
+tests: embedded/tests/test_stages.py.)"""
 
 from __future__ import annotations
 
@@ -35,13 +37,6 @@ PROJECTS = [
     {"fullDocument": True, "ns": 1},
     {"_id": 1, "updateDescription.updatedFields": 1, "fullDocument.progress": 1},
     {"clusterTime": 1, "fullDocument.collectionId": 1, "fullDocument.nothere": 1},
-]
-# Shapes the server leaves to the engine: client fields, exclusion, expressions.
-ENGINE_ONLY = [
-    [{"$match": {"fullDocument.status": "Pending"}}],
-    [{"$project": {"fullDocument": 0}}],
-    [{"$match": {"operationType": {"$nin": ["delete"]}}}],
-    [{"$addFields": {"x": 1}}],
 ]
 
 
@@ -111,25 +106,3 @@ def test_the_watchers_own_pipeline_agrees(job_types: tuple[str, ...]) -> None:
     got = apply(event)
     assert got is not None and "extra" not in got["fullDocument"]
     assert _wire_bytes(got) == _engine_answer(pipeline, event)
-
-
-@pytest.mark.parametrize("pipeline", ENGINE_ONLY)
-def test_other_shapes_go_to_the_engine(pipeline: list[dict[str, Any]]) -> None:
-    event = _event("update", {"_id": 1, "status": "Pending", "fullDocument": 1})
-    assert stages._direct(pipeline[0]) is None
-    apply = stages.compile_stages(pipeline)
-    assert apply is not None
-    got = apply(event)
-    expected = _engine_answer(pipeline, event)
-    assert (None if got is None else _wire_bytes(got)) == expected
-
-
-def test_projection_keeps_what_mongodb_keeps() -> None:
-    """MongoDB's own projection test (jstests/core/fm3.js): ``{'a.d': 1}`` on
-    ``a: [{c: ...}, {d: 2}, 'z']`` gives ``[{}, {d: 2}]``; a sub-document
-    with none of the fields stays as ``{}``; arrays inside arrays are entered."""
-    apply = stages.compile_stages([{"$project": {"fullDocument.d": 1, "ns.x": 1}}])
-    assert apply is not None
-    event = {"_id": {"_data": "t"}, "fullDocument": [{"c": {"e": 1, "f": 1}}, {"d": 2}, "z", [{"d": 3, "e": 4}]], "ns": {"db": "db"}}
-    assert apply(event) == {"_id": {"_data": "t"}, "fullDocument": [{}, {"d": 2}, [{"d": 3}]], "ns": {}}
-    assert apply({"_id": 1, "fullDocument": 5}) == {"_id": 1}

