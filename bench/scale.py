@@ -1,7 +1,7 @@
 """Scale-out: 1, 2 and 4 watcher instances sharing ``partitions=4``, the database removed.
 
-    ./dev bench scale            # 6 s windows (about 3 minutes)
-    ./dev bench scale --full     # 30 s windows, more of them (about 12 minutes)
+    ./dev bench scale            # 6 s windows (about 4 minutes)
+    ./dev bench scale --full     # 30 s windows, more of them (about 15 minutes)
 
 The server process of ``bench/paced.py`` plays the server for four
 partitions: each consumer's change event goes into the pipe of the
@@ -25,18 +25,31 @@ server start making events.
    N here (N x rate / 4), so its batches grow and its CPU per event falls:
    these windows show that N instances carry N times the load and what
    that does to the lag, not what one instance can carry.
-2. ``saturated``: the server makes events as fast as the instances read them
-   (it waits for the slowest): each instance busy, its CPU per event that
-   of a loaded watcher. Each instance's consumer events per second of its
-   own CPU time, divided by its share of the events, is the aggregate the
-   group would carry with a core per instance; the lowest over the
-   instances is ``a_core_each`` (every input measured, that figure
-   computed), and ``a_core_each_ratio`` at N over N x one instance's is the
-   figure the goal (>= 0.8) is held against. The wall-clock aggregate is
-   kept beside it: the most this machine carried, which scales only while
-   every instance and the server have a core (``saturated_can_show``).
+2. ``same_total``: N instances at the same total rate (``--total-rate``):
+   every partition's stream is the same at every N and what N changes is
+   how many processes share the work: what N processes cost in CPU, at a
+   load small enough for one instance, where batches are a few events and
+   each one wakes a process.
+3. ``saturated``: the server makes events as fast as the instances read them
+   (it waits for the slowest): every instance as busy as the machine lets
+   it be. Each instance's consumer events per second of its own CPU time,
+   divided by its share of the events, is the aggregate the group would
+   carry with a core per instance; the lowest over the instances is
+   ``a_core_each`` (every input measured, that figure computed), and
+   ``a_core_each_ratio`` at N over N x one instance's is the figure the goal
+   (>= 0.8) is held against. The wall-clock aggregate is kept beside it:
+   the most this machine carried, which scales only while every instance
+   and the server have a core (``saturated_can_show``).
 
-Windows go round robin (1, 2, 4, 1, 2, 4, ...) so a change of the
+An instance's CPU per event falls as its batches grow (more increments of
+a job coalesce into one evaluation, per-batch costs spread), and with fewer
+cores than processes the batch sizes follow the scheduling: the plot's
+right panel shows the CPU per event against the batch size, every instance
+of every window. ``a_core_each`` is computed for the same-total and
+equal-load windows too (``a_core_each_consumer_events_per_s``); there it
+is a low load's cost, not a capacity.
+
+Each kind's windows go round robin (1, 2, 4, 1, 2, 4, ...) so a change of the
 machine's load falls on every N alike; the server's CPU share is read from
 ``/proc``. With fewer cores than instances plus the server, the saturated
 wall-clock aggregate says how they share the machine, not how they scale.
@@ -64,6 +77,8 @@ INSTANCES = (1, 2, 4)
 GOAL_RATIO = 0.8
 #: Consumer events/s per instance in the equal-load windows: 4 instances and the server fit in 2 cores at 4 x this.
 PER_INSTANCE_RATE = 5_000
+#: Consumer events/s in all in the same-total windows: one instance carries it on a busy shared core.
+TOTAL_RATE = 10_000
 #: An instance not ready within this long has failed (imports on a busy machine take a few seconds).
 READY_TIMEOUT_S = 60.0
 
@@ -279,7 +294,7 @@ def plot(figures: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    fig, (ax, cost) = plt.subplots(1, 2, figsize=(12, 4.4), width_ratios=(3, 2))
     for key, label, marker in (
         ("equal_load", "equal load: read, all instances (wall clock)", "o"),
         ("saturated", "as fast as read: all instances (wall clock)", "^"),
@@ -305,6 +320,29 @@ def plot(figures: dict[str, Any], path: Path) -> None:
     ax.set_title(f"Scale-out, database removed ({figures['cpus']} cores, shared)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
+    # What the CPU per event follows: each instance's batches, whatever N (every window, every instance).
+    kinds = ("equal_load", "same_total", "saturated")
+    for n in sorted({w["instances"] for key in kinds for w in figures[key]["windows"]}):
+        rows = [
+            row
+            for key in kinds
+            for w in figures[key]["windows"]
+            if w["instances"] == n
+            for row in w["per_instance"]
+            if row["mean_batch_events"] and row["cpu_us_per_consumer_event"]
+        ]
+        cost.scatter(
+            [row["mean_batch_events"] for row in rows],
+            [row["cpu_us_per_consumer_event"] for row in rows],
+            s=14,
+            label=f"{n} instance(s)",
+        )
+    cost.set_xscale("log")
+    cost.set_xlabel("events per batch (each instance, each window)")
+    cost.set_ylabel("CPU us per consumer event")
+    cost.set_title("CPU per event against batch size")
+    cost.grid(alpha=0.3)
+    cost.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -321,17 +359,21 @@ def main() -> int:
         "--per-instance-rate", type=float, default=PER_INSTANCE_RATE,
         help=f"equal-load windows: consumer events/s per instance (default {PER_INSTANCE_RATE:,})",
     )
+    p.add_argument(
+        "--total-rate", type=float, default=TOTAL_RATE,
+        help=f"same-total windows: consumer events/s in all (default {TOTAL_RATE:,})",
+    )
     p.add_argument("--rounds", type=int, help="equal-load windows per instance count (default 2; --full 3)")
     p.add_argument(
-        "--saturated-rounds", type=int, help="as-fast-as-read windows per instance count (default 2; --full 3)"
+        "--saturated-rounds", type=int, help="as-fast-as-read windows per instance count (default 3; --full 4)"
     )
     args = p.parse_args()
     counts = [int(n) for n in args.instances.split(",")]
     window_s = args.window_s or (30.0 if args.full else 6.0)
     rounds = args.rounds or (3 if args.full else 2)
-    saturated_rounds = args.saturated_rounds or (3 if args.full else 2)
+    saturated_rounds = args.saturated_rounds or (4 if args.full else 3)
     watch = load.LoadWatch()
-    equal, saturated = [], []
+    equal, same, saturated = [], [], []
     for _ in range(rounds):
         for n in counts:
             equal.append(window(n, n * args.per_instance_rate, window_s))
@@ -345,6 +387,17 @@ def main() -> int:
                 + f"; load {w['load_avg_1m']['max']}",
                 flush=True,
             )
+    for _ in range(rounds):
+        for n in counts:
+            same.append(window(n, args.total_rate, window_s))
+            w = same[-1]
+            print(
+                f"  {n} instance(s) at {w['rate_asked']:,.0f}/s in all: {w['consumer_events_per_s']:,.0f}/s read, kept "
+                f"up {w['kept_up']}; CPU share per instance "
+                + ", ".join(str(r["cpu_share"]) for r in w["per_instance"])
+                + f"; a core each {w['a_core_each_consumer_events_per_s']}/s; load {w['load_avg_1m']['max']}",
+                flush=True,
+            )
     for _ in range(saturated_rounds):
         for n in counts:
             saturated.append(window(n, 0, window_s))
@@ -354,7 +407,7 @@ def main() -> int:
                 f"{w['instances_cpu_share']}, server {w['server_cpu_share']}; load {w['load_avg_1m']['max']}",
                 flush=True,
             )
-    equal_by_n, saturated_by_n = by_instances(equal), by_instances(saturated)
+    equal_by_n, same_by_n, saturated_by_n = by_instances(equal), by_instances(same), by_instances(saturated)
     cpus = os.cpu_count() or 1
     more = [row for n, row in saturated_by_n.items() if n != "1"]
     figures: dict[str, Any] = {
@@ -367,9 +420,11 @@ def main() -> int:
             "lag_by_partition": lag_by_partition(equal),
             "windows": equal,
         },
+        "total_rate": args.total_rate,
+        "same_total": {"by_instances": same_by_n, "windows": same},
         "saturated": {"by_instances": saturated_by_n, "windows": saturated},
-        # Held against the figure that compares across N on any machine: busy instances' CPU per event,
-        # a core each (each instance's events per CPU second over its share), >= 0.8 x N x one instance's.
+        # Held against busy instances' CPU per event, a core each (each instance's events per CPU second over
+        # its share of the events): >= 0.8 x N x one instance's.
         "goal_met": bool(more) and all((row["a_core_each_ratio"] or 0) >= GOAL_RATIO for row in more),
         "goal_basis": "saturated a_core_each_ratio",
         # The wall clock as fast as read: met only where every instance and the server had a core.
@@ -388,14 +443,16 @@ def main() -> int:
                 "the lowest, over the instances, of (its consumer events per second of its own CPU time) / (its share "
                 "of the consumer events): what N instances would carry with a core each at the CPU per event they "
                 "had; computed from measured figures, not itself measured. Held against the goal in the saturated "
-                "windows (every instance busy); in the equal-load ones each partition's rate, so its batch size, "
-                "grows with N and the figure does not compare across N"
+                "windows (every instance busy); in the equal-load and same-total ones it is a low load's cost "
+                "(batches of a few events), not a capacity"
             ),
             "a_core_each_ratio": "a_core_each_consumer_events_per_s at N over N x its value at one instance",
         },
     }
     figures["load_avg_1m"] = watch.summary()
-    for title, rows in (("equal load per instance", equal_by_n), ("as fast as read", saturated_by_n)):
+    for title, rows in (
+        ("equal load per instance", equal_by_n), ("same total", same_by_n), ("as fast as read", saturated_by_n)
+    ):
         common.table(
             ["instances", "asked/s", "read/s", "/ (N x one)", "kept up", "CPU per instance", "server CPU",
              "us per consumer event", "batch", "a core each", "/ (N x one)"],
@@ -424,6 +481,7 @@ def main() -> int:
             "partitions": PARTITIONS,
             "window_s": window_s,
             "per_instance_rate": args.per_instance_rate,
+            "total_rate": args.total_rate,
             "rounds": rounds,
             "saturated_rounds": saturated_rounds,
             "busy_jobs": paced.BUSY_JOBS,
