@@ -561,7 +561,9 @@ def _goals(docs: dict[str, dict[str, Any] | None]) -> list[str]:
         "throughput",
         lambda f: (
             f"{_n(f['cpu_us_per_consumer_event_at_goal'])} us per consumer event; kept up in "
-            f"{f['kept_up_at_goal']} of {f['windows_at_goal']} windows"
+            f"{f['kept_up_at_goal']} of {f['windows_at_goal']} windows, the process using "
+            f"{_n(min(s['process_cpu_share'] for s in f['at_goal']), 2)}-"
+            f"{_n(max(s['process_cpu_share'] for s in f['at_goal']), 2)} of a core"
         ),
         lambda f: f["goal_met"],
     )
