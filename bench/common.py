@@ -202,7 +202,7 @@ class CommandCounter(monitoring.CommandListener):
         cursor = event.reply.get("cursor") if isinstance(event.reply, Mapping) else None
         if isinstance(cursor, Mapping):
             if event.request_id in self._opening_streams:
-                self._stream_cursors.add(cursor.get("id"))
+                self._stream_cursors.add(cursor.get("id", 0))  # 0: no cursor, never a getMore's
             elif event.request_id not in self._stream_requests:
                 batch = cursor.get("firstBatch", cursor.get("nextBatch", []))
                 self.docs_returned += len(batch)

@@ -76,6 +76,7 @@ from typing import Any
 import anyio
 import bson
 from bson import ObjectId, Timestamp
+from prometheus_client import Counter
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -448,7 +449,7 @@ class PipeStore:
         return {}
 
 
-def _total(metric: Any) -> float:
+def _total(metric: Counter) -> float:
     return sum(s.value for m in metric.collect() for s in m.samples if s.name.endswith("_total"))
 
 
@@ -600,7 +601,7 @@ async def watch(
             profiler.disable()
         ended = time.monotonic()
         cpu = time.process_time() - cpu_started
-        partitions = []
+        partitions: list[dict[str, Any]] = []
         for lane, (read0, consumers0, batches0) in zip(held, before, strict=True):
             s = lane.stream
             partitions.append(

@@ -110,7 +110,8 @@ async def one_size(backend: workload.Backend, total: int, open_count: int) -> di
         watcher = Watcher(client, settings)
         result: dict[str, Any] = {"total": total, "open": open_count}
         for label, full in (("", True), ("indexed_", False)):
-            seconds, docs = [], []
+            seconds: list[float] = []
+            docs: list[int] = []
             while len(seconds) < REPEATS or (sum(seconds) < MIN_TIMED_S and len(seconds) < MAX_REPEATS):
                 counter.reset()
                 started = time.perf_counter()

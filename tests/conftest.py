@@ -42,7 +42,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+def pytest_pycollect_makeitem(collector: pytest.Module | pytest.Class, name: str, obj: object) -> None:
     # Mark coroutine tests for anyio before they are parametrized (a mark added
     # later would miss anyio's own parametrization of the backend).
     if collector.funcnamefilter(name) and inspect.iscoroutinefunction(obj):
@@ -94,7 +94,7 @@ async def mongo(mongo_server: backends.Server) -> AsyncIterator[backends.Backend
         yield backend
 
 
-def embedded_differs(reason: str) -> Any:
+def embedded_differs(reason: str) -> pytest.MarkDecorator:
     """Mark a test whose outcome depends on where the embedded engine differs
     from MongoDB; the reason is also in the table of differences of
     docs/explanation/embedded-server.md."""

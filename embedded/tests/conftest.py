@@ -32,7 +32,7 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 
 @pytest.hookimpl(tryfirst=True)
-def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+def pytest_pycollect_makeitem(collector: pytest.Module | pytest.Class, name: str, obj: object) -> None:
     # Marked before anyio parametrizes the backend (a later mark would miss it).
     if collector.funcnamefilter(name) and inspect.iscoroutinefunction(obj):
         pytest.mark.anyio(obj)

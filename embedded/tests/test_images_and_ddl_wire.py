@@ -52,8 +52,10 @@ async def test_pre_and_post_images_once_the_collection_records_them(client: Asyn
 async def test_required_images_fail_where_none_was_recorded(client: AsyncMongoClient[dict[str, Any]]) -> None:
     db = client.db
     await db.jobs.insert_one({"_id": 1})
-    for options in ({"full_document": "required"}, {"full_document_before_change": "required"}):
-        stream = await db.jobs.watch(max_await_time_ms=100, **options)
+    for full_document, before_change in (("required", None), (None, "required")):
+        stream = await db.jobs.watch(
+            max_await_time_ms=100, full_document=full_document, full_document_before_change=before_change
+        )
         await db.jobs.update_one({"_id": 1}, {"$inc": {"n": 1}})
         error = await fails(stream)
         assert error.code in (47, 51770)  # NoMatchingDocument; 51770: no pre-image was ever recorded

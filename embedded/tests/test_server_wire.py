@@ -68,7 +68,7 @@ async def test_update_lookup_gives_the_current_document(client: AsyncMongoClient
 
 async def test_match_and_project_pipelines_apply_to_events(client: AsyncMongoClient[dict[str, Any]]) -> None:
     jobs = client.db.jobs
-    pipeline = [
+    pipeline: list[dict[str, Any]] = [
         {"$match": {"operationType": "update", "updateDescription.updatedFields.status": {"$exists": True}}},
         {"$project": {"updateDescription": 1, "operationType": 1}},
     ]

@@ -63,7 +63,7 @@ def _restore_logging() -> None:
     which pytest closes afterwards: hand later tests a sink that looks up
     ``sys.stderr`` when it writes."""
     logger.remove()
-    logger.add(lambda message: sys.stderr.write(message), level="DEBUG")
+    logger.add(lambda message: print(message, end="", file=sys.stderr), level="DEBUG")
 
 
 @contextlib.contextmanager

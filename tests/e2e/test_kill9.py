@@ -115,6 +115,7 @@ def wait_position_saved(positions: Any) -> None:
 
 @pytest.fixture
 def client(server: ServerProcess) -> Iterator[MongoClient[dict[str, Any]]]:
+    connected: MongoClient[dict[str, Any]]
     with MongoClient(server.uri) as connected:
         yield connected
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,7 +57,7 @@ def http_get(port: int, path: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
+def wait_for(predicate: Callable[[], bool], what: str) -> None:
     end = time.monotonic() + DEADLINE_S
     while not predicate():
         if time.monotonic() > end:
@@ -65,7 +66,7 @@ def wait_for(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_run_stops_cleanly_on_a_signal_and_saves_its_position(cli_mongo: CliMongo, signum: int) -> None:
+def test_run_stops_cleanly_on_a_signal_and_saves_its_position(cli_mongo: CliMongo, signum: signal.Signals) -> None:
     """``jobwatch run --uri`` against a server, as a process: health and
     metrics up, the seed job completed, a signal stops it with its position saved."""
     cli_mongo.db.background_jobs.insert_one(seed_job())

@@ -71,6 +71,7 @@ def server() -> Iterator[ServerProcess]:
 
 @pytest.fixture
 def client(server: ServerProcess) -> Iterator[MongoClient[dict[str, Any]]]:
+    connected: MongoClient[dict[str, Any]]
     with MongoClient(server.uri) as connected:
         yield connected
 
@@ -260,7 +261,7 @@ def test_three_instances_split_three_partitions_and_each_event_is_read_once(
             "every job Completed",
         )
         # One marker job per partition, inserted last: once each instance read its marker, it read every earlier event.
-        markers = {}
+        markers: dict[int, dict[str, Any]] = {}
         while len(markers) < 3:
             marker = {**new_job(), "stages": {}, "jobType": "test-marker"}
             markers.setdefault(partition_of(client, marker["_id"], 3), marker)

@@ -89,7 +89,7 @@ EXPECTED = {signal.SIGINT: 130, signal.SIGTERM: 0}
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("command", ["run", "status"])
 def test_a_signal_while_the_server_cannot_be_reached(
-    closed_port: int, processes: list[Process], signum: int, command: str
+    closed_port: int, processes: list[Process], signum: signal.Signals, command: str
 ) -> None:
     uri = f"mongodb://127.0.0.1:{closed_port}/?directConnection=true"
     argv = [command, "--uri", uri, "--server-selection-timeout-ms", str(SELECTION_MS), "--log-json"]
@@ -102,7 +102,7 @@ def test_a_signal_while_the_server_cannot_be_reached(
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_signal_while_the_modules_load(closed_port: int, processes: list[Process], signum: int) -> None:
+def test_a_signal_while_the_modules_load(closed_port: int, processes: list[Process], signum: signal.Signals) -> None:
     """``-X importtime`` says when each module is loaded: once the handlers'
     module is, the handlers are installed and the heavy imports follow."""
     uri = f"mongodb://127.0.0.1:{closed_port}/?directConnection=true"

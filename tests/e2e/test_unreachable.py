@@ -60,6 +60,7 @@ def test_an_unresolvable_host(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_a_replica_set_name_mismatch_names_both_names(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
     where = host_port(cli_mongo.uri)
+    direct: MongoClient[dict[str, Any]]
     with MongoClient(f"mongodb://{where}/?directConnection=true") as direct:
         found = direct.admin.command("hello")["setName"]
     asked = f"{found}-not"

@@ -42,7 +42,7 @@ async def test_change_events_reach_the_change_source(mongo: Backend) -> None:
     try:
         await jobs.insert_one({"_id": "j1", "status": "Pending"})
         await jobs.update_one({"_id": "j1"}, {"$set": {"status": "InProgress"}})
-        seen = []
+        seen: list[tuple[str, str]] = []
         with anyio.fail_after(10):
             while len(seen) < 2:
                 for event in await stream.next_batch():

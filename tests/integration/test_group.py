@@ -18,17 +18,17 @@ from tests.support.documents import seed_job
 from tests.support.faults import Faults, FaultyClient
 from tests.support.harness import metric, running, settings_for, wait_until
 from watcher import Watcher
-from watcher.cli import commands
+from watcher.cli.commands import status as status_command
 from watcher.service import ConfigurationProblem
 from watcher.storage import survey
 
-FAST = {"lease_s": 2.0, "renew_s": 0.25}
+FAST: dict[str, Any] = {"lease_s": 2.0, "renew_s": 0.25}
 
 
 async def _status(mongo: Backend, watcher: Watcher) -> dict[str, Any]:
     positions = mongo.db.jobwatch_positions
     name = watcher.settings.watcher_name
-    return commands.status_document(
+    return status_command.status_document(
         await survey.partitions(positions, name), await survey.instances(positions, name), [], watcher.settings
     )
 

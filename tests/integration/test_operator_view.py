@@ -12,7 +12,7 @@ from bson import ObjectId
 from tests.support.backends import Backend
 from tests.support.documents import seed_job
 from tests.support.harness import running, settings_for, wait_until
-from watcher.cli import commands
+from watcher.cli.commands import status as status_command
 from watcher.storage import survey
 
 
@@ -35,7 +35,7 @@ async def test_status_judges_each_instance_by_its_own_lease_and_shows_each_parti
         members = await survey.instances(positions, watcher.settings.watcher_name)
         # Judged by the watcher's own lease (60 s), whatever the reader's settings say.
         reader = watcher.settings.model_copy(update={"lease_s": 1.0, "renew_s": 0.2})
-        status = commands.status_document(views, members, [], reader)
+        status = status_command.status_document(views, members, [], reader)
         assert status["alive"] is True and status["unheld"] == []
         [instance] = status["instances"]
         assert instance["alive"] and instance["role"] == "leader" and instance["held"] == [0]
@@ -49,7 +49,7 @@ async def test_status_judges_each_instance_by_its_own_lease_and_shows_each_parti
     # Stopped: its lease released and its heartbeat removed, nobody holds the partition.
     views = await survey.partitions(positions, watcher.settings.watcher_name)
     members = await survey.instances(positions, watcher.settings.watcher_name)
-    status = commands.status_document(views, members, [], watcher.settings)
+    status = status_command.status_document(views, members, [], watcher.settings)
     assert status["alive"] is False and status["unheld"] == [0] and status["instances"] == []
     assert status["partitions"][0]["holder"] is None and status["partitions"][0]["position_saved"] is True
 

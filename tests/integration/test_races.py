@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 from bson import ObjectId
+from pymongo.asynchronous.collection import AsyncCollection
 
 from tests.support.backends import Backend
 from tests.support.harness import completions, metric, running, settings_for, settled, wait_until
@@ -49,7 +50,7 @@ async def consumers(jobs: Any, ids: list[Any]) -> None:
                 tg.start_soon(one, job_id, stage)
 
 
-async def finished(jobs: Any, ids: list[Any]) -> bool:
+async def finished(jobs: AsyncCollection[dict[str, Any]], ids: list[Any]) -> bool:
     return await jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) == len(ids)
 
 

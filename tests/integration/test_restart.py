@@ -7,6 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
+from pymongo.asynchronous.collection import AsyncCollection
 
 from tests.support.backends import Backend
 from tests.support.documents import fresh_job
@@ -28,7 +29,7 @@ async def increment(jobs: Any, ids: list[Any], count: int) -> None:
                 await jobs.update_one({"_id": job_id}, {"$inc": {f"stages.{stage}.completedItems": 1}})
 
 
-async def all_completed(jobs: Any, ids: list[Any]) -> bool:
+async def all_completed(jobs: AsyncCollection[dict[str, Any]], ids: list[Any]) -> bool:
     return await jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) == len(ids)
 
 

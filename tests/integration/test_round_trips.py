@@ -11,6 +11,7 @@ from pymongo import AsyncMongoClient
 from tests.support.backends import Backend
 from tests.support.documents import seed_job
 from tests.support.harness import CommandLog, metric, running, settled, wait_until
+from watcher import Watcher
 
 JOBS = "background_jobs"
 
@@ -51,7 +52,7 @@ async def test_hot_path_round_trips(mongo: Backend) -> None:
         await client.close()
 
 
-async def _evaluated(watcher: Any, count: int) -> bool:
+async def _evaluated(watcher: Watcher, count: int) -> bool:
     total = sum(sample.value for family in watcher.metrics.evaluations.collect() for sample in family.samples if sample.name.endswith("_total") and sample.labels["source"] == "stream")
     return total >= count
 

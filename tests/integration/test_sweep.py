@@ -124,7 +124,7 @@ async def test_odd_shapes_never_stop_the_sweep_or_the_stream(mongo: Backend) -> 
 
     jobs = mongo.db.background_jobs
     done = {"status": "InProgress", "completedItems": 2, "totalItems": 2}
-    odd = [
+    odd: list[dict[str, Any]] = [
         {"_id": {"legacy": 1}, "status": "Pending", "stages": {"a": done}},
         {"_id": "missing-collection", "status": "Pending", "collectionId": "no-such", "stages": {"thumbnail": done}},
         {"_id": "decimal", "status": "Pending", "stages": {"a": {"completedItems": Decimal128("2"), "totalItems": Int64(2)}}},

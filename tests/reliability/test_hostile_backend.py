@@ -169,7 +169,7 @@ async def test_hostile_documents_through_the_stream_and_a_sweep(mongo: Backend, 
                 continue
             befores[key] = stored
         report = await watcher.sweep()
-        assert watcher.ready, watcher.not_ready_reason
+        assert (reason := watcher.readiness()) is None, reason
         normal = seed_job(_id=ObjectId())
         await mongo.db.background_jobs.insert_one(normal)
 
@@ -178,7 +178,7 @@ async def test_hostile_documents_through_the_stream_and_a_sweep(mongo: Backend, 
             return found is not None and found.get("status") == "Completed"
 
         await wait_until(normal_completed, what="a normal job inserted after the hostile ones to complete")
-        assert watcher.ready, watcher.not_ready_reason
+        assert (reason := watcher.readiness()) is None, reason
 
     afters = {id_key(doc["_id"]): doc async for doc in mongo.db.background_jobs.find({"_id": {"$ne": normal["_id"]}})}
     assert set(afters) == set(befores), "no hostile job may vanish or appear"

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pymongo import AsyncMongoClient, MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
 
 from watcher.cli import embedded
 from watcher.intake.source import ChangeSource, PyMongoChangeSource
@@ -66,7 +67,7 @@ class Backend:
     uri: str
 
     @property
-    def db(self) -> Any:
+    def db(self) -> AsyncDatabase[dict[str, Any]]:
         return self.client[self.db_name]
 
     @property

@@ -32,7 +32,7 @@ import bson
 from bson import Binary, Code, Decimal128, Int64, MaxKey, MinKey, ObjectId, Regex, Timestamp
 from hypothesis import strategies as st
 
-from tests.support.documents import MISSING
+from tests.support.documents import MISSING as MISSING
 from tests.support.documents import apply as apply
 from tests.support.documents import get_path as get_path
 from tests.support.documents import guard_matches as guard_matches

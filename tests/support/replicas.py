@@ -262,8 +262,8 @@ class Witness:
         for key, values in statuses.items():
             if "Completed" in values:
                 assert set(values[values.index("Completed") :]) == {"Completed"}, (key, values)
-        for key, values in counters.items():
-            assert values == sorted(values), (key, values)
+        for key, counts in counters.items():
+            assert counts == sorted(counts), (key, counts)
 
     def saved_tokens(self, doc_id: str = "default") -> list[tuple[str, Any]]:
         """Every token saved in ``doc_id``, in order, with the term that saved it."""
@@ -409,7 +409,7 @@ def takeover_trials(
             leader = new_leader
             standby = replacement if new_leader is standby else standby
             wait(
-                lambda ids=ids: jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) == len(ids),
+                lambda: jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) == len(ids),
                 f"trial {trial}: every job Completed",
             )
             wait(standby.ready, "the new standby to join")

@@ -471,7 +471,7 @@ class Elector:
         logs.event(
             "leadership_acquired",
             "INFO",
-            "took the partition's lease: streaming from its saved position",
+            "took the partition's lease: it streams from the partition's saved position, or from now after a sweep",
             partition=grant.partition,
             term=grant.term,
             vacant_s=None if grant.vacant_s is None else round(grant.vacant_s, 3),

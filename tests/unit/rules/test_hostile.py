@@ -150,7 +150,7 @@ def test_collection_counts_of_any_shape_are_no_evidence_unless_numbers() -> None
 
 
 def test_a_fractional_total_never_completes_early() -> None:
-    doc = {"_id": 1, "status": "Pending", "stages": {"a": {"completedItems": 131, "totalItems": 131.5}}}
+    doc: dict[str, Any] = {"_id": 1, "status": "Pending", "stages": {"a": {"completedItems": 131, "totalItems": 131.5}}}
     assert not check_one(doc, None).completed_stages
     doc["stages"]["a"]["completedItems"] = 131.9
     assert not check_one(doc, None).completed_stages

@@ -129,6 +129,7 @@ def test_failed_or_cancelled_stage_is_kept_and_blocks_the_job(explicit: str) -> 
 
 
 def test_job_without_stages_never_completes() -> None:
+    stages: dict[str, object] | None
     for stages in ({}, None):
         doc = {"_id": 1, "status": "Pending", "stages": stages}
         assert rules.evaluate(doc).outcome is Outcome.UNCHANGED
