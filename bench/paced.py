@@ -1,30 +1,43 @@
 """The watcher alone: its own stream reader and dispatcher, the database removed.
 
+    ./dev bench paced --rate 25000 --window-s 5 --repeats 3     # CPU per event, window by window
+    ./dev bench paced --rate 25000 --profile /tmp/paced.prof     # the same under cProfile (pstats file)
+
 With a database in the loop a rate says how fast the database and the
 consumers go, not how fast the watcher can go. Here the product's hot path
 (``watcher.group.pipeline.hot_path``: ``StreamReader``, ``JobQueue``,
 ``Dispatcher``, path A's ``CounterWatch``, the rules, the progress budget,
 update building, metrics, its long-lived workers) runs exactly as
-``Watcher`` wires it; only the server is replaced, by a process of its own
-that plays it over two pipes:
+``Watcher`` wires it, one per partition held, in a process set up as
+``jobwatch run`` sets up its own (``watcher.ops.runtime``); only the server
+is replaced, by a process of its own that plays it over two pipes per
+partition:
 
 - it keeps the jobs' documents, applies the consumers' increments at the
   asked rate (each due at ``start + n / rate``; rate 0: as fast as they are
-  read) and writes each change event, BSON-encoded as a server sends it,
-  into the watcher's pipe. A read takes everything the pipe holds (up to
-  1 MiB, what a ``getMore`` would have ready), decodes it as the driver
-  decodes a reply (``bson.decode_all``) and hands it over as one batch; with
-  nothing there it waits up to max-await, like a ``getMore``;
+  read) and writes each change event, BSON-encoded as a server sends it and
+  projected as the watcher's stream pipeline asks (its ``$project``), into
+  the pipe of the event's partition: with ``partitions`` P > 1, partition k
+  gets the events whose ``documentKey._id`` hashes to k, as the partition's
+  ``$match`` on ``$toHashedIndexKey`` selects them on MongoDB (the hash
+  computed as MongoDB computes it). The events go in frames, a length and
+  then the documents, as a reply carries a batch; a read takes everything
+  the pipe holds (up to 1 MiB, what a ``getMore`` would have ready), decodes
+  the complete frames' documents as the driver decodes a reply
+  (``bson.decode_all``) and hands them over as one batch; with nothing
+  there it waits up to max-await, like a ``getMore``;
 - every guarded update the watcher makes is encoded and written to the
-  server's pipe (one write call, as a driver sends it) and answered
-  "matched" after one trip through the event loop; the server applies it
-  and its change event comes back to the watcher with the others, as the
-  watcher's own writes do on MongoDB.
+  server's pipe of that partition (one write call, as a driver sends it)
+  and answered "matched" after one trip through the event loop; the server
+  applies it and its change event comes back to the watcher with the
+  others, as the watcher's own writes do on MongoDB.
 
-The server's work (documents, events, encoding) costs the watcher's process
-nothing; reading, decoding, deciding and sending its writes are the
+The server's work (documents, events, encoding, hashing) costs the watcher's
+process nothing; reading, decoding, deciding and sending its writes are the
 watcher's, and are counted: CPU is this process's (``time.process_time``),
-the watcher's on one core.
+the watcher's on one core. Each event's token says how many of the
+consumers' events the partition's stream has carried up to it, so counting
+them costs the watcher nothing per event.
 
 The events: a mix of jobs that receive many increments (``busy``: two stages
 of ``items`` items, round-robin over ``busy_jobs`` jobs, so their events
@@ -36,6 +49,9 @@ The server falls behind its schedule exactly when the watcher does (the
 pipe fills and the server waits): the backlog is the consumers' events due
 minus those read, and "kept up" means read >= 95 % of due over the window
 and the backlog not growing over its second half.
+
+``bench/scale.py`` runs the same server with the watcher's partitions
+spread over several processes (``watch`` in each).
 """
 
 from __future__ import annotations
@@ -45,13 +61,16 @@ import contextlib
 import cProfile
 import datetime as dt
 import fcntl
+import json
 import os
 import random
 import select
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -62,51 +81,111 @@ from prometheus_client import Counter
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench import load  # noqa: E402
+from bench import common, load  # noqa: E402
+from watcher.group.pipeline import HotPath, hot_path  # noqa: E402
+from watcher.intake import stream as intake_stream  # noqa: E402
+from watcher.ops import runtime  # noqa: E402
 from watcher.ops.metrics import Metrics  # noqa: E402
-from watcher.group.pipeline import hot_path  # noqa: E402
 from watcher.settings import Settings  # noqa: E402
 from watcher.storage import backoff  # noqa: E402
+from watcher.storage.partitions import Slice  # noqa: E402
 from watcher.storage.position import Token  # noqa: E402
 
 #: What one read takes at most: about what a getMore has ready at these rates.
 READ_BYTES = 1 << 20
+#: The server sends what it has once this much is waiting for a partition (one frame)...
+FRAME_BYTES = 1 << 16
+#: ...and stops making events while a partition's pipe has this much it could not take.
+HELD_BYTES = 1 << 20
 F_SETPIPE_SZ = 1031  # fcntl on Linux: grow the pipe, so a batch can be as large as a read
 KEEP_UP_RATIO = 0.95
 BUSY_JOBS = 100
 ITEMS = 60
 SINGLE_SHARE = 0.5
-#: Whose write an event is (the first character of its token).
-CONSUMER, WATCHER = "c", "w"
+#: The token's two counters, in hex: events the server made, and consumers' events of the partition up to this one.
+TOKEN_DIGITS = 16
 
 
 # -- the server's side (runs in its own process) ----------------------------
 
 
+def projection(pipeline: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The paths the stream's ``$project`` keeps (the server applies it)."""
+    for stage in pipeline:
+        if "$project" in stage:
+            return [path for path, keep in stage["$project"].items() if keep]
+    raise ValueError("the stream's pipeline has no $project")
+
+
+class Projection:
+    """An inclusion ``$project`` of top-level and one-level dotted paths, in
+    the document's own field order, ``_id`` always kept (as MongoDB does)."""
+
+    def __init__(self, keep: Iterable[str]) -> None:
+        self._whole: set[str] = {"_id"}
+        self._inner: dict[str, set[str]] = {}
+        for path in keep:
+            head, _, rest = path.partition(".")
+            if rest:
+                self._inner.setdefault(head, set()).add(rest)
+            else:
+                self._whole.add(head)
+
+    def __call__(self, doc: Mapping[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in doc.items():
+            if name in self._whole:
+                out[name] = value
+            elif name in self._inner and isinstance(value, Mapping):
+                inner = self._inner[name]
+                out[name] = {k: v for k, v in value.items() if k in inner}
+        return out
+
+
+def partition_of(job_id: Any, partitions: int) -> int:
+    """The partition the stream's ``$match`` puts ``job_id`` in: ``$abs`` of
+    ``$mod`` (which keeps the dividend's sign) of ``$toHashedIndexKey``."""
+    if partitions == 1:
+        return 0
+    from jobwatch_embedded.hashing import hashed_index_key  # MongoDB's hash, bit for bit
+
+    return abs(hashed_index_key(job_id)) % partitions
+
+
 class Jobs:
     """The server's documents (projected to what the watcher's pipeline
-    keeps) and the change events their writes cause."""
+    keeps) and the change events their writes cause, each with the
+    partition whose stream carries it."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, partitions: int = 1, keep: Iterable[str] | None = None) -> None:
         self.docs: dict[ObjectId, dict[str, Any]] = {}
+        self.partitions = partitions
+        self._partition: dict[ObjectId, int] = {}
+        self._project = Projection(keep) if keep is not None else None
         self._n = 0
+        self.consumer_events = [0] * partitions
 
-    def _event(self, operation: str, job_id: ObjectId, kind: str = CONSUMER) -> dict[str, Any]:
+    def _event(self, operation: str, job_id: ObjectId, *, consumer: bool = True) -> tuple[int, dict[str, Any]]:
         self._n += 1
+        k = self._partition[job_id]
+        if consumer:
+            self.consumer_events[k] += 1
         doc = self.docs[job_id]
         now = time.time()
-        return {
-            "_id": {"_data": f"{kind}{self._n:015x}"},  # the kind only tells the benchmark whose write it was
+        event = {
+            "_id": {"_data": f"{self._n:0{TOKEN_DIGITS}x}{self.consumer_events[k]:0{TOKEN_DIGITS}x}"},
             "operationType": operation,
             "clusterTime": Timestamp(int(now), self._n % 4_000_000_000 + 1),
             "wallTime": dt.datetime.fromtimestamp(now, dt.UTC),
             "documentKey": {"_id": job_id},
             "fullDocument": {**doc, "stages": {name: dict(stage) for name, stage in doc["stages"].items()}},
         }
+        return k, event if self._project is None else self._project(event)
 
-    def insert(self, job_id: ObjectId, stages: Mapping[str, int]) -> dict[str, Any]:
+    def insert(self, job_id: ObjectId, stages: Mapping[str, int]) -> tuple[int, dict[str, Any]]:
         """A new job (stage -> items). Three in ten are legacy jobs without a
         collection, as ``jobwatch simulate`` makes them."""
+        self._partition[job_id] = partition_of(job_id, self.partitions)
         self.docs[job_id] = {
             "_id": job_id,
             "jobType": "resume-collection",
@@ -122,11 +201,11 @@ class Jobs:
         }
         return self._event("insert", job_id)
 
-    def inc(self, job_id: ObjectId, stage: str) -> dict[str, Any]:
+    def inc(self, job_id: ObjectId, stage: str) -> tuple[int, dict[str, Any]]:
         self.docs[job_id]["stages"][stage]["completedItems"] += 1
         return self._event("update", job_id)
 
-    def write(self, job_id: ObjectId, update: Mapping[str, Mapping[str, Any]]) -> dict[str, Any] | None:
+    def write(self, job_id: ObjectId, update: Mapping[str, Mapping[str, Any]]) -> tuple[int, dict[str, Any]] | None:
         """The watcher's update ($set, $max, $currentDate on top-level and
         ``stages.<name>.<field>`` paths), answered "matched" already."""
         doc = self.docs.get(job_id)
@@ -146,16 +225,17 @@ class Jobs:
                 elif operator == "$max" and isinstance(target.get(leaf), int | float) and target[leaf] >= value:
                     continue
                 target[leaf] = value
-        event = self._event("update", job_id, WATCHER)
+        event = self._event("update", job_id, consumer=False)
         if doc.get("status") == "Completed":
             del self.docs[job_id]  # nobody writes to it again
+            del self._partition[job_id]
         return event
 
 
 def consumers(
     jobs: Jobs, *, single_share: float = SINGLE_SHARE, busy_jobs: int = BUSY_JOBS, items: int = ITEMS, seed: int = 7
-) -> Iterator[dict[str, Any]]:
-    """The consumers' change events, forever."""
+) -> Iterator[tuple[int, dict[str, Any]]]:
+    """The consumers' change events (partition, event), forever."""
     rng = random.Random(seed)
     busy: list[list[Any]] = [[ObjectId(), 0, 0] for _ in range(busy_jobs)]  # id, thumbnail done, cache done
     slot = 0
@@ -176,38 +256,77 @@ def consumers(
         slot = (slot + 1) % busy_jobs
 
 
-def serve(rate: float, start: float, single_share: float, busy_jobs: int, items: int) -> None:
-    """Play the server: consumers' events on schedule into stdout (rate 0: as
-    fast as they are read), and each write the watcher sends on stdin
-    applied, its event after them."""
-    out, inp = sys.stdout.buffer.fileno(), sys.stdin.buffer.fileno()
-    os.set_blocking(inp, False)
-    jobs = Jobs()
-    events = consumers(jobs, single_share=single_share, busy_jobs=busy_jobs, items=items)
-    pending, requests = bytearray(), b""
+@dataclass
+class Feed:
+    """What the server process is told: the consumers' pace and mix, the
+    watcher's projection and, per partition, the file descriptors of its
+    two pipes (events out, the watcher's writes in)."""
+
+    rate: float
+    start: float  # CLOCK_MONOTONIC, the machine's: the same in every process
+    keep: list[str]
+    events_fds: list[int]
+    requests_fds: list[int]
+    single_share: float = SINGLE_SHARE
+    busy_jobs: int = BUSY_JOBS
+    items: int = ITEMS
+
+
+def serve(feed: Feed) -> None:
+    """Play the server: consumers' events on schedule into each partition's
+    pipe (rate 0: as fast as they are read), and each write the watcher
+    sends applied, its event after them."""
+    outs, ins = feed.events_fds, feed.requests_fds
+    for fd in (*outs, *ins):
+        os.set_blocking(fd, False)
+    jobs = Jobs(partitions=len(outs), keep=feed.keep)
+    events = consumers(jobs, single_share=feed.single_share, busy_jobs=feed.busy_jobs, items=feed.items)
+    pending = [bytearray() for _ in outs]  # events not yet framed
+    unsent = [bytearray() for _ in outs]  # frames the pipe has not taken yet
+    requests = [b""] * len(ins)
+    rate, start = feed.rate, feed.start
     n = 0
-    while True:
-        if n % 32 == 0 or pending == b"":
+
+    def take_requests() -> None:
+        for j, fd in enumerate(ins):
             with contextlib.suppress(BlockingIOError):
-                requests += os.read(inp, READ_BYTES)
-            documents, requests = _complete(requests)
+                requests[j] += os.read(fd, READ_BYTES)
+            documents, requests[j] = _complete(requests[j])
             for request in bson.decode_all(documents):
                 echo = jobs.write(request["_id"], request["u"])
                 if echo is not None:
-                    pending += bson.encode(echo)
+                    pending[echo[0]] += bson.encode(echo[1])
+
+    def send(k: int) -> None:
+        if pending[k]:
+            unsent[k] += (len(pending[k]) + 4).to_bytes(4, "little") + pending[k]
+            pending[k].clear()
+        if unsent[k]:
+            with contextlib.suppress(BlockingIOError):
+                del unsent[k][: os.write(outs[k], unsent[k])]
+
+    while True:
+        if n % 32 == 0 or not any(pending):
+            take_requests()
         if rate > 0:
             ahead_s = start + n / rate - time.monotonic()
             if ahead_s > 0:
-                if pending:
-                    os.write(out, pending)
-                    pending.clear()
-                select.select([inp], [], [], ahead_s)  # a write may come meanwhile
+                for k in range(len(outs)):
+                    send(k)
+                waiting = [outs[k] for k in range(len(outs)) if unsent[k]]
+                select.select(ins, waiting, [], ahead_s)  # a write may come meanwhile
                 continue
-        pending += bson.encode(next(events))
+        k, event = next(events)
+        pending[k] += bson.encode(event)
         n += 1
-        if len(pending) >= 1 << 16:  # a full pipe blocks here: the server waits for its reader
-            os.write(out, pending)
-            pending.clear()
+        if len(pending[k]) >= FRAME_BYTES:
+            send(k)
+        while any(len(u) >= HELD_BYTES for u in unsent):  # the server waits for its slowest reader
+            full = [outs[j] for j in range(len(outs)) if len(unsent[j]) >= HELD_BYTES]
+            select.select(ins, full, [])
+            take_requests()
+            for j in range(len(outs)):
+                send(j)
 
 
 def _complete(data: bytes) -> tuple[bytes, bytes]:
@@ -218,11 +337,20 @@ def _complete(data: bytes) -> tuple[bytes, bytes]:
     return data[:end], data[end:]
 
 
+def _frames(data: bytes) -> tuple[bytes, bytes]:
+    """The documents of the complete frames at the start of ``data``, and the rest."""
+    parts, end = [], 0
+    while end + 4 <= len(data) and end + (size := int.from_bytes(data[end : end + 4], "little")) <= len(data):
+        parts.append(data[end + 4 : end + size])
+        end += size
+    return b"".join(parts), data[end:]
+
+
 # -- the watcher's side ------------------------------------------------------
 
 
 class PipeStream:
-    """Batches read from the server process's pipe."""
+    """Batches read from one partition's events pipe."""
 
     def __init__(self, fd: int, max_await_ms: int) -> None:
         self._fd = fd
@@ -230,7 +358,7 @@ class PipeStream:
         self._rest = b""
         self._token: Token | None = None
         self.read = 0  # events, the watcher's own writes' too
-        self.consumers = 0  # events of the consumers' writes
+        self.consumers = 0  # events of the consumers' writes (the server's count, in the last token)
         self.batches = 0
         self.largest = 0
 
@@ -241,12 +369,12 @@ class PipeStream:
             data = self._rest + os.read(self._fd, READ_BYTES)
         except BlockingIOError:
             return ()
-        documents, self._rest = _complete(data)
+        documents, self._rest = _frames(data)
         batch = bson.decode_all(documents)
         if batch:
             self._token = batch[-1]["_id"]
             self.read += len(batch)
-            self.consumers += sum(1 for event in batch if event["_id"]["_data"][0] == CONSUMER)
+            self.consumers = int(self._token["_data"][TOKEN_DIGITS:], 16)
             self.batches += 1
             self.largest = max(self.largest, len(batch))
         return batch
@@ -260,15 +388,34 @@ class PipeStream:
 
 
 class PipeSource:
-    def __init__(self, fd: int) -> None:
+    """One partition's stream: checks that the watcher asks for what the
+    server plays (its projection, its partition's ``$match``)."""
+
+    def __init__(self, fd: int, keep: Sequence[str], partition: Slice) -> None:
         self._fd = fd
+        self._keep = list(keep)
+        self._partition = partition
         self.stream: PipeStream | None = None
 
     async def open(
         self, pipeline: Sequence[Mapping[str, Any]], *, resume_after: Token | None, max_await_ms: int
     ) -> PipeStream:
+        if projection(pipeline) != self._keep:
+            raise RuntimeError("the watcher's $project is not what the server process was told to apply")
+        mine = self._partition.match("$documentKey._id")
+        if mine is not None and not any(mine == condition for condition in _conditions(pipeline)):
+            raise RuntimeError(f"the watcher's stream does not select partition {self._partition}")
         self.stream = PipeStream(self._fd, max_await_ms)
         return self.stream
+
+
+def _conditions(pipeline: Sequence[Mapping[str, Any]]) -> Iterator[Any]:
+    """Every ``$expr`` in the pipeline's ``$match`` stages (one level of ``$or``)."""
+    for stage in pipeline:
+        match = stage.get("$match", {})
+        for clause in [match, *match.get("$or", [])]:
+            if "$expr" in clause:
+                yield clause["$expr"]
 
 
 class PipeStore:
@@ -306,6 +453,218 @@ def _total(metric: Counter) -> float:
     return sum(s.value for m in metric.collect() for s in m.samples if s.name.endswith("_total"))
 
 
+def keep(settings: Settings) -> list[str]:
+    """What the watcher's stream keeps of each event (the server projects to it)."""
+    return projection(intake_stream.pipeline(settings))
+
+
+@dataclass
+class Pipes:
+    """The pipes of ``partitions`` partitions: the server's ends and the watcher's."""
+
+    partitions: int
+    events: list[tuple[int, int]] = field(default_factory=list)  # (watcher reads, server writes)
+    requests: list[tuple[int, int]] = field(default_factory=list)  # (server reads, watcher writes)
+    _open: set[int] = field(default_factory=set)  # closed once only: a number closed is soon another file's
+
+    @classmethod
+    def make(cls, partitions: int) -> Pipes:
+        pipes = cls(partitions)
+        for _ in range(partitions):
+            pipes.events.append(os.pipe())
+            pipes.requests.append(os.pipe())
+        for fd in (*(w for _, w in pipes.events), *(w for _, w in pipes.requests)):
+            with contextlib.suppress(OSError):  # else the default pipe: smaller batches, the same events
+                fcntl.fcntl(fd, F_SETPIPE_SZ, READ_BYTES)
+        pipes._open = {fd for pair in (*pipes.events, *pipes.requests) for fd in pair}
+        return pipes
+
+    def server_fds(self) -> tuple[list[int], list[int]]:
+        return [w for _, w in self.events], [r for r, _ in self.requests]
+
+    def watcher_fds(self, k: int) -> tuple[int, int]:
+        return self.events[k][0], self.requests[k][1]
+
+    def close(self, fds: Iterable[int] | None = None) -> None:
+        """Close this side's copies of ``fds`` (default: every one still open here)."""
+        for fd in sorted(self._open) if fds is None else list(fds):
+            if fd in self._open:
+                self._open.discard(fd)
+                os.close(fd)
+
+
+def start_server(
+    pipes: Pipes,
+    rate: float,
+    start: float,
+    keep: list[str],
+    *,
+    single_share: float = SINGLE_SHARE,
+    busy_jobs: int = BUSY_JOBS,
+    items: int = ITEMS,
+) -> subprocess.Popen[bytes]:
+    """The server process (it holds its ends of ``pipes``; close them here after)."""
+    outs, ins = pipes.server_fds()
+    feed = Feed(rate, start, keep, outs, ins, single_share=single_share, busy_jobs=busy_jobs, items=items)
+    return subprocess.Popen(
+        [sys.executable, os.path.abspath(__file__), "--serve", json.dumps(feed.__dict__)], pass_fds=(*outs, *ins)
+    )
+
+
+def cpu_s(pid: int) -> float:
+    """A process's CPU seconds so far (user + system, from /proc)."""
+    fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Lane:
+    """One partition's hot path, reading its pipe, with a registry of its own
+    (so its event lag can be read per partition; the service shares one
+    registry per instance: the same calls)."""
+
+    index: int
+    source: PipeSource
+    store: PipeStore
+    path: HotPath
+    metrics: Metrics
+
+    @property
+    def stream(self) -> PipeStream:
+        assert self.source.stream is not None
+        return self.source.stream
+
+
+def lanes(settings: Settings, partitions: int, fds: Mapping[int, tuple[int, int]]) -> list[Lane]:
+    """The hot paths of the partitions in ``fds`` (partition -> its events and requests pipes)."""
+    out = []
+    for k, (events_fd, requests_fd) in sorted(fds.items()):
+        os.set_blocking(events_fd, False)
+        os.set_blocking(requests_fd, False)
+        part = Slice.of(partitions, k)
+        source = PipeSource(events_fd, keep(settings), part)
+        store = PipeStore(requests_fd)
+        metrics = Metrics()
+        stream_backoff = backoff.Backoff(base_s=0.5, max_s=30)
+        path = hot_path(settings, store, source, metrics, stream_backoff=stream_backoff, partition=part)
+        out.append(Lane(k, source, store, path, metrics))
+    return out
+
+
+async def watch(
+    held: list[Lane],
+    start: float,
+    window_s: float,
+    *,
+    rate: float | None = None,
+    profiler: cProfile.Profile | None = None,
+    on_sample: Callable[[int], None] | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Run ``held``'s hot paths; from ``start`` measure ``window_s`` (or
+    until ``stop_after`` consumer events were read); ``rate``: the consumer
+    events due per second to these lanes (None: unknown here, no backlog
+    judged); ``on_sample(events_read)`` about every 0.1 s."""
+    samples: list[tuple[float, float]] = []
+    watch = load.LoadWatch()
+    async with anyio.create_task_group() as tg:
+        for lane in held:
+            tg.start_soon(lane.path.dispatcher.run)
+            tg.start_soon(lane.path.reader.consume, await lane.path.reader.open(None))
+        await anyio.sleep(max(start - time.monotonic(), 0))
+        started, cpu_started = time.monotonic(), time.process_time()
+        before = [(lane.stream.read, lane.stream.consumers, lane.stream.batches) for lane in held]
+
+        def served() -> int:
+            return sum(lane.stream.consumers - b[1] for lane, b in zip(held, before, strict=True))
+
+        if profiler is not None:
+            profiler.enable()
+        ticks = 0
+        while (now := time.monotonic()) < started + window_s:
+            await anyio.sleep(min(0.1, started + window_s - now))
+            now, ticks = time.monotonic(), ticks + 1
+            count = served()
+            if on_sample is not None:
+                on_sample(count)
+            if stop_after is not None and count >= stop_after:
+                break
+            if ticks % 5:
+                continue
+            due = (now - started) * rate if rate else count
+            samples.append((now - started, due - count))
+            for lane in held:
+                lane.path.queue.advance(now)  # the position keeper's call, twice a second here
+            if len(samples) % 10 == 0:
+                watch.sample()
+        if profiler is not None:
+            profiler.disable()
+        ended = time.monotonic()
+        cpu = time.process_time() - cpu_started
+        partitions: list[dict[str, Any]] = []
+        for lane, (read0, consumers0, batches0) in zip(held, before, strict=True):
+            s = lane.stream
+            partitions.append(
+                {
+                    "partition": lane.index,
+                    "events_read": s.consumers - consumers0,
+                    "events_with_own_writes": s.read - read0,
+                    "batches_read": s.batches - batches0,
+                    "largest_batch_events": s.largest,
+                    "writes": lane.store.writes,
+                    "pending_jobs_at_end": lane.path.queue.pending_jobs,
+                    "event_lag_ms": histogram_ms(lane.metrics, "jobwatch_event_lag_seconds"),
+                }
+            )
+        tg.cancel_scope.cancel()
+    elapsed = ended - started
+    read = sum(p["events_with_own_writes"] for p in partitions)
+    count = sum(p["events_read"] for p in partitions)
+    batches = sum(p["batches_read"] for p in partitions)
+    due = elapsed * rate if rate else count
+    half = [b for b in samples if b[0] >= elapsed / 2]
+    growth_per_s = (
+        (half[-1][1] - half[0][1]) / (half[-1][0] - half[0][0]) if len(half) >= 2 and half[-1][0] > half[0][0] else 0.0
+    )
+    handled_ratio = count / due if due else 1.0
+    growing = bool(rate) and growth_per_s > 0.05 * (rate or 0)
+    evaluations = sum(_total(lane.metrics.evaluations) for lane in held)
+    events = sum(_total(lane.metrics.events) for lane in held)
+    return {
+        "rate_asked": rate,
+        "rate_achieved": round(count / elapsed, 1) if elapsed else 0.0,
+        "window_s": round(elapsed, 2),
+        "events_due": int(due),
+        "events_read": count,  # the consumers' events
+        "events_with_own_writes": read,  # with those of the watcher's own writes, which come back too
+        "handled_ratio": round(handled_ratio, 3),
+        "backlog_growth_events_per_s": round(growth_per_s, 1),
+        "backlog_growing": growing,
+        "backlog_events_at_end": int(due - count),
+        "pending_jobs_at_end": sum(p["pending_jobs_at_end"] for p in partitions),
+        "evaluations": int(evaluations),
+        "evaluations_per_event": round(evaluations / max(events, 1), 3),
+        "writes": sum(lane.store.writes for lane in held),
+        "batches_read": batches,
+        "mean_batch_events": round(read / batches, 1) if batches else None,
+        "largest_batch_events": max(p["largest_batch_events"] for p in partitions),
+        "kept_up": handled_ratio >= KEEP_UP_RATIO and not growing,
+        "process_cpu_s": round(cpu, 3),
+        "process_cpu_share": round(cpu / elapsed, 3) if elapsed else None,
+        "cpu_us_per_event": round(1e6 * cpu / read, 1) if read else None,  # per event the stream delivered
+        "cpu_us_per_consumer_event": round(1e6 * cpu / count, 1) if count else None,
+        "events_per_cpu_s": round(read / cpu) if cpu else None,
+        "consumer_events_per_cpu_s": round(count / cpu) if cpu else None,
+        "partitions": partitions,
+        "load_avg_1m": watch.summary(),
+    }
+
+
+def histogram_ms(metrics: Metrics, name: str) -> dict[str, Any]:
+    """p50/p99 (ms) and count of one of the watcher's histograms, as Prometheus would compute them."""
+    return common.histogram_ms(metrics.exposition().decode(), name)
+
+
 async def step(
     rate: float,
     window_s: float,
@@ -313,132 +672,90 @@ async def step(
     single_share: float = SINGLE_SHARE,
     busy_jobs: int = BUSY_JOBS,
     items: int = ITEMS,
+    partitions: int = 1,
     profiler: cProfile.Profile | None = None,
     on_sample: Callable[[int], None] | None = None,
     stop_after: int | None = None,
 ) -> dict[str, Any]:
     """One window of ``window_s`` at ``rate`` consumer events/s (0: as fast as
-    the watcher reads) through the watcher's own hot path, or until
-    ``stop_after`` consumer events were read; ``on_sample(events_read)``
-    about every 0.1 s."""
-    settings = Settings(health_port=0)
-    metrics = Metrics()
+    the watcher reads) through the watcher's own hot paths (one per
+    partition, all in this process), or until ``stop_after`` consumer events
+    were read; ``on_sample(events_read)`` about every 0.1 s. The server
+    process's CPU share is measured beside this one's."""
+    runtime.tune()
+    settings = Settings(health_port=0, partitions=partitions)
+    pipes = Pipes.make(partitions)
     start = time.monotonic() + 0.5  # the server process's clock: CLOCK_MONOTONIC is the machine's
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            os.path.abspath(__file__),
-            "--serve",
-            str(rate),
-            str(start),
-            str(single_share),
-            str(busy_jobs),
-            str(items),
-        ],
-        stdout=subprocess.PIPE,
-        stdin=subprocess.PIPE,
-    )
-    assert server.stdout is not None and server.stdin is not None
-    for fd in (server.stdout.fileno(), server.stdin.fileno()):
-        with contextlib.suppress(OSError):  # else the default pipe: smaller batches, the same events
-            fcntl.fcntl(fd, F_SETPIPE_SZ, READ_BYTES)
-        os.set_blocking(fd, False)
-    source = PipeSource(server.stdout.fileno())
-    store = PipeStore(server.stdin.fileno())
-    path = hot_path(settings, store, source, metrics, stream_backoff=backoff.Backoff(base_s=0.5, max_s=30))
-    samples: list[tuple[float, float]] = []
-    watch = load.LoadWatch()
+    kw = {"single_share": single_share, "busy_jobs": busy_jobs, "items": items}
+    server = start_server(pipes, rate, start, keep(settings), **kw)  # type: ignore[arg-type]
+    pipes.close(fd for pair in pipes.server_fds() for fd in pair)
+    server_cpu: list[float] = []
+
+    def sample(count: int) -> None:
+        if not server_cpu:
+            server_cpu.append(cpu_s(server.pid))
+        if on_sample is not None:
+            on_sample(count)
+
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(path.dispatcher.run)
-            stream = await path.reader.open(None)
-            tg.start_soon(path.reader.consume, stream)
-            piped = source.stream
-            assert piped is not None
-            await anyio.sleep(max(start - time.monotonic(), 0))
-            started, cpu_started = time.monotonic(), time.process_time()
-            read_started, consumers_started, batches_started = piped.read, piped.consumers, piped.batches
-            if profiler is not None:
-                profiler.enable()
-            ticks = 0
-            while (now := time.monotonic()) < started + window_s:
-                await anyio.sleep(min(0.1, started + window_s - now))
-                now, ticks = time.monotonic(), ticks + 1
-                served = piped.consumers - consumers_started
-                if on_sample is not None:
-                    on_sample(served)
-                if stop_after is not None and served >= stop_after:
-                    break
-                if ticks % 5:
-                    continue
-                due = (now - started) * rate if rate > 0 else served
-                samples.append((now - started, due - served))
-                path.queue.advance(now)  # the position keeper's call, twice a second here
-                if len(samples) % 10 == 0:
-                    watch.sample()
-            if profiler is not None:
-                profiler.disable()
-            ended = time.monotonic()
-            cpu_s = time.process_time() - cpu_started
-            read = piped.read - read_started
-            served = piped.consumers - consumers_started
-            pending = path.queue.pending_jobs
-            batches, largest = piped.batches - batches_started, piped.largest
-            tg.cancel_scope.cancel()
+        held = lanes(settings, partitions, {k: pipes.watcher_fds(k) for k in range(partitions)})
+        result = await watch(
+            held, start, window_s, rate=rate, profiler=profiler, on_sample=sample, stop_after=stop_after
+        )
+        server_cpu.append(cpu_s(server.pid))
     finally:
         server.kill()
         server.wait()
-        server.stdout.close()
-        server.stdin.close()
-    elapsed = ended - started
-    due = elapsed * rate if rate > 0 else served
-    half = [b for b in samples if b[0] >= elapsed / 2]
-    growth_per_s = (
-        (half[-1][1] - half[0][1]) / (half[-1][0] - half[0][0]) if len(half) >= 2 and half[-1][0] > half[0][0] else 0.0
-    )
-    handled_ratio = served / due if due else 1.0
-    growing = rate > 0 and growth_per_s > 0.05 * rate
-    evaluations = _total(metrics.evaluations)
-    return {
-        "rate_asked": rate,
-        "rate_achieved": round(served / elapsed, 1) if elapsed else 0.0,
-        "window_s": round(elapsed, 2),
-        "events_due": int(due),
-        "events_read": served,  # the consumers' events
-        "events_with_own_writes": read,  # with those of the watcher's own writes, which come back too
-        "handled_ratio": round(handled_ratio, 3),
-        "backlog_growth_events_per_s": round(growth_per_s, 1),
-        "backlog_growing": growing,
-        "backlog_events_at_end": int(due - served),
-        "pending_jobs_at_end": pending,
-        "evaluations": int(evaluations),
-        "evaluations_per_event": round(evaluations / max(_total(metrics.events), 1), 3),
-        "writes": store.writes,
-        "batches_read": batches,
-        "mean_batch_events": round(read / batches, 1) if batches else None,
-        "largest_batch_events": largest,
-        "kept_up": handled_ratio >= KEEP_UP_RATIO and not growing,
-        "process_cpu_s": round(cpu_s, 3),
-        "process_cpu_share": round(cpu_s / elapsed, 3) if elapsed else None,
-        "cpu_us_per_event": round(1e6 * cpu_s / read, 1) if read else None,  # per event the stream delivered
-        "cpu_us_per_consumer_event": round(1e6 * cpu_s / served, 1) if served else None,
-        "single_share": single_share,
-        "busy_jobs": busy_jobs,
-        "items": items,
-        "load_avg_1m": watch.summary(),
-    }
+        pipes.close(fd for k in range(partitions) for fd in pipes.watcher_fds(k))
+    # The server's CPU from the first sample (0.1 s into the window) to the end.
+    result["server_cpu_share"] = round((server_cpu[-1] - server_cpu[0]) / max(result["window_s"] - 0.1, 1e-9), 3)
+    result.update(single_share=single_share, busy_jobs=busy_jobs, items=items)
+    if partitions == 1:
+        del result["partitions"]
+    return result
 
 
-def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(description="the server's side of bench/paced.py (internal)")
-    parser.add_argument(
-        "--serve", nargs=5, metavar=("RATE", "START", "SINGLE_SHARE", "BUSY_JOBS", "ITEMS"), required=True
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").strip().splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--serve", metavar="FEED", help=argparse.SUPPRESS)  # the server's side (internal)
+    parser.add_argument("--rate", type=float, default=25_000, help="consumer events per second (0: as fast as read)")
+    parser.add_argument("--window-s", type=float, default=5.0, help="seconds per window (default 5)")
+    parser.add_argument("--repeats", type=int, default=3, help="windows, one after another (default 3)")
+    parser.add_argument("--partitions", type=int, default=1, help="partitions, all held by this process (default 1)")
+    parser.add_argument("--single-share", type=float, default=SINGLE_SHARE, help="share of single-item jobs")
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the windows; pstats written to FILE")
     args = parser.parse_args(argv)
-    rate, start, share, jobs, items = args.serve
-    with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):  # the benchmark is done with it
-        serve(float(rate), float(start), float(share), int(jobs), int(items))
+    if args.serve is not None:
+        with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):  # the benchmark is done with it
+            serve(Feed(**json.loads(args.serve)))
+        return 0
+    from watcher.ops import logs
+
+    logs.setup(level="WARNING")  # as throughput runs it: no line per completed job
+    profiler = cProfile.Profile() if args.profile else None
+    per_event = []
+    for _ in range(args.repeats):
+        r = anyio.run(
+            lambda: step(
+                args.rate, args.window_s, partitions=args.partitions, single_share=args.single_share, profiler=profiler
+            )
+        )
+        per_event.append(r["cpu_us_per_consumer_event"])
+        print(
+            f"{r['rate_achieved']:>9,.0f}/s read of {args.rate:,.0f}, kept up {r['kept_up']}, CPU share "
+            f"{r['process_cpu_share']}, {r['cpu_us_per_event']} us per event, {r['cpu_us_per_consumer_event']} per "
+            f"consumer event, {r['mean_batch_events']} per batch, server CPU share {r['server_cpu_share']}, load "
+            f"{r['load_avg_1m']['min']}-{r['load_avg_1m']['max']}",
+            flush=True,
+        )
+    print(f"median {statistics.median(per_event)} us per consumer event (range {min(per_event)}-{max(per_event)})")
+    if profiler is not None:
+        profiler.dump_stats(args.profile)
+        print(f"profile: {args.profile} (python -m pstats {args.profile})")
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    sys.exit(main(sys.argv[1:]))

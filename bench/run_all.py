@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import common, report  # noqa: E402
 
-BENCHMARKS = ("latency", "cost", "throughput", "sweep", "memory", "embedded")
+BENCHMARKS = ("latency", "cost", "throughput", "sweep", "memory", "embedded", "scale")
 
 
 def headline(name: str, figures: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -66,6 +66,19 @@ def headline(name: str, figures: dict[str, Any]) -> list[tuple[str, Any]]:
         ]
     if name == "embedded":
         return [("embedded server $inc per CPU second", figures.get("inc_per_server_cpu_s"))]
+    if name == "scale":
+        by_n = figures.get("saturated", {}).get("by_instances", {})
+        rows = [
+            (
+                f"{n} instance(s) as fast as read: events/s wall clock / a core each (from CPU time)",
+                f"{row.get('consumer_events_per_s')} (x{row.get('wall_clock_ratio')}) / "
+                f"{row.get('a_core_each_consumer_events_per_s')} (x{row.get('a_core_each_ratio')})",
+            )
+            for n, row in by_n.items()
+        ]
+        met = f"{figures.get('goal_met')} / {figures.get('wall_clock_goal_met')}"
+        rows.append(("goal >= 0.8 x N: a core each / wall clock", met))
+        return rows
     return []
 
 

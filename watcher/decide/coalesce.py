@@ -34,16 +34,16 @@ import heapq
 import itertools
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from watcher.storage.position import Token
 
 Offered = Literal["queued", "covered", "full"]
 
 
-@dataclass(frozen=True)
-class Work:
-    """One evaluation to run: the newest document of one job."""
+class Work(NamedTuple):
+    """One evaluation to run: the newest document of one job (a tuple: one is
+    made per evaluation, and a frozen dataclass costs a ``__setattr__`` per field)."""
 
     key: Hashable
     doc: Mapping[str, Any]
@@ -55,7 +55,7 @@ class Work:
     trailing: bool = False  # a held-back progress write come due (see ``take_trailing``)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Job:
     doc: Mapping[str, Any]
     seq: int
@@ -72,8 +72,7 @@ class _Job:
     trailing: bool = False
 
 
-@dataclass(frozen=True)
-class _Trail:
+class _Trail(NamedTuple):
     """A held-back progress write: the job's newest document and when to write it."""
 
     doc: Mapping[str, Any]

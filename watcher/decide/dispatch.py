@@ -363,5 +363,8 @@ def _resolve(work: Work, result: Evaluation, *, applied: bool = False, skipped: 
         work.ticket.resolve(result, applied=applied, skipped=skipped)
 
 
+_KINDS = {Outcome.JOB_COMPLETED: "job", Outcome.STAGE_COMPLETED: "stage"}
+
+
 def _kind(result: Evaluation) -> str:
-    return {Outcome.JOB_COMPLETED: "job", Outcome.STAGE_COMPLETED: "stage"}.get(result.outcome, "progress")
+    return _KINDS.get(result.outcome, "progress")

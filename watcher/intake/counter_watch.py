@@ -37,8 +37,8 @@ class CounterWatch:
     def __init__(self, *, quiet_s: float, max_jobs: int = MAX_JOBS) -> None:
         self._quiet_s = quiet_s
         self._max_jobs = max_jobs
-        # job -> stage -> (counter as stored, first seen at that value)
-        self._seen: collections.OrderedDict[Hashable, dict[str, tuple[str, float]]] = collections.OrderedDict()
+        # job -> stage -> (counter as stored: a plain int, else its repr; first seen at that value)
+        self._seen: collections.OrderedDict[Hashable, dict[str, tuple[int | str, float]]] = collections.OrderedDict()
         # job -> stage -> (collection count, first seen at that count)
         self._counts: dict[Hashable, dict[str, tuple[int, float]]] = {}
 
@@ -58,9 +58,12 @@ class CounterWatch:
                 old, _ = self._seen.popitem(last=False)
                 self._counts.pop(old, None)
         for name, stage in stages.items():
-            if not isinstance(name, str) or not isinstance(stage, Mapping):
+            if not isinstance(name, str) or not (type(stage) is dict or isinstance(stage, Mapping)):
                 continue
-            value = repr(stage.get("completedItems"))  # repr: any BSON type compares
+            counter = stage.get("completedItems")
+            # repr: any BSON type compares (1, 1.0, True, Int64(1) and "1" all differ); a plain
+            # int, the common case, as itself: it equals only the same int, as its repr would.
+            value = counter if type(counter) is int else repr(counter)
             before = seen.get(name)
             if before is None or before[0] != value:
                 seen[name] = (value, now)

@@ -31,6 +31,8 @@ from watcher.storage.partitions import EVERYTHING, Slice
 JOB_OPERATIONS = ("insert", "update", "replace")
 #: Operations after which the stream cannot go on (MongoDB sends invalidate next).
 ENDING_OPERATIONS = ("invalidate", "drop", "rename", "dropDatabase")
+#: An event without a ``documentKey``: no job to key it by.
+_NO_KEY: Mapping[str, Any] = {}
 
 
 def pipeline(settings: Settings, partition: Slice = EVERYTHING) -> list[dict[str, Any]]:
@@ -209,24 +211,24 @@ class StreamReader:
                 self.last_token = token
             return
         wall = self._wall_clock()
-        lag = self._metrics.event_lag.observe
         counters = self._counters
         operations: dict[str, int] = {}
+        lags: list[float] = []
         jobs: list[Offer] = []
         for event in batch:
             operation = event.get("operationType", "")
             operations[operation] = operations.get(operation, 0) + 1
             when = event_time_s(event)
             if when is not None:
-                lag(wall - when if wall > when else 0.0)
+                lags.append(wall - when if wall > when else 0.0)
             if operation in ENDING_OPERATIONS:
                 # What came before it is handed over; the stream cannot go on.
-                self._count(operations, wall)
+                self._count(operations, lags, wall)
                 await self._dispatcher.accept(jobs, None, now, len(jobs))
                 raise errors.StreamInvalidated(f"change stream ended by a {operation!r} event")
             doc = event.get("fullDocument")
-            key = store.job_key(event.get("documentKey", {}).get("_id"))
-            if not isinstance(doc, Mapping) or key is None:
+            key = store.job_key(event.get("documentKey", _NO_KEY).get("_id"))
+            if key is None or not (type(doc) is dict or isinstance(doc, Mapping)):
                 # The job was deleted before the lookup: nothing to evaluate, nothing to remember.
                 if key is not None and counters is not None:
                     counters.forget(key)
@@ -239,18 +241,19 @@ class StreamReader:
                 else:
                     counters.observe(key, doc, now)
             jobs.append((key, doc, when))
-        self._count(operations, wall)
+        self._count(operations, lags, wall)
         await self._dispatcher.accept(jobs, token, now, len(batch))
         # Only now: a reopen resumes after this batch, so all of it must be queued.
         self.last_token = token
 
-    def _count(self, operations: Mapping[str, int], wall: float) -> None:
-        """The batch's events, counted once per batch."""
+    def _count(self, operations: Mapping[str, int], lags_s: Sequence[float], wall: float) -> None:
+        """The batch's events and their lags, counted once per batch."""
         for operation, n in operations.items():
             counter = self._received.get(operation)
             if counter is None:
                 counter = self._received[operation] = self._metrics.events.labels(operation)
             counter.inc(n)
+        self._metrics.events_lagged(lags_s)
         self._metrics.event_received(wall)
 
 

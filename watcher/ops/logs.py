@@ -25,8 +25,26 @@ def add_secret(secret: str) -> None:
 
 
 def event(action: str, level: str = "INFO", message: str | None = None, **context: Any) -> None:
+    if _level_no(level) < _lowest_level_taken():
+        return  # no sink takes this level (a high-rate watcher at WARNING): nothing to build
     context = {k: _plain(v) for k, v in context.items() if v is not None}
     logger.bind(action=action, **context).log(level, message or action.replace("_", " "))
+
+
+_LEVELS: dict[str, int] = {}
+
+
+def _level_no(level: str) -> int:
+    number = _LEVELS.get(level)
+    if number is None:
+        number = _LEVELS[level] = logger.level(level).no
+    return number
+
+
+def _lowest_level_taken() -> float:
+    """The lowest level any sink takes, as loguru keeps it for its own check;
+    0 (everything is built) should a loguru version not keep it there."""
+    return getattr(getattr(logger, "_core", None), "min_level", 0)
 
 
 def _plain(value: Any) -> Any:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, Protocol
 
 import bson
-from bson import json_util
+from bson import ObjectId, json_util
 from bson.codec_options import CodecOptions
 from bson.raw_bson import RawBSONDocument
 from pymongo import ASCENDING
@@ -276,6 +276,8 @@ def _raw_id(raw: RawBSONDocument) -> Any:
 def job_key(value: Any) -> Any:
     """A dict key for an ``_id``: the id itself, or its repr when unhashable
     (legacy rows may hold a document as ``_id``)."""
+    if type(value) is ObjectId:
+        return value  # the common case, at once (its hash is a Python call)
     if isinstance(value, float) and value != value:
         # NaN is not equal to itself: as a dict key each event's NaN would be
         # a new job (no coalescing, a skip warned again and again). One

@@ -102,3 +102,18 @@ def test_memory_follows_the_open_jobs_not_the_jobs_ever_seen() -> None:
             watch.observe((generation, slot), finished("Completed"), now=generation)
     assert most == 100
     assert len(watch) == 0
+
+
+def test_a_counter_that_changes_type_but_not_number_has_moved() -> None:
+    """The counter is compared as stored: 3, 3.0, Int64(3), True and "3" are
+    five different values (a program that rewrote the field has touched it),
+    and the same int is the same value."""
+    from bson.int64 import Int64
+
+    watch = CounterWatch(quiet_s=10)
+    watch.settled(1, doc(3), {"thumbnail": 5}, now=0)
+    assert watch.settled(1, doc(3), {"thumbnail": 5}, now=10) == {"thumbnail"}
+    for moment, value in enumerate((3.0, Int64(3), True, "3", 3), start=1):
+        watch.observe(1, doc(value), now=10 * moment)
+        assert watch.settled(1, doc(value), {"thumbnail": 5}, now=10 * moment + 9) == frozenset(), value
+    assert watch.settled(1, doc(3), {"thumbnail": 5}, now=60) == {"thumbnail"}  # the same int since 50

@@ -44,6 +44,46 @@ def test_an_explicit_stream_is_kept() -> None:
     assert "sweep_finished" in out.getvalue() and "scanned=3" in out.getvalue()
 
 
+class _Counted:
+    """A value that counts how often it was turned into text."""
+
+    def __init__(self) -> None:
+        self.shown = 0
+
+    def __str__(self) -> str:
+        self.shown += 1
+        return "counted"
+
+
+def test_an_event_below_every_sink_is_not_built() -> None:
+    """A watcher at WARNING completes thousands of jobs a second: the INFO
+    line about each must cost nothing, not even its values turned to text."""
+    out = io.StringIO()
+    logs.setup(level="WARNING", stream=out)
+    value = _Counted()
+    logs.event("job_completed", job_id=value)
+    assert value.shown == 0 and out.getvalue() == ""
+    logs.event("write_retry", "WARNING", job_id=value)
+    assert value.shown == 1 and "write_retry" in out.getvalue()
+
+
+def test_a_sink_added_later_gets_what_its_level_takes() -> None:
+    """What is skipped follows every sink loguru has, not only the one setup() added."""
+    from loguru import logger
+
+    logs.setup(level="WARNING", stream=io.StringIO())
+    seen: list[str] = []
+    handler = logger.add(lambda message: seen.append(message.record["extra"]["action"]), level="DEBUG")
+    try:
+        logs.event("update_stale", "DEBUG")
+        logs.event("job_completed")
+    finally:
+        logger.remove(handler)
+    assert seen == ["update_stale", "job_completed"]
+    logs.event("job_completed")
+    assert seen == ["update_stale", "job_completed"]
+
+
 # -- values from documents are data (issue: forged, split, coloured or lost lines) --
 
 

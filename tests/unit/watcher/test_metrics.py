@@ -68,3 +68,32 @@ async def test_the_sweep_interval_is_exported_for_the_alerts() -> None:
         assert watcher.metrics.registry.get_sample_value("jobwatch_sweep_interval_seconds", {}) == 120.0
     finally:
         await client.close()
+
+
+def test_a_batch_of_lags_counts_as_observing_them_one_by_one() -> None:
+    """The stream observes a batch's event lags at once (a lock per bucket
+    touched, not two per event): the scrape must not tell the difference,
+    at a bucket's bound, between bounds, beyond the last, NaN included."""
+    from watcher.ops.metrics import LATENCY_BUCKETS_S
+
+    lags = [0.0, 0.0005, 0.00051, 0.003, 0.0125, 0.07, 59.0, 60.0, 61.0, 1e9, float("nan"), 0.0005, -1.0]
+    lags += [bound for bound in LATENCY_BUCKETS_S] + [bound * 1.0001 for bound in LATENCY_BUCKETS_S]
+    one_by_one, batched = Metrics(), Metrics()
+    for lag in lags:
+        one_by_one.event_lag.observe(lag)
+    batched.events_lagged(lags[:7])
+    batched.events_lagged(lags[7:])
+    batched.events_lagged([])
+    expected, got = scraped(one_by_one), scraped(batched)
+    assert {k: v for k, v in got.items() if "_sum" not in k} == {k: v for k, v in expected.items() if "_sum" not in k}
+    assert [k for k in got if "event_lag_seconds_bucket" in k]
+    assert repr(got["jobwatch_event_lag_seconds_sum[]"]) == repr(expected["jobwatch_event_lag_seconds_sum[]"])  # nan
+
+
+def test_a_batch_of_finite_lags_adds_their_sum() -> None:
+    metrics = Metrics()
+    metrics.events_lagged([0.001, 0.002, 0.25])
+    sample = metrics.registry.get_sample_value
+    assert sample("jobwatch_event_lag_seconds_count") == 3.0
+    assert abs((sample("jobwatch_event_lag_seconds_sum") or 0) - 0.253) < 1e-12
+    assert sample("jobwatch_event_lag_seconds_bucket", {"le": "0.002"}) == 2.0

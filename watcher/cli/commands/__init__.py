@@ -15,7 +15,7 @@ from pymongo import AsyncMongoClient
 from watcher.cli import demo, exits, interrupts
 from watcher.cli.commands import jobs, position, simulating, status, sweep
 from watcher.cli.commands.output import Emit, Options
-from watcher.ops import logs
+from watcher.ops import logs, runtime
 from watcher.service import ConfigurationProblem, Unreachable, Watcher, check_server
 from watcher.settings import Settings
 from watcher.storage import errors, reachability
@@ -144,6 +144,7 @@ async def _run(
 ) -> int:
     if settings.observe:
         logs.event("observe_mode", "WARNING", "observe mode: every decision is computed and logged, nothing is written to the jobs")
+    runtime.tune()  # a long-running process: the hot path's garbage collection (watcher.ops.runtime)
     watcher = Watcher(client, settings)
     with stopper.gracefully(watcher.request_stop):
         await watcher.run()
