@@ -46,10 +46,14 @@ READ_COMMANDS = frozenset({"find", "aggregate", "getMore", "count", "distinct"})
 
 def parser(doc: str | None) -> argparse.ArgumentParser:
     """An argument parser with the flags every benchmark takes."""
-    p = argparse.ArgumentParser(description=(doc or "").strip().splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=(doc or "").strip().splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--full", action="store_true", help="the issue's sizes (slow: minutes per benchmark)")
     p.add_argument("--no-save", action="store_true", help="print the table only; leave bench/results alone")
-    p.add_argument("--tag", default="", help="write bench/results/<name>_<tag>.json instead (e.g. a variant of the watcher)")
+    p.add_argument(
+        "--tag", default="", help="write bench/results/<name>_<tag>.json instead (e.g. a variant of the watcher)"
+    )
     return p
 
 
@@ -103,7 +107,9 @@ def _cpu_model() -> str | None:
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     return out.stdout.strip() or None
@@ -113,11 +119,19 @@ def backend(mode: str = "in-process", kind: str = "embedded") -> dict[str, Any]:
     """What the numbers were measured against (``kind`` as the test suite's
     resolver names it: uri, mongod, docker, embedded)."""
     if kind == "none":
-        return {"kind": "none", "mode": mode, "detail": "database removed: a process plays the server over a pipe (bench/paced.py)"}
+        return {
+            "kind": "none",
+            "mode": mode,
+            "detail": "database removed: a process plays the server over a pipe (bench/paced.py)",
+        }
     if kind != "embedded":
         uri = mongodb_uri()
         return {"kind": kind, "uri": redact.uri(uri) if uri else None, "mode": mode}
-    return {"kind": "embedded", "engine": "jobwatch embedded-server (mongoeco MemoryEngine, wire proxy, change streams)", "mode": mode}
+    return {
+        "kind": "embedded",
+        "engine": "jobwatch embedded-server (mongoeco MemoryEngine, wire proxy, change streams)",
+        "mode": mode,
+    }
 
 
 # -- progress --------------------------------------------------------------
@@ -288,7 +302,14 @@ def peak_rss_mb() -> float:
 # -- results ---------------------------------------------------------------
 
 
-def save(name: str, *, parameters: dict[str, Any], figures: dict[str, Any], backend_info: dict[str, Any], save_file: bool = True) -> Path | None:
+def save(
+    name: str,
+    *,
+    parameters: dict[str, Any],
+    figures: dict[str, Any],
+    backend_info: dict[str, Any],
+    save_file: bool = True,
+) -> Path | None:
     """Write ``bench/results/<name>.json``; returns its path (None with --no-save)."""
     if not save_file:
         return None
@@ -314,10 +335,14 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str |
     lines = []
     if title:
         lines.append(title)
-    lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True))))
+    lines.append(
+        "  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(headers, widths, strict=True)))
+    )
     lines.append("  ".join("-" * w for w in widths))
     for row in cells:
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        lines.append(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        )
     text = "\n".join(lines)
     print(text, flush=True)
     return text

@@ -87,7 +87,9 @@ async def measure(plans: dict[str, simulate.Plan], keepers: tuple[str, ...]) -> 
 
 def main() -> int:
     p = common.parser(__doc__)
-    p.add_argument("--case", choices=["slow_100_jobs", "busy_200_per_s"], action="append", help="only this case (repeatable)")
+    p.add_argument(
+        "--case", choices=["slow_100_jobs", "busy_200_per_s"], action="append", help="only this case (repeatable)"
+    )
     args = p.parse_args()
     from watcher.ops import logs
 
@@ -99,8 +101,23 @@ def main() -> int:
     for name, entry in results.items():
         for keeper in keepers:
             f = entry[keeper]
-            rows.append([f"{name} {keeper}", f"{f['completed']}/{f['jobs']}", f["rate_achieved"], f["writes_per_job"], f["writes_per_increment"], f["progress_writes_per_increment"], f["reads_per_job"], f["commands_per_increment"]])
-    common.table(["case keeper", "completed", "$inc/s", "writes/job", "writes/inc", "progress w/inc", "reads/job", "cmds/inc"], rows, title=f"cost ({info['kind']}, {info['mode']})")
+            rows.append(
+                [
+                    f"{name} {keeper}",
+                    f"{f['completed']}/{f['jobs']}",
+                    f["rate_achieved"],
+                    f["writes_per_job"],
+                    f["writes_per_increment"],
+                    f["progress_writes_per_increment"],
+                    f["reads_per_job"],
+                    f["commands_per_increment"],
+                ]
+            )
+    common.table(
+        ["case keeper", "completed", "$inc/s", "writes/job", "writes/inc", "progress w/inc", "reads/job", "cmds/inc"],
+        rows,
+        title=f"cost ({info['kind']}, {info['mode']})",
+    )
     headline_case = "slow_100_jobs" if "slow_100_jobs" in results else next(iter(results))
     head = results[headline_case]
     figures: dict[str, Any] = {
@@ -112,11 +129,19 @@ def main() -> int:
         "poller_writes_per_job": head["poller_fixed"]["writes_per_job"],
         "poller_commands_per_increment": head["poller_fixed"]["commands_per_increment"],
         "progress_share_goal": PROGRESS_SHARE_GOAL,
-        "progress_goal_met": all(entry["jobwatch"]["progress_writes_per_increment"] < PROGRESS_SHARE_GOAL for entry in results.values()),
+        "progress_goal_met": all(
+            entry["jobwatch"]["progress_writes_per_increment"] < PROGRESS_SHARE_GOAL for entry in results.values()
+        ),
         "issue_writes_per_increment_before": ISSUE_WRITES_PER_INCREMENT,
         "cases": results,
     }
-    common.save(common.result_name("cost", args), parameters={"full": args.full, "cases": {n: workload.describe(p) for n, p in plans.items()}}, figures=figures, backend_info=info, save_file=not args.no_save)
+    common.save(
+        common.result_name("cost", args),
+        parameters={"full": args.full, "cases": {n: workload.describe(p) for n, p in plans.items()}},
+        figures=figures,
+        backend_info=info,
+        save_file=not args.no_save,
+    )
     return 0
 
 

@@ -238,7 +238,9 @@ def where(stats_path: Path, text_path: Path) -> dict[str, Any]:
         labels[2]: tap,
         labels[3]: served,
         labels[4]: wire - command - served,  # all requests, what they run aside
-        "event loop, garbage collection and the rest": max(total - wire - tap, 0.0),  # overlaps can make it slightly negative
+        "event loop, garbage collection and the rest": max(
+            total - wire - tap, 0.0
+        ),  # overlaps can make it slightly negative
     }
     top = sorted(raw.items(), key=lambda item: item[1][2], reverse=True)[:20]
     with text_path.open("w") as out:

@@ -33,4 +33,10 @@ class LoadWatch:
     def summary(self) -> dict[str, Any]:
         """``{start, end, min, max, samples}`` (the end is sampled now)."""
         self.sample()
-        return {"start": self.samples[0], "end": self.samples[-1], "min": min(self.samples), "max": max(self.samples), "samples": len(self.samples)}
+        return {
+            "start": self.samples[0],
+            "end": self.samples[-1],
+            "min": min(self.samples),
+            "max": max(self.samples),
+            "samples": len(self.samples),
+        }

@@ -20,7 +20,14 @@ VARIANTS = {"poller_original": True, "poller_fixed": False}
 
 
 class SeedPoller:
-    def __init__(self, db: Any, *, require_collection: bool, interval_s: float = POLL_INTERVAL_S, jobs_collection: str = "background_jobs") -> None:
+    def __init__(
+        self,
+        db: Any,
+        *,
+        require_collection: bool,
+        interval_s: float = POLL_INTERVAL_S,
+        jobs_collection: str = "background_jobs",
+    ) -> None:
         self.jobs = db[jobs_collection]
         self.require_collection = require_collection
         self.interval_s = interval_s
@@ -56,6 +63,13 @@ class SeedPoller:
             if stages and all(s["status"] == "Completed" for s in stages.values()):
                 await self.jobs.update_one(
                     {"_id": job["_id"]},
-                    {"$set": {"status": "Completed", "progress": 100, "message": "All stages completed successfully"}, "$currentDate": {"completedAt": True}},
+                    {
+                        "$set": {
+                            "status": "Completed",
+                            "progress": 100,
+                            "message": "All stages completed successfully",
+                        },
+                        "$currentDate": {"completedAt": True},
+                    },
                 )
                 self.writes += 1

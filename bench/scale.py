@@ -312,8 +312,14 @@ def plot(figures: dict[str, Any], path: Path) -> None:
         ax.plot(ns, core, marker="s", linestyle="--", label="a core each: from each busy instance's CPU time")
         one = core[0] if ns[0] == 1 else None
         if one:
-            ax.plot(ns, [GOAL_RATIO * n * one for n in ns], color="grey", linewidth=0.8, linestyle=":",
-                    label="0.8 x N x one instance (a core each)")
+            ax.plot(
+                ns,
+                [GOAL_RATIO * n * one for n in ns],
+                color="grey",
+                linewidth=0.8,
+                linestyle=":",
+                label="0.8 x N x one instance (a core each)",
+            )
     ax.set_xticks(ns)
     ax.set_xlabel(f"instances (partitions={figures['partitions']}, spread evenly)")
     ax.set_ylabel("consumer events per second")
@@ -356,11 +362,15 @@ def main() -> int:
     p.add_argument("--instances", default=",".join(map(str, INSTANCES)), help="instance counts (default 1,2,4)")
     p.add_argument("--window-s", type=float, help="seconds per window (default 6; --full 30)")
     p.add_argument(
-        "--per-instance-rate", type=float, default=PER_INSTANCE_RATE,
+        "--per-instance-rate",
+        type=float,
+        default=PER_INSTANCE_RATE,
         help=f"equal-load windows: consumer events/s per instance (default {PER_INSTANCE_RATE:,})",
     )
     p.add_argument(
-        "--total-rate", type=float, default=TOTAL_RATE,
+        "--total-rate",
+        type=float,
+        default=TOTAL_RATE,
         help=f"same-total windows: consumer events/s in all (default {TOTAL_RATE:,})",
     )
     p.add_argument("--rounds", type=int, help="equal-load windows per instance count (default 2; --full 3)")
@@ -383,7 +393,8 @@ def main() -> int:
                 f"  {n} instance(s) at {w['rate_asked']:,.0f}/s: {w['consumer_events_per_s']:,.0f}/s read, kept up "
                 f"{w['kept_up']}; CPU share per instance "
                 + ", ".join(str(row["cpu_share"]) for row in w["per_instance"])
-                + "; lag p99 by partition " + ", ".join(f"{lag['p99_ms']} ms" for lag in lags)
+                + "; lag p99 by partition "
+                + ", ".join(f"{lag['p99_ms']} ms" for lag in lags)
                 + f"; load {w['load_avg_1m']['max']}",
                 flush=True,
             )
@@ -451,17 +462,37 @@ def main() -> int:
     }
     figures["load_avg_1m"] = watch.summary()
     for title, rows in (
-        ("equal load per instance", equal_by_n), ("same total", same_by_n), ("as fast as read", saturated_by_n)
+        ("equal load per instance", equal_by_n),
+        ("same total", same_by_n),
+        ("as fast as read", saturated_by_n),
     ):
         common.table(
-            ["instances", "asked/s", "read/s", "/ (N x one)", "kept up", "CPU per instance", "server CPU",
-             "us per consumer event", "batch", "a core each", "/ (N x one)"],
+            [
+                "instances",
+                "asked/s",
+                "read/s",
+                "/ (N x one)",
+                "kept up",
+                "CPU per instance",
+                "server CPU",
+                "us per consumer event",
+                "batch",
+                "a core each",
+                "/ (N x one)",
+            ],
             [
                 [
-                    n, row["rate_asked"], row["consumer_events_per_s"], row.get("wall_clock_ratio"),
-                    f"{row['kept_up']}/{row['windows']}", row["instance_cpu_share"], row["server_cpu_share"],
-                    row["cpu_us_per_consumer_event"], row["mean_batch_events"],
-                    row["a_core_each_consumer_events_per_s"], row.get("a_core_each_ratio"),
+                    n,
+                    row["rate_asked"],
+                    row["consumer_events_per_s"],
+                    row.get("wall_clock_ratio"),
+                    f"{row['kept_up']}/{row['windows']}",
+                    row["instance_cpu_share"],
+                    row["server_cpu_share"],
+                    row["cpu_us_per_consumer_event"],
+                    row["mean_batch_events"],
+                    row["a_core_each_consumer_events_per_s"],
+                    row.get("a_core_each_ratio"),
                 ]
                 for n, row in rows.items()
             ],

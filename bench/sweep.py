@@ -59,8 +59,18 @@ def job(n: int, *, open_: bool) -> dict[str, Any]:
         "collectionId": None,
         "createdAt": dt.datetime(2025, 10, 12, tzinfo=dt.UTC),
         "stages": {
-            "thumbnail": {"status": "InProgress" if open_ else "Completed", "progress": 0, "totalItems": items, "completedItems": done},
-            "cache": {"status": "InProgress" if open_ else "Completed", "progress": 0, "totalItems": items, "completedItems": done},
+            "thumbnail": {
+                "status": "InProgress" if open_ else "Completed",
+                "progress": 0,
+                "totalItems": items,
+                "completedItems": done,
+            },
+            "cache": {
+                "status": "InProgress" if open_ else "Completed",
+                "progress": 0,
+                "totalItems": items,
+                "completedItems": done,
+            },
         },
     }
 
@@ -144,11 +154,24 @@ def main() -> int:
     from watcher.ops import logs
 
     logs.setup(level="ERROR")
-    sizes = [(int(t), int(o)) for t, o in (pair.split(":") for pair in args.sizes.split(","))] if args.sizes else (FULL_SIZES if args.full else DEFAULT_SIZES)
+    sizes = (
+        [(int(t), int(o)) for t, o in (pair.split(":") for pair in args.sizes.split(","))]
+        if args.sizes
+        else (FULL_SIZES if args.full else DEFAULT_SIZES)
+    )
     results, info = anyio.run(measure, sizes)
     common.table(
         ["total / open", "sweep s", "docs read", "indexed pass s", "indexed docs"],
-        [[f"{r['total']:,} / {r['open']:,}", r["seconds"], r["docs_read"], r["indexed_seconds"], r["indexed_docs_read"]] for r in results.values()],
+        [
+            [
+                f"{r['total']:,} / {r['open']:,}",
+                r["seconds"],
+                r["docs_read"],
+                r["indexed_seconds"],
+                r["indexed_docs_read"],
+            ]
+            for r in results.values()
+        ],
         title=f"sweep, dry run ({info['kind']}, median of {REPEATS} to {MAX_REPEATS} runs)",
     )
     small = results.get("total_1000_open_100")
@@ -156,9 +179,23 @@ def main() -> int:
     figures: dict[str, Any] = dict(results)
     if small and large:
         figures["time_ratio_largest_vs_1000_total"] = common.ratio(large["seconds"], small["seconds"])
-        figures["indexed_time_ratio_largest_vs_1000_total"] = common.ratio(large["indexed_seconds"], small["indexed_seconds"])
+        figures["indexed_time_ratio_largest_vs_1000_total"] = common.ratio(
+            large["indexed_seconds"], small["indexed_seconds"]
+        )
         figures["docs_ratio_largest_vs_1000_total"] = common.ratio(large["docs_read"], small["docs_read"])
-    common.save(common.result_name("sweep", args), parameters={"sizes": sizes, "repeats": REPEATS, "min_timed_s": MIN_TIMED_S, "max_repeats": MAX_REPEATS, "full": args.full}, figures=figures, backend_info=info, save_file=not args.no_save)
+    common.save(
+        common.result_name("sweep", args),
+        parameters={
+            "sizes": sizes,
+            "repeats": REPEATS,
+            "min_timed_s": MIN_TIMED_S,
+            "max_repeats": MAX_REPEATS,
+            "full": args.full,
+        },
+        figures=figures,
+        backend_info=info,
+        save_file=not args.no_save,
+    )
     return 0
 
 

@@ -95,9 +95,7 @@ def run(uri: str, rate: float, seconds: float) -> dict[str, Any]:
     done.set()
     reader.join(timeout=20)
     client.close()
-    delays_ms = sorted(
-        (received[n] - acked[n]) * 1000 for n in acked if n in received and acked[n] >= start + WARMUP_S
-    )
+    delays_ms = sorted((received[n] - acked[n]) * 1000 for n in acked if n in received and acked[n] >= start + WARMUP_S)
     missing = sum(1 for n in acked if n not in received)
 
     def quantile(q: float) -> float:
@@ -121,7 +119,9 @@ def scan(uri: str, docs: int) -> None:
     client: MongoClient[dict[str, Any]] = MongoClient(uri)
     coll = client.bench.scanned
     coll.drop()
-    coll.insert_many([{"i": i, "stages": {f"s{k}": {"completedItems": k, "totalItems": 9} for k in range(5)}} for i in range(docs)])
+    coll.insert_many(
+        [{"i": i, "stages": {f"s{k}": {"completedItems": k, "totalItems": 9} for k in range(5)}} for i in range(docs)]
+    )
     while True:
         list(coll.find({"$expr": {"$gte": ["$i", 0]}}))
         time.sleep(SCAN_PAUSE_S)
@@ -132,7 +132,9 @@ def main() -> None:
         scan(sys.argv[2], int(sys.argv[3]))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", type=float, nargs="+", default=[200.0, 500.0], help="$inc/s to run, one after another")
+    parser.add_argument(
+        "--rates", type=float, nargs="+", default=[200.0, 500.0], help="$inc/s to run, one after another"
+    )
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
     parser.add_argument("--scan-docs", type=int, default=0, help="a client scanning this many documents meanwhile")
     arguments = parser.parse_args()
@@ -141,7 +143,10 @@ def main() -> None:
     if arguments.scan_docs:
         scanner = subprocess.Popen([sys.executable, __file__, "--scan", uri, str(arguments.scan_docs)])
     try:
-        print(json.dumps({"load_average": os.getloadavg(), "cpus": os.cpu_count(), "scan_docs": arguments.scan_docs}), flush=True)
+        print(
+            json.dumps({"load_average": os.getloadavg(), "cpus": os.cpu_count(), "scan_docs": arguments.scan_docs}),
+            flush=True,
+        )
         for rate in arguments.rates:
             print(json.dumps(run(uri, rate, arguments.seconds)), flush=True)
     finally:

@@ -278,7 +278,11 @@ REPORT_EVERY = 100
 
 
 async def play_elsewhere(
-    uri: str, database: str, load: simulate.Plan, outcome: simulate.Outcome, on_increment: Callable[[int], None] | None = None
+    uri: str,
+    database: str,
+    load: simulate.Plan,
+    outcome: simulate.Outcome,
+    on_increment: Callable[[int], None] | None = None,
 ) -> None:
     """The plan's consumers in a process of their own (``simulate.play``), so
     the benchmark's reader never waits behind them for its own event loop;
@@ -288,7 +292,14 @@ async def play_elsewhere(
     stops the consumers and still collects what they did."""
     from bson import ObjectId
 
-    command = [sys.executable, str(Path(__file__).resolve()), "--play", uri, database, json.dumps(dataclasses.asdict(load))]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--play",
+        uri,
+        database,
+        json.dumps(dataclasses.asdict(load)),
+    ]
     async with await anyio.open_process(command, stderr=subprocess.DEVNULL) as proc:
         assert proc.stdout is not None and proc.stdin is not None
         lines = BufferedByteReceiveStream(proc.stdout)
@@ -305,7 +316,11 @@ async def play_elsewhere(
                 elif kind == "end":
                     end = json.loads(value)
                     outcome.last_increment_at.update({ObjectId(k): t for k, t in end["last_increment_at"].items()})
-                    outcome.increments, outcome.lost, outcome.elapsed_s = end["increments"], end["lost"], end["elapsed_s"]
+                    outcome.increments, outcome.lost, outcome.elapsed_s = (
+                        end["increments"],
+                        end["lost"],
+                        end["elapsed_s"],
+                    )
                     return
 
         try:
@@ -345,7 +360,12 @@ async def _play_here(uri: str, database: str, plan: dict[str, Any]) -> None:
             async def consume() -> None:
                 settings = Settings(database=database)
                 await simulate.play(
-                    client[database], settings, load, outcome=outcome, on_increment=progress, progress_every=REPORT_EVERY
+                    client[database],
+                    settings,
+                    load,
+                    outcome=outcome,
+                    on_increment=progress,
+                    progress_every=REPORT_EVERY,
                 )
                 tg.cancel_scope.cancel()
 

@@ -80,8 +80,14 @@ def _value(name: str) -> str:
         kind = unit or ("integer" if annotation is int else "number")
         if low and high and not low.startswith("more") and not high.startswith("below"):
             return f"{kind}, {low} to {high}"
-        limits = [part for part in (low and (low if low.startswith("more") else f"at least {low}"),
-                                    high and (high if high.startswith("below") else f"at most {high}")) if part]
+        limits = [
+            part
+            for part in (
+                low and (low if low.startswith("more") else f"at least {low}"),
+                high and (high if high.startswith("below") else f"at most {high}"),
+            )
+            if part
+        ]
         return f"{kind}, {' and '.join(limits)}" if limits else kind
     if name == "uri":
         return "`mongodb://` or `mongodb+srv://` connection string (secret: never printed)"

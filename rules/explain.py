@@ -38,7 +38,9 @@ def render(evaluation: Evaluation) -> str:
     for finding in evaluation.findings:
         mark = "yes" if finding.holds else "no "
         where = f" [{finding.stage}]" if finding.stage else ""
-        lines.append(f"  rule {finding.rule} {RULE_NAMES[finding.rule]:<13} {mark} {finding.title}{where}: {finding.detail}")
+        lines.append(
+            f"  rule {finding.rule} {RULE_NAMES[finding.rule]:<13} {mark} {finding.title}{where}: {finding.detail}"
+        )
     if not evaluation.findings:
         if evaluation.rejection:
             lines.append(f"  rule 0 {RULE_NAMES[0]:<13} no  document is readable: {evaluation.rejection}")

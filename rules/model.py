@@ -225,8 +225,7 @@ def read_job(doc: object) -> Job | Rejection:
         where = "progress"
         raw_progress = get("progress")
         progress = (
-            raw_progress if type(raw_progress) is int and 0 <= raw_progress <= INT64_MAX
-            else read_count(raw_progress)
+            raw_progress if type(raw_progress) is int and 0 <= raw_progress <= INT64_MAX else read_count(raw_progress)
         )
         where = "totalItems"
         raw_total = get("totalItems")
@@ -234,7 +233,8 @@ def read_job(doc: object) -> Job | Rejection:
         where = "completedItems"
         raw_completed = get("completedItems")
         completed = (
-            raw_completed if type(raw_completed) is int and 0 <= raw_completed <= INT64_MAX
+            raw_completed
+            if type(raw_completed) is int and 0 <= raw_completed <= INT64_MAX
             else read_count(raw_completed)
         )
         where = "stages"
@@ -244,8 +244,17 @@ def read_job(doc: object) -> Job | Rejection:
     except Unreadable as exc:
         return Rejection(job_id, f"{where}: {exc}", where)
     return Job(
-        job_id, get("jobType"), status, raw_status, progress, total, completed,
-        raw_progress, raw_total, raw_completed, stages,
+        job_id,
+        get("jobType"),
+        status,
+        raw_status,
+        progress,
+        total,
+        completed,
+        raw_progress,
+        raw_total,
+        raw_completed,
+        stages,
     )
 
 
@@ -270,7 +279,9 @@ def _read_stages(raw: object) -> tuple[Stage, ...]:
 
 def _read_stage(name: object, raw: object) -> Stage:
     # The cheap checks of check_stage_name first; it decides the rest.
-    if not (type(name) is str and name and name.isascii() and "." not in name and name[0] != "$" and "\x00" not in name):
+    if not (
+        type(name) is str and name and name.isascii() and "." not in name and name[0] != "$" and "\x00" not in name
+    ):
         try:
             check_stage_name(name)
         except Unreadable as exc:
@@ -288,20 +299,21 @@ def _read_stage(name: object, raw: object) -> Stage:
         raw_total = get("totalItems")
         # Totals round up: a fraction must never advance a completion.
         total = (
-            raw_total if type(raw_total) is int and 0 <= raw_total <= INT64_MAX
+            raw_total
+            if type(raw_total) is int and 0 <= raw_total <= INT64_MAX
             else read_count(raw_total, round_up=True)
         )
         where = "completedItems"
         raw_completed = get("completedItems")
         completed = (
-            raw_completed if type(raw_completed) is int and 0 <= raw_completed <= INT64_MAX
+            raw_completed
+            if type(raw_completed) is int and 0 <= raw_completed <= INT64_MAX
             else read_count(raw_completed)
         )
         where = "progress"
         raw_progress = get("progress")
         progress = (
-            raw_progress if type(raw_progress) is int and 0 <= raw_progress <= INT64_MAX
-            else read_count(raw_progress)
+            raw_progress if type(raw_progress) is int and 0 <= raw_progress <= INT64_MAX else read_count(raw_progress)
         )
     except Unreadable as exc:
         raise _StageUnreadable(f"stages.{name}.{where}", str(exc)) from None

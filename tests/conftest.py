@@ -29,7 +29,10 @@ def _session_server() -> backends.Server:
 
 
 def pytest_report_header(config: pytest.Config) -> str:
-    wanted = any(str(arg).startswith(("tests/integration", "tests/e2e")) or arg in ("tests", ".") for arg in config.args) or not config.args
+    wanted = (
+        any(str(arg).startswith(("tests/integration", "tests/e2e")) or arg in ("tests", ".") for arg in config.args)
+        or not config.args
+    )
     if not wanted:
         return "mongodb backend: not needed"
     server = _session_server()

@@ -54,15 +54,21 @@ class Settings(BaseSettings):
 
     # allow_inf_nan=False: an infinite backoff, deadline or interval is a
     # watcher that waits forever, and NaN passes no bound check honestly.
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True, allow_inf_nan=False)
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True, allow_inf_nan=False
+    )
 
-    uri: SecretStr = Field(SecretStr(DEFAULT_URI), description="MongoDB connection string (replica set or sharded cluster)")
+    uri: SecretStr = Field(
+        SecretStr(DEFAULT_URI), description="MongoDB connection string (replica set or sharded cluster)"
+    )
     uri_file: Path | None = Field(
         None, description="read the connection string from this file (a mounted secret); excludes uri"
     )
     database: str = Field("imageviewer", min_length=1, description="database holding the jobs")
     jobs_collection: str = Field("background_jobs", min_length=1, description="collection of background jobs")
-    collections_collection: str = Field("collections", min_length=1, description="collection documents for path A counts")
+    collections_collection: str = Field(
+        "collections", min_length=1, description="collection documents for path A counts"
+    )
     positions_collection: str = Field(
         "jobwatch_positions", min_length=1, description="where resume positions, leases and heartbeats are kept"
     )
@@ -86,7 +92,9 @@ class Settings(BaseSettings):
         description="how often leases are renewed and free ones tried (at most lease_s / 3); a holder that could "
         "not renew for 2/3 of lease_s stops by itself",
     )
-    job_types: Annotated[tuple[str, ...], NoDecode] = Field((), description="job types to watch, comma-separated; empty = every type")
+    job_types: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="job types to watch, comma-separated; empty = every type"
+    )
     stage_arrays: Annotated[dict[str, str], NoDecode] = Field(
         {"thumbnail": "thumbnails", "cache": "cacheImages"},
         description="stage name -> array field of the collection document counted by path A",
@@ -129,15 +137,21 @@ class Settings(BaseSettings):
     degraded_sweep_interval_s: Annotated[float, Field(gt=0)] = Field(
         10.0, description="sweep interval when change streams are unavailable and allow_degraded is set"
     )
-    allow_degraded: bool = Field(False, description="on a standalone server, sweep every degraded_sweep_interval_s instead of failing")
+    allow_degraded: bool = Field(
+        False, description="on a standalone server, sweep every degraded_sweep_interval_s instead of failing"
+    )
     # The driver refuses a billion ms or more; said here, it names the setting, not the URI.
     server_selection_timeout_ms: Annotated[int, Field(ge=100, lt=1_000_000_000)] = Field(
         10_000, description="how long to look for a server before saying it is unreachable"
     )
-    shutdown_deadline_s: Annotated[float, Field(gt=0)] = Field(10.0, description="bound on draining and saving at shutdown")
+    shutdown_deadline_s: Annotated[float, Field(gt=0)] = Field(
+        10.0, description="bound on draining and saving at shutdown"
+    )
 
     health_host: str = Field("127.0.0.1", description="health/metrics HTTP bind address")
-    health_port: Annotated[int, Field(ge=0, le=65535)] = Field(9187, description="health/metrics port; 0 disables the endpoint")
+    health_port: Annotated[int, Field(ge=0, le=65535)] = Field(
+        9187, description="health/metrics port; 0 disables the endpoint"
+    )
     log_json: bool = Field(False, description="JSON log lines instead of readable ones")
     log_level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR")
     observe: bool = Field(
@@ -214,7 +228,9 @@ class Settings(BaseSettings):
             try:
                 value = json.loads(value)
             except ValueError as exc:
-                raise ValueError(f'not JSON ({exc}); expected an object such as {{"thumbnail": "thumbnails"}}') from None
+                raise ValueError(
+                    f'not JSON ({exc}); expected an object such as {{"thumbnail": "thumbnails"}}'
+                ) from None
         return value
 
     @field_validator("stage_arrays")

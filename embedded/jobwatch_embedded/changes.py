@@ -89,7 +89,12 @@ class Cursor:
 
 def is_change_stream(command: events.Document) -> bool:
     pipeline = command.get("pipeline")
-    return bool(pipeline) and isinstance(pipeline, list) and isinstance(pipeline[0], dict) and "$changeStream" in pipeline[0]
+    return (
+        bool(pipeline)
+        and isinstance(pipeline, list)
+        and isinstance(pipeline[0], dict)
+        and "$changeStream" in pipeline[0]
+    )
 
 
 class ChangeStreams:
@@ -115,7 +120,9 @@ class ChangeStreams:
         if target == 1:
             all_dbs = bool(spec.get("allChangesForCluster"))
             if all_dbs and db != "admin":
-                raise errors.CommandError(errors.INVALID_OPTIONS, "allChangesForCluster is only allowed on the admin database")
+                raise errors.CommandError(
+                    errors.INVALID_OPTIONS, "allChangesForCluster is only allowed on the admin database"
+                )
             coll, watch_db, namespace = None, (None if all_dbs else db), f"{db}.$cmd.aggregate"
         elif isinstance(target, str):
             coll, watch_db, namespace = target, db, f"{db}.{target}"
@@ -156,7 +163,9 @@ class ChangeStreams:
             split=split,
             resume_fragments=fragments,
         )
-        batch_size = _batch_size(command.get("cursor", {}).get("batchSize") if isinstance(command.get("cursor"), dict) else None)
+        batch_size = _batch_size(
+            command.get("cursor", {}).get("batchSize") if isinstance(command.get("cursor"), dict) else None
+        )
         self._cursors[cursor.cursor_id] = cursor
         batch = await self._collect_or_close(cursor, batch_size)
         return self._reply(cursor, batch, "firstBatch")
@@ -214,7 +223,12 @@ class ChangeStreams:
             time_ = self._history.time_of(cursor.position)
             token = events.encode_token(self._history.history_id, cursor.position, time_)
         return {
-            "cursor": {"id": 0 if done else cursor.cursor_id, "ns": cursor.namespace, key: batch, "postBatchResumeToken": token},
+            "cursor": {
+                "id": 0 if done else cursor.cursor_id,
+                "ns": cursor.namespace,
+                key: batch,
+                "postBatchResumeToken": token,
+            },
             "ok": 1.0,
         }
 
@@ -223,7 +237,9 @@ class ChangeStreams:
         is done already, and the fragments of a split event its token has seen."""
         chosen = [k for k in ("resumeAfter", "startAfter", "startAtOperationTime") if spec.get(k) is not None]
         if len(chosen) > 1:
-            raise errors.CommandError(errors.BAD_VALUE, "only one of resumeAfter, startAfter and startAtOperationTime may be given")
+            raise errors.CommandError(
+                errors.BAD_VALUE, "only one of resumeAfter, startAfter and startAtOperationTime may be given"
+            )
         if not chosen:
             return self._history.head, False, None
         option = chosen[0]
@@ -239,7 +255,9 @@ class ChangeStreams:
         except AttributeError as exc:
             raise errors.CommandError(errors.TYPE_MISMATCH, "startAtOperationTime must be a Timestamp") from exc
         if position.invalidate and option == "resumeAfter":
-            raise errors.CommandError(errors.INVALID_RESUME_TOKEN, "cannot resume after an invalidate event; use startAfter")
+            raise errors.CommandError(
+                errors.INVALID_RESUME_TOKEN, "cannot resume after an invalidate event; use startAfter"
+            )
         if position.history_id != self._history.history_id and position.cluster_time >= self._history.base_time:
             raise _token_not_found(spec[option])  # a time this history covers, but another history's token
         try:
@@ -368,7 +386,6 @@ class ChangeStreams:
             )
         return transformed
 
-
     def _fit(self, cursor: Cursor, entry: events.Entry, event: events.Document) -> list[events.Document]:
         """The event, or its fragments, within BSON's size limit (MongoDB:
         BSONObjectTooLarge, unless the stream splits large events)."""
@@ -407,7 +424,7 @@ def _check_read_concern(read_concern: object) -> None:
     if level is not None and level != "majority":
         raise errors.CommandError(
             errors.INVALID_OPTIONS,
-            f"Command aggregate does not support {{ readConcern: {{ level: \"{level}\" }} }} :: caused by :: "
+            f'Command aggregate does not support {{ readConcern: {{ level: "{level}" }} }} :: caused by :: '
             "Aggregation stage $changeStream cannot run with a readConcern other than 'majority'. "
             f"Current readConcern: {level}",
         )

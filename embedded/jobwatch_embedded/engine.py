@@ -360,7 +360,9 @@ async def open_engine(data_dir: Path | None, *, max_events: int = history.DEFAUL
     else:
         from mongoeco.engines import SQLiteEngine
 
-        client = mongoeco.AsyncMongoClient(SQLiteEngine(str(data_dir / ENGINE_FILE)), change_stream_history_size=ENGINE_BUFFER_EVENTS)
+        client = mongoeco.AsyncMongoClient(
+            SQLiteEngine(str(data_dir / ENGINE_FILE)), change_stream_history_size=ENGINE_BUFFER_EVENTS
+        )
     try:
         async with client:  # connects the engine; closes the client on the way out
             engine = Engine(client, history_)

@@ -205,7 +205,15 @@ class History:
         self.close()
         temporary = self._path.with_suffix(".tmp")
         with temporary.open("wb") as out:
-            out.write(bson.encode({"history": bson.Int64(self.history_id), "base": bson.Int64(self._base), "baseTime": list(self._base_time)}))
+            out.write(
+                bson.encode(
+                    {
+                        "history": bson.Int64(self.history_id),
+                        "base": bson.Int64(self._base),
+                        "baseTime": list(self._base_time),
+                    }
+                )
+            )
             for entry in self._entries:
                 out.write(bson.encode(_entry_document(entry)))
             out.flush()

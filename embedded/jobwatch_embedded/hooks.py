@@ -311,7 +311,9 @@ def query_plans() -> QueryPlans:
     from mongoeco.core.query_plan import AndCondition, EqualsCondition, InCondition, NotInCondition
     from mongoeco.engines.virtual_indexes import query_can_use_index
 
-    return QueryPlans(AndCondition, EqualsCondition, InCondition, NotInCondition, bson_equality_key, query_can_use_index)
+    return QueryPlans(
+        AndCondition, EqualsCondition, InCondition, NotInCondition, bson_equality_key, query_can_use_index
+    )
 
 
 # -- aggregation, expressions, values ---------------------------------------------

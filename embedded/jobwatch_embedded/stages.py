@@ -56,7 +56,7 @@ def _chain(steps: list[Apply], event: events.Document) -> events.Document | None
 
 
 def _direct(stage: events.Document) -> Apply | None:
-    (name, spec), = stage.items()
+    ((name, spec),) = stage.items()
     if name == "$match":
         predicate = _predicate(spec)
         return None if predicate is None else (lambda event: event if predicate(event) else None)
@@ -97,7 +97,12 @@ def _field(path: str, condition: object) -> Callable[[events.Document], bool] | 
         return None
     if isinstance(condition, str):
         wanted = frozenset((condition,))
-    elif isinstance(condition, dict) and list(condition) == ["$in"] and isinstance(condition["$in"], list) and all(isinstance(v, str) for v in condition["$in"]):
+    elif (
+        isinstance(condition, dict)
+        and list(condition) == ["$in"]
+        and isinstance(condition["$in"], list)
+        and all(isinstance(v, str) for v in condition["$in"])
+    ):
         wanted = frozenset(condition["$in"])
     else:
         return None

@@ -35,7 +35,9 @@ def results(tmp_path: Path) -> conformance.Results:
     unified, prose = conformance.Tally(), conformance.Tally()
     for outcome in conformance.read_report(report):
         conformance._count(unified if conformance.is_unified(outcome.test) else prose, outcome)
-    return conformance.Results("abc123", "jobwatch-embedded 0", "3.13.0", "2026-01-01T00:00:00+00:00", 9.0, unified, prose)
+    return conformance.Results(
+        "abc123", "jobwatch-embedded 0", "3.13.0", "2026-01-01T00:00:00+00:00", 9.0, unified, prose
+    )
 
 
 def test_outcomes_are_counted_apart_for_unified_and_prose_tests(results: conformance.Results) -> None:

@@ -111,13 +111,24 @@ def test_history_serves_tokens_it_retains_and_refuses_older_ones() -> None:
 def test_journal_survives_a_restart_and_a_torn_last_append(tmp_path: Path) -> None:
     first = history.History(journal_dir=tmp_path)
     for i in range(3):
-        first.record("update", "db", "c", document_key=bson.encode({"_id": i}), full_document=bson.encode({"_id": i, "n": i}), update_description=bson.encode({"updatedFields": {"n": i}, "removedFields": [], "truncatedArrays": []}))
+        first.record(
+            "update",
+            "db",
+            "c",
+            document_key=bson.encode({"_id": i}),
+            full_document=bson.encode({"_id": i, "n": i}),
+            update_description=bson.encode({"updatedFields": {"n": i}, "removedFields": [], "truncatedArrays": []}),
+        )
     first.close()
     journal = tmp_path / history.JOURNAL_NAME
     journal.write_bytes(journal.read_bytes() + b"\x40\x00\x00\x00\x02op")  # killed mid-append
     second = history.History(journal_dir=tmp_path)
     assert second.history_id == first.history_id and second.head == 3
-    assert [bson.decode(e.update_description)["updatedFields"] for e in second.after(0) if e.update_description] == [{"n": 0}, {"n": 1}, {"n": 2}]
+    assert [bson.decode(e.update_description)["updatedFields"] for e in second.after(0) if e.update_description] == [
+        {"n": 0},
+        {"n": 1},
+        {"n": 2},
+    ]
     second.record("delete", "db", "c", document_key=bson.encode({"_id": 0}))
     second.close()
     third = history.History(journal_dir=tmp_path)

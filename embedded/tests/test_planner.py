@@ -47,7 +47,9 @@ MISSING = object()
 
 def documents() -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
-    for n, (status, job_type) in enumerate((s, t) for s in [*ODD_VALUES, MISSING] for t in ["a", "b", None, ["a"], MISSING]):
+    for n, (status, job_type) in enumerate(
+        (s, t) for s in [*ODD_VALUES, MISSING] for t in ["a", "b", None, ["a"], MISSING]
+    ):
         if isinstance(status, list) and isinstance(job_type, list):
             continue  # parallel arrays: no compound index takes them (nor does MongoDB's)
         doc: dict[str, Any] = {"_id": n}

@@ -26,8 +26,12 @@ from streams import DEADLINE_S, next_event
 async def test_events_are_shaped_like_mongodb(client: AsyncMongoClient[dict[str, Any]]) -> None:
     jobs = client.db.jobs
     stream = await jobs.watch(max_await_time_ms=100)
-    await jobs.insert_one({"_id": 1, "stages": {"a": {"completedItems": 0, "status": "InProgress"}}, "items": [1, 2, 3], "old": True})
-    await jobs.update_one({"_id": 1}, {"$inc": {"stages.a.completedItems": 1}, "$unset": {"old": ""}, "$pop": {"items": 1}})
+    await jobs.insert_one(
+        {"_id": 1, "stages": {"a": {"completedItems": 0, "status": "InProgress"}}, "items": [1, 2, 3], "old": True}
+    )
+    await jobs.update_one(
+        {"_id": 1}, {"$inc": {"stages.a.completedItems": 1}, "$unset": {"old": ""}, "$pop": {"items": 1}}
+    )
     await jobs.replace_one({"_id": 1}, {"fresh": 1})
     await jobs.delete_one({"_id": 1})
     insert, update, replace, delete = [await next_event(stream) for _ in range(4)]
@@ -122,7 +126,9 @@ async def test_history_is_kept_while_nobody_watches(client: AsyncMongoClient[dic
     await resumed.close()
 
 
-async def test_drop_sends_drop_then_invalidate_and_start_after_continues(client: AsyncMongoClient[dict[str, Any]]) -> None:
+async def test_drop_sends_drop_then_invalidate_and_start_after_continues(
+    client: AsyncMongoClient[dict[str, Any]],
+) -> None:
     jobs = client.db.jobs
     stream = await jobs.watch(max_await_time_ms=100)
     await jobs.insert_one({"_id": 1})
@@ -184,7 +190,9 @@ async def test_kill_cursors_then_get_more_is_cursor_not_found(client: AsyncMongo
     assert caught.value.details is not None and caught.value.details["codeName"] == "CursorNotFound"
 
 
-async def test_idle_get_more_waits_max_time_and_advances_the_post_batch_token(client: AsyncMongoClient[dict[str, Any]]) -> None:
+async def test_idle_get_more_waits_max_time_and_advances_the_post_batch_token(
+    client: AsyncMongoClient[dict[str, Any]],
+) -> None:
     db = client.db
     reply = await db.command({"aggregate": "jobs", "pipeline": [{"$changeStream": {}}], "cursor": {}})
     cursor_id, token = reply["cursor"]["id"], reply["cursor"]["postBatchResumeToken"]
@@ -219,7 +227,12 @@ async def test_an_unsupported_command_gets_mongodb_error_shape(client: AsyncMong
         with pytest.raises(OperationFailure) as caught:
             await client.db.command({"noSuchCommand": 1})
     assert caught.value.code == 59
-    assert caught.value.details == {"ok": 0.0, "errmsg": "no such command: 'noSuchCommand'", "code": 59, "codeName": "CommandNotFound"}
+    assert caught.value.details == {
+        "ok": 0.0,
+        "errmsg": "no such command: 'noSuchCommand'",
+        "code": 59,
+        "codeName": "CommandNotFound",
+    }
 
 
 async def test_unsupported_pipeline_stage_is_refused(client: AsyncMongoClient[dict[str, Any]]) -> None:
@@ -310,13 +323,21 @@ async def test_many_document_writes_and_drop_database(client: AsyncMongoClient[d
     await client.drop_database("db")
     await client.other.jobs.insert_one({"_id": "after"})  # not lost after the drops
     seen = [await next_event(cluster) for _ in range(13)]
-    assert [e["operationType"] for e in seen] == ["insert"] * 3 + ["update"] * 3 + ["delete"] * 2 + ["insert", "drop", "drop", "dropDatabase", "insert"]
+    assert [e["operationType"] for e in seen] == ["insert"] * 3 + ["update"] * 3 + ["delete"] * 2 + [
+        "insert",
+        "drop",
+        "drop",
+        "dropDatabase",
+        "insert",
+    ]
     assert {e["ns"]["coll"] for e in seen[9:11]} == {"jobs", "more"} and seen[11]["ns"] == {"db": "db"}
     assert seen[12]["documentKey"] == {"_id": "after"}
     await cluster.close()
 
 
-async def test_the_engine_hands_back_what_the_history_holds(served: Any, client: AsyncMongoClient[dict[str, Any]]) -> None:
+async def test_the_engine_hands_back_what_the_history_holds(
+    served: Any, client: AsyncMongoClient[dict[str, Any]]
+) -> None:
     """The engine's own copies of recorded changes are released (the history
     keeps them as BSON), and the tap still resumes after a drop."""
     from jobwatch_embedded import engine, hooks

@@ -68,6 +68,10 @@ def test_projection_keeps_what_mongodb_keeps() -> None:
     with none of the fields stays as ``{}``; arrays inside arrays are entered."""
     apply = stages.compile_stages([{"$project": {"fullDocument.d": 1, "ns.x": 1}}])
     assert apply is not None
-    event = {"_id": {"_data": "t"}, "fullDocument": [{"c": {"e": 1, "f": 1}}, {"d": 2}, "z", [{"d": 3, "e": 4}]], "ns": {"db": "db"}}
+    event = {
+        "_id": {"_data": "t"},
+        "fullDocument": [{"c": {"e": 1, "f": 1}}, {"d": 2}, "z", [{"d": 3, "e": 4}]],
+        "ns": {"db": "db"},
+    }
     assert apply(event) == {"_id": {"_data": "t"}, "fullDocument": [{}, {"d": 2}, [{"d": 3}]], "ns": {}}
     assert apply({"_id": 1, "fullDocument": 5}) == {"_id": 1}

@@ -43,7 +43,9 @@ def test_explain_json_and_object_ids(cli_mongo: CliMongo, capsys: pytest.Capture
     assert any(f["rule"] == 5 for f in doc["findings"])
 
 
-def test_explain_json_prints_the_mongodb_filter_and_update(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+def test_explain_json_prints_the_mongodb_filter_and_update(
+    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]
+) -> None:
     cli_mongo.db.background_jobs.insert_one(seed_job())
     code, out, _ = run_cli(cli_mongo.args("explain", "68ebf7fb500d92ef82221ec2", "--json"), capsys)
     assert code == exits.OK
@@ -97,7 +99,9 @@ def test_status_reports_open_jobs_and_last_sweep(cli_mongo: CliMongo, capsys: py
 
 
 def test_simulate_creates_and_plays_jobs(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli(cli_mongo.args("simulate", "--jobs", "4", "--items", "5", "--legacy-fraction", "0.5"), capsys)
+    code, out, _ = run_cli(
+        cli_mongo.args("simulate", "--jobs", "4", "--items", "5", "--legacy-fraction", "0.5"), capsys
+    )
     assert code == exits.OK and "4 jobs, 40 increments" in out
     for job in cli_mongo.db.background_jobs.find():
         assert [s["completedItems"] for s in job["stages"].values()] == [5, 5]
@@ -119,7 +123,9 @@ def test_bad_settings_name_the_setting(argv: list[str], expected: str, capsys: p
     assert "hunter22" not in err
 
 
-def test_environment_settings_and_flag_precedence(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_environment_settings_and_flag_precedence(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("JOBWATCH_WORKERS", "-1")
     code, _, err = run_cli(["sweep"], capsys)
     assert code == exits.USAGE and "JOBWATCH_WORKERS" in err
@@ -129,7 +135,13 @@ def test_environment_settings_and_flag_precedence(monkeypatch: pytest.MonkeyPatc
 
 
 def test_unreachable_server_fails_fast_and_keeps_the_password(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["status", "--uri", "mongodb://ops:s3cretpassw0rd@127.0.0.1:9/?replicaSet=rs0", "--server-selection-timeout-ms", "300"]
+    argv = [
+        "status",
+        "--uri",
+        "mongodb://ops:s3cretpassw0rd@127.0.0.1:9/?replicaSet=rs0",
+        "--server-selection-timeout-ms",
+        "300",
+    ]
     code, out, err = run_cli(argv, capsys)
     assert code == exits.UNREACHABLE
     assert "unreachable" in err and "300 ms" in err
@@ -142,5 +154,3 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(["frobnicate"], capsys)[0] == exits.USAGE
     assert run_cli(["sweep", "--workers", "3"], capsys)[0] == exits.USAGE  # sweep has no workers
     assert run_cli(["--help"], capsys)[0] == exits.OK
-
-

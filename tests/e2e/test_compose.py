@@ -13,11 +13,16 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILES = sorted((ROOT / "compose").glob("*.yml"))
 
 
-@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (the validator) is not installed; .ci/compose-check installs it")
+@pytest.mark.skipif(
+    shutil.which("docker-compose") is None,
+    reason="docker-compose (the validator) is not installed; .ci/compose-check installs it",
+)
 @pytest.mark.parametrize("path", COMPOSE_FILES, ids=lambda p: p.name)
 @pytest.mark.parametrize("profile", [[], ["--profile", "simulator"]], ids=["default", "simulator"])
 def test_compose_file_is_valid(path: Path, profile: list[str]) -> None:
-    done = subprocess.run(["docker-compose", "-f", str(path), *profile, "config", "-q"], capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["docker-compose", "-f", str(path), *profile, "config", "-q"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -57,7 +62,16 @@ def test_the_lock_file_pins_every_dependency_with_hashes() -> None:
     lock = (ROOT / "deploy" / "requirements.lock").read_text()
     pins = re.findall(r"^([A-Za-z0-9_.-]+)==\S+ \\$", lock, re.MULTILINE)
     names = {pin.lower().replace("_", "-") for pin in pins}
-    assert {"pymongo", "anyio", "pydantic", "pydantic-settings", "loguru", "prometheus-client", "click", "setuptools"} <= names
+    assert {
+        "pymongo",
+        "anyio",
+        "pydantic",
+        "pydantic-settings",
+        "loguru",
+        "prometheus-client",
+        "click",
+        "setuptools",
+    } <= names
     assert lock.count("--hash=sha256:") >= len(pins)
 
 
@@ -65,7 +79,15 @@ def test_compose_is_hardened() -> None:
     text = (ROOT / "compose" / "docker-compose.yml").read_text()
     assert not re.search(r"^version:", text, re.MULTILINE)  # obsolete key
     assert re.search(r"image: mongo:7@sha256:[0-9a-f]{64}", text)
-    for needle in ("read_only: true", "cap_drop", "no-new-privileges", "mem_limit", "max-size", "JOBWATCH_URI_FILE", "restart: unless-stopped"):
+    for needle in (
+        "read_only: true",
+        "cap_drop",
+        "no-new-privileges",
+        "mem_limit",
+        "max-size",
+        "JOBWATCH_URI_FILE",
+        "restart: unless-stopped",
+    ):
         assert needle in text, needle
     simulator = text.split("  simulator:")[1]
     assert "disable: true" in simulator  # not the watcher's /readyz
@@ -80,7 +102,11 @@ def test_the_image_installs_every_subpackage() -> None:
     import tomllib
 
     include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
-    packages = [".".join(path.parent.relative_to(ROOT).parts) for top in ("rules", "watcher") for path in (ROOT / top).rglob("__init__.py")]
+    packages = [
+        ".".join(path.parent.relative_to(ROOT).parts)
+        for top in ("rules", "watcher")
+        for path in (ROOT / top).rglob("__init__.py")
+    ]
     assert "watcher.cli" in packages
     for package in packages:
         assert any(fnmatch.fnmatch(package, pattern) for pattern in include), package

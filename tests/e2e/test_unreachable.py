@@ -136,8 +136,17 @@ def test_a_standalone_server_asked_for_a_replica_set(capsys: pytest.CaptureFixtu
 def test_only_a_secondary(capsys: pytest.CaptureFixture[str]) -> None:
     for mock in mockup({"ismaster": False, "isWritablePrimary": False, "secondary": True, "setName": "rs0"}):
         where = mock.address_string
-        mock.autoresponds({"hello": 1}, ismaster=False, isWritablePrimary=False, secondary=True, setName="rs0",
-                          hosts=[where], me=where, minWireVersion=0, maxWireVersion=21)
+        mock.autoresponds(
+            {"hello": 1},
+            ismaster=False,
+            isWritablePrimary=False,
+            secondary=True,
+            setName="rs0",
+            hosts=[where],
+            me=where,
+            minWireVersion=0,
+            maxWireVersion=21,
+        )
         code, err = run(f"mongodb://{where}/?replicaSet=rs0", capsys)
     assert code == exits.UNREACHABLE
     assert f"{where} is a secondary, not the primary (no primary found)" in one_line(err)

@@ -58,7 +58,12 @@ async def test_metrics_answer_is_anything_stuck(mongo: Backend) -> None:
     jobs = mongo.db.background_jobs
     # A job the watcher must skip (a counter that is no number) stays open;
     # the seed job is completed by the start-up sweep.
-    await jobs.insert_many([seed_job(_id=ObjectId()), {"_id": "odd", "status": "Pending", "stages": {"a": {"completedItems": "x", "totalItems": 1}}}])
+    await jobs.insert_many(
+        [
+            seed_job(_id=ObjectId()),
+            {"_id": "odd", "status": "Pending", "stages": {"a": {"completedItems": "x", "totalItems": 1}}},
+        ]
+    )
     async with running(mongo, census_interval_s=0.1) as watcher:
 
         async def counted() -> bool:
@@ -108,7 +113,10 @@ async def test_observe_mode_decides_and_writes_nothing(mongo: Backend) -> None:
         await jobs.update_one({"_id": job["_id"]}, {"$set": {"message": "touched"}})  # a change event: decided again
 
         async def evaluated_from_the_stream() -> bool:
-            return 'jobwatch_evaluations_total{outcome="job_completed",source="stream"}' in watcher.metrics.exposition().decode()
+            return (
+                'jobwatch_evaluations_total{outcome="job_completed",source="stream"}'
+                in watcher.metrics.exposition().decode()
+            )
 
         await wait_until(evaluated_from_the_stream, what="the stream's evaluation")
     stored = await jobs.find_one({"_id": job["_id"]})
@@ -126,7 +134,11 @@ async def test_the_stuck_listing_reads_past_a_document_the_driver_cannot_decode(
     jobs = mongo.db.background_jobs
     await jobs.insert_many(
         [
-            {"_id": "undecodable", "status": "Pending", "stages": {"a": {"totalItems": 2, "startedAt": DatetimeMS(2**62)}}},
+            {
+                "_id": "undecodable",
+                "status": "Pending",
+                "stages": {"a": {"totalItems": 2, "startedAt": DatetimeMS(2**62)}},
+            },
             {"_id": "good", "status": "Pending", "stages": {"a": {"totalItems": 2}}},
         ]
     )

@@ -26,7 +26,9 @@ def new_jobs() -> list[dict[str, Any]]:
             "jobType": "resume-collection",
             "status": "Pending",
             "collectionId": None,
-            "stages": {s: {"status": "InProgress", "completedItems": 0, "totalItems": ITEMS} for s in ("thumbnail", "cache")},
+            "stages": {
+                s: {"status": "InProgress", "completedItems": 0, "totalItems": ITEMS} for s in ("thumbnail", "cache")
+            },
         }
         for _ in range(JOBS)
     ]
@@ -73,7 +75,13 @@ EXPECTED = {
     "completedItems": ITEMS,
     "message": "All stages completed successfully",
     "stages": {
-        s: {"status": "Completed", "completedItems": ITEMS, "totalItems": ITEMS, "progress": 100, "message": f"All {ITEMS} items processed"}
+        s: {
+            "status": "Completed",
+            "completedItems": ITEMS,
+            "totalItems": ITEMS,
+            "progress": 100,
+            "message": f"All {ITEMS} items processed",
+        }
         for s in ("thumbnail", "cache")
     },
 }

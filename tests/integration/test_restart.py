@@ -54,7 +54,9 @@ async def test_restart_mid_burst_resumes_and_every_job_ends_right(mongo: Backend
         job = new_job()
         ids.append(job["_id"])
         await jobs.insert_one(job)
-    watcher = Watcher(mongo.client, settings_for(mongo, position_save_interval_s=0.05), change_source=mongo.change_source())
+    watcher = Watcher(
+        mongo.client, settings_for(mongo, position_save_interval_s=0.05), change_source=mongo.change_source()
+    )
     async with anyio.create_task_group() as tg:
         tg.start_soon(watcher.run)
         await watcher.wait_started()

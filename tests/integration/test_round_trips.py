@@ -53,7 +53,12 @@ async def test_hot_path_round_trips(mongo: Backend) -> None:
 
 
 async def _evaluated(watcher: Watcher, count: int) -> bool:
-    total = sum(sample.value for family in watcher.metrics.evaluations.collect() for sample in family.samples if sample.name.endswith("_total") and sample.labels["source"] == "stream")
+    total = sum(
+        sample.value
+        for family in watcher.metrics.evaluations.collect()
+        for sample in family.samples
+        if sample.name.endswith("_total") and sample.labels["source"] == "stream"
+    )
     return total >= count
 
 

@@ -16,7 +16,9 @@ from watcher.service import ConfigurationProblem
 
 RESUMABLE = [
     pytest.param(failure(43, "CursorNotFound"), id="cursor-not-found"),
-    pytest.param(pe.NotPrimaryError("not primary", {"ok": 0, "code": 10107, "errmsg": "not primary"}), id="not-primary"),
+    pytest.param(
+        pe.NotPrimaryError("not primary", {"ok": 0, "code": 10107, "errmsg": "not primary"}), id="not-primary"
+    ),
     pytest.param(pe.NetworkTimeout("connection timed out"), id="network-timeout"),
     pytest.param(failure(91, "ShutdownInProgress", "ResumableChangeStreamError"), id="resumable-label"),
 ]
@@ -36,7 +38,10 @@ async def test_resumable_errors_resume_from_the_last_event(mongo: Backend, error
 @pytest.mark.parametrize(
     "step",
     [
-        pytest.param(Step(after=1, error=failure(286, "ChangeStreamHistoryLost", "NonResumableChangeStreamError")), id="history-lost"),
+        pytest.param(
+            Step(after=1, error=failure(286, "ChangeStreamHistoryLost", "NonResumableChangeStreamError")),
+            id="history-lost",
+        ),
         pytest.param(Step(after=1, inject={"operationType": "invalidate"}), id="invalidate"),
         pytest.param(Step(after=1, error=failure(260, "InvalidResumeToken")), id="invalid-token"),
     ],
@@ -53,7 +58,10 @@ async def test_unusable_stream_restarts_from_now_after_a_sweep(mongo: Backend, s
 
 
 async def test_history_lost_at_open_means_sweep_then_stream(mongo: Backend) -> None:
-    source = ScriptedSource(mongo.change_source(), [Step(after=0, on_open=failure(286, "ChangeStreamHistoryLost", "NonResumableChangeStreamError"))])
+    source = ScriptedSource(
+        mongo.change_source(),
+        [Step(after=0, on_open=failure(286, "ChangeStreamHistoryLost", "NonResumableChangeStreamError"))],
+    )
     await mongo.db.jobwatch_positions.insert_one({"_id": "default", "token": {"_data": "old"}})
     async with running(mongo, source=source) as watcher:
         assert source.opened_with == [{"_data": "old"}, None]
@@ -76,7 +84,9 @@ async def test_standalone_server_degrades_only_when_allowed(mongo: Backend) -> N
     async with running(mongo, source=source, allow_degraded=True, degraded_sweep_interval_s=0.1) as watcher:
         assert watcher.degraded and not watcher.streaming and watcher.ready
         jobs = mongo.db.background_jobs
-        await jobs.insert_one({"_id": "j", "status": "Pending", "stages": {"a": {"completedItems": 1, "totalItems": 1}}})
+        await jobs.insert_one(
+            {"_id": "j", "status": "Pending", "stages": {"a": {"completedItems": 1, "totalItems": 1}}}
+        )
 
         async def swept() -> bool:
             return await jobs.count_documents({"_id": "j", "status": "Completed"}) == 1
@@ -92,7 +102,10 @@ async def test_fatal_errors_stop_the_service(mongo: Backend) -> None:
 
 
 async def _sweeps_ran(watcher: Any, before: float) -> bool:
-    return metric(watcher, "jobwatch_sweep_duration_seconds_sum") > 0 and metric(watcher, "jobwatch_sweep_findings_total", kind="scanned") > before
+    return (
+        metric(watcher, "jobwatch_sweep_duration_seconds_sum") > 0
+        and metric(watcher, "jobwatch_sweep_findings_total", kind="scanned") > before
+    )
 
 
 def _name(error: BaseException) -> str:

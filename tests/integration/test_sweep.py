@@ -41,7 +41,9 @@ async def test_legacy_stuck_job_is_completed_by_the_start_up_sweep(mongo: Backen
 
 async def test_path_a_completes_a_job_whose_consumer_lost_increments(mongo: Backend) -> None:
     collection_id = ObjectId()
-    await mongo.db.collections.insert_one({"_id": collection_id, "thumbnails": list(range(132)), "cacheImages": list(range(132))})
+    await mongo.db.collections.insert_one(
+        {"_id": collection_id, "thumbnails": list(range(132)), "cacheImages": list(range(132))}
+    )
     job = collection_job(collection_id, done=120)
     await mongo.db.background_jobs.insert_one(job)
     watcher = Watcher(mongo.client, settings_for(mongo), change_source=mongo.change_source())
@@ -104,7 +106,12 @@ async def test_sweep_covers_every_type_odd_statuses_and_skips_bad_documents(mong
 async def test_job_type_filter_narrows_an_on_demand_sweep(mongo: Backend) -> None:
     jobs = mongo.db.background_jobs
     done = {"a": {"completedItems": 1, "totalItems": 1}}
-    await jobs.insert_many([{"_id": 1, "jobType": "x", "status": "Pending", "stages": done}, {"_id": 2, "jobType": "y", "status": "Pending", "stages": done}])
+    await jobs.insert_many(
+        [
+            {"_id": 1, "jobType": "x", "status": "Pending", "stages": done},
+            {"_id": 2, "jobType": "y", "status": "Pending", "stages": done},
+        ]
+    )
     report = await Watcher(mongo.client, settings_for(mongo)).sweep(job_types=["x"])
     assert report.scanned == 1
     assert (await jobs.find_one({"_id": 2}) or {})["status"] == "Pending"
@@ -127,7 +134,11 @@ async def test_odd_shapes_never_stop_the_sweep_or_the_stream(mongo: Backend) -> 
     odd: list[dict[str, Any]] = [
         {"_id": {"legacy": 1}, "status": "Pending", "stages": {"a": done}},
         {"_id": "missing-collection", "status": "Pending", "collectionId": "no-such", "stages": {"thumbnail": done}},
-        {"_id": "decimal", "status": "Pending", "stages": {"a": {"completedItems": Decimal128("2"), "totalItems": Int64(2)}}},
+        {
+            "_id": "decimal",
+            "status": "Pending",
+            "stages": {"a": {"completedItems": Decimal128("2"), "totalItems": Int64(2)}},
+        },
         {"_id": "null-stage", "status": "Pending", "stages": {"a": None}},
         {"_id": "list-stages", "status": "Pending", "stages": [done]},
         {"_id": "no-stages", "status": "Pending"},
@@ -150,10 +161,14 @@ async def test_odd_shapes_never_stop_the_sweep_or_the_stream(mongo: Backend) -> 
     assert statuses["missing-collection"] == "Completed"  # no collection document: path B
     assert statuses["decimal"] == "Completed"
     assert statuses["number-status"] == 3  # a status that is not text (an enum ordinal?) is never overwritten
-    assert statuses["no-stages"] == statuses["null-stage"] == statuses["list-stages"] == statuses["late-bad"] == "Pending"
+    assert (
+        statuses["no-stages"] == statuses["null-stage"] == statuses["list-stages"] == statuses["late-bad"] == "Pending"
+    )
 
 
-@embedded_differs("the embedded engine's wire proxy decodes documents in Python itself and refuses to store a date beyond year 9999")
+@embedded_differs(
+    "the embedded engine's wire proxy decodes documents in Python itself and refuses to store a date beyond year 9999"
+)
 async def test_a_document_the_driver_cannot_decode_costs_one_job(mongo: Backend) -> None:
     from bson.datetime_ms import DatetimeMS
 

@@ -29,11 +29,14 @@ def stages_of(plan: Any) -> list[dict[str, Any]]:
 
 @embedded_differs("the embedded engine's explain() has another format and no index bounds")
 @pytest.mark.parametrize("job_types", [(), ("x",)], ids=["all-types", "one-type"])
-async def test_both_sweep_passes_use_the_index_and_skip_terminal_statuses(mongo: Backend, job_types: tuple[str, ...]) -> None:
+async def test_both_sweep_passes_use_the_index_and_skip_terminal_statuses(
+    mongo: Backend, job_types: tuple[str, ...]
+) -> None:
     if mongo.is_embedded:
         pytest.skip("explain() on the embedded engine does not report MongoDB's plan stages")
     await mongo.db.background_jobs.insert_many(
-        [{"status": status, "jobType": "x"} for status in ("Completed", "Failed", "Cancelled", "Pending", "Queued")] * 20
+        [{"status": status, "jobType": "x"} for status in ("Completed", "Failed", "Cancelled", "Pending", "Queued")]
+        * 20
     )
     async with running(mongo):
         pass  # creates the index
@@ -49,5 +52,3 @@ async def test_both_sweep_passes_use_the_index_and_skip_terminal_statuses(mongo:
         assert '"Completed", "Completed"' not in bounds.replace("'", '"')
         # The plan explained is the plan of the queries the sweep sends, type filter included.
         assert ('"x", "x"' in bounds.replace("'", '"')) == bool(job_types)
-
-

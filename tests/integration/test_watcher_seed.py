@@ -15,7 +15,9 @@ ITEMS = 132
 CONSUMERS = 12
 
 
-async def play_consumers(jobs: Any, job_id: Any, stages: tuple[str, ...], items: int = ITEMS, consumers: int = CONSUMERS) -> None:
+async def play_consumers(
+    jobs: Any, job_id: Any, stages: tuple[str, ...], items: int = ITEMS, consumers: int = CONSUMERS
+) -> None:
     async def consumer(stage: str, share: int) -> None:
         for _ in range(share):
             await jobs.update_one({"_id": job_id}, {"$inc": {f"stages.{stage}.completedItems": 1}})

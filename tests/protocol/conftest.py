@@ -19,6 +19,8 @@ def server() -> Iterator[MockupDB]:
 
 @pytest.fixture
 async def client(server: MockupDB) -> AsyncIterator[AsyncMongoClient[dict[str, Any]]]:
-    c: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(server.uri, directConnection=True, serverSelectionTimeoutMS=5000)
+    c: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        server.uri, directConnection=True, serverSelectionTimeoutMS=5000
+    )
     yield c
     await c.close()

@@ -28,7 +28,9 @@ from watcher.intake import stream
 from watcher.storage import errors
 
 
-async def answer(server: Any, action: Callable[[], Awaitable[Any]], reply: Callable[[Request], Any]) -> tuple[Any, Request]:
+async def answer(
+    server: Any, action: Callable[[], Awaitable[Any]], reply: Callable[[Request], Any]
+) -> tuple[Any, Request]:
     """Run ``action`` (which sends one command) while the mock answers it with ``reply``."""
     result: dict[str, Any] = {}
 
@@ -60,7 +62,11 @@ def update_event(token: str, job: dict[str, Any]) -> dict[str, Any]:
         "clusterTime": Timestamp(1_760_000_000, 1),
         "wallTime": None,
         "documentKey": {"_id": job["_id"]},
-        "updateDescription": {"updatedFields": {"stages.thumbnail.completedItems": 132}, "removedFields": [], "truncatedArrays": []},
+        "updateDescription": {
+            "updatedFields": {"stages.thumbnail.completedItems": 132},
+            "removedFields": [],
+            "truncatedArrays": [],
+        },
         "fullDocument": job,
     }
 
@@ -76,7 +82,9 @@ async def test_open_sends_our_pipeline_with_update_lookup(server: Any, client: A
     await opened.close()
 
 
-async def test_idle_batches_advance_the_position_by_their_post_batch_token(server: Any, client: AsyncMongoClient[Any]) -> None:
+async def test_idle_batches_advance_the_position_by_their_post_batch_token(
+    server: Any, client: AsyncMongoClient[Any]
+) -> None:
     reader, queue = reader_for(client)
     opened, _ = await answer(server, lambda: reader.open(None), lambda r: batch(r, [], "01", first=True))
     with anyio.move_on_after(1.0):  # the reader loops over idle batches; stop it after the second
@@ -96,7 +104,11 @@ async def test_idle_batches_advance_the_position_by_their_post_batch_token(serve
 async def test_events_are_decided_from_the_looked_up_document(server: Any, client: AsyncMongoClient[Any]) -> None:
     reader, queue = reader_for(client)
     opened, _ = await answer(server, lambda: reader.open(None), lambda r: batch(r, [], "01", first=True))
-    job = {"_id": ObjectId(), "status": "Pending", "stages": {"thumbnail": {"status": "InProgress", "completedItems": 132, "totalItems": 132}}}
+    job = {
+        "_id": ObjectId(),
+        "status": "Pending",
+        "stages": {"thumbnail": {"status": "InProgress", "completedItems": 132, "totalItems": 132}},
+    }
     event = update_event("02", job)
     assert event["updateDescription"]["updatedFields"]  # MongoDB sends it ...
     async with anyio.create_task_group() as tg:
@@ -129,7 +141,9 @@ async def test_a_reply_of_several_events_is_one_batch_with_its_post_batch_token(
     await opened.close()
 
 
-async def test_pymongo_resumes_a_resumable_error_itself_from_the_last_token(server: Any, client: AsyncMongoClient[Any]) -> None:
+async def test_pymongo_resumes_a_resumable_error_itself_from_the_last_token(
+    server: Any, client: AsyncMongoClient[Any]
+) -> None:
     reader, _ = reader_for(client)
     opened, _ = await answer(server, lambda: reader.open(None), lambda r: batch(r, [], "01", first=True))
     job = {"_id": ObjectId(), "status": "Pending", "stages": {}}
@@ -141,10 +155,27 @@ async def test_pymongo_resumes_a_resumable_error_itself_from_the_last_token(serv
     async with anyio.create_task_group() as tg:
         tg.start_soon(next_event)
         failing = await anyio.to_thread.run_sync(lambda: server.receives(timeout=WAIT_S))
-        failing.reply({"ok": 0, "code": 91, "codeName": "ShutdownInProgress", "errmsg": "shutting down", "errorLabels": ["ResumableChangeStreamError"]})
+        failing.reply(
+            {
+                "ok": 0,
+                "code": 91,
+                "codeName": "ShutdownInProgress",
+                "errmsg": "shutting down",
+                "errorLabels": ["ResumableChangeStreamError"],
+            }
+        )
         resumed = await anyio.to_thread.run_sync(lambda: server.receives(timeout=WAIT_S))
         assert resumed.doc["pipeline"][0]["$changeStream"]["resumeAfter"] == {"_data": "01"}
-        resumed.reply({"cursor": {"id": CURSOR_ID + 1, "ns": NS, "firstBatch": [update_event("02", job)], "postBatchResumeToken": {"_data": "02"}}})
+        resumed.reply(
+            {
+                "cursor": {
+                    "id": CURSOR_ID + 1,
+                    "ns": NS,
+                    "firstBatch": [update_event("02", job)],
+                    "postBatchResumeToken": {"_data": "02"},
+                }
+            }
+        )
     assert [event["fullDocument"] for event in result["batch"]] == [job]
     assert opened.resume_token == {"_data": "02"}
     await opened.close()
@@ -153,7 +184,13 @@ async def test_pymongo_resumes_a_resumable_error_itself_from_the_last_token(serv
 async def test_history_lost_reaches_the_watcher_as_a_restart(server: Any, client: AsyncMongoClient[Any]) -> None:
     reader, _ = reader_for(client)
     opened, _ = await answer(server, lambda: reader.open({"_data": "00"}), lambda r: batch(r, [], "01", first=True))
-    lost = {"ok": 0, "code": 286, "codeName": "ChangeStreamHistoryLost", "errmsg": "history lost", "errorLabels": ["NonResumableChangeStreamError"]}
+    lost = {
+        "ok": 0,
+        "code": 286,
+        "codeName": "ChangeStreamHistoryLost",
+        "errmsg": "history lost",
+        "errorLabels": ["NonResumableChangeStreamError"],
+    }
     with pytest.raises(OperationFailure) as caught:
         await answer(server, opened.next_batch, lambda r: r.reply(lost))
     assert caught.value.code == 286

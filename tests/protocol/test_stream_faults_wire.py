@@ -27,11 +27,15 @@ async def opened(server: Any, reader: stream.StreamReader) -> Any:
     async with anyio.create_task_group() as tg:
         tg.start_soon(run)
         request = await anyio.to_thread.run_sync(lambda: server.receives(timeout=WAIT_S))
-        request.reply({"cursor": {"id": CURSOR_ID, "ns": NS, "firstBatch": [], "postBatchResumeToken": {"_data": "01"}}})
+        request.reply(
+            {"cursor": {"id": CURSOR_ID, "ns": NS, "firstBatch": [], "postBatchResumeToken": {"_data": "01"}}}
+        )
     return result["stream"]
 
 
-async def consume_with_reply(server: Any, reader: stream.StreamReader, reply: dict[str, Any] | None) -> errors.StreamBroken:
+async def consume_with_reply(
+    server: Any, reader: stream.StreamReader, reply: dict[str, Any] | None
+) -> errors.StreamBroken:
     """Run the reader; answer its getMore with ``reply`` (None: never answer)."""
     live = await opened(server, reader)
     caught: dict[str, errors.StreamBroken] = {}
@@ -60,12 +64,32 @@ async def consume_with_reply(server: Any, reader: stream.StreamReader, reply: di
 @pytest.mark.parametrize(
     ("reply", "action"),
     [
-        pytest.param({"ok": 0, "code": 286, "codeName": "ChangeStreamHistoryLost", "errmsg": "lost", "errorLabels": ["NonResumableChangeStreamError"]}, errors.Action.RESTART, id="history-lost"),
-        pytest.param({"ok": 0, "code": 280, "codeName": "ChangeStreamFatalError", "errmsg": "fatal"}, errors.Action.RESTART, id="change-stream-fatal"),
-        pytest.param({"ok": 0, "code": 2, "codeName": "BadValue", "errmsg": "odd"}, errors.Action.RESTART, id="unknown-non-resumable"),
+        pytest.param(
+            {
+                "ok": 0,
+                "code": 286,
+                "codeName": "ChangeStreamHistoryLost",
+                "errmsg": "lost",
+                "errorLabels": ["NonResumableChangeStreamError"],
+            },
+            errors.Action.RESTART,
+            id="history-lost",
+        ),
+        pytest.param(
+            {"ok": 0, "code": 280, "codeName": "ChangeStreamFatalError", "errmsg": "fatal"},
+            errors.Action.RESTART,
+            id="change-stream-fatal",
+        ),
+        pytest.param(
+            {"ok": 0, "code": 2, "codeName": "BadValue", "errmsg": "odd"},
+            errors.Action.RESTART,
+            id="unknown-non-resumable",
+        ),
     ],
 )
-async def test_non_resumable_errors_arrive_as_a_restart(server: Any, client: AsyncMongoClient[Any], reply: dict[str, Any], action: errors.Action) -> None:
+async def test_non_resumable_errors_arrive_as_a_restart(
+    server: Any, client: AsyncMongoClient[Any], reply: dict[str, Any], action: errors.Action
+) -> None:
     broken = await consume_with_reply(server, reader_for(client)[0], reply)
     assert broken.action is action
 

@@ -22,7 +22,12 @@ JOBS, ITEMS = 8, 25
 async def test_a_tiny_backlog_and_a_big_burst_never_stop_the_stream(mongo: Backend) -> None:
     jobs = mongo.db.background_jobs
     docs: list[dict[str, Any]] = [
-        {"_id": ObjectId(), "status": "Pending", "stages": {"a": {"status": "InProgress", "completedItems": 0, "totalItems": ITEMS}}} for _ in range(JOBS)
+        {
+            "_id": ObjectId(),
+            "status": "Pending",
+            "stages": {"a": {"status": "InProgress", "completedItems": 0, "totalItems": ITEMS}},
+        }
+        for _ in range(JOBS)
     ]
     await jobs.insert_many(docs)
     # One job at a time, ten positions; the position is saved only at stop.
@@ -41,7 +46,9 @@ async def test_a_tiny_backlog_and_a_big_burst_never_stop_the_stream(mongo: Backe
 
         await wait_until(all_done, what="every job to complete through a full backlog")
         await wait_until(lambda: _ready(watcher), what="readiness once the backlog drained")
-    print(f"\nback-pressure: {JOBS * ITEMS} increments through a backlog of 1 job / 10 positions: {JOBS} of {JOBS} jobs completed")
+    print(
+        f"\nback-pressure: {JOBS * ITEMS} increments through a backlog of 1 job / 10 positions: {JOBS} of {JOBS} jobs completed"
+    )
 
 
 async def _ready(watcher: Any) -> bool:

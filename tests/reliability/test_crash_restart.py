@@ -63,12 +63,18 @@ async def test_random_crashes_during_bursts_leave_no_job_wrong(mongo: Backend) -
             async with anyio.create_task_group() as burst:
                 burst.start_soon(consumers)
                 for _ in range(3):
-                    watcher = Watcher(mongo.client, settings_for(mongo, position_save_interval_s=0.02, watcher_name=f"t{trial}"), change_source=mongo.change_source())
+                    watcher = Watcher(
+                        mongo.client,
+                        settings_for(mongo, position_save_interval_s=0.02, watcher_name=f"t{trial}"),
+                        change_source=mongo.change_source(),
+                    )
                     watchers.append(watcher)
                     with anyio.move_on_after(rng.uniform(0.05, 0.6)):
                         await watcher.run()  # cancelled mid-flight: no drain, no final save
                     crashes += 1
-            final = Watcher(mongo.client, settings_for(mongo, watcher_name=f"t{trial}"), change_source=mongo.change_source())
+            final = Watcher(
+                mongo.client, settings_for(mongo, watcher_name=f"t{trial}"), change_source=mongo.change_source()
+            )
             watchers.append(final)
             async with final:
 
@@ -78,12 +84,16 @@ async def test_random_crashes_during_bursts_leave_no_job_wrong(mongo: Backend) -
                 await wait_until(done, what=f"trial {trial}: every job completed", deadline_s=60)
             async for doc in jobs.find({"_id": {"$in": ids}}):
                 ok = doc["status"] == "Completed" and doc["progress"] == 100 and doc.get("completedAt") is not None
-                ok = ok and all(s["status"] == "Completed" and s["completedItems"] == ITEMS for s in doc["stages"].values())
+                ok = ok and all(
+                    s["status"] == "Completed" and s["completedItems"] == ITEMS for s in doc["stages"].values()
+                )
                 wrong += not ok
             trial_completions = sum(applied_job_completions(w) for w in watchers)
             assert trial_completions <= JOBS  # a completion is never written twice
             completions += int(trial_completions)
     finally:
         gc.collect()  # sockets abandoned by cancelled connects, collected while this test's filters hold
-    print(f"\ncrash/restart: {TRIALS} trials x {JOBS} jobs, {crashes} abrupt cancels: {wrong} jobs wrong, {completions} completions acknowledged, none twice")
+    print(
+        f"\ncrash/restart: {TRIALS} trials x {JOBS} jobs, {crashes} abrupt cancels: {wrong} jobs wrong, {completions} completions acknowledged, none twice"
+    )
     assert wrong == 0

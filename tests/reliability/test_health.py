@@ -36,7 +36,6 @@ class FlakyListener:
         return stream
 
 
-
 async def get(port: int, path: str) -> bytes:
     async with await anyio.connect_tcp("127.0.0.1", port) as stream:
         await stream.send(f"GET {path} HTTP/1.0\r\n\r\n".encode())
@@ -63,7 +62,9 @@ async def test_accept_errors_are_retried_not_fatal() -> None:
 
 
 async def test_connections_beyond_the_cap_are_closed_and_probes_still_answer() -> None:
-    server = health.HealthServer(Metrics(), ready=lambda: False, why_not_ready=lambda: "backlog at its cap", host="127.0.0.1", port=0)
+    server = health.HealthServer(
+        Metrics(), ready=lambda: False, why_not_ready=lambda: "backlog at its cap", host="127.0.0.1", port=0
+    )
     async with anyio.create_task_group() as tg:
         port = await tg.start(server.serve)
         idle = [await anyio.connect_tcp("127.0.0.1", port) for _ in range(health.MAX_CONNECTIONS)]
@@ -87,7 +88,11 @@ async def test_a_busy_health_port_is_one_configuration_problem(mongo: Backend) -
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        watcher = Watcher(mongo.client, settings_for(mongo, health_port=port, health_host="127.0.0.1"), change_source=mongo.change_source())
+        watcher = Watcher(
+            mongo.client,
+            settings_for(mongo, health_port=port, health_host="127.0.0.1"),
+            change_source=mongo.change_source(),
+        )
         with pytest.raises(ConfigurationProblem, match="JOBWATCH_HEALTH_PORT") as caught, anyio.fail_after(20):
             await watcher.run()
     assert not isinstance(caught.value, BaseExceptionGroup)

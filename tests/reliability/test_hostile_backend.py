@@ -45,8 +45,13 @@ def generate(strategy: Any, count: int, run_seed: int) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
 
     @seed(run_seed)
-    @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate],
-              suppress_health_check=list(HealthCheck))
+    @settings(
+        max_examples=count,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
     @given(strategy)
     def collect(doc: dict[str, Any]) -> None:
         found.append(doc)
@@ -95,7 +100,11 @@ def path_a_counts(job: Mapping[str, Any], collections: Mapping[Any, Mapping[str,
     collection = collections.get(id_key(job.get("collectionId"))) if job.get("collectionId") is not None else None
     if collection is None:
         return None
-    counts = {stage: len(collection[field]) for stage, field in STAGE_ARRAYS.items() if isinstance(collection.get(field), list)}
+    counts = {
+        stage: len(collection[field])
+        for stage, field in STAGE_ARRAYS.items()
+        if isinstance(collection.get(field), list)
+    }
     return counts or None
 
 
@@ -122,7 +131,9 @@ def skip_lines() -> Iterator[list[Mapping[str, Any]]]:
 
 
 @pytest.mark.timeout(600)
-async def test_hostile_documents_through_the_stream_and_a_sweep(mongo: Backend, skip_lines: list[Mapping[str, Any]]) -> None:
+async def test_hostile_documents_through_the_stream_and_a_sweep(
+    mongo: Backend, skip_lines: list[Mapping[str, Any]]
+) -> None:
     run_seed = int(os.environ.get("JOBWATCH_HOSTILE_SEED") or random.randrange(2**32))
     print(f"hostile backend seed: {run_seed}")
     jobs = generate(hostile.storable_job_documents(), JOBS, run_seed)
@@ -199,12 +210,23 @@ async def test_hostile_documents_through_the_stream_and_a_sweep(mongo: Backend, 
     repeated = {k: n for k, n in per_reason.items() if n > 1}
     assert not repeated, f"a skip logged more than once: {list(repeated.items())[:5]}"
     # A job whose _id is null has no id to print: its reason says so.
-    unnamed = [line for line in skip_lines if not line.get("reason") or (line.get("job_id") is None and "no _id" not in line["reason"])]
+    unnamed = [
+        line
+        for line in skip_lines
+        if not line.get("reason") or (line.get("job_id") is None and "no _id" not in line["reason"])
+    ]
     assert not unnamed, f"a skip logged without its job id or reason: {unnamed[:5]}"
     skipped_ids = {job_id for job_id, _ in per_reason}
 
-    backend_figures.SEEN.update(runs=1, documents=len(befores), collections=len(stored_collections), refused=len(refused),
-                                changed=changed, completed=completed, skipped=len(skipped_ids))
+    backend_figures.SEEN.update(
+        runs=1,
+        documents=len(befores),
+        collections=len(stored_collections),
+        refused=len(refused),
+        changed=changed,
+        completed=completed,
+        skipped=len(skipped_ids),
+    )
     print(backend_figures.summary(), f"(the sweep itself skipped {len(report.skipped)})")
     if refused:
         print("refused by the backend:", *sorted(set(refused)), sep="\n  ")
@@ -222,11 +244,15 @@ def test_a_nan_id_is_one_job_key() -> None:
     assert store.job_key(float("nan")) not in (store.job_key("nan"), store.job_key("NaN"), store.job_key(0.0))
 
 
-async def test_a_job_with_a_nan_id_is_skipped_once_however_often_it_changes(mongo: Backend, skip_lines: list[Mapping[str, Any]]) -> None:
+async def test_a_job_with_a_nan_id_is_skipped_once_however_often_it_changes(
+    mongo: Backend, skip_lines: list[Mapping[str, Any]]
+) -> None:
     nan = float("nan")
     async with running(mongo) as watcher:
         await wait_until(lambda: _true(watcher.ready), what="the watcher to be ready")
-        await mongo.db.background_jobs.insert_one({"_id": nan, "status": {"$gt": ""}, "stages": {"a": {"completedItems": 1, "totalItems": 2}}})
+        await mongo.db.background_jobs.insert_one(
+            {"_id": nan, "status": {"$gt": ""}, "stages": {"a": {"completedItems": 1, "totalItems": 2}}}
+        )
         for n in range(3):
             await mongo.db.background_jobs.update_one({"_id": nan}, {"$set": {"note": n}})
         normal = seed_job(_id=ObjectId())

@@ -48,7 +48,11 @@ SURVIVABLE: list[BaseException] = [
     write_error(121, "DocumentValidationFailure"),
     failure(99999, "SomethingNew"),
 ]
-TRANSIENT = [pe.AutoReconnect("connection reset"), pe.NotPrimaryError("not primary", {"ok": 0, "code": 10107}), failure(11601, "Interrupted")]
+TRANSIENT = [
+    pe.AutoReconnect("connection reset"),
+    pe.NotPrimaryError("not primary", {"ok": 0, "code": 10107}),
+    failure(11601, "Interrupted"),
+]
 
 OPERATIONS = [
     "background_jobs.update_one",
@@ -81,8 +85,14 @@ async def all_completed(mongo: Backend) -> bool:
 async def run_with_faults(mongo: Backend, faults: Faults, op: str) -> Watcher:
     collection_id = ObjectId()
     await mongo.db.collections.insert_one({"_id": collection_id, "thumbnails": [1, 2, 3]})
-    still_open = {**done_job(collection_id), "_id": STILL_OPEN, "stages": {"thumbnail": {"status": "InProgress", "completedItems": 0, "totalItems": 9}}}
-    await mongo.db.background_jobs.insert_many([done_job(), done_job(collection_id), done_job(), done_job(collection_id), still_open])
+    still_open = {
+        **done_job(collection_id),
+        "_id": STILL_OPEN,
+        "stages": {"thumbnail": {"status": "InProgress", "completedItems": 0, "totalItems": 9}},
+    }
+    await mongo.db.background_jobs.insert_many(
+        [done_job(), done_job(collection_id), done_job(), done_job(collection_id), still_open]
+    )
     settings = settings_for(mongo, sweep_interval_s=0.3, position_save_interval_s=0.05, full_sweep_every=1)
     watcher = Watcher(FaultyClient(mongo.client, faults), settings, change_source=mongo.change_source())
     async with anyio.create_task_group() as tg:
@@ -115,7 +125,12 @@ async def test_every_driver_error_once_then_repeatedly(mongo: Backend, op: str) 
         faults.fail(op, exc, times=REPEATS)
     watcher = await run_with_faults(mongo, faults, op)
     assert faults.raised[op] == len(SURVIVABLE) + len(TRANSIENT) * REPEATS
-    errors_counted = sum(sample.value for metric in watcher.metrics.errors.collect() for sample in metric.samples if sample.name.endswith("_total"))
+    errors_counted = sum(
+        sample.value
+        for metric in watcher.metrics.errors.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
     assert errors_counted >= 1
     FIGURES[op] = faults.raised[op]
 
@@ -147,10 +162,14 @@ FIGURES: dict[str, int] = {}
 def teardown_module() -> None:
     if FIGURES:
         total = sum(FIGURES.values())
-        print(f"\nstore faults: {total} injected over {len(FIGURES)} operations ({len(SURVIVABLE)} error classes), loop survived every one")
+        print(
+            f"\nstore faults: {total} injected over {len(FIGURES)} operations ({len(SURVIVABLE)} error classes), loop survived every one"
+        )
 
 
-async def sweep_once_failing_always(mongo: Backend, operation: str, error: Exception, expected: type[Exception], match: str | None = None) -> None:
+async def sweep_once_failing_always(
+    mongo: Backend, operation: str, error: Exception, expected: type[Exception], match: str | None = None
+) -> None:
     """A one-shot sweep of a finished job, with ``operation`` always failing
     with ``error``, raises ``expected`` (within a deadline: it never waits forever)."""
     faults = Faults()
@@ -164,7 +183,9 @@ async def sweep_once_failing_always(mongo: Backend, operation: str, error: Excep
 async def test_a_one_shot_sweep_that_cannot_read_says_so_plainly(mongo: Backend) -> None:
     from watcher.storage import errors
 
-    await sweep_once_failing_always(mongo, "background_jobs.find", pe.AutoReconnect("connection refused"), errors.StoreUnavailable)
+    await sweep_once_failing_always(
+        mongo, "background_jobs.find", pe.AutoReconnect("connection refused"), errors.StoreUnavailable
+    )
 
 
 async def test_sweep_writes_follow_the_stream_s_write_policy(mongo: Backend) -> None:
@@ -182,10 +203,14 @@ async def test_sweep_writes_follow_the_stream_s_write_policy(mongo: Backend) -> 
 
 
 async def test_a_one_shot_sweep_without_write_privileges_is_one_configuration_problem(mongo: Backend) -> None:
-    await sweep_once_failing_always(mongo, "background_jobs.update_one", failure(13, "Unauthorized"), ConfigurationProblem, match="Unauthorized")
+    await sweep_once_failing_always(
+        mongo, "background_jobs.update_one", failure(13, "Unauthorized"), ConfigurationProblem, match="Unauthorized"
+    )
 
 
 async def test_a_one_shot_sweep_whose_writes_keep_failing_gives_up_plainly(mongo: Backend) -> None:
     from watcher.storage import errors
 
-    await sweep_once_failing_always(mongo, "background_jobs.update_one", pe.AutoReconnect("connection refused"), errors.StoreUnavailable)
+    await sweep_once_failing_always(
+        mongo, "background_jobs.update_one", pe.AutoReconnect("connection refused"), errors.StoreUnavailable
+    )

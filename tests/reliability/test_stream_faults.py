@@ -23,14 +23,21 @@ pytestmark = pytest.mark.reliability
 
 def sweeps(watcher: Watcher) -> float:
     """How many sweeps finished."""
-    return sum(sample.value for metric in watcher.metrics.sweep_duration.collect() for sample in metric.samples if sample.name.endswith("_count"))
+    return sum(
+        sample.value
+        for metric in watcher.metrics.sweep_duration.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_count")
+    )
 
 
 @pytest.mark.parametrize(
     ("step", "sweeps_again"),
     [
         pytest.param(Step(after=1, error=bson_errors.InvalidBSON("bad utf-8")), True, id="invalid-bson"),
-        pytest.param(Step(after=1, error=pe.InvalidOperation("cannot use a closed cursor")), False, id="invalid-operation"),
+        pytest.param(
+            Step(after=1, error=pe.InvalidOperation("cannot use a closed cursor")), False, id="invalid-operation"
+        ),
         pytest.param(Step(after=1, error=failure(99999, "SomethingNew")), True, id="unknown-server-error"),
         pytest.param(Step(after=0, on_open=failure(99999, "SomethingNew")), False, id="unknown-error-while-opening"),
         pytest.param(Step(after=1, error=pe.AutoReconnect("reset")), False, id="network"),
@@ -89,7 +96,9 @@ async def test_a_hung_read_is_detected_and_the_stream_reopened(mongo: Backend) -
     source = ScriptedSource(mongo.change_source(), [Step(after=1, hang=True), Step(after=0, hold=reopen)])
     async with running(mongo, source=source, max_await_ms=50) as watcher:
         jobs = mongo.db.background_jobs
-        await jobs.insert_one({"_id": "first", "status": "Pending", "stages": {"a": {"completedItems": 0, "totalItems": 1}}})
+        await jobs.insert_one(
+            {"_id": "first", "status": "Pending", "stages": {"a": {"completedItems": 0, "totalItems": 1}}}
+        )
         await wait_until(opened(source, 2), what="the stream reopened after the stall bound")
         assert not watcher.ready  # the hung stream was given up; the new one is not reading yet
         assert source.opened_with[1] is not None  # resumed after the event it had read
@@ -102,9 +111,13 @@ async def test_a_hung_read_is_detected_and_the_stream_reopened(mongo: Backend) -
 async def test_a_standalone_server_mid_stream_degrades_when_allowed(mongo: Backend) -> None:
     standalone = failure(40573, "Location40573")
     source = ScriptedSource(mongo.change_source(), [Step(after=1, error=standalone)])
-    async with running(mongo, source=source, allow_degraded=True, degraded_sweep_interval_s=0.1, max_backoff_s=0.3) as watcher:
+    async with running(
+        mongo, source=source, allow_degraded=True, degraded_sweep_interval_s=0.1, max_backoff_s=0.3
+    ) as watcher:
         jobs = mongo.db.background_jobs
-        await jobs.insert_one({"_id": "x", "status": "Pending", "stages": {"a": {"completedItems": 0, "totalItems": 1}}})
+        await jobs.insert_one(
+            {"_id": "x", "status": "Pending", "stages": {"a": {"completedItems": 0, "totalItems": 1}}}
+        )
         await wait_until(lambda: _is(lambda: watcher.degraded or len(source.opened_with) >= 2), what="degraded mode")
         await wait_until(opened(source, 2), what="a new attempt to stream")  # and the stream works again
         await complete_a_job(mongo)

@@ -89,7 +89,11 @@ def resolve() -> Server:
     if docker_reason is None:
         return _start_container()
     if embedded.available():
-        return Server("embedded", None, f"the embedded server, change streams over the wire (no mongod on PATH; Docker: {docker_reason})")
+        return Server(
+            "embedded",
+            None,
+            f"the embedded server, change streams over the wire (no mongod on PATH; Docker: {docker_reason})",
+        )
     return Server(
         "none",
         None,
@@ -183,11 +187,25 @@ def _start_mongod() -> Server:
     dbpath = tempfile.mkdtemp(prefix="jobwatch-mongod-")
     log = os.path.join(dbpath, "mongod.log")
     proc = subprocess.Popen(
-        ["mongod", "--replSet", REPLICA_SET, "--bind_ip", "127.0.0.1", "--port", str(port), "--dbpath", dbpath, "--logpath", log],
+        [
+            "mongod",
+            "--replSet",
+            REPLICA_SET,
+            "--bind_ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--dbpath",
+            dbpath,
+            "--logpath",
+            log,
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    server = Server("mongod", f"mongodb://127.0.0.1:{port}/?directConnection=true", f"throw-away replica set, port {port}")
+    server = Server(
+        "mongod", f"mongodb://127.0.0.1:{port}/?directConnection=true", f"throw-away replica set, port {port}"
+    )
     server._cleanup += [lambda: shutil.rmtree(dbpath, ignore_errors=True), lambda: _stop(proc)]
     try:
         _initiate(server.uri or "", f"127.0.0.1:{port}")
@@ -236,7 +254,9 @@ def _start_container() -> Server:
     from testcontainers.core.container import DockerContainer
     from testcontainers.core.waiting_utils import wait_for_logs
 
-    container = DockerContainer("mongo:7").with_command(f"--replSet {REPLICA_SET} --bind_ip_all").with_exposed_ports(27017)
+    container = (
+        DockerContainer("mongo:7").with_command(f"--replSet {REPLICA_SET} --bind_ip_all").with_exposed_ports(27017)
+    )
     container.start()
     wait_for_logs(container, "Waiting for connections", timeout=START_DEADLINE_S)
     host, port = container.get_container_host_ip(), container.get_exposed_port(27017)

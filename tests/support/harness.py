@@ -19,7 +19,9 @@ from watcher.intake.source import ChangeSource
 DEADLINE_S = 20.0
 
 
-async def wait_until(predicate: Callable[[], Awaitable[bool]], *, deadline_s: float = DEADLINE_S, what: str = "condition") -> None:
+async def wait_until(
+    predicate: Callable[[], Awaitable[bool]], *, deadline_s: float = DEADLINE_S, what: str = "condition"
+) -> None:
     """Poll ``predicate`` until it holds; fail the test after ``deadline_s``."""
     end = time.monotonic() + deadline_s
     while not await predicate():
@@ -95,7 +97,9 @@ async def running(
     source: ChangeSource | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Watcher]:
-    watcher = Watcher(client or mongo.client, settings_for(mongo, **overrides), change_source=source or mongo.change_source())
+    watcher = Watcher(
+        client or mongo.client, settings_for(mongo, **overrides), change_source=source or mongo.change_source()
+    )
     async with watcher:
         yield watcher
 
@@ -135,7 +139,13 @@ async def complete_a_job(mongo: Backend, *, items: int = 3) -> Any:
     consumer does, and wait for the watcher to complete it; its ``_id``."""
     jobs = mongo.db.background_jobs
     job_id = ObjectId()
-    await jobs.insert_one({"_id": job_id, "status": "InProgress", "stages": {"a": {"status": "InProgress", "completedItems": 0, "totalItems": items}}})
+    await jobs.insert_one(
+        {
+            "_id": job_id,
+            "status": "InProgress",
+            "stages": {"a": {"status": "InProgress", "completedItems": 0, "totalItems": items}},
+        }
+    )
     for _ in range(items):
         await jobs.update_one({"_id": job_id}, {"$inc": {"stages.a.completedItems": 1}})
 

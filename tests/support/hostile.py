@@ -40,19 +40,56 @@ from tests.support.documents import mongo_equal as mongo_equal
 
 INT64_MAX = 2**63 - 1
 
-KNOWN_STATUSES = ["Pending", "InProgress", "Completed", "Failed", "Cancelled", "pending", "inprogress", "IN_PROGRESS", "in-progress", "completed", "CANCELED", "Running", "Queued", ""]
+KNOWN_STATUSES = [
+    "Pending",
+    "InProgress",
+    "Completed",
+    "Failed",
+    "Cancelled",
+    "pending",
+    "inprogress",
+    "IN_PROGRESS",
+    "in-progress",
+    "completed",
+    "CANCELED",
+    "Running",
+    "Queued",
+    "",
+]
 PLAIN_NAMES = ["scan", "thumbnail", "cache", "resize", "upload"]
 
 # -- scalars of every BSON type ----------------------------------------------
 
-huge_floats = st.sampled_from([1e19, 9.223372036854775807e18, 1e30, -1e30, 1.7976931348623157e308, 2.0**63, -(2.0**63), 2.0**63 - 1024])
+huge_floats = st.sampled_from(
+    [1e19, 9.223372036854775807e18, 1e30, -1e30, 1.7976931348623157e308, 2.0**63, -(2.0**63), 2.0**63 - 1024]
+)
 special_floats = st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 0.0, 131.5, 0.5, 1e-300])
 decimal128s = st.one_of(
-    st.sampled_from(["NaN", "-NaN", "Infinity", "-Infinity", "1E+40", "-1E+40", "9223372036854775807", "9223372036854775808", "131.5", "132", "-0", "1E-6143", "0.000"]).map(Decimal128),
-    st.decimals(allow_nan=False, allow_infinity=False, places=2, min_value=-1000, max_value=1000).map(lambda d: Decimal128(str(d))),
+    st.sampled_from(
+        [
+            "NaN",
+            "-NaN",
+            "Infinity",
+            "-Infinity",
+            "1E+40",
+            "-1E+40",
+            "9223372036854775807",
+            "9223372036854775808",
+            "131.5",
+            "132",
+            "-0",
+            "1E-6143",
+            "0.000",
+        ]
+    ).map(Decimal128),
+    st.decimals(allow_nan=False, allow_infinity=False, places=2, min_value=-1000, max_value=1000).map(
+        lambda d: Decimal128(str(d))
+    ),
 )
 texts = st.one_of(
-    st.sampled_from(["132", " 132 ", "132.5", "1e3", "1_000", "nan", "inf", "-1", "0x10", "lots", "", "$gt", "a.b", "١٣٢", "9" * 30]),
+    st.sampled_from(
+        ["132", " 132 ", "132.5", "1e3", "1_000", "nan", "inf", "-1", "0x10", "lots", "", "$gt", "a.b", "١٣٢", "9" * 30]
+    ),
     st.text(max_size=12),
 )
 datetimes = st.datetimes(min_value=dt.datetime(1970, 1, 2), max_value=dt.datetime(2100, 1, 1))
@@ -69,12 +106,29 @@ scalars: st.SearchStrategy[Any] = st.one_of(
     texts,
     st.builds(ObjectId),
     datetimes,
-    st.sampled_from([Regex("^P"), Regex(".*", "i"), Code("function () { return 1 }"), Code("132"), Binary(b"132"), Binary(b"\x00", 4), b"132", b"", MinKey(), MaxKey(), Timestamp(1, 1)]),
+    st.sampled_from(
+        [
+            Regex("^P"),
+            Regex(".*", "i"),
+            Code("function () { return 1 }"),
+            Code("132"),
+            Binary(b"132"),
+            Binary(b"\x00", 4),
+            b"132",
+            b"",
+            MinKey(),
+            MaxKey(),
+            Timestamp(1, 1),
+        ]
+    ),
 )
 
 
 def _keys() -> st.SearchStrategy[str]:
-    return st.one_of(st.sampled_from(["$gt", "$ne", "$in", "$regex", "$where", "a.b", "", "status", "completedItems"]), st.text(max_size=6).filter(lambda k: "\x00" not in k))
+    return st.one_of(
+        st.sampled_from(["$gt", "$ne", "$in", "$regex", "$where", "a.b", "", "status", "completedItems"]),
+        st.text(max_size=6).filter(lambda k: "\x00" not in k),
+    )
 
 
 values: st.SearchStrategy[Any] = st.recursive(
@@ -91,7 +145,9 @@ def deep(value: Any, depth: int) -> Any:
 
 
 deeply_nested = st.builds(deep, scalars, st.integers(20, 90))
-operator_documents = st.sampled_from([{"$gt": ""}, {"$ne": 1}, {"$in": ["Pending"]}, {"$exists": True}, {"$regex": "^P"}, {"$where": "1"}])
+operator_documents = st.sampled_from(
+    [{"$gt": ""}, {"$ne": 1}, {"$in": ["Pending"]}, {"$exists": True}, {"$regex": "^P"}, {"$where": "1"}]
+)
 
 # -- the fields the rules read ----------------------------------------------
 
@@ -105,7 +161,9 @@ plausible_counters: st.SearchStrategy[Any] = st.one_of(
     st.integers(-5, -1),
     st.none(),
 )
-hostile_counters: st.SearchStrategy[Any] = st.one_of(values, operator_documents, huge_floats, special_floats, decimal128s, texts)
+hostile_counters: st.SearchStrategy[Any] = st.one_of(
+    values, operator_documents, huge_floats, special_floats, decimal128s, texts
+)
 plausible_statuses: st.SearchStrategy[Any] = st.one_of(st.sampled_from(KNOWN_STATUSES), st.none())
 hostile_statuses: st.SearchStrategy[Any] = st.one_of(values, operator_documents, deeply_nested)
 plausible_names: st.SearchStrategy[Any] = st.sampled_from(PLAIN_NAMES)
@@ -120,7 +178,27 @@ job_ids: st.SearchStrategy[Any] = st.one_of(
     st.builds(ObjectId),
     st.text(max_size=24),
     st.integers(-INT64_MAX - 1, INT64_MAX),
-    st.sampled_from([None, 0, -0.0, math.nan, Int64(7), Decimal128("1.5"), True, Regex("^x"), Code("x"), Binary(b"id"), b"id", MinKey(), MaxKey(), Timestamp(5, 1), [1, 2], {"$gt": ""}, {"a": {"b": 1}}]),
+    st.sampled_from(
+        [
+            None,
+            0,
+            -0.0,
+            math.nan,
+            Int64(7),
+            Decimal128("1.5"),
+            True,
+            Regex("^x"),
+            Code("x"),
+            Binary(b"id"),
+            b"id",
+            MinKey(),
+            MaxKey(),
+            Timestamp(5, 1),
+            [1, 2],
+            {"$gt": ""},
+            {"a": {"b": 1}},
+        ]
+    ),
     datetimes,
 )
 
@@ -133,7 +211,9 @@ class _Pick:
         self.draw = draw
         self.percent = draw(st.sampled_from([0, 0, 1, 3, 10, 100]))
 
-    def __call__(self, plausible: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any], *, optional: bool = True) -> Any:
+    def __call__(
+        self, plausible: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any], *, optional: bool = True
+    ) -> Any:
         if optional and self.draw(st.integers(0, 9)) == 0:
             return MISSING
         if self.draw(st.integers(0, 99)) < self.percent:
@@ -214,14 +294,17 @@ collection_counts: st.SearchStrategy[Any] = st.one_of(
 )
 
 
-
 @st.composite
 def collection_documents(draw: st.DrawFn, arrays: tuple[str, ...] = ("thumbnails", "cacheImages")) -> dict[str, Any]:
     """A ``collections`` document for path A: each item array is a list (as it
     should be), missing, or any other BSON value (a string, a number, null, a
     document...), which the server's ``$size`` refuses (code 17124)."""
     pick = _Pick(draw)
-    doc: dict[str, Any] = {"_id": draw(st.one_of(st.builds(ObjectId), job_ids.filter(lambda v: not isinstance(v, (list, Regex)) and v is not None)))}
+    doc: dict[str, Any] = {
+        "_id": draw(
+            st.one_of(st.builds(ObjectId), job_ids.filter(lambda v: not isinstance(v, (list, Regex)) and v is not None))
+        )
+    }
     for field in arrays:
         value = pick(st.lists(st.one_of(st.builds(ObjectId), st.text(max_size=4)), max_size=20), values)
         if value is not MISSING:

@@ -35,7 +35,15 @@ def _housekeeping(request: Request) -> bool:
 
 
 def running_server() -> Iterator[MockupDB]:
-    mock = MockupDB(auto_ismaster={"ismaster": True, "isWritablePrimary": True, "setName": "rs0", "minWireVersion": 0, "maxWireVersion": 21})
+    mock = MockupDB(
+        auto_ismaster={
+            "ismaster": True,
+            "isWritablePrimary": True,
+            "setName": "rs0",
+            "minWireVersion": 0,
+            "maxWireVersion": 21,
+        }
+    )
     mock.run()
     mock.autoresponds(_housekeeping)
     try:

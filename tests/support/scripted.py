@@ -18,7 +18,9 @@ from watcher.storage.position import Token
 
 def failure(code: int, name: str, *labels: str) -> pe.OperationFailure:
     """A server error as PyMongo raises it: code, code name and error labels."""
-    return pe.OperationFailure(name, code=code, details={"ok": 0, "code": code, "codeName": name, "errorLabels": list(labels)})
+    return pe.OperationFailure(
+        name, code=code, details={"ok": 0, "code": code, "codeName": name, "errorLabels": list(labels)}
+    )
 
 
 @dataclass
@@ -89,7 +91,9 @@ class ScriptedSource:
         self._duplicate = duplicate
         self.opened_with: list[Token | None] = []
 
-    async def open(self, pipeline: Sequence[Mapping[str, Any]], *, resume_after: Token | None, max_await_ms: int) -> ChangeStream:
+    async def open(
+        self, pipeline: Sequence[Mapping[str, Any]], *, resume_after: Token | None, max_await_ms: int
+    ) -> ChangeStream:
         self.opened_with.append(resume_after)
         step = self._steps.pop(0) if self._steps else None
         if step is not None and step.hold is not None:

@@ -20,10 +20,44 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 #: PromQL words that are not metric names.
 PROMQL = {
-    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset",
-    "sum", "min", "max", "avg", "count", "topk", "bottomk", "quantile", "stddev",
-    "time", "absent", "absent_over_time", "increase", "rate", "irate", "delta", "histogram_quantile", "changes", "resets",
-    "max_over_time", "min_over_time", "avg_over_time", "clamp_min", "clamp_max", "vector", "scalar", "le",
+    "and",
+    "or",
+    "unless",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "offset",
+    "sum",
+    "min",
+    "max",
+    "avg",
+    "count",
+    "topk",
+    "bottomk",
+    "quantile",
+    "stddev",
+    "time",
+    "absent",
+    "absent_over_time",
+    "increase",
+    "rate",
+    "irate",
+    "delta",
+    "histogram_quantile",
+    "changes",
+    "resets",
+    "max_over_time",
+    "min_over_time",
+    "avg_over_time",
+    "clamp_min",
+    "clamp_max",
+    "vector",
+    "scalar",
+    "le",
 }
 
 
@@ -49,9 +83,19 @@ SCRAPE_SERIES = {"up"}
 def test_every_alert_names_only_exported_metrics() -> None:
     exported = Metrics().names() | SCRAPE_SERIES
     alerts = rules()
-    assert {"JobwatchDown", "JobwatchNotScraped", "JobwatchStreamDown", "JobwatchNoRecentEvent",
-            "JobwatchNoRecentSweep", "JobwatchDoneButOpenJobs", "JobwatchSkippedJobsRising", "JobwatchDegraded",
-            "JobwatchErrorsRising", "JobwatchOldOpenJob", "JobwatchSlowCompletions"} <= {rule["alert"] for rule in alerts}
+    assert {
+        "JobwatchDown",
+        "JobwatchNotScraped",
+        "JobwatchStreamDown",
+        "JobwatchNoRecentEvent",
+        "JobwatchNoRecentSweep",
+        "JobwatchDoneButOpenJobs",
+        "JobwatchSkippedJobsRising",
+        "JobwatchDegraded",
+        "JobwatchErrorsRising",
+        "JobwatchOldOpenJob",
+        "JobwatchSlowCompletions",
+    } <= {rule["alert"] for rule in alerts}
     for rule in alerts:
         names = metric_names(rule["expr"])
         assert names, rule["alert"]
@@ -60,7 +104,10 @@ def test_every_alert_names_only_exported_metrics() -> None:
 
 
 def test_metric_name_extraction_catches_unknown_names() -> None:
-    assert metric_names('sum by (le) (rate(jobwatch_x_bucket{a="b"}[5m])) > 3 and up == 0') == {"jobwatch_x_bucket", "up"}
+    assert metric_names('sum by (le) (rate(jobwatch_x_bucket{a="b"}[5m])) > 3 and up == 0') == {
+        "jobwatch_x_bucket",
+        "up",
+    }
 
 
 def test_alerts_judge_by_what_each_watcher_exports_and_per_target() -> None:
@@ -94,12 +141,16 @@ def test_dashboard_chooses_job_and_instance() -> None:
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not on PATH (.ci/run installs it)")
 def test_promtool_accepts_the_rules_and_they_fire_when_they_should() -> None:
     for argv in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
-        done = subprocess.run(["promtool", *argv], capture_output=True, text=True, timeout=60, cwd=DEPLOY / "prometheus")
+        done = subprocess.run(
+            ["promtool", *argv], capture_output=True, text=True, timeout=60, cwd=DEPLOY / "prometheus"
+        )
         assert done.returncode == 0, done.stdout + done.stderr
 
 
 def manifests() -> dict[str, dict[str, Any]]:
-    docs = [doc for path in sorted((DEPLOY / "k8s").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc]
+    docs = [
+        doc for path in sorted((DEPLOY / "k8s").glob("*.yaml")) for doc in yaml.safe_load_all(path.read_text()) if doc
+    ]
     return {doc["kind"]: doc for doc in docs}
 
 

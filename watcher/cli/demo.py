@@ -50,7 +50,10 @@ def seed_job() -> dict[str, Any]:
 
 
 def _line(doc: dict[str, Any]) -> str:
-    stages = ", ".join(f"{name} {s.get('status')} {s.get('completedItems')}/{s.get('totalItems')}" for name, s in doc.get("stages", {}).items())
+    stages = ", ".join(
+        f"{name} {s.get('status')} {s.get('completedItems')}/{s.get('totalItems')}"
+        for name, s in doc.get("stages", {}).items()
+    )
     return f"status={doc.get('status')} progress={doc.get('progress')} items={doc.get('completedItems')}/{doc.get('totalItems')} [{stages}]"
 
 
@@ -70,10 +73,19 @@ async def run(out: Callable[[str], None] = print) -> int:
 
 
 async def _run(uri: str, client: AsyncMongoClient[dict[str, Any]], out: Callable[[str], None]) -> int:
-    settings = Settings(uri=uri, database="imageviewer", health_port=0, sweep_interval_s=3600, progress_interval_s=0.25, path_a_quiet_s=0.5)
+    settings = Settings(
+        uri=uri,
+        database="imageviewer",
+        health_port=0,
+        sweep_interval_s=3600,
+        progress_interval_s=0.25,
+        path_a_quiet_s=0.5,
+    )
     db = client[settings.database]
     jobs = db[settings.jobs_collection]
-    out("jobwatch demo: the seed incident on the embedded server (no MongoDB; PyMongo and its change streams over the wire)")
+    out(
+        "jobwatch demo: the seed incident on the embedded server (no MongoDB; PyMongo and its change streams over the wire)"
+    )
 
     legacy = seed_job()
     await jobs.insert_one(legacy)
@@ -92,8 +104,10 @@ async def _run(uri: str, client: AsyncMongoClient[dict[str, Any]], out: Callable
         report = watcher.last_sweep
         after = await jobs.find_one({"_id": legacy["_id"]}) or {}
         scanned, completed = (report.scanned, report.jobs_completed) if report else (0, 0)
-        out(f"\n   watcher started in {startup_ms:.1f} ms: stream open, then the start-up sweep "
-            f"({_jobs(scanned, 'open job')}, {completed} completed)")
+        out(
+            f"\n   watcher started in {startup_ms:.1f} ms: stream open, then the start-up sweep "
+            f"({_jobs(scanned, 'open job')}, {completed} completed)"
+        )
         out(f"   -> {_line(after)}")
         out(f"      message={after.get('message')!r} completedAt={after.get('completedAt')}")
 
@@ -114,23 +128,33 @@ async def _run(uri: str, client: AsyncMongoClient[dict[str, Any]], out: Callable
         latency_ms = (completed_at - counted[live_id]) * 1000
         out(f"   {outcome.increments} increments in {outcome.elapsed_s * 1000:.0f} ms")
         out(f"   -> {_line(live)}")
-        out(f"   Completed {latency_ms:.1f} ms after the change stream showed the last item counted "
-            f"(the seed's poller: up to {POLLER_INTERVAL_S:.0f} s, and never without a collectionId)")
+        out(
+            f"   Completed {latency_ms:.1f} ms after the change stream showed the last item counted "
+            f"(the seed's poller: up to {POLLER_INTERVAL_S:.0f} s, and never without a collectionId)"
+        )
 
         collection_id = ObjectId()
-        await db[settings.collections_collection].insert_one({"_id": collection_id, "thumbnails": list(range(ITEMS)), "cacheImages": list(range(ITEMS))})
-        lossy = simulate.new_job(simulate.Plan(items=ITEMS, job_type="collection-scan"), legacy=False, collection_id=collection_id)
+        await db[settings.collections_collection].insert_one(
+            {"_id": collection_id, "thumbnails": list(range(ITEMS)), "cacheImages": list(range(ITEMS))}
+        )
+        lossy = simulate.new_job(
+            simulate.Plan(items=ITEMS, job_type="collection-scan"), legacy=False, collection_id=collection_id
+        )
         lossy["stages"]["thumbnail"]["completedItems"] = ITEMS - 7  # 7 increments lost by a crashed consumer
         lossy["stages"]["cache"]["completedItems"] = ITEMS
         await jobs.insert_one(lossy)
         await anyio.sleep(0.2)  # the stream sees it: cache completes, thumbnail waits for 7 items
         waiting = await jobs.find_one({"_id": lossy["_id"]}) or {}
-        out(f"\n3. collection-scan job {lossy['_id']}: thumbnail counter {ITEMS - 7}/{ITEMS} (7 increments lost), collection holds {ITEMS} thumbnails")
+        out(
+            f"\n3. collection-scan job {lossy['_id']}: thumbnail counter {ITEMS - 7}/{ITEMS} (7 increments lost), collection holds {ITEMS} thumbnails"
+        )
         out(f"   stream: {_line(waiting)}")
         # settle: path A waits until the counter and the collection stood still (path_a_quiet_s)
         sweep = await watcher.sweep(settle=True)
         fixed = await jobs.find_one({"_id": lossy["_id"]}) or {}
-        out(f"   sweep (path A, $size on the server, $max on the counter): {sweep.jobs_completed} job completed in {sweep.duration_s * 1000:.1f} ms")
+        out(
+            f"   sweep (path A, $size on the server, $max on the counter): {sweep.jobs_completed} job completed in {sweep.duration_s * 1000:.1f} ms"
+        )
         out(f"   -> {_line(fixed)}")
     await events.close()
 

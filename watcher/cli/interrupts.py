@@ -113,8 +113,9 @@ class Stopper:
         from watcher.ops import logs
 
         if self.signum is not None:
-            logs.event("shutdown_forced", "WARNING", "second signal: exiting at once, without saving",
-                       signal=name(signum))
+            logs.event(
+                "shutdown_forced", "WARNING", "second signal: exiting at once, without saving", signal=name(signum)
+            )
             os._exit(128 + signum)
         self.signum = signum
         if self._graceful is not None:

@@ -121,18 +121,27 @@ def setting_option(name: str) -> click.Option:
     validates it (and names the setting when it is wrong)."""
     field = Settings.model_fields[name]
     flag = "--" + name.replace("_", "-")
-    help_text = f"{field.description}  [env: {settings_module.ENV_PREFIX}{name.upper()}; default: {_shown_default(name)}]"
+    help_text = (
+        f"{field.description}  [env: {settings_module.ENV_PREFIX}{name.upper()}; default: {_shown_default(name)}]"
+    )
     if field.annotation is bool:
         return click.Option([f"{flag}/--no-{flag[2:]}", name], default=None, help=help_text)
     if name == "stage_arrays":
         return click.Option([flag, name], metavar="JSON", callback=_json_object, help=help_text)
-    metavar = {"uri": "URI", "uri_file": "PATH", "job_types": "T1,T2", "log_level": "LEVEL"}.get(name, name.split("_")[-1].upper())
+    metavar = {"uri": "URI", "uri_file": "PATH", "job_types": "T1,T2", "log_level": "LEVEL"}.get(
+        name, name.split("_")[-1].upper()
+    )
     return click.Option([flag, name], metavar=metavar, help=help_text)
 
 
 COMMON = [
-    click.Option(["--config", "config"], type=click.Path(path_type=Path), default=None, metavar="FILE",
-                 help=f"TOML file of settings (keys as the flags, with underscores)  [env: {settings_module.CONFIG_ENV}]"),
+    click.Option(
+        ["--config", "config"],
+        type=click.Path(path_type=Path),
+        default=None,
+        metavar="FILE",
+        help=f"TOML file of settings (keys as the flags, with underscores)  [env: {settings_module.CONFIG_ENV}]",
+    ),
     click.Option(["--debug", "debug"], is_flag=True, default=False, help="show the traceback of any error"),
 ]
 
@@ -144,7 +153,9 @@ def _invocation(command: str, kwargs: dict[str, Any]) -> Invocation:
     return Invocation(command, options, flags, kwargs.get("config"), bool(kwargs.get("debug")))
 
 
-def _command(name: str, short: str, description: str, params: Sequence[click.Parameter], *, settings_of: str | None = None) -> click.Command:
+def _command(
+    name: str, short: str, description: str, params: Sequence[click.Parameter], *, settings_of: str | None = None
+) -> click.Command:
     settings_params = [setting_option(n) for n in COMMAND_SETTINGS[settings_of or name.split(" ")[0]]]
     return click.Command(
         name.split(" ")[-1],
@@ -198,111 +209,208 @@ def build() -> click.Group:
         "jobwatch",
         help=DESCRIPTION,
         context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-        params=[click.Option(["--version"], is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
-                             help="print jobwatch's version and exit")],
-    )
-    group.add_command(_command(
-        "run", "the service: change stream + sweeps + /healthz, /readyz, /metrics",
-        "Run the watcher until SIGTERM or SIGINT (a second signal forces exit). Any number of instances may run "
-        "with one --watcher-name: each partition (--partitions, 1 by default) has one leader, by a lease in "
-        "MongoDB; the others stand by and take over within --lease-s + --renew-s of a crash. On stop it drains, "
-        "saves its positions, releases its leases and closes. With --observe it computes, logs and counts every "
-        "decision but writes nothing to the jobs and takes no lease: for a first rollout beside the old poller.",
-        [],
-    ))
-    group.add_command(_command(
-        "sweep", "one reconciliation pass now; reports what it changed",
-        "Evaluate every open job now and fix what the rules justify. Path A raises a stage's counter from its "
-        "collection only once both stood still for --path-a-quiet-s: when a collection is ahead, the sweep waits "
-        "that long before its pass and says so on stderr; --dry-run never waits and lists the jobs path A would "
-        "wait for. Exit 1 when a job had to be skipped.",
-        [
-            click.Option(["--dry-run"], is_flag=True, help="evaluate and report, write nothing"),
-            click.Option(["--job-type", "job_type"], multiple=True, metavar="T", help="only this job type (repeatable); default every type"),
-            json_flag,
-        ],
-    ))
-    group.add_command(_command(
-        "explain", "why a job is or is not complete, rule by rule",
-        "Show a job's stages and every rule: whether it holds and why, and the filter and update the watcher "
-        "would send (--json: as MongoDB documents). Exit 1 when no job has that id.",
-        [click.Argument(["job_id"], metavar="JOB_ID"), json_flag],
-    ))
-    group.add_command(_command(
-        "status", "every instance and partition: who leads, who stands by, positions, open jobs",
-        "List the instances seen (role, partitions held, heartbeat age judged against each one's own lease, "
-        "version) and each partition (holder, term, lease expiry, position age, and what its holder last "
-        "reported, marked with the age of that heartbeat); count open jobs. Ages are judged on the server's "
-        "clock. --check: exit 1 when a partition has no live holder.",
-        [
+        params=[
             click.Option(
-                ["--check"], is_flag=True, help="exit 1 when a partition has no live holder (for scripts and probes)"
-            ),
-            json_flag,
+                ["--version"],
+                is_flag=True,
+                expose_value=False,
+                is_eager=True,
+                callback=_print_version,
+                help="print jobwatch's version and exit",
+            )
         ],
-    ))
-    group.add_command(_command(
-        "jobs", "list open jobs, each with the rule that explains where it stands",
-        "List open jobs, one line each: id, type, status, how long it has not moved (updatedAt, else "
-        "createdAt, else the ObjectId's time) and the rule that explains it. --stuck keeps the jobs whose "
-        "counters say done (the watcher should have completed them) or that have not moved for --older-than, "
-        "and exits 1 when any is found.",
-        [
-            click.Option(["--stuck"], is_flag=True,
-                         help="only jobs that should be done or have not moved for --older-than; exit 1 when any"),
-            click.Option(["--older-than", "older_than_s"], callback=duration_s, default=None, metavar="DURATION",
-                         help="only jobs that have not moved for this long, with a unit: 90s, 10m, 2h, 1d  "
-                         "[default: 10m with --stuck]"),
-            click.Option(["--limit"], type=click.IntRange(min=1), default=100, show_default=True, help="print at most this many"),
-            json_flag,
-        ],
-    ))
+    )
+    group.add_command(
+        _command(
+            "run",
+            "the service: change stream + sweeps + /healthz, /readyz, /metrics",
+            "Run the watcher until SIGTERM or SIGINT (a second signal forces exit). Any number of instances may run "
+            "with one --watcher-name: each partition (--partitions, 1 by default) has one leader, by a lease in "
+            "MongoDB; the others stand by and take over within --lease-s + --renew-s of a crash. On stop it drains, "
+            "saves its positions, releases its leases and closes. With --observe it computes, logs and counts every "
+            "decision but writes nothing to the jobs and takes no lease: for a first rollout beside the old poller.",
+            [],
+        )
+    )
+    group.add_command(
+        _command(
+            "sweep",
+            "one reconciliation pass now; reports what it changed",
+            "Evaluate every open job now and fix what the rules justify. Path A raises a stage's counter from its "
+            "collection only once both stood still for --path-a-quiet-s: when a collection is ahead, the sweep waits "
+            "that long before its pass and says so on stderr; --dry-run never waits and lists the jobs path A would "
+            "wait for. Exit 1 when a job had to be skipped.",
+            [
+                click.Option(["--dry-run"], is_flag=True, help="evaluate and report, write nothing"),
+                click.Option(
+                    ["--job-type", "job_type"],
+                    multiple=True,
+                    metavar="T",
+                    help="only this job type (repeatable); default every type",
+                ),
+                json_flag,
+            ],
+        )
+    )
+    group.add_command(
+        _command(
+            "explain",
+            "why a job is or is not complete, rule by rule",
+            "Show a job's stages and every rule: whether it holds and why, and the filter and update the watcher "
+            "would send (--json: as MongoDB documents). Exit 1 when no job has that id.",
+            [click.Argument(["job_id"], metavar="JOB_ID"), json_flag],
+        )
+    )
+    group.add_command(
+        _command(
+            "status",
+            "every instance and partition: who leads, who stands by, positions, open jobs",
+            "List the instances seen (role, partitions held, heartbeat age judged against each one's own lease, "
+            "version) and each partition (holder, term, lease expiry, position age, and what its holder last "
+            "reported, marked with the age of that heartbeat); count open jobs. Ages are judged on the server's "
+            "clock. --check: exit 1 when a partition has no live holder.",
+            [
+                click.Option(
+                    ["--check"],
+                    is_flag=True,
+                    help="exit 1 when a partition has no live holder (for scripts and probes)",
+                ),
+                json_flag,
+            ],
+        )
+    )
+    group.add_command(
+        _command(
+            "jobs",
+            "list open jobs, each with the rule that explains where it stands",
+            "List open jobs, one line each: id, type, status, how long it has not moved (updatedAt, else "
+            "createdAt, else the ObjectId's time) and the rule that explains it. --stuck keeps the jobs whose "
+            "counters say done (the watcher should have completed them) or that have not moved for --older-than, "
+            "and exits 1 when any is found.",
+            [
+                click.Option(
+                    ["--stuck"],
+                    is_flag=True,
+                    help="only jobs that should be done or have not moved for --older-than; exit 1 when any",
+                ),
+                click.Option(
+                    ["--older-than", "older_than_s"],
+                    callback=duration_s,
+                    default=None,
+                    metavar="DURATION",
+                    help="only jobs that have not moved for this long, with a unit: 90s, 10m, 2h, 1d  "
+                    "[default: 10m with --stuck]",
+                ),
+                click.Option(
+                    ["--limit"],
+                    type=click.IntRange(min=1),
+                    default=100,
+                    show_default=True,
+                    help="print at most this many",
+                ),
+                json_flag,
+            ],
+        )
+    )
     position = click.Group(
         "position",
         help="Inspect or reset the watcher's saved resume positions.",
         short_help="show or reset the saved resume positions",
     )
-    position.add_command(_command(
-        "position show",
-        "show the saved positions",
-        "Show each partition's saved resume token, when it was saved and by which term.",
-        [json_flag],
-    ))
-    position.add_command(_command(
-        "position reset", "forget the saved positions (asks for --yes)",
-        "Forget the saved positions: the next start streams from that moment and its start-up sweep covers "
-        "what happened meanwhile. --to-now instead saves the stream's current position for each partition. "
-        "Refused (exit 2) while an instance of the watcher name is running (a fresh heartbeat or a lease), "
-        "which would write its own position back: stop them all first, or add --force.",
-        [
-            click.Option(["--to-now"], is_flag=True, help="save the change stream's current position instead of deleting it"),
-            click.Option(["--yes"], is_flag=True, help="really do it"),
-            click.Option(["--force"], is_flag=True, help="even while an instance of the watcher name is running"),
-        ],
-    ))
+    position.add_command(
+        _command(
+            "position show",
+            "show the saved positions",
+            "Show each partition's saved resume token, when it was saved and by which term.",
+            [json_flag],
+        )
+    )
+    position.add_command(
+        _command(
+            "position reset",
+            "forget the saved positions (asks for --yes)",
+            "Forget the saved positions: the next start streams from that moment and its start-up sweep covers "
+            "what happened meanwhile. --to-now instead saves the stream's current position for each partition. "
+            "Refused (exit 2) while an instance of the watcher name is running (a fresh heartbeat or a lease), "
+            "which would write its own position back: stop them all first, or add --force.",
+            [
+                click.Option(
+                    ["--to-now"], is_flag=True, help="save the change stream's current position instead of deleting it"
+                ),
+                click.Option(["--yes"], is_flag=True, help="really do it"),
+                click.Option(["--force"], is_flag=True, help="even while an instance of the watcher name is running"),
+            ],
+        )
+    )
     group.add_command(position)
-    group.add_command(_command(
-        "demo", "the seed incident end to end on the embedded engine (no server)",
-        "Create the seed's stuck job and a live one on the embedded engine, run the watcher, show each flip to Completed.",
-        [],
-    ))
-    group.add_command(_command(
-        "simulate", "play consumers against a MongoDB (load generator)",
-        "Create jobs like the image service does and $inc their stage counters from concurrent consumers. "
-        "Exit 1 when --wait-s passes before every job completed.",
-        [
-            click.Option(["--jobs"], type=click.IntRange(min=0), default=10, show_default=True, help="jobs to create"),
-            click.Option(["--stages"], default="thumbnail,cache", show_default=True, help="comma-separated stage names"),
-            click.Option(["--items"], type=click.IntRange(min=1), default=132, show_default=True, help="items per stage"),
-            click.Option(["--consumers"], type=click.IntRange(min=1), default=8, show_default=True, help="concurrent consumers"),
-            click.Option(["--rate"], type=click.FloatRange(min=0), default=0.0, show_default=True, help="increments per second over all consumers; 0 = unthrottled"),
-            click.Option(["--legacy-fraction"], type=click.FloatRange(0, 1), default=0.3, show_default=True, help="share of jobs with collectionId null"),
-            click.Option(["--lost-fraction"], type=click.FloatRange(0, 1), default=0.0, show_default=True, help="share of increments consumers 'forget' (path A repairs them)"),
-            click.Option(["--job-type"], default="resume-collection", show_default=True, help="jobType of created jobs"),
-            click.Option(["--wait-s"], type=click.FloatRange(min=0), default=0.0, show_default=True, help="then wait up to this long for the jobs to complete"),
-            click.Option(["--repeat"], is_flag=True, help="keep creating batches until stopped (compose's simulator)"),
-        ],
-    ))
+    group.add_command(
+        _command(
+            "demo",
+            "the seed incident end to end on the embedded engine (no server)",
+            "Create the seed's stuck job and a live one on the embedded engine, run the watcher, show each flip to Completed.",
+            [],
+        )
+    )
+    group.add_command(
+        _command(
+            "simulate",
+            "play consumers against a MongoDB (load generator)",
+            "Create jobs like the image service does and $inc their stage counters from concurrent consumers. "
+            "Exit 1 when --wait-s passes before every job completed.",
+            [
+                click.Option(
+                    ["--jobs"], type=click.IntRange(min=0), default=10, show_default=True, help="jobs to create"
+                ),
+                click.Option(
+                    ["--stages"], default="thumbnail,cache", show_default=True, help="comma-separated stage names"
+                ),
+                click.Option(
+                    ["--items"], type=click.IntRange(min=1), default=132, show_default=True, help="items per stage"
+                ),
+                click.Option(
+                    ["--consumers"],
+                    type=click.IntRange(min=1),
+                    default=8,
+                    show_default=True,
+                    help="concurrent consumers",
+                ),
+                click.Option(
+                    ["--rate"],
+                    type=click.FloatRange(min=0),
+                    default=0.0,
+                    show_default=True,
+                    help="increments per second over all consumers; 0 = unthrottled",
+                ),
+                click.Option(
+                    ["--legacy-fraction"],
+                    type=click.FloatRange(0, 1),
+                    default=0.3,
+                    show_default=True,
+                    help="share of jobs with collectionId null",
+                ),
+                click.Option(
+                    ["--lost-fraction"],
+                    type=click.FloatRange(0, 1),
+                    default=0.0,
+                    show_default=True,
+                    help="share of increments consumers 'forget' (path A repairs them)",
+                ),
+                click.Option(
+                    ["--job-type"], default="resume-collection", show_default=True, help="jobType of created jobs"
+                ),
+                click.Option(
+                    ["--wait-s"],
+                    type=click.FloatRange(min=0),
+                    default=0.0,
+                    show_default=True,
+                    help="then wait up to this long for the jobs to complete",
+                ),
+                click.Option(
+                    ["--repeat"], is_flag=True, help="keep creating batches until stopped (compose's simulator)"
+                ),
+            ],
+        )
+    )
     _add_embedded_server(group)
     return group
 
@@ -314,25 +422,49 @@ def _add_embedded_server(group: click.Group) -> None:
     from watcher.cli import embedded
 
     history_events, replica_set = embedded.defaults()
-    group.add_command(click.Command(
-        "embedded-server",
-        callback=lambda **kwargs: Invocation("embedded-server", kwargs, {}, None, False),
-        short_help="a MongoDB-compatible server with change streams, for trying jobwatch without MongoDB",
-        help="Serve the embedded engine over the MongoDB wire protocol, change streams included, until SIGTERM "
-        "or SIGINT. The first line of stdout is its connection string. Exit 1 when it cannot serve.",
-        params=[
-            click.Option(["--port"], type=click.IntRange(0, 65535), default=0, show_default=True, help="TCP port on 127.0.0.1; 0 picks a free one"),
-            click.Option(["--data"], type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
-                         help="keep data and change history in DIR across restarts (default: in memory)"),
-            click.Option(["--history-events"], type=click.IntRange(min=1), default=history_events, show_default=True,
-                         metavar="N", help="changes the server's history keeps at least: a change stream that falls "
-                         "further behind gets 286 ChangeStreamHistoryLost (and the server logs it), as on MongoDB "
-                         "when its oplog rolls over"),
-            click.Option(["--replica-set"], default=replica_set, show_default=True, metavar="NAME",
-                         help="the replica set the server presents itself as (its only member, the primary)"),
-        ],
-        context_settings={"max_content_width": 100},
-    ))
+    group.add_command(
+        click.Command(
+            "embedded-server",
+            callback=lambda **kwargs: Invocation("embedded-server", kwargs, {}, None, False),
+            short_help="a MongoDB-compatible server with change streams, for trying jobwatch without MongoDB",
+            help="Serve the embedded engine over the MongoDB wire protocol, change streams included, until SIGTERM "
+            "or SIGINT. The first line of stdout is its connection string. Exit 1 when it cannot serve.",
+            params=[
+                click.Option(
+                    ["--port"],
+                    type=click.IntRange(0, 65535),
+                    default=0,
+                    show_default=True,
+                    help="TCP port on 127.0.0.1; 0 picks a free one",
+                ),
+                click.Option(
+                    ["--data"],
+                    type=click.Path(file_okay=False, path_type=Path),
+                    default=None,
+                    metavar="DIR",
+                    help="keep data and change history in DIR across restarts (default: in memory)",
+                ),
+                click.Option(
+                    ["--history-events"],
+                    type=click.IntRange(min=1),
+                    default=history_events,
+                    show_default=True,
+                    metavar="N",
+                    help="changes the server's history keeps at least: a change stream that falls "
+                    "further behind gets 286 ChangeStreamHistoryLost (and the server logs it), as on MongoDB "
+                    "when its oplog rolls over",
+                ),
+                click.Option(
+                    ["--replica-set"],
+                    default=replica_set,
+                    show_default=True,
+                    metavar="NAME",
+                    help="the replica set the server presents itself as (its only member, the primary)",
+                ),
+            ],
+            context_settings={"max_content_width": 100},
+        )
+    )
 
 
 def _embedded_server(options: Mapping[str, Any], emit: Emit) -> int:
@@ -408,7 +540,9 @@ def main(argv: Sequence[str] | None = None, *, out: Emit | None = None) -> int:
 def _main(argv: Sequence[str] | None, out: Emit | None) -> int:
     emit = out or (lambda text: print(text, flush=True))
     try:
-        invocation = build().main(list(sys.argv[1:] if argv is None else argv), prog_name="jobwatch", standalone_mode=False)
+        invocation = build().main(
+            list(sys.argv[1:] if argv is None else argv), prog_name="jobwatch", standalone_mode=False
+        )
     except click.exceptions.Exit as exc:  # --help, --version
         return int(exc.exit_code)
     except click.ClickException as exc:

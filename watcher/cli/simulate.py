@@ -71,7 +71,8 @@ def new_job(plan: Plan, *, legacy: bool, collection_id: Any) -> dict[str, Any]:
         "createdAt": dt.datetime.now(dt.UTC),
         "collectionId": None if legacy else collection_id,
         "stages": {
-            stage: {"status": "InProgress", "progress": 0, "totalItems": plan.items, "completedItems": 0} for stage in plan.stages
+            stage: {"status": "InProgress", "progress": 0, "totalItems": plan.items, "completedItems": 0}
+            for stage in plan.stages
         },
     }
 
@@ -93,7 +94,9 @@ async def create_jobs(
             collection_id = ObjectId()
             arrays: dict[str, list[Any]] = {field: [] for field in settings.stage_arrays.values()}
             with errors.translated("simulate: create a collection", "retry"):
-                await db[settings.collections_collection].insert_one({"_id": collection_id, "name": f"sim-{collection_id}", **arrays})
+                await db[settings.collections_collection].insert_one(
+                    {"_id": collection_id, "name": f"sim-{collection_id}", **arrays}
+                )
         jobs.append(new_job(plan, legacy=legacy, collection_id=collection_id))
     if jobs:
         with errors.translated("simulate: create the jobs", "retry"):
@@ -139,7 +142,9 @@ async def play(
             async for job, stage in items:
                 if plan.push_items and job["collectionId"] is not None and stage in settings.stage_arrays:
                     with errors.translated("simulate: add an item", "retry"):
-                        await coll_coll.update_one({"_id": job["collectionId"]}, {"$push": {settings.stage_arrays[stage]: ObjectId()}})
+                        await coll_coll.update_one(
+                            {"_id": job["collectionId"]}, {"$push": {settings.stage_arrays[stage]: ObjectId()}}
+                        )
                 if rng.random() < plan.lost_fraction:
                     outcome.lost += 1
                 else:
@@ -186,4 +191,6 @@ async def play(
 
 async def count_completed(db: AsyncDatabase[Any], settings: Settings, job_ids: Sequence[Any]) -> int:
     with errors.translated("simulate: count completed jobs", "retry"):
-        return await db[settings.jobs_collection].count_documents({"_id": {"$in": list(job_ids)}, "status": "Completed"})
+        return await db[settings.jobs_collection].count_documents(
+            {"_id": {"$in": list(job_ids)}, "status": "Completed"}
+        )

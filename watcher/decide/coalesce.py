@@ -148,7 +148,9 @@ class JobQueue:
             self._enqueue(key, job)
         return True
 
-    def offer_swept(self, key: Hashable, doc: Mapping[str, Any], counts: Mapping[str, int] | None, ticket: Any) -> Offered:
+    def offer_swept(
+        self, key: Hashable, doc: Mapping[str, Any], counts: Mapping[str, int] | None, ticket: Any
+    ) -> Offered:
         """Queue a job the sweep read, with its path A counts. "covered" when
         the job is already queued or in flight: the stream's document is at
         least as new as the sweep's, and it will be evaluated anyway."""

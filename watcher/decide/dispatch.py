@@ -186,7 +186,14 @@ class Dispatcher:
             self._rejected.pop(next(iter(self._rejected)))
         self._rejected[key] = reason
         self._metrics.skipped(category)
-        logs.event("job_skipped", "WARNING", "job skipped; nothing written, the next sweep tries again", job_id=key, reason=reason, category=category)
+        logs.event(
+            "job_skipped",
+            "WARNING",
+            "job skipped; nothing written, the next sweep tries again",
+            job_id=key,
+            reason=reason,
+            category=category,
+        )
 
     async def drained(self) -> None:
         """Returns once nothing is pending or in flight (held-back progress
@@ -281,7 +288,14 @@ class Dispatcher:
             if give_up_after is not None and self._retry_backoff.attempt + 1 >= give_up_after:
                 raise  # a one-shot caller (``jobwatch sweep``) says so instead of waiting forever
             delay_s = self._retry_backoff.next_delay_s()
-            logs.event("write_retry", "WARNING", "store unavailable; will evaluate the job again", job_id=work.key, error=exc.error, retry_in_s=round(delay_s, 3))
+            logs.event(
+                "write_retry",
+                "WARNING",
+                "store unavailable; will evaluate the job again",
+                job_id=work.key,
+                error=exc.error,
+                retry_in_s=round(delay_s, 3),
+            )
             self._metrics.errors.labels(exc.error, exc.action.value).inc()
             self._queue.retry(work, self._clock() + delay_s)
             return
@@ -342,18 +356,26 @@ class Dispatcher:
         self._series(metrics.writes, source, _kind(result), "applied" if matched else "stale").inc()
         if not matched:
             logs.event(
-                "update_stale", "DEBUG", "guard no longer held; the newer state is evaluated next",
-                job_id=result.job_id, outcome=result.outcome.value,
+                "update_stale",
+                "DEBUG",
+                "guard no longer held; the newer state is evaluated next",
+                job_id=result.job_id,
+                outcome=result.outcome.value,
             )
             return
         latency_s = None if event_time_s is None else max(self._wall_clock() - event_time_s, 0.0)
         if result.completed_stages or result.completes_job:
-            metrics.completed(source, stages=len(result.completed_stages), job=result.completes_job, latency_s=latency_s)
+            metrics.completed(
+                source, stages=len(result.completed_stages), job=result.completes_job, latency_s=latency_s
+            )
         for stage in result.completed_stages:
             logs.event("stage_completed", job_id=result.job_id, stage=stage, source=source)
         if result.completes_job:
             logs.event(
-                "job_completed", job_id=result.job_id, job_type=result.job_type, source=source,
+                "job_completed",
+                job_id=result.job_id,
+                job_type=result.job_type,
+                source=source,
                 latency_ms=None if latency_s is None else round(latency_s * 1000, 1),
             )
 

@@ -47,7 +47,10 @@ def pipeline(settings: Settings, partition: Slice = EVERYTHING) -> list[dict[str
         match = {
             "$or": [
                 {"operationType": {"$in": list(ENDING_OPERATIONS)}},
-                {"operationType": {"$in": list(JOB_OPERATIONS)}, "fullDocument.jobType": {"$in": list(settings.job_types)}},
+                {
+                    "operationType": {"$in": list(JOB_OPERATIONS)},
+                    "fullDocument.jobType": {"$in": list(settings.job_types)},
+                },
             ]
         }
     keep = ["operationType", "documentKey", "clusterTime", "wallTime", "fullDocument._id"]
@@ -258,4 +261,6 @@ class StreamReader:
 
 
 def _stalled(what: str, after_s: float) -> errors.StreamBroken:
-    return errors.StreamBroken(f"{what}: no reply within {after_s:g}s", error="StreamStalled", action=errors.Action.RESUME)
+    return errors.StreamBroken(
+        f"{what}: no reply within {after_s:g}s", error="StreamStalled", action=errors.Action.RESUME
+    )

@@ -69,7 +69,13 @@ class Sweeps:
                 self.state = "retrying"
                 self._metrics.errors.labels(exc.error, exc.action.value).inc()
                 delay_s = self._retry.next_delay_s()
-                logs.event("sweep_failed", "WARNING", "sweep could not read or write; retrying", error=exc.error, retry_in_s=round(delay_s, 3))
+                logs.event(
+                    "sweep_failed",
+                    "WARNING",
+                    "sweep could not read or write; retrying",
+                    error=exc.error,
+                    retry_in_s=round(delay_s, 3),
+                )
                 await anyio.sleep(delay_s)
                 continue
             self._retry.reset()
@@ -149,7 +155,13 @@ class Supervisor:
                     token, restart = self._after_break(exc, token)
                     needs_sweep = needs_sweep or restart
                     delay_s = self._retry.next_delay_s()
-                    logs.event("stream_reopen_scheduled", "INFO", "reopening the stream", delay_s=round(delay_s, 3), attempt=self._retry.attempt)
+                    logs.event(
+                        "stream_reopen_scheduled",
+                        "INFO",
+                        "reopening the stream",
+                        delay_s=round(delay_s, 3),
+                        attempt=self._retry.attempt,
+                    )
                     await anyio.sleep(delay_s)
         finally:
             await self._close(stream)
@@ -166,9 +178,18 @@ class Supervisor:
     def _after_break(self, exc: errors.StreamBroken, token: Token | None) -> tuple[Token | None, bool]:
         """Where to reopen from, and whether a catch-up sweep must follow."""
         self._metrics.errors.labels(exc.error, exc.action.value).inc()
-        logs.event("stream_error", "WARNING", "change stream broke", error=exc.error, next_step=exc.action.value, detail=logs.redacted(str(exc))[:300])
+        logs.event(
+            "stream_error",
+            "WARNING",
+            "change stream broke",
+            error=exc.error,
+            next_step=exc.action.value,
+            detail=logs.redacted(str(exc))[:300],
+        )
         if exc.action is errors.Action.RESTART:
-            logs.event("stream_restarting", "WARNING", "position unusable: streaming from now, then sweeping", error=exc.error)
+            logs.event(
+                "stream_restarting", "WARNING", "position unusable: streaming from now, then sweeping", error=exc.error
+            )
             return None, True
         resume = self._reader.last_token or token
         # No token yet: a reopen starts from now, so what happened since the
@@ -186,7 +207,11 @@ class Supervisor:
             raise errors.NotReplicaSet(message) from exc
         if not self.degraded:
             self.degraded = True
-            logs.event("stream_unavailable_degraded", "WARNING", "DEGRADED: no change stream; completions wait for the next sweep. " + message)
+            logs.event(
+                "stream_unavailable_degraded",
+                "WARNING",
+                "DEGRADED: no change stream; completions wait for the next sweep. " + message,
+            )
 
     async def _close(self, stream: ChangeStream | None) -> None:
         self._reader.health.open = False
@@ -199,4 +224,3 @@ class Supervisor:
             except (errors.StreamBroken, errors.ConfigurationProblem) as exc:
                 # Closing a broken cursor may fail; it is gone either way.
                 logs.event("stream_close_failed", "DEBUG", error=errors.name(exc))
-

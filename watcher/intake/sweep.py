@@ -119,7 +119,9 @@ class Sweeper:
         logs.event("sweep_started", full=full, dry_run=dry_run)
         async for batch in self._store.open_jobs(full=full, job_types=job_types):
             counts = await self._store.collection_counts(
-                doc["collectionId"] for doc in batch if not isinstance(doc, Unreadable) and doc.get("collectionId") is not None
+                doc["collectionId"]
+                for doc in batch
+                if not isinstance(doc, Unreadable) and doc.get("collectionId") is not None
             )
             async with anyio.create_task_group() as tg:
                 for doc in batch:
@@ -140,7 +142,9 @@ class Sweeper:
         logs.event("sweep_finished", **{k: v for k, v in report.summary().items() if k != "dry_run"}, dry_run=dry_run)
         return report
 
-    def _settled_counts(self, doc: Mapping[str, Any], counts: Mapping[Any, Mapping[str, int]], report: SweepReport) -> Mapping[str, int] | None:
+    def _settled_counts(
+        self, doc: Mapping[str, Any], counts: Mapping[Any, Mapping[str, int]], report: SweepReport
+    ) -> Mapping[str, int] | None:
         """Path A's counts for the stages whose counters stood still (see
         ``watcher.intake.counter_watch``); None for path B."""
         found = _counts_for(doc, counts)
@@ -167,7 +171,9 @@ class Sweeper:
         report = SweepReport(dry_run=True, full=full)
         async for batch in self._store.open_jobs(full=full, job_types=job_types):
             readable = [doc for doc in batch if not isinstance(doc, Unreadable)]
-            counts = await self._store.collection_counts(doc["collectionId"] for doc in readable if doc.get("collectionId") is not None)
+            counts = await self._store.collection_counts(
+                doc["collectionId"] for doc in readable if doc.get("collectionId") is not None
+            )
             for doc in readable:
                 self._settled_counts(doc, counts, report)
         return report
@@ -206,7 +212,9 @@ class Sweeper:
         report.jobs_completed += result.completes_job
         report.progress_updated += result.outcome is Outcome.PROGRESS
         if len(report.changes) < MAX_REPORTED_JOBS:
-            report.changes.append(JobChange(result.job_id, result.job_type, result.outcome.value, result.completed_stages, applied))
+            report.changes.append(
+                JobChange(result.job_id, result.job_type, result.outcome.value, result.completed_stages, applied)
+            )
 
     def _observe(self, report: SweepReport) -> None:
         self._metrics.sweep_duration.observe(report.duration_s)

@@ -53,7 +53,13 @@ REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service
 
 class HealthServer:
     def __init__(
-        self, metrics: Metrics, *, ready: Callable[[], bool], host: str, port: int, why_not_ready: Callable[[], str | None] | None = None
+        self,
+        metrics: Metrics,
+        *,
+        ready: Callable[[], bool],
+        host: str,
+        port: int,
+        why_not_ready: Callable[[], str | None] | None = None,
     ) -> None:
         self._metrics = metrics
         self._ready = ready
@@ -70,7 +76,9 @@ class HealthServer:
         path = path.split("?", 1)[0]
         if path == "/healthz":
             late_s = time.monotonic() - self._last_tick
-            return Response(200, b"ok\n") if late_s < STALL_S else Response(503, f"loop stalled {late_s:.1f}s\n".encode())
+            return (
+                Response(200, b"ok\n") if late_s < STALL_S else Response(503, f"loop stalled {late_s:.1f}s\n".encode())
+            )
         if path == "/readyz":
             if self._ready():
                 return Response(200, b"ready\n")
@@ -103,7 +111,13 @@ class HealthServer:
             except OSError as exc:  # EMFILE, ENFILE, ECONNABORTED...: wait, then accept again
                 failures += 1
                 delay_s = min(ACCEPT_RETRY_MAX_S, ACCEPT_RETRY_FIRST_S * 2 ** min(failures, 16)) * random.random()
-                logs.event("health_accept_failed", "WARNING", "health endpoint could not accept; retrying", error=exc.strerror or type(exc).__name__, retry_in_s=round(delay_s, 3))
+                logs.event(
+                    "health_accept_failed",
+                    "WARNING",
+                    "health endpoint could not accept; retrying",
+                    error=exc.strerror or type(exc).__name__,
+                    retry_in_s=round(delay_s, 3),
+                )
                 await anyio.sleep(delay_s)
                 continue
             failures = 0

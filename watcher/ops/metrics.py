@@ -25,8 +25,33 @@ from prometheus_client.registry import Collector
 #: The watcher's timings, fine below 100 ms: a quantile interpolated within a
 #: bucket is only as exact as the bucket is narrow.
 LATENCY_BUCKETS_S = (
-    0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0065, 0.008, 0.01, 0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05,
-    0.065, 0.08, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    0.0005,
+    0.001,
+    0.002,
+    0.003,
+    0.004,
+    0.005,
+    0.0065,
+    0.008,
+    0.01,
+    0.0125,
+    0.015,
+    0.02,
+    0.025,
+    0.03,
+    0.04,
+    0.05,
+    0.065,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
 )
 SKIP_REASONS = ("unreadable", "write_refused")
 #: Where a write came from: the change stream or a sweep.
@@ -50,20 +75,21 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.build_info = Gauge("jobwatch_build_info", "Always 1; the labels say which jobwatch runs", ["version"], registry=r)
+        self.build_info = Gauge(
+            "jobwatch_build_info", "Always 1; the labels say which jobwatch runs", ["version"], registry=r
+        )
         self.build_info.labels(version()).set(1)
         self.events = Counter("jobwatch_events_received", "Change events received", ["operation"], registry=r)
         self.evaluations = Counter("jobwatch_evaluations", "Rule evaluations", ["source", "outcome"], registry=r)
-        self.writes = Counter(
-            "jobwatch_writes", "Conditional updates sent", ["source", "kind", "result"], registry=r
-        )
+        self.writes = Counter("jobwatch_writes", "Conditional updates sent", ["source", "kind", "result"], registry=r)
         self.stages_completed = Counter(
             "jobwatch_stages_completed", "Stages the watcher completed", ["source"], registry=r
         )
         self.jobs_completed = Counter("jobwatch_jobs_completed", "Jobs the watcher completed", ["source"], registry=r)
         #: Per source, its two completion series (looked up once: the hot path counts per write).
-        self._completed = {source: (self.stages_completed.labels(source), self.jobs_completed.labels(source))
-                           for source in SOURCES}  # present at 0, so rate() sees the first completion
+        self._completed = {
+            source: (self.stages_completed.labels(source), self.jobs_completed.labels(source)) for source in SOURCES
+        }  # present at 0, so rate() sees the first completion
         self.job_completion_latency = Histogram(
             "jobwatch_job_completion_latency_seconds",
             "Jobs: from the change event that completed the job (its server time) to the job's completing write "
@@ -130,38 +156,54 @@ class Metrics:
             registry=r,
         )
         self.skipped_jobs = Counter(
-            "jobwatch_skipped_jobs", "Jobs left untouched because they cannot be read or the server refused the write", ["reason"], registry=r
+            "jobwatch_skipped_jobs",
+            "Jobs left untouched because they cannot be read or the server refused the write",
+            ["reason"],
+            registry=r,
         )
         for reason in SKIP_REASONS:  # present at 0, so rate() sees the first skip
             self.skipped_jobs.labels(reason)
         self.errors = Counter("jobwatch_errors", "Errors by class and action", ["error", "action"], registry=r)
-        self.backlog_tokens = Gauge("jobwatch_backlog_tokens", "Change-stream positions read but not yet handled", registry=r)
+        self.backlog_tokens = Gauge(
+            "jobwatch_backlog_tokens", "Change-stream positions read but not yet handled", registry=r
+        )
         self.streaming = Gauge("jobwatch_stream_open", "1 while the change stream is open", registry=r)
         self.degraded = Gauge("jobwatch_degraded", "1 in degraded mode: no change stream, sweeps only", registry=r)
         self.observe_mode = Gauge(
             "jobwatch_observe_mode", "1 when running with --observe (nothing is written, no lease taken)", registry=r
         )
         self.last_event = Gauge(
-            "jobwatch_last_event_timestamp_seconds", "Unix time the last change event was received (0: none yet)", registry=r
+            "jobwatch_last_event_timestamp_seconds",
+            "Unix time the last change event was received (0: none yet)",
+            registry=r,
         )
         self.last_sweep = Gauge(
-            "jobwatch_last_sweep_success_timestamp_seconds", "Unix time the last sweep finished without error (0: none yet)", registry=r
+            "jobwatch_last_sweep_success_timestamp_seconds",
+            "Unix time the last sweep finished without error (0: none yet)",
+            registry=r,
         )
         # The job census (storage/census.py), refreshed every census_interval_s.
         self.open_jobs = Gauge(
-            "jobwatch_open_jobs", "Jobs whose status is not terminal, by job type (the most common types, then other)",
-            ["job_type"], registry=r,
+            "jobwatch_open_jobs",
+            "Jobs whose status is not terminal, by job type (the most common types, then other)",
+            ["job_type"],
+            registry=r,
         )
         self.done_but_open = Gauge(
             "jobwatch_done_but_open_jobs",
             "Open jobs whose every stage counter says done, by job type: should be 0 between events",
-            ["job_type"], registry=r,
+            ["job_type"],
+            registry=r,
         )
         self._job_types: set[str] = set()
         self.oldest_open_age = Gauge(
-            "jobwatch_oldest_open_job_age_seconds", "Age of the oldest open job (createdAt, else its ObjectId's time)", registry=r
+            "jobwatch_oldest_open_job_age_seconds",
+            "Age of the oldest open job (createdAt, else its ObjectId's time)",
+            registry=r,
         )
-        self.census_time = Gauge("jobwatch_census_timestamp_seconds", "Unix time of the last successful job census", registry=r)
+        self.census_time = Gauge(
+            "jobwatch_census_timestamp_seconds", "Unix time of the last successful job census", registry=r
+        )
         #: Plain copies of the two timestamps for the heartbeat document.
         self.last_event_at: float | None = None
         self.last_sweep_at: float | None = None
@@ -179,7 +221,8 @@ class Metrics:
         """Count one applied write's completions (``stages`` stages, and the job
         when ``job``), and their latency when the write came from an event."""
         stages_series, jobs_series = self._completed.get(source) or (
-            self.stages_completed.labels(source), self.jobs_completed.labels(source)
+            self.stages_completed.labels(source),
+            self.jobs_completed.labels(source),
         )
         if stages:
             stages_series.inc(stages)
@@ -224,7 +267,9 @@ class Metrics:
         """Every series name this registry can expose (``_total``, ``_bucket``...
         included), whether or not a labelled series has been seen yet."""
         suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-        return {family.name + suffix for family in self.registry.collect() for suffix in suffixes.get(family.type, ("",))}
+        return {
+            family.name + suffix for family in self.registry.collect() for suffix in suffixes.get(family.type, ("",))
+        }
 
     def exposition(self) -> bytes:
         """The Prometheus text, without prometheus_client's ``*_created``

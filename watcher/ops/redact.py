@@ -11,7 +11,9 @@ from urllib.parse import unquote
 #: length, seconds per line.
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,31}://")
 _SPACE = re.compile(r"\s")
-_QUERY_SECRETS = re.compile(r"((?:password|authMechanismProperties|tlsCertificateKeyFilePassword)=)[^&\s]*", re.IGNORECASE)
+_QUERY_SECRETS = re.compile(
+    r"((?:password|authMechanismProperties|tlsCertificateKeyFilePassword)=)[^&\s]*", re.IGNORECASE
+)
 #: Shorter fragments are not masked: blanking every "a" in a log helps nobody.
 MIN_SECRET_CHARS = 3
 

@@ -94,8 +94,14 @@ def pipeline(job_types: Iterable[str] = (), partition: Slice = EVERYTHING) -> li
         match["$expr"] = mine
     return [
         {"$match": match},
-        {"$group": {"_id": "$jobType", "open": {"$sum": 1}, "done": {"$sum": {"$cond": [_DONE, 1, 0]}},
-                    "oldest": {"$min": _CREATED}}},
+        {
+            "$group": {
+                "_id": "$jobType",
+                "open": {"$sum": 1},
+                "done": {"$sum": {"$cond": [_DONE, 1, 0]}},
+                "oldest": {"$min": _CREATED},
+            }
+        },
         {"$sort": {"open": -1, "_id": 1}},  # ties in a stable order: the labelled types do not flap
     ]
 
@@ -157,6 +163,11 @@ async def run(
         except (errors.StorageProblem, errors.ConfigurationProblem, errors.Unreachable) as exc:
             # The census only informs metrics: whatever the server says, the watcher goes on.
             metrics.errors.labels(errors.name(exc), "census").inc()
-            logs.event("census_failed", "WARNING", "job census failed; the next one will retry", error=errors.name(exc), detail=str(exc)[:200])
+            logs.event(
+                "census_failed",
+                "WARNING",
+                "job census failed; the next one will retry",
+                error=errors.name(exc),
+                detail=str(exc)[:200],
+            )
         await anyio.sleep(settings.census_interval_s)
-

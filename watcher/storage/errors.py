@@ -81,7 +81,9 @@ LOCK_TIMEOUT = 24  # LockTimeout
 TOO_MANY_LOGICAL_SESSIONS = 261  # TooManyLogicalSessions
 INVALID_PIPELINE_OPERATOR = 168  # InvalidPipelineOperator (e.g. no $toHashedIndexKey before 4.4.10)
 
-_RESTART_CODES = frozenset({CHANGE_STREAM_HISTORY_LOST, INVALID_RESUME_TOKEN, CHANGE_STREAM_FATAL, CAPPED_POSITION_LOST})
+_RESTART_CODES = frozenset(
+    {CHANGE_STREAM_HISTORY_LOST, INVALID_RESUME_TOKEN, CHANGE_STREAM_FATAL, CAPPED_POSITION_LOST}
+)
 _FATAL_CODES = frozenset({UNAUTHORIZED, AUTHENTICATION_FAILED, NOT_REPLICA_SET})
 _RESUME_CODES = frozenset(
     {
@@ -216,9 +218,15 @@ def classify(exc: BaseException) -> Action:
         return Action.FATAL
     if code in _RESTART_CODES:
         return Action.RESTART
-    if exc.has_error_label("ResumableChangeStreamError") or exc.has_error_label("RetryableWriteError") or code in _RESUME_CODES:
+    if (
+        exc.has_error_label("ResumableChangeStreamError")
+        or exc.has_error_label("RetryableWriteError")
+        or code in _RESUME_CODES
+    ):
         return Action.RESUME
-    if isinstance(exc, pymongo_errors.ConnectionFailure | pymongo_errors.CursorNotFound | pymongo_errors.ExecutionTimeout):
+    if isinstance(
+        exc, pymongo_errors.ConnectionFailure | pymongo_errors.CursorNotFound | pymongo_errors.ExecutionTimeout
+    ):
         return Action.RESUME  # network errors, timeouts, server selection, a forgotten cursor
     if isinstance(exc, pymongo_errors.WriteConcernError | pymongo_errors.WaitQueueTimeoutError):
         return Action.RESUME  # the write may or may not have applied: the guard makes a retry safe
@@ -250,7 +258,9 @@ def _server_message(exc: BaseException) -> str:
 
 
 def is_not_replica_set(exc: BaseException) -> bool:
-    return isinstance(exc, NotReplicaSet) or (isinstance(exc, pymongo_errors.OperationFailure) and exc.code == NOT_REPLICA_SET)
+    return isinstance(exc, NotReplicaSet) or (
+        isinstance(exc, pymongo_errors.OperationFailure) and exc.code == NOT_REPLICA_SET
+    )
 
 
 def translate(exc: BaseException, what: str, on_refusal: OnRefusal) -> BaseException:

@@ -64,7 +64,13 @@ class PositionKeeper:
                 saved = await self._positions.load()
             except errors.StoreUnavailable as exc:
                 delay_s = self._retry.next_delay_s()
-                logs.event("position_load_failed", "WARNING", "could not read the saved position; retrying", error=exc.error, retry_in_s=round(delay_s, 3))
+                logs.event(
+                    "position_load_failed",
+                    "WARNING",
+                    "could not read the saved position; retrying",
+                    error=exc.error,
+                    retry_in_s=round(delay_s, 3),
+                )
                 await anyio.sleep(delay_s)
                 continue
             self._retry.reset()

@@ -86,8 +86,14 @@ async def check(client: Any, settings: Settings) -> None:
 
 async def _notice_while_waiting(client: Any, settings: Settings) -> None:
     await anyio.sleep(WAITING_NOTICE_S)
-    logs.event("server_waiting", "INFO", "no usable MongoDB server yet; still trying", uri=settings.uri_redacted,
-               reason=await reason(client), timeout_ms=settings.server_selection_timeout_ms)
+    logs.event(
+        "server_waiting",
+        "INFO",
+        "no usable MongoDB server yet; still trying",
+        uri=settings.uri_redacted,
+        reason=await reason(client),
+        timeout_ms=settings.server_selection_timeout_ms,
+    )
 
 
 class Heartbeats(monitoring.ServerHeartbeatListener):
@@ -149,8 +155,10 @@ async def reason(client: Any) -> str:
     if causes:
         return "; ".join(causes)
     if asked is not None:
-        return (f"no member of replica set {asked!r} answered (a server that answers with another set name, "
-                "or as no replica set, is not one)")
+        return (
+            f"no member of replica set {asked!r} answered (a server that answers with another set name, "
+            "or as no replica set, is not one)"
+        )
     return "no server answered"
 
 
@@ -175,18 +183,25 @@ async def _server_reason(address: Address, server: Any, hello: Hello[Any] | None
 def _answered(where: str, hello: Hello[Any], asked: str | None) -> str:
     name = hello.replica_set_name
     if asked is not None and name is None:
-        return (f"{where} is not a replica-set member (a standalone server or mongos), but the URI asks for "
-                f"replicaSet={asked}")
+        return (
+            f"{where} is not a replica-set member (a standalone server or mongos), but the URI asks for "
+            f"replicaSet={asked}"
+        )
     if asked is not None and name != asked:
-        return (f"replica set name mismatch: the URI asks for replicaSet={asked}, {where} answers as {name!r} "
-                f"(use replicaSet={name})")
+        return (
+            f"replica set name mismatch: the URI asks for replicaSet={asked}, {where} answers as {name!r} "
+            f"(use replicaSet={name})"
+        )
     return ""
 
 
 def _server_type(server_type: int) -> str:
-    names = {SERVER_TYPE.RSSecondary: "secondary", SERVER_TYPE.RSArbiter: "arbiter",
-             SERVER_TYPE.RSGhost: "replica-set member not yet initiated (rs.initiate())",
-             SERVER_TYPE.RSOther: "hidden or delayed replica-set member"}
+    names = {
+        SERVER_TYPE.RSSecondary: "secondary",
+        SERVER_TYPE.RSArbiter: "arbiter",
+        SERVER_TYPE.RSGhost: "replica-set member not yet initiated (rs.initiate())",
+        SERVER_TYPE.RSOther: "hidden or delayed replica-set member",
+    }
     return names.get(server_type, "server that cannot take writes")
 
 
@@ -213,15 +228,19 @@ async def _probe(address: Address, tls: bool, *, answered: bool) -> str:
             stream = await anyio.connect_tcp(ip, port)
             await stream.aclose()
     except TimeoutError:
-        return (f"no answer from {where} (a TCP connection found no listener in {PROBE_S:g} s: a firewall, "
-                "or the wrong host)")
+        return (
+            f"no answer from {where} (a TCP connection found no listener in {PROBE_S:g} s: a firewall, "
+            "or the wrong host)"
+        )
     except OSError as exc:
         return _connect_failure(where, exc)
     if tls:
         return await _probe_tls(ip, port, where)
     if answered:
-        return (f"{where} accepted the connection but has not answered the MongoDB handshake "
-                "(is it MongoDB? does it want TLS?)")
+        return (
+            f"{where} accepted the connection but has not answered the MongoDB handshake "
+            "(is it MongoDB? does it want TLS?)"
+        )
     return f"{where} accepted the connection, then the MongoDB handshake failed (does the server require TLS?)"
 
 
@@ -250,14 +269,20 @@ async def _probe_tls(ip: str, port: int, where: str) -> str:
             stream = await anyio.connect_tcp(ip, port, tls=True, ssl_context=context, tls_standard_compatible=False)
             await stream.aclose()
     except TimeoutError:
-        return (f"TLS handshake with {where} got no answer: the server does not seem to speak TLS there "
-                "(tls=true in the URI)")
+        return (
+            f"TLS handshake with {where} got no answer: the server does not seem to speak TLS there "
+            "(tls=true in the URI)"
+        )
     except (anyio.EndOfStream, anyio.BrokenResourceError):
         # A plain server closing on the ClientHello, as mongod and the embedded server do.
-        return (f"TLS handshake with {where} failed (the server closed the connection): does the server speak TLS "
-                "there? (tls=true in the URI)")
+        return (
+            f"TLS handshake with {where} failed (the server closed the connection): does the server speak TLS "
+            "there? (tls=true in the URI)"
+        )
     except (ssl.SSLError, OSError) as exc:
         detail = exc.reason if isinstance(exc, ssl.SSLError) and exc.reason else type(exc).__name__
         return f"TLS handshake with {where} failed ({detail}): does the server speak TLS there? (tls=true in the URI)"
-    return (f"{where} speaks TLS, but the driver's TLS handshake failed: check the CA file, the certificate and the "
-            "host name (tlsCAFile, tlsCertificateKeyFile in the URI)")
+    return (
+        f"{where} speaks TLS, but the driver's TLS handshake failed: check the CA file, the certificate and the "
+        "host name (tlsCAFile, tlsCertificateKeyFile in the URI)"
+    )

@@ -209,7 +209,9 @@ class MongoJobStore:
         counts: dict[Any, dict[str, int]] = {}
         for doc in docs:
             key = job_key(doc.pop("_id", None))
-            counts[key] = {stage: value for stage, value in doc.items() if isinstance(value, int) and not isinstance(value, bool)}
+            counts[key] = {
+                stage: value for stage, value in doc.items() if isinstance(value, int) and not isinstance(value, bool)
+            }
         return counts
 
     async def jobs_collection_exists(self) -> bool | None:
@@ -233,7 +235,10 @@ class MongoJobStore:
         without it, only slower) or ``errors.StoreUnavailable``."""
         with errors.translated("sweep index", "skip"):
             existing = await self._jobs.index_information()
-            if any(info.get("key") == SWEEP_INDEX_KEYS and "partialFilterExpression" not in info for info in existing.values()):
+            if any(
+                info.get("key") == SWEEP_INDEX_KEYS and "partialFilterExpression" not in info
+                for info in existing.values()
+            ):
                 return False
             await self._jobs.create_index(SWEEP_INDEX_KEYS, name=SWEEP_INDEX)
         return True

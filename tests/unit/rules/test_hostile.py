@@ -43,7 +43,11 @@ def check_one(doc: dict[str, Any], counts: Any) -> Evaluation:
     result = rules.evaluate(doc, collection_counts=counts)
     traced = rules.evaluate(doc, collection_counts=counts, explain=True)
     assert repr(doc) == before, "evaluate must not modify the document"
-    assert (traced.outcome, dict(traced.writes), dict(traced.guard)) == (result.outcome, dict(result.writes), dict(result.guard))
+    assert (traced.outcome, dict(traced.writes), dict(traced.guard)) == (
+        result.outcome,
+        dict(result.writes),
+        dict(result.guard),
+    )
     explain.render(traced)
 
     query, update = updates.for_evaluation(result)
@@ -102,19 +106,31 @@ def _run(doc: dict[str, Any], counts: Any) -> None:
 @pytest.mark.reliability
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # 10,000 generated documents: minutes on a busy 2-core machine
-@settings(max_examples=RELIABILITY_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=RELIABILITY_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(hostile.job_documents(), hostile.collection_counts)
 def test_ten_thousand_hostile_documents_never_break_the_rules(doc: dict[str, Any], counts: Any) -> None:
     _run(doc, counts)
 
 
-@settings(max_examples=DEFAULT_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=DEFAULT_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(hostile.job_documents(), hostile.collection_counts)
 def test_hostile_documents_never_break_the_rules(doc: dict[str, Any], counts: Any) -> None:
     _run(doc, counts)
 
 
-@settings(max_examples=DEFAULT_EXAMPLES // 3, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(
+    max_examples=DEFAULT_EXAMPLES // 3,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 @given(hostile.storable_job_documents())
 def test_storable_hostile_documents_round_trip_through_bson_and_the_rules(doc: dict[str, Any]) -> None:
     """What a server hands back (decoded BSON) is what the rules must survive."""
@@ -125,7 +141,11 @@ def test_storable_hostile_documents_round_trip_through_bson_and_the_rules(doc: d
     "doc",
     [
         {"_id": 1, "status": bson.Code("Pending"), "stages": {"a": {"completedItems": 1, "totalItems": 1}}},
-        {"_id": 1, "status": "Pending", "stages": {"a": {"status": bson.Code("x"), "completedItems": 1, "totalItems": 1}}},
+        {
+            "_id": 1,
+            "status": "Pending",
+            "stages": {"a": {"status": bson.Code("x"), "completedItems": 1, "totalItems": 1}},
+        },
         {"_id": 1, "status": "Pending", "stages": {"a": {"completedItems": 1e30, "totalItems": 1e30}}},
         {"_id": 1, "status": "Pending", "stages": {"a": {"completedItems": bson.Decimal128("1E+40"), "totalItems": 1}}},
         {"_id": 1, "status": "Pending", "stages": {"a": {"completedItems": 2**63, "totalItems": 1}}},
@@ -134,7 +154,17 @@ def test_storable_hostile_documents_round_trip_through_bson_and_the_rules(doc: d
         {"_id": 1, "status": "Pending", "progress": float("inf"), "stages": {}},
         {"_id": 1, "status": "Pending", "stages": {"a": {"completedItems": bson.Decimal128("NaN"), "totalItems": 1}}},
     ],
-    ids=["code-status", "code-stage-status", "1e30", "decimal-1e40", "int-2^63", "binary", "bytes", "inf", "decimal-nan"],
+    ids=[
+        "code-status",
+        "code-stage-status",
+        "1e30",
+        "decimal-1e40",
+        "int-2^63",
+        "binary",
+        "bytes",
+        "inf",
+        "decimal-nan",
+    ],
 )
 def test_the_reported_crashes_are_rejections(doc: dict[str, Any]) -> None:
     result = check_one(doc, None)
@@ -143,7 +173,16 @@ def test_the_reported_crashes_are_rejections(doc: dict[str, Any]) -> None:
 
 def test_collection_counts_of_any_shape_are_no_evidence_unless_numbers() -> None:
     doc = {"_id": 1, "status": "Pending", "collectionId": "c", "stages": {"a": {"completedItems": 1, "totalItems": 10}}}
-    for counts in ([1, 2], "a", {"a": 2**64}, {"a": float("nan")}, {"a": True}, {"a": bson.Binary(b"9")}, {1: 10}, {"a": {"$gt": 1}}):
+    for counts in (
+        [1, 2],
+        "a",
+        {"a": 2**64},
+        {"a": float("nan")},
+        {"a": True},
+        {"a": bson.Binary(b"9")},
+        {1: 10},
+        {"a": {"$gt": 1}},
+    ):
         result = check_one(doc, counts)
         assert "stages.a.completedItems" not in result.writes, counts
     assert check_one(doc, {"a": 10}).completes_job
@@ -163,7 +202,11 @@ def test_a_fractional_total_never_completes_early() -> None:
 @given(st.data())
 @settings(max_examples=50, deadline=None)
 def test_hostile_collection_counts_alone_never_raise(data: st.DataObject) -> None:
-    doc = {"_id": 1, "status": "Pending", "stages": {name: {"completedItems": 1, "totalItems": 5} for name in hostile.PLAIN_NAMES}}
+    doc = {
+        "_id": 1,
+        "status": "Pending",
+        "stages": {name: {"completedItems": 1, "totalItems": 5} for name in hostile.PLAIN_NAMES},
+    }
     check_one(doc, data.draw(hostile.collection_counts))
 
 

@@ -14,7 +14,18 @@ from rules.status import parse
 from tests.support.documents import apply
 
 STATUSES = st.sampled_from(
-    [None, "Pending", "InProgress", "inprogress", "IN_PROGRESS", "Completed", "completed", "Failed", "Cancelled", "Queued"]
+    [
+        None,
+        "Pending",
+        "InProgress",
+        "inprogress",
+        "IN_PROGRESS",
+        "Completed",
+        "completed",
+        "Failed",
+        "Cancelled",
+        "Queued",
+    ]
 )
 COUNTS = st.one_of(
     st.integers(-3, 300),
@@ -44,7 +55,9 @@ COLLECTION_COUNTS = st.one_of(st.none(), st.dictionaries(NAMES, st.integers(0, 3
 
 @settings(max_examples=400, deadline=None)
 @given(jobs(), COLLECTION_COUNTS)
-def test_applying_a_result_then_evaluating_again_changes_nothing(doc: dict[str, Any], counts: dict[str, int] | None) -> None:
+def test_applying_a_result_then_evaluating_again_changes_nothing(
+    doc: dict[str, Any], counts: dict[str, int] | None
+) -> None:
     once = apply(rules.evaluate(doc, collection_counts=counts), doc)
     again = rules.evaluate(once, collection_counts=counts, explain=True)
     assert not again.writes, explain.render(again)
@@ -107,6 +120,10 @@ def test_progress_is_bounded_and_monotone_as_counters_grow(doc: dict[str, Any], 
 
 
 @settings(deadline=None)
-@given(st.dictionaries(st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=5), st.none(), st.lists(st.integers()))))
+@given(
+    st.dictionaries(
+        st.text(max_size=5), st.one_of(st.integers(), st.text(max_size=5), st.none(), st.lists(st.integers()))
+    )
+)
 def test_evaluate_never_raises(doc: dict[str, Any]) -> None:
     rules.evaluate(doc)

@@ -72,7 +72,12 @@ def reader_count(raw: Any, *, round_up: bool = False) -> Any:
 
 
 @settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(hostile.counters, hostile.values, st.integers(), st.floats(), st.text(alphabet="0123456789+-.eE _", max_size=8)), st.booleans())
+@given(
+    st.one_of(
+        hostile.counters, hostile.values, st.integers(), st.floats(), st.text(alphabet="0123456789+-.eE _", max_size=8)
+    ),
+    st.booleans(),
+)
 def test_counters_read_as_documented(raw: Any, round_up: bool) -> None:
     assert reader_count(raw, round_up=round_up) == spec_count(raw, round_up=round_up)
 

@@ -125,7 +125,10 @@ def test_failed_or_cancelled_stage_is_kept_and_blocks_the_job(explicit: str) -> 
     assert "stages.a.status" not in result.writes
     assert result.outcome is Outcome.STAGE_COMPLETED
     assert "status" not in result.writes
-    assert f"blocked: a is {rules.Status.FAILED.value if explicit.lower() == 'failed' else 'Cancelled'}" in explain.render(result)
+    assert (
+        f"blocked: a is {rules.Status.FAILED.value if explicit.lower() == 'failed' else 'Cancelled'}"
+        in explain.render(result)
+    )
 
 
 def test_job_without_stages_never_completes() -> None:
@@ -225,7 +228,9 @@ def test_unreadable_documents_are_rejected_with_a_reason(doc: object, reason: st
 
 
 def test_a_terminal_job_is_read_no_further_than_its_status() -> None:
-    result = rules.evaluate({"_id": 1, "status": "Failed", "stages": {"a.b": "garbage", "c": {"totalItems": float("nan")}}})
+    result = rules.evaluate(
+        {"_id": 1, "status": "Failed", "stages": {"a.b": "garbage", "c": {"totalItems": float("nan")}}}
+    )
     assert result.outcome is Outcome.TERMINAL and not result.writes
 
 
@@ -234,7 +239,10 @@ def test_unicode_and_inner_dollar_stage_names_are_fine() -> None:
     assert result.completes_job and result.writes["stages.vignette-é.status"] == "Completed"
 
 
-@pytest.mark.parametrize(("done", "total", "completes"), [(131, 131.5, False), (131.9, 132, False), (132, 131.5, True), ("131.5", "131.5", False), (132, "131.5", True)])
+@pytest.mark.parametrize(
+    ("done", "total", "completes"),
+    [(131, 131.5, False), (131.9, 132, False), (132, 131.5, True), ("131.5", "131.5", False), (132, "131.5", True)],
+)
 def test_fractions_delay_a_completion_never_advance_one(done: object, total: object, completes: bool) -> None:
     assert rules.evaluate(job(a=stage(done=done, total=total))).completes_job is completes
 

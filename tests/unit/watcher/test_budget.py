@@ -17,7 +17,9 @@ operations = st.lists(
 
 @settings(max_examples=400)
 @given(ops=operations, fraction=st.floats(0.0, 1.0), burst=st.floats(1.0, 20.0))
-def test_writes_never_exceed_the_fraction_of_events_plus_the_burst(ops: list[tuple[str, int]], fraction: float, burst: float) -> None:
+def test_writes_never_exceed_the_fraction_of_events_plus_the_burst(
+    ops: list[tuple[str, int]], fraction: float, burst: float
+) -> None:
     budget = ProgressBudget(fraction=fraction, burst=burst)
     events = 0
     for kind, n in ops:
@@ -32,7 +34,9 @@ def test_writes_never_exceed_the_fraction_of_events_plus_the_burst(ops: list[tup
 
 @settings(max_examples=300)
 @given(increments=st.lists(st.integers(1, 30), max_size=300), completions=st.integers(0, 50))
-def test_with_its_own_writes_echoed_back_the_default_stays_under_ten_percent_of_increments(increments: list[int], completions: int) -> None:
+def test_with_its_own_writes_echoed_back_the_default_stays_under_ten_percent_of_increments(
+    increments: list[int], completions: int
+) -> None:
     """Each write the watcher makes comes back to it as a change event too;
     the default fraction accounts for that (every spend is asked for)."""
     budget = ProgressBudget()

@@ -24,7 +24,9 @@ async def test_the_sweep_queries_examine_the_open_jobs_not_the_collection(monkey
     jobs = client["t"]["jobs"]
     await jobs.create_index(SWEEP_INDEX_KEYS)
     await jobs.insert_many([{"status": "Completed", "jobType": "a"} for _ in range(2_000)])
-    await jobs.insert_many([{"status": "InProgress", "jobType": "a"} for _ in range(10)] + [{"status": "Odd"}, {"jobType": "a"}])
+    await jobs.insert_many(
+        [{"status": "InProgress", "jobType": "a"} for _ in range(10)] + [{"status": "Odd"}, {"jobType": "a"}]
+    )
     examined = 0
     borrow = engine._borrow_storage_document
 

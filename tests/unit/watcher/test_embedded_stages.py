@@ -67,7 +67,9 @@ def _event(operation: str, document: dict[str, Any] | None) -> events.Document:
         coll="background_jobs",
         document_key=key,
         full_document=full_document,
-        update_description=bson.encode({"updatedFields": {"stages.a.completedItems": 3}, "removedFields": [], "truncatedArrays": []}),
+        update_description=bson.encode(
+            {"updatedFields": {"stages.a.completedItems": 3}, "removedFields": [], "truncatedArrays": []}
+        ),
     )
     return events.render(entry, 99, full_document=full_document)
 
@@ -87,7 +89,9 @@ def _engine_answer(pipeline: list[dict[str, Any]], event: events.Document) -> by
     match=st.one_of(st.none(), st.sampled_from(MATCHES)),
     project=st.one_of(st.none(), st.sampled_from(PROJECTS)),
 )
-def test_server_stages_agree_with_the_engine(doc: dict[str, Any] | None, operation: str, match: dict[str, Any] | None, project: dict[str, Any] | None) -> None:
+def test_server_stages_agree_with_the_engine(
+    doc: dict[str, Any] | None, operation: str, match: dict[str, Any] | None, project: dict[str, Any] | None
+) -> None:
     pipeline = ([{"$match": match}] if match else []) + ([{"$project": project}] if project else [])
     apply = stages.compile_stages(pipeline)
     event = _event(operation, doc)
@@ -99,7 +103,13 @@ def test_server_stages_agree_with_the_engine(doc: dict[str, Any] | None, operati
 @pytest.mark.parametrize("job_types", [(), ("resize",)])
 def test_the_watchers_own_pipeline_agrees(job_types: tuple[str, ...]) -> None:
     pipeline = watcher_pipeline(Settings(uri="mongodb://localhost", job_types=job_types))
-    doc = ({"_id": bson.ObjectId(), "jobType": "resize", "status": "Pending", "stages": {"a": {"totalItems": 2, "completedItems": 1}}, "extra": [1, 2]})
+    doc = {
+        "_id": bson.ObjectId(),
+        "jobType": "resize",
+        "status": "Pending",
+        "stages": {"a": {"totalItems": 2, "completedItems": 1}},
+        "extra": [1, 2],
+    }
     event = _event("update", doc)
     apply = stages.compile_stages(pipeline)
     assert apply is not None

@@ -93,7 +93,9 @@ def test_backoff_resets_after_a_healthy_batch() -> None:
         (failure(40573), "reopen", errors.NotReplicaSet, None),
     ],
 )
-def test_translation_per_refusal_meaning(exc: BaseException, on_refusal: errors.OnRefusal, outcome: type[BaseException], action: Action | None) -> None:
+def test_translation_per_refusal_meaning(
+    exc: BaseException, on_refusal: errors.OnRefusal, outcome: type[BaseException], action: Action | None
+) -> None:
     with pytest.raises(outcome) as caught, errors.translated("op", on_refusal):
         raise exc
     if action is not None:

@@ -97,8 +97,9 @@ def _logged(monkeypatch: pytest.MonkeyPatch, json_lines: bool, message: str, **c
     return out.getvalue(), errors.getvalue()
 
 
-@settings(max_examples=150, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(value=hostile_text, message=hostile_text)
 @pytest.mark.parametrize("json_lines", [False, True], ids=["readable", "json"])
 def test_any_value_makes_exactly_one_whole_line(
@@ -134,4 +135,4 @@ def test_a_secret_is_redacted_before_it_is_escaped(monkeypatch: pytest.MonkeyPat
     logs.add_secret('p"w\\d\n1')
     for json_lines in (False, True):
         line, _ = _logged(monkeypatch, json_lines, 'auth failed for p"w\\d\n1', detail='mongodb://u:p"w\\d\n1@h/')
-        assert "p\"w" not in line and "p\\\"w" not in line and "***" in line
+        assert 'p"w' not in line and 'p\\"w' not in line and "***" in line

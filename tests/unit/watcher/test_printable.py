@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from tests.support.printing import hostile_text, raw_controls
 from watcher.ops import printable
 
+
 @settings(max_examples=300, deadline=None)
 @given(hostile_text)
 def test_a_value_is_one_printable_line(value: str) -> None:

@@ -90,13 +90,22 @@ def test_secrets_in_any_uri_shape_are_found_and_hidden(text: str, hidden: str) -
 def test_unknown_environment_names_the_closest_setting() -> None:
     from watcher import settings as settings_module
 
-    env = {"JOBWATCH_WORKER": "3", "JOBWATCH_WORKERS": "3", "JOBWATCH_CONFIG": "x.toml", "JOBWATCH_VENV": ".venv", "PATH": "/bin"}
+    env = {
+        "JOBWATCH_WORKER": "3",
+        "JOBWATCH_WORKERS": "3",
+        "JOBWATCH_CONFIG": "x.toml",
+        "JOBWATCH_VENV": ".venv",
+        "PATH": "/bin",
+    }
     assert settings_module.unknown_environment(env) == [
         "JOBWATCH_WORKER is not a jobwatch setting (did you mean JOBWATCH_WORKERS?); ignored"
     ]
 
 
-@pytest.mark.parametrize(("uri", "message"), [("db1:27017", "no scheme"), ("http://db1/", "starts with http://"), ("mongodb://", "names no host")])
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [("db1:27017", "no scheme"), ("http://db1/", "starts with http://"), ("mongodb://", "names no host")],
+)
 def test_bad_uris_are_refused_without_echoing_them(uri: str, message: str) -> None:
     with pytest.raises(ValidationError) as caught:
         Settings(uri=uri)

@@ -17,6 +17,7 @@ from watcher.ops.metrics import Metrics
 from watcher.settings import Settings
 from watcher.storage import backoff
 
+
 class ListStream:
     """Hands out ``events`` one batch each, then waits like an idle getMore."""
 
@@ -40,7 +41,12 @@ class ListStream:
 
 
 def event(n: int, job_id: int, full_document: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {"_id": {"_data": f"{n:04d}"}, "operationType": "update", "documentKey": {"_id": job_id}, "fullDocument": full_document}
+    return {
+        "_id": {"_data": f"{n:04d}"},
+        "operationType": "update",
+        "documentKey": {"_id": job_id},
+        "fullDocument": full_document,
+    }
 
 
 async def test_a_deleted_job_is_forgotten() -> None:

@@ -27,14 +27,28 @@ class UndecodableJobs:
 
 
 def skipped_total(metrics: Metrics) -> float:
-    return sum(sample.value for metric in metrics.skipped_jobs.collect() for sample in metric.samples if sample.name.endswith("_total"))
+    return sum(
+        sample.value
+        for metric in metrics.skipped_jobs.collect()
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    )
 
 
 async def test_an_undecodable_job_is_reported_each_pass_and_counted_once() -> None:
     metrics = Metrics()
     store: Any = UndecodableJobs()
-    dispatcher = Dispatcher(store, JobQueue(max_jobs=10, progress_interval_s=0), metrics, workers=1, policy=rules.DEFAULT_POLICY, retry_backoff=backoff.Backoff(base_s=0.1, max_s=1))
-    sweeper = Sweeper(store, metrics, policy=rules.DEFAULT_POLICY, counters=CounterWatch(quiet_s=1), dispatcher=dispatcher)
+    dispatcher = Dispatcher(
+        store,
+        JobQueue(max_jobs=10, progress_interval_s=0),
+        metrics,
+        workers=1,
+        policy=rules.DEFAULT_POLICY,
+        retry_backoff=backoff.Backoff(base_s=0.1, max_s=1),
+    )
+    sweeper = Sweeper(
+        store, metrics, policy=rules.DEFAULT_POLICY, counters=CounterWatch(quiet_s=1), dispatcher=dispatcher
+    )
     for _ in range(3):
         report = await sweeper.sweep(full=True)
         assert report.skipped == [("broken", "InvalidBSON: bad utf-8")]

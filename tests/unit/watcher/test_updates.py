@@ -112,7 +112,9 @@ def test_any_pinned_value_is_compared_literally_never_as_an_operator(stored: obj
     bson.encode(query)
 
 
-@pytest.mark.parametrize(("value", "pinned"), [(1, 1), (Int64(1), Int64(1)), (1.0, 1.0), (Decimal128("1"), Decimal128("1")), (None, None)])
+@pytest.mark.parametrize(
+    ("value", "pinned"), [(1, 1), (Int64(1), Int64(1)), (1.0, 1.0), (Decimal128("1"), Decimal128("1")), (None, None)]
+)
 def test_numbers_are_pinned_with_their_stored_bson_type(value: object, pinned: object) -> None:
     # $eq compares numbers across int/long/double/decimal (right for counters),
     # never a number with a boolean or text; null matches missing (read as missing).
@@ -129,7 +131,14 @@ def test_stage_names_that_are_not_plain_field_names_are_rejected(name: str) -> N
 
 
 def test_stage_names_with_a_dollar_inside_or_unicode_go_out_as_literal_data() -> None:
-    doc = {"_id": 1, "status": "Pending", "stages": {"price$": {"completedItems": 1, "totalItems": 1}, "vignette-é": {"completedItems": 1, "totalItems": 1}}}
+    doc = {
+        "_id": 1,
+        "status": "Pending",
+        "stages": {
+            "price$": {"completedItems": 1, "totalItems": 1},
+            "vignette-é": {"completedItems": 1, "totalItems": 1},
+        },
+    }
     query, update = updates.for_evaluation(rules.evaluate(doc))
     assert query["$expr"] == _names_are("price$", "vignette-é")
     assert update["$set"]["stages.price$.status"] == "Completed"

@@ -98,7 +98,9 @@ async def _connected(
         with warnings.catch_warnings(record=True) as caught, errors.translated("--uri / JOBWATCH_URI", "retry"):
             warnings.simplefilter("always")
             client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-                settings.uri_value, serverSelectionTimeoutMS=settings.server_selection_timeout_ms, appname="jobwatch",
+                settings.uri_value,
+                serverSelectionTimeoutMS=settings.server_selection_timeout_ms,
+                appname="jobwatch",
                 # What each server answered: an unreachable error names why.
                 event_listeners=[reachability.Heartbeats()],
             )
@@ -126,24 +128,35 @@ async def _connected(
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_DEADLINE_S) as closing:
             await client.close()
         if closing.cancelled_caught:
-            logs.event("client_close_abandoned", "WARNING", "the server did not answer as the client closed; exiting anyway",
-                       deadline_s=CLOSE_DEADLINE_S)
+            logs.event(
+                "client_close_abandoned",
+                "WARNING",
+                "the server did not answer as the client closed; exiting anyway",
+                deadline_s=CLOSE_DEADLINE_S,
+            )
 
 
 async def _warn_without_jobs(client: AsyncMongoClient[Any], settings: Settings) -> None:
     """A database without the jobs collection is most often a wrong --database:
     say so, rather than report no jobs and no watcher as if all were quiet."""
     if await MongoJobStore.from_settings(client[settings.database], settings).jobs_collection_exists() is False:
-        logs.event("jobs_collection_missing", "WARNING",
-                   f"database {settings.database!r} has no collection {settings.jobs_collection!r} (yet): "
-                   "check --database / JOBWATCH_DATABASE and --jobs-collection")
+        logs.event(
+            "jobs_collection_missing",
+            "WARNING",
+            f"database {settings.database!r} has no collection {settings.jobs_collection!r} (yet): "
+            "check --database / JOBWATCH_DATABASE and --jobs-collection",
+        )
 
 
 async def _run(
     client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit, *, stopper: interrupts.Stopper
 ) -> int:
     if settings.observe:
-        logs.event("observe_mode", "WARNING", "observe mode: every decision is computed and logged, nothing is written to the jobs")
+        logs.event(
+            "observe_mode",
+            "WARNING",
+            "observe mode: every decision is computed and logged, nothing is written to the jobs",
+        )
     runtime.tune()  # a long-running process: the hot path's garbage collection (watcher.ops.runtime)
     watcher = Watcher(client, settings)
     with stopper.gracefully(watcher.request_stop):

@@ -38,11 +38,15 @@ def candidate_ids(text: str) -> list[Any]:
     return ids
 
 
-async def evaluate(store: JobStore, doc: dict[str, Any], settings: Settings) -> tuple[rules.Evaluation, dict[str, int] | None]:
+async def evaluate(
+    store: JobStore, doc: dict[str, Any], settings: Settings
+) -> tuple[rules.Evaluation, dict[str, int] | None]:
     counts = None
     if doc.get("collectionId") is not None:
         counts = (await store.collection_counts([doc["collectionId"]])).get(doc["collectionId"])
-    return rules.evaluate(doc, collection_counts=counts, policy=rules.Policy(scan_stage=settings.scan_stage), explain=True), counts
+    return rules.evaluate(
+        doc, collection_counts=counts, policy=rules.Policy(scan_stage=settings.scan_stage), explain=True
+    ), counts
 
 
 async def explain(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
@@ -53,8 +57,12 @@ async def explain(client: AsyncMongoClient[Any], options: Options, settings: Set
         if doc is not None:
             break
     if doc is None:
-        shown = options["job_id"] if len(options["job_id"]) <= 80 else options["job_id"][:77] + "..."  # one short line, whatever was typed
-        output.fail(f"no job with _id {shown!r} in {settings.database}.{settings.jobs_collection} (looked for an ObjectId and a string id)")
+        shown = (
+            options["job_id"] if len(options["job_id"]) <= 80 else options["job_id"][:77] + "..."
+        )  # one short line, whatever was typed
+        output.fail(
+            f"no job with _id {shown!r} in {settings.database}.{settings.jobs_collection} (looked for an ObjectId and a string id)"
+        )
         return exits.FAILED
     result, counts = await evaluate(store, doc, settings)
     if options["as_json"]:
@@ -104,7 +112,9 @@ def printable_evaluation(result: rules.Evaluation) -> rules.Evaluation:
     )
 
 
-def evaluation_document(result: rules.Evaluation, doc: dict[str, Any], counts: Mapping[str, int] | None) -> dict[str, Any]:
+def evaluation_document(
+    result: rules.Evaluation, doc: dict[str, Any], counts: Mapping[str, int] | None
+) -> dict[str, Any]:
     """The evaluation with the exact filter and update the watcher would send
     (as BSON-ready documents, so ``json_util`` renders them as MongoDB would)."""
     update: dict[str, Any] | None = None
@@ -166,8 +176,16 @@ async def list_jobs(client: AsyncMongoClient[Any], options: Options, settings: S
     async for batch in store.open_jobs(full=True, fields=("createdAt", "updatedAt")):
         for doc in batch:
             if isinstance(doc, Unreadable):
-                listed.append({"job_id": doc.get("_id"), "jobType": None, "status": None, "idle_s": None,
-                               "counters_say_done": False, "why": f"cannot be read as a job (rule 0): {doc.reason}"})
+                listed.append(
+                    {
+                        "job_id": doc.get("_id"),
+                        "jobType": None,
+                        "status": None,
+                        "idle_s": None,
+                        "counters_say_done": False,
+                        "why": f"cannot be read as a job (rule 0): {doc.reason}",
+                    }
+                )
                 continue
             result, _ = await evaluate(store, doc, settings)
             moved = moved_at(doc)
@@ -175,9 +193,16 @@ async def list_jobs(client: AsyncMongoClient[Any], options: Options, settings: S
             done = bool(result.completed_stages) or result.completes_job
             idle = idle_s is not None and older_than_s is not None and idle_s >= older_than_s
             if (done or result.rejection or idle) if stuck_only else (older_than_s is None or idle):
-                listed.append({"job_id": doc.get("_id"), "jobType": doc.get("jobType"), "status": doc.get("status"),
-                               "idle_s": round(idle_s, 1) if idle_s is not None else None, "counters_say_done": done,
-                               "why": why(result)})
+                listed.append(
+                    {
+                        "job_id": doc.get("_id"),
+                        "jobType": doc.get("jobType"),
+                        "status": doc.get("status"),
+                        "idle_s": round(idle_s, 1) if idle_s is not None else None,
+                        "counters_say_done": done,
+                        "why": why(result),
+                    }
+                )
     listed.sort(key=lambda job: (not job["counters_say_done"], -(job["idle_s"] or 0)))
     shown = listed[: options["limit"]]
     if options["as_json"]:

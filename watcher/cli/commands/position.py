@@ -68,7 +68,9 @@ async def reset(client: AsyncMongoClient[Any], options: Options, settings: Setti
         members = [m for m in await survey.instances(positions, settings.watcher_name) if m.alive(settings.lease_s)]
         count = status.partition_count(members, await survey.partitions(positions, settings.watcher_name), settings)
         await survey.set_positions(positions, settings.watcher_name, count, token)
-        emit(f"positions of {where} ({count} partition{'s' if count != 1 else ''}) set to now: {output.extended_json(dict(token))}")
+        emit(
+            f"positions of {where} ({count} partition{'s' if count != 1 else ''}) set to now: {output.extended_json(dict(token))}"
+        )
     else:
         await survey.forget_positions(positions, settings.watcher_name)
         emit(f"positions of {where} forgotten: the next start streams from then, and its start-up sweep covers the gap")

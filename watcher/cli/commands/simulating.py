@@ -64,12 +64,16 @@ async def _batches(
         shown[0] = None
         progress.close()
         rate = outcome.increments / outcome.elapsed_s if outcome.elapsed_s else 0.0
-        emit(f"simulate: {output.count(len(outcome.job_ids), 'job')}, {outcome.increments} increments "
-             f"({outcome.lost} lost on purpose) in {outcome.elapsed_s:.2f}s ({rate:.0f}/s)")
+        emit(
+            f"simulate: {output.count(len(outcome.job_ids), 'job')}, {outcome.increments} increments "
+            f"({outcome.lost} lost on purpose) in {outcome.elapsed_s:.2f}s ({rate:.0f}/s)"
+        )
         if options["wait_s"] > 0:
             completed = 0
             with anyio.move_on_after(options["wait_s"]):
-                while (completed := await simulation.count_completed(db, settings, outcome.job_ids)) < len(outcome.job_ids):
+                while (completed := await simulation.count_completed(db, settings, outcome.job_ids)) < len(
+                    outcome.job_ids
+                ):
                     shown[0] = f"waiting for the watcher: {completed}/{len(outcome.job_ids)} jobs Completed"
                     await anyio.sleep(0.1)
             shown[0] = None

@@ -157,7 +157,9 @@ def render_status(status: Mapping[str, Any]) -> str:
                 f"heartbeat {output.ago(i['heartbeat_age_s'])}{late}  version {printable.value(i['version'] or '?')}"
             )
         else:
-            lines.append(f"  {printable.value(i['instance'])}  gone (last heartbeat {output.ago(i['heartbeat_age_s'])})")
+            lines.append(
+                f"  {printable.value(i['instance'])}  gone (last heartbeat {output.ago(i['heartbeat_age_s'])})"
+            )
     for p in status["partitions"]:
         lines += _render_partition(p)
     total = sum(g["count"] for g in status["open_jobs"])
@@ -173,7 +175,9 @@ def render_status(status: Mapping[str, Any]) -> str:
 def _render_partition(p: Mapping[str, Any]) -> list[str]:
     expires = p["lease_expires_in_s"]
     if p["held"]:
-        lease = f"held by {printable.value(p['holder'])}, term {p['term']}, lease runs out in {expires:.1f}s unless renewed"
+        lease = (
+            f"held by {printable.value(p['holder'])}, term {p['term']}, lease runs out in {expires:.1f}s unless renewed"
+        )
     elif p["holder"] is not None and expires is not None:
         holder = printable.value(p["holder"])
         lease = f"NO live holder: the lease of {holder} (term {p['term']}) ran out {-expires:.1f}s ago"

@@ -40,9 +40,11 @@ async def sweep(client: AsyncMongoClient[Any], options: Options, settings: Setti
         waiting_until = time.monotonic() + wait_s
         jobs = ", ".join(printable.value(wait.job_id) for wait in looked.waiting[:WAITING_NAMED])
         more = f" and {looked.path_a_waiting - WAITING_NAMED} more" if looked.path_a_waiting > WAITING_NAMED else ""
-        output.say(f"sweep: waiting {wait_s:g}s before the pass: {output.count(looked.path_a_waiting, 'job')} ({jobs}{more}) "
-             "have a collection ahead of a stage counter, which path A raises only once both stood still that long "
-             "(--path-a-quiet-s; --dry-run does not wait)")
+        output.say(
+            f"sweep: waiting {wait_s:g}s before the pass: {output.count(looked.path_a_waiting, 'job')} ({jobs}{more}) "
+            "have a collection ahead of a stage counter, which path A raises only once both stood still that long "
+            "(--path-a-quiet-s; --dry-run does not wait)"
+        )
 
     def waiting() -> str | None:
         left_s = None if waiting_until is None else waiting_until - time.monotonic()
@@ -80,15 +82,21 @@ def render_sweep(report: SweepReport, path_a_quiet_s: float) -> str:
     for wait in report.waiting:
         stages = ", ".join(map(shown, wait.stages))
         verb = "path A would wait for" if dry else "path A waits for"
-        lines.append(f"  {verb}: job {shown(wait.job_id)}: stages {stages} (the collection holds more items than "
-                     f"the counter; raised once both stood still {path_a_quiet_s:g}s)")
+        lines.append(
+            f"  {verb}: job {shown(wait.job_id)}: stages {stages} (the collection holds more items than "
+            f"the counter; raised once both stood still {path_a_quiet_s:g}s)"
+        )
     if dry:
-        totals = (f"{output.count(report.jobs_completed, 'job')} would complete, {output.count(report.stages_completed, 'stage')} "
-                  f"would complete, {output.count(report.progress_updated, 'progress update')} would be written")
+        totals = (
+            f"{output.count(report.jobs_completed, 'job')} would complete, {output.count(report.stages_completed, 'stage')} "
+            f"would complete, {output.count(report.progress_updated, 'progress update')} would be written"
+        )
     else:
-        totals = (f"{output.count(report.jobs_completed, 'job')} completed, {output.count(report.stages_completed, 'stage')} "
-                  f"completed, {output.count(report.progress_updated, 'progress update')}, {report.stale} changed meanwhile "
-                  "(left to the stream)")
+        totals = (
+            f"{output.count(report.jobs_completed, 'job')} completed, {output.count(report.stages_completed, 'stage')} "
+            f"completed, {output.count(report.progress_updated, 'progress update')}, {report.stale} changed meanwhile "
+            "(left to the stream)"
+        )
     waiting = f", {report.path_a_waiting} waiting for path A" if report.path_a_waiting else ""
     lines.append(f"totals: {totals}, {len(report.skipped)} skipped{waiting}")
     return "\n".join(lines)
