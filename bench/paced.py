@@ -513,7 +513,8 @@ def start_server(
 
 def cpu_s(pid: int) -> float:
     """A process's CPU seconds so far (user + system, from /proc)."""
-    fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 

@@ -13,6 +13,7 @@ next to the page.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import sys
@@ -393,7 +394,7 @@ def _scale(doc: dict[str, Any]) -> list[str]:
         "",
         f"**What {cpus} cores can and cannot show.** This machine has {cpus} cores, shared with other work (load",
         f"average {load.get('min')}-{load.get('max')} along the run), and the server process needs its share too.",
-        f"Scaling out shows on the wall clock only while every instance and the server have a core: here for N =",
+        "Scaling out shows on the wall clock only while every instance and the server have a core: here for N =",
         f"{can_show}; {most} instances and the server would need {most + 1}. As fast as the instances read, the",
         f"wall-clock aggregate is how {most + 1} processes share {cpus} cores, not how the watcher scales. What",
         'compares across N is each busy instance\'s events per second of its own CPU time: "a core each" divides',
@@ -574,12 +575,7 @@ def _goals(docs: dict[str, dict[str, Any] | None]) -> list[str]:
         ("ratio_p50", "poller p50 / jobwatch p50 >= 250"),
         ("own_p50_within_10_percent", "its own histograms agree with the outside within 10 % at p50"),
     ):
-        add(
-            goal,
-            "latency",
-            lambda f: _n(f["goals_at_50_percent"].get(key, {}).get("value"), 2),  # add() calls both at once
-            lambda f: f["goals_at_50_percent"].get(key, {}).get("met"),
-        )
+        add(goal, "latency", functools.partial(_latency_goal_value, key), functools.partial(_latency_goal_met, key))
     add(
         "the embedded server: 2,000 `$inc`/s on one core",
         "embedded",
@@ -712,3 +708,12 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _latency_goal_value(key: str, figures: dict[str, Any]) -> str:
+    return _n(figures["goals_at_50_percent"].get(key, {}).get("value"), 2)
+
+
+def _latency_goal_met(key: str, figures: dict[str, Any]) -> bool | None:
+    met: bool | None = figures["goals_at_50_percent"].get(key, {}).get("met")
+    return met

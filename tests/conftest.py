@@ -11,7 +11,6 @@ import gc
 import inspect
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["ChangeSource", "PyMongoChangeSource", "Settings", "SweepReport", "Watcher"]
 
 if TYPE_CHECKING:
-    from watcher.service import Watcher
-    from watcher.settings import Settings
     from watcher.intake.source import ChangeSource, PyMongoChangeSource
     from watcher.intake.sweep import SweepReport
+    from watcher.service import Watcher
+    from watcher.settings import Settings
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import tomllib
+import types
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
@@ -42,7 +43,9 @@ _BAD_DATABASE_CHARS = frozenset('/\\. "$*<>:|?\x00')
 
 #: The config file's values while ``load`` builds a Settings (lowest priority
 #: above the defaults); empty for a plain ``Settings()``.
-_file_values: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar("jobwatch_config_file", default={})
+_file_values: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "jobwatch_config_file", default=types.MappingProxyType({})
+)
 
 
 class ConfigFileError(ValueError):

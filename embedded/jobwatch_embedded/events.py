@@ -228,9 +228,9 @@ class _Diff:
             old = before[key]
             # Sub-documents and arrays are walked (an unchanged one yields
             # nothing), not compared whole first: that would walk them twice.
-            if isinstance(old, dict) and isinstance(new, dict) and list(old) == [k for k in new if k in old]:
-                nested.append(key)
-            elif isinstance(old, list) and isinstance(new, list):
+            both_dicts = isinstance(old, dict) and isinstance(new, dict)
+            both_lists = isinstance(old, list) and isinstance(new, list)
+            if both_dicts and list(old) == [k for k in new if k in old] or both_lists:
                 nested.append(key)
             elif not _same(old, new):
                 self.update(prefix, parts, ambiguous, key, new)

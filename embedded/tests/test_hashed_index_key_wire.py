@@ -10,9 +10,9 @@ from typing import Any
 import anyio
 import pytest
 from bson import Int64, ObjectId
-from jobwatch_embedded import hashing
 from pymongo.errors import OperationFailure
 
+from jobwatch_embedded import hashing
 from streams import DEADLINE_S
 
 PARTITIONS = 3

@@ -89,8 +89,10 @@ def test_a_client_with_credentials_gets_authentication_failed(serving: Any) -> N
     """The server has no users: MongoDB's answer to unknown credentials (18), not an unknown command."""
     with serving() as running:
         uri = running.uri.replace("mongodb://", "mongodb://someone:secret@", 1)
-        with MongoClient[dict[str, Any]](uri, serverSelectionTimeoutMS=5000) as mongo:
-            with pytest.raises(OperationFailure) as caught:
-                mongo.admin.command("ping")
+        with (
+            MongoClient[dict[str, Any]](uri, serverSelectionTimeoutMS=5000) as mongo,
+            pytest.raises(OperationFailure) as caught,
+        ):
+            mongo.admin.command("ping")
         assert caught.value.code == 18
         assert caught.value.details is not None and caught.value.details["codeName"] == "AuthenticationFailed"

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import CliMongo
 from tests.support.documents import seed_job
-from watcher.cli import main as cli
 from watcher.cli import exits
+from watcher.cli import main as cli
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -18,8 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import CliMongo
-from watcher.cli import embedded
 from tests.support.documents import seed_job
+from watcher.cli import embedded
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBWATCH = [sys.executable, "-m", "watcher"]

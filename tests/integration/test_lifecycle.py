@@ -14,8 +14,7 @@ from tests.support.harness import running, settings_for, wait_until
 from watcher import Watcher
 from watcher.settings import Settings
 from watcher.storage.lease import Grant
-from watcher.storage.position import MongoPositionStore, Saved
-from watcher.storage.position import Token
+from watcher.storage.position import MongoPositionStore, Saved, Token
 
 
 class SlowPositions:

@@ -47,7 +47,8 @@ async def test_a_tiny_backlog_and_a_big_burst_never_stop_the_stream(mongo: Backe
         await wait_until(all_done, what="every job to complete through a full backlog")
         await wait_until(lambda: _ready(watcher), what="readiness once the backlog drained")
     print(
-        f"\nback-pressure: {JOBS * ITEMS} increments through a backlog of 1 job / 10 positions: {JOBS} of {JOBS} jobs completed"
+        f"\nback-pressure: {JOBS * ITEMS} increments through a backlog of 1 job / 10 positions: "
+        f"{JOBS} of {JOBS} jobs completed"
     )
 
 

@@ -4,6 +4,7 @@ Every job ends right and each completion is written once."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import os
 import random
@@ -50,7 +51,7 @@ async def test_random_crashes_during_bursts_leave_no_job_wrong(mongo: Backend) -
             await jobs.insert_many(docs)
             watchers: list[Watcher] = []
 
-            async def consumers() -> None:
+            async def consumers(ids: list[Any]) -> None:
                 async def one(job_id: Any) -> None:
                     for _ in range(ITEMS):
                         for stage in STAGES:
@@ -61,7 +62,7 @@ async def test_random_crashes_during_bursts_leave_no_job_wrong(mongo: Backend) -
                         tg.start_soon(one, job_id)
 
             async with anyio.create_task_group() as burst:
-                burst.start_soon(consumers)
+                burst.start_soon(consumers, ids)
                 for _ in range(3):
                     watcher = Watcher(
                         mongo.client,
@@ -78,10 +79,12 @@ async def test_random_crashes_during_bursts_leave_no_job_wrong(mongo: Backend) -
             watchers.append(final)
             async with final:
 
-                async def done() -> bool:
+                async def done(ids: list[Any]) -> bool:
                     return await jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) == JOBS
 
-                await wait_until(done, what=f"trial {trial}: every job completed", deadline_s=60)
+                await wait_until(
+                    functools.partial(done, ids), what=f"trial {trial}: every job completed", deadline_s=60
+                )
             async for doc in jobs.find({"_id": {"$in": ids}}):
                 ok = doc["status"] == "Completed" and doc["progress"] == 100 and doc.get("completedAt") is not None
                 ok = ok and all(
@@ -94,6 +97,7 @@ async def test_random_crashes_during_bursts_leave_no_job_wrong(mongo: Backend) -
     finally:
         gc.collect()  # sockets abandoned by cancelled connects, collected while this test's filters hold
     print(
-        f"\ncrash/restart: {TRIALS} trials x {JOBS} jobs, {crashes} abrupt cancels: {wrong} jobs wrong, {completions} completions acknowledged, none twice"
+        f"\ncrash/restart: {TRIALS} trials x {JOBS} jobs, {crashes} abrupt cancels: {wrong} jobs wrong, "
+        f"{completions} completions acknowledged, none twice"
     )
     assert wrong == 0

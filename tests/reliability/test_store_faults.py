@@ -163,7 +163,8 @@ def teardown_module() -> None:
     if FIGURES:
         total = sum(FIGURES.values())
         print(
-            f"\nstore faults: {total} injected over {len(FIGURES)} operations ({len(SURVIVABLE)} error classes), loop survived every one"
+            f"\nstore faults: {total} injected over {len(FIGURES)} operations ({len(SURVIVABLE)} error classes), "
+            "loop survived every one"
         )
 
 

@@ -84,9 +84,10 @@ def guard_matches(evaluation: Evaluation, doc: Mapping[str, Any]) -> bool:
             have, need = numeric_value(value), numeric_value(condition.value)
             if have is None or need is None or have < need:
                 return False
-        elif isinstance(condition, StageNames):
-            if not isinstance(value, Mapping) or set(value) != set(condition.value):
-                return False
+        elif isinstance(condition, StageNames) and not (
+            isinstance(value, Mapping) and set(value) == set(condition.value)
+        ):
+            return False
     return True
 
 

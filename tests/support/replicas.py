@@ -13,6 +13,7 @@ log (both on this host's clock).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import signal
@@ -181,6 +182,10 @@ class Instance:
 def log_time(action: dict[str, Any]) -> float:
     """A log line's wall time (this host's clock, as the test's own)."""
     return dt.datetime.fromisoformat(action["time"]).timestamp()
+
+
+def all_completed(jobs: Any, ids: list[Any]) -> bool:
+    return int(jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"})) == len(ids)
 
 
 def wait(predicate: Callable[[], bool], what: str, deadline_s: float = ALLOWANCE_S) -> None:
@@ -408,10 +413,7 @@ def takeover_trials(
             assert term_after == term_before + 1, results[-1]
             leader = new_leader
             standby = replacement if new_leader is standby else standby
-            wait(
-                lambda: jobs.count_documents({"_id": {"$in": ids}, "status": "Completed"}) == len(ids),
-                f"trial {trial}: every job Completed",
-            )
+            wait(functools.partial(all_completed, jobs, ids), f"trial {trial}: every job Completed")
             wait(standby.ready, "the new standby to join")
     finally:
         for instance in started:

@@ -54,7 +54,8 @@ def _line(doc: dict[str, Any]) -> str:
         f"{name} {s.get('status')} {s.get('completedItems')}/{s.get('totalItems')}"
         for name, s in doc.get("stages", {}).items()
     )
-    return f"status={doc.get('status')} progress={doc.get('progress')} items={doc.get('completedItems')}/{doc.get('totalItems')} [{stages}]"
+    items = f"{doc.get('completedItems')}/{doc.get('totalItems')}"
+    return f"status={doc.get('status')} progress={doc.get('progress')} items={items} [{stages}]"
 
 
 async def run(out: Callable[[str], None] = print) -> int:
@@ -84,7 +85,8 @@ async def _run(uri: str, client: AsyncMongoClient[dict[str, Any]], out: Callable
     db = client[settings.database]
     jobs = db[settings.jobs_collection]
     out(
-        "jobwatch demo: the seed incident on the embedded server (no MongoDB; PyMongo and its change streams over the wire)"
+        "jobwatch demo: the seed incident on the embedded server "
+        "(no MongoDB; PyMongo and its change streams over the wire)"
     )
 
     legacy = seed_job()
@@ -146,14 +148,16 @@ async def _run(uri: str, client: AsyncMongoClient[dict[str, Any]], out: Callable
         await anyio.sleep(0.2)  # the stream sees it: cache completes, thumbnail waits for 7 items
         waiting = await jobs.find_one({"_id": lossy["_id"]}) or {}
         out(
-            f"\n3. collection-scan job {lossy['_id']}: thumbnail counter {ITEMS - 7}/{ITEMS} (7 increments lost), collection holds {ITEMS} thumbnails"
+            f"\n3. collection-scan job {lossy['_id']}: thumbnail counter {ITEMS - 7}/{ITEMS} (7 increments lost), "
+            f"collection holds {ITEMS} thumbnails"
         )
         out(f"   stream: {_line(waiting)}")
         # settle: path A waits until the counter and the collection stood still (path_a_quiet_s)
         sweep = await watcher.sweep(settle=True)
         fixed = await jobs.find_one({"_id": lossy["_id"]}) or {}
         out(
-            f"   sweep (path A, $size on the server, $max on the counter): {sweep.jobs_completed} job completed in {sweep.duration_s * 1000:.1f} ms"
+            f"   sweep (path A, $size on the server, $max on the counter): {sweep.jobs_completed} job completed "
+            f"in {sweep.duration_s * 1000:.1f} ms"
         )
         out(f"   -> {_line(fixed)}")
     await events.close()

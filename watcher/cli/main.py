@@ -26,9 +26,7 @@ from pydantic_settings import SettingsError
 
 from watcher import settings as settings_module
 from watcher.cli import exits, interrupts
-from watcher.ops import logs
-from watcher.ops import metrics
-from watcher.ops import redact
+from watcher.ops import logs, metrics, redact
 from watcher.settings import Settings
 
 Emit = Callable[[str], None]
@@ -347,7 +345,8 @@ def build() -> click.Group:
         _command(
             "demo",
             "the seed incident end to end on the embedded engine (no server)",
-            "Create the seed's stuck job and a live one on the embedded engine, run the watcher, show each flip to Completed.",
+            "Create the seed's stuck job and a live one on the embedded engine, run the watcher, "
+            "show each flip to Completed.",
             [],
         )
     )

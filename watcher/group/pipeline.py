@@ -30,9 +30,9 @@ import rules
 from watcher.decide import budget
 from watcher.decide.coalesce import JobQueue
 from watcher.decide.dispatch import Dispatcher
+from watcher.intake import stream
 from watcher.intake.counter_watch import CounterWatch
 from watcher.intake.source import ChangeSource
-from watcher.intake import stream
 from watcher.intake.stream import StreamReader
 from watcher.intake.supervisor import Supervisor, Sweeps
 from watcher.intake.sweep import Sweeper, SweepReport

@@ -24,8 +24,8 @@ from watcher.intake.source import ChangeSource, ChangeStream, Event
 from watcher.ops.metrics import Metrics
 from watcher.settings import Settings
 from watcher.storage import backoff, errors, store
-from watcher.storage.position import Token
 from watcher.storage.partitions import EVERYTHING, Slice
+from watcher.storage.position import Token
 
 #: Operations that can change what the rules decide.
 JOB_OPERATIONS = ("insert", "update", "replace")

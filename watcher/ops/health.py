@@ -13,6 +13,7 @@ time out, which is what they are for.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -154,10 +155,8 @@ class HealthServer:
                 f"Content-Type: {response.content_type}\r\nContent-Length: {len(response.body)}\r\n"
                 "Connection: close\r\n\r\n"
             )
-            try:
+            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                 await client.send(head.encode("latin-1") + response.body)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                pass
 
 
 async def _read_head(client: SocketStream) -> bytes:

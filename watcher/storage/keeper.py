@@ -15,6 +15,7 @@ position to resume from instead of a full catch-up.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -123,11 +124,12 @@ class PositionKeeper:
         bounded so a dead server cannot hold the exit. Raises ``errors.Deposed``
         when the lease was lost meanwhile (nothing was saved, nothing may be released)."""
         saved = False
-        with anyio.CancelScope(shield=True), anyio.move_on_after(deadline_s) as scope:
-            try:
-                saved = await self.save()
-            except errors.ConfigurationProblem:
-                pass  # already stopping, for this very reason or another
+        with (
+            anyio.CancelScope(shield=True),
+            anyio.move_on_after(deadline_s) as scope,
+            contextlib.suppress(errors.ConfigurationProblem),  # already stopping, for this reason or another
+        ):
+            saved = await self.save()
         if scope.cancelled_caught or not saved:
             logs.event(
                 "position_not_saved_at_shutdown",
@@ -140,7 +142,5 @@ class PositionKeeper:
 
     async def heartbeat(self, last_sweep: Mapping[str, Any]) -> None:
         """The last sweep's totals in the heartbeat; ``errors.Deposed`` if the lease is gone."""
-        try:
+        with contextlib.suppress(errors.StoreUnavailable):  # the next heartbeat carries it
             await self._positions.heartbeat(last_sweep=last_sweep)
-        except errors.StoreUnavailable:
-            pass  # the next heartbeat carries it

@@ -26,4 +26,7 @@ def summary() -> str | None:
     if not SEEN["documents"]:
         return None
     shown = ", ".join(f"{outcome.value} {SEEN[outcome.value]:,}" for outcome in Outcome if SEEN[outcome.value])
-    return f"hostile job documents through the rules: {SEEN['documents']:,} evaluated, {SEEN['failed']:,} failed a check ({shown})"
+    return (
+        f"hostile job documents through the rules: {SEEN['documents']:,} evaluated, "
+        f"{SEEN['failed']:,} failed a check ({shown})"
+    )

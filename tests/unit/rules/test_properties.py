@@ -8,8 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import rules
-from rules import explain
-from rules import Outcome, Raise, Status
+from rules import Outcome, Raise, Status, explain
 from rules.status import parse
 from tests.support.documents import apply
 

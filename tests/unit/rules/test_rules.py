@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 import rules
-from rules import explain
-from rules import SERVER_NOW, AtLeast, Equals, Outcome, Raise, StageNames
+from rules import SERVER_NOW, AtLeast, Equals, Outcome, Raise, StageNames, explain
 from tests.support.documents import FIXED_NOW, apply, seed_job
 
 

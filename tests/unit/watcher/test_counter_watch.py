@@ -60,7 +60,7 @@ def finished(spelling: str) -> dict[str, object]:
 def test_a_finished_job_is_forgotten_in_any_spelling() -> None:
     watch = CounterWatch(quiet_s=10)
     spellings = ("Completed", "completed", "COMPLETE", "Failed", "cancelled", "Canceled")
-    for key, spelling in enumerate(spellings):
+    for key, _ in enumerate(spellings):
         watch.observe(key, doc(3), now=0)
         watch.settled(key, doc(3), {"thumbnail": 3}, now=1)
     assert len(watch) == len(spellings)

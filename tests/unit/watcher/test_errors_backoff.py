@@ -1,12 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from bson import errors as bson_errors
 from pymongo import errors as pe
 
-from bson import errors as bson_errors
-
-from watcher.storage import backoff
-from watcher.storage import errors
+from watcher.storage import backoff, errors
 from watcher.storage.errors import Action
 
 

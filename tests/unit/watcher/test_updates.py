@@ -9,8 +9,8 @@ from bson import Binary, Code, Decimal128, Int64, Regex
 import rules
 from rules import AtLeast, Equals, Outcome, StageNames
 from tests.support.documents import seed_job
-from watcher.intake import stream
 from watcher.decide import updates
+from watcher.intake import stream
 from watcher.settings import Settings
 
 

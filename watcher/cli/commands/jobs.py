@@ -61,7 +61,8 @@ async def explain(client: AsyncMongoClient[Any], options: Options, settings: Set
             options["job_id"] if len(options["job_id"]) <= 80 else options["job_id"][:77] + "..."
         )  # one short line, whatever was typed
         output.fail(
-            f"no job with _id {shown!r} in {settings.database}.{settings.jobs_collection} (looked for an ObjectId and a string id)"
+            f"no job with _id {shown!r} in {settings.database}.{settings.jobs_collection} "
+            "(looked for an ObjectId and a string id)"
         )
         return exits.FAILED
     result, counts = await evaluate(store, doc, settings)

@@ -69,7 +69,7 @@ async def reset(client: AsyncMongoClient[Any], options: Options, settings: Setti
         count = status.partition_count(members, await survey.partitions(positions, settings.watcher_name), settings)
         await survey.set_positions(positions, settings.watcher_name, count, token)
         emit(
-            f"positions of {where} ({count} partition{'s' if count != 1 else ''}) set to now: {output.extended_json(dict(token))}"
+            f"positions of {where} ({output.count(count, 'partition')}) set to now: {output.extended_json(dict(token))}"
         )
     else:
         await survey.forget_positions(positions, settings.watcher_name)

@@ -143,7 +143,8 @@ def render_status(status: Mapping[str, Any]) -> str:
     )
     alive = [i for i in status["instances"] if i["alive"]]
     lines = [
-        f"watcher {printable.value(status['watcher'])}: {output.count(status['partition_count'], 'partition')}; {verdict}",
+        f"watcher {printable.value(status['watcher'])}: "
+        f"{output.count(status['partition_count'], 'partition')}; {verdict}",
         f"instances: {len(alive)} alive"
         + (f", {len(status['instances']) - len(alive)} gone" if len(alive) < len(status["instances"]) else ""),
     ]
@@ -203,16 +204,19 @@ def _render_partition(p: Mapping[str, Any]) -> list[str]:
         if beat["streaming"] is not None
         else "unknown"
     )
+    as_of = f"  as of its heartbeat {output.ago(beat['age_s'])}"
     lines.append(
-        f"  as of its heartbeat {output.ago(beat['age_s'])}: stream {mode}; backlog {output.or_unknown(beat['backlog'])} jobs; "
-        f"last event {output.before(beat['last_event_s_before'])}; last sweep {output.before(beat['last_sweep_s_before'])}"
+        f"{as_of}: stream {mode}; backlog {output.or_unknown(beat['backlog'])} jobs; "
+        f"last event {output.before(beat['last_event_s_before'])}; "
+        f"last sweep {output.before(beat['last_sweep_s_before'])}"
     )
     ls = beat["last_sweep"]
     if ls:
+        shown = printable.value
         lines.append(
-            f"  as of its heartbeat {output.ago(beat['age_s'])}: last sweep {printable.value(ls.get('scanned'))} scanned, "
-            f"{printable.value(ls.get('jobs_completed'))} jobs completed, {printable.value(ls.get('skipped'))} skipped, "
-            f"{printable.value(ls.get('duration_s'))}s"
+            f"{as_of}: last sweep {shown(ls.get('scanned'))} scanned, "
+            f"{shown(ls.get('jobs_completed'))} jobs completed, {shown(ls.get('skipped'))} skipped, "
+            f"{shown(ls.get('duration_s'))}s"
         )
     return lines
 

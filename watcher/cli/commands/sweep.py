@@ -88,8 +88,9 @@ def render_sweep(report: SweepReport, path_a_quiet_s: float) -> str:
         )
     if dry:
         totals = (
-            f"{output.count(report.jobs_completed, 'job')} would complete, {output.count(report.stages_completed, 'stage')} "
-            f"would complete, {output.count(report.progress_updated, 'progress update')} would be written"
+            f"{output.count(report.jobs_completed, 'job')} would complete, "
+            f"{output.count(report.stages_completed, 'stage')} would complete, "
+            f"{output.count(report.progress_updated, 'progress update')} would be written"
         )
     else:
         totals = (
