@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -137,7 +137,10 @@ async def embedded_process(*args: str) -> AsyncIterator[str]:
 
     exe = os.path.join(os.path.dirname(sys.executable), "jobwatch")
     command = [exe if os.path.exists(exe) else "jobwatch", "embedded-server", *args]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    # JOBWATCH_SERVER_LOG: where the server's own log goes (appended), to see why a run failed.
+    log_path = os.environ.get("JOBWATCH_SERVER_LOG")
+    with open(log_path or os.devnull, "a") as log:  # the child holds its own descriptor
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
     assert proc.stdout is not None
     # Whatever it prints after its URI is read on, so a full pipe never blocks the server.
     drain = threading.Thread(target=proc.stdout.read, daemon=True)
