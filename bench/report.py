@@ -54,6 +54,15 @@ def _n(value: Any, digits: int = 1) -> str:
     return str(value)
 
 
+def _latency_goal_value(key: str, figures: dict[str, Any]) -> str:
+    return _n(figures["goals_at_50_percent"].get(key, {}).get("value"), 2)
+
+
+def _latency_goal_met(key: str, figures: dict[str, Any]) -> bool | None:
+    met: bool | None = figures["goals_at_50_percent"].get(key, {}).get("met")
+    return met
+
+
 def _met(ok: bool | None) -> str:
     return "-" if ok is None else ("**met**" if ok else "**not met**")
 
@@ -235,6 +244,15 @@ def _latency(doc: dict[str, Any]) -> list[str]:
             ],
             own_rows,
         ),
+        "",
+        "Two goals here stay unmet, and why. The watcher's own share (`jobwatch_decision_seconds`, p99 <= 5 ms) holds",
+        "the server's work on the completing write: the conditional update queues behind the consumers' writes on",
+        "the embedded server, whose every write costs about a millisecond of its single core (see its ceiling",
+        "below), so its p99 follows the server's load, not the watcher's CPU. The outside column measures the same",
+        "step from another reader and ends at the server's write time rather than its acknowledgement. The p50",
+        "disagreement compares two readers of one stream (the watcher's, behind its filtered pipeline, and the",
+        "benchmark's) at one to three milliseconds, where a millisecond of `wallTime` resolution or of scheduling",
+        "on two shared cores is already tens of percent; the absolute differences are in the table.",
         "",
         "![latency against the share of the server's capacity](latency.png)",
     ]
@@ -708,12 +726,3 @@ def main() -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-def _latency_goal_value(key: str, figures: dict[str, Any]) -> str:
-    return _n(figures["goals_at_50_percent"].get(key, {}).get("value"), 2)
-
-
-def _latency_goal_met(key: str, figures: dict[str, Any]) -> bool | None:
-    met: bool | None = figures["goals_at_50_percent"].get(key, {}).get("met")
-    return met
