@@ -130,7 +130,7 @@ def test_sigterm_after_the_server_went_away_stops_within_the_shutdown_deadline(p
 
     with embedded_server() as server:
         argv = ["run", "--uri", server.uri, "--server-selection-timeout-ms", str(SELECTION_MS), "--log-json"]
-        process = Process([*argv, "--health-port", "0", "--shutdown-deadline-s", "5"])
+        process = Process([*argv, "--health-port", "0", "--shutdown-deadline-s", "2"])
         processes.append(process)
         process.wait_for_line('"watcher_started"')
         server.process.kill()
