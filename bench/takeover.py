@@ -76,11 +76,23 @@ def markdown(doc: dict[str, Any]) -> str:
     )
 
 
+def headline(doc: dict[str, Any]) -> str:
+    """One line of figures for the project's front page, from a results document
+    (a test there checks the line matches the committed results)."""
+    kill, term = doc["figures"]["kill_9"], doc["figures"]["sigterm"]
+    return (
+        f"Takeover measured here (`bench/results/takeover.json`, {kill['trials']} trials each): `kill -9` of the "
+        f"leader p50 {kill['p50_s']:.2f} s, max {kill['max_s']:.2f} s; SIGTERM p50 {term['p50_s']:.2f} s, "
+        f"max {term['max_s']:.2f} s."
+    )
+
+
 def write_docs(doc: dict[str, Any]) -> None:
     text = DOCS_PAGE.read_text()
     before, rest = text.split(START, 1)
     _, after = rest.split(END, 1)
     DOCS_PAGE.write_text(before + markdown(doc) + after)
+    print(headline(doc))
 
 
 def main() -> int:

@@ -32,3 +32,14 @@ def test_the_takeover_figures_come_from_the_results_file() -> None:
     assert takeover.START in page and takeover.END in page
     assert results.exists(), "run ./dev bench takeover"
     assert takeover.markdown(json.loads(results.read_text())) in page
+
+
+def test_the_readme_takeover_line_comes_from_the_results_file() -> None:
+    """The README's takeover figures are bench/takeover.py's line from
+    bench/results/takeover.json (``./dev bench takeover`` prints it)."""
+    import json
+
+    from bench import takeover
+
+    results = json.loads((ROOT / "bench" / "results" / "takeover.json").read_text())
+    assert takeover.headline(results) in README, takeover.headline(results)
