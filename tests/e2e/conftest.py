@@ -27,17 +27,24 @@ class CliMongo:
         return [*extra, "--uri", self.uri, "--database", self.database, *port]
 
 
-@pytest.fixture
-def cli_mongo(mongo_server: Server) -> Iterator[CliMongo]:
-    database = f"jw_{uuid.uuid4().hex[:12]}"
+@pytest.fixture(scope="module")
+def cli_server_uri(mongo_server: Server) -> Iterator[str]:
+    """One server for a module's command tests (each test has a database of
+    its own): the embedded server as a process, or the suite's MongoDB."""
     if mongo_server.is_embedded:
         with embedded_server() as server:
-            client: MongoClient[dict[str, Any]] = MongoClient(server.uri)
-            yield CliMongo(server.uri, database, client)
-            client.close()
+            yield server.uri
         return
     assert mongo_server.uri is not None
-    client = MongoClient(mongo_server.uri)
-    yield CliMongo(mongo_server.uri, database, client)
-    client.drop_database(database)
-    client.close()
+    yield mongo_server.uri
+
+
+@pytest.fixture
+def cli_mongo(cli_server_uri: str) -> Iterator[CliMongo]:
+    database = f"jw_{uuid.uuid4().hex[:12]}"
+    client: MongoClient[dict[str, Any]] = MongoClient(cli_server_uri)
+    try:
+        yield CliMongo(cli_server_uri, database, client)
+    finally:
+        client.drop_database(database)
+        client.close()

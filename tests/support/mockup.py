@@ -5,6 +5,8 @@ wires it (its dispatcher never writes: it has no store)."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,7 +51,18 @@ def running_server() -> Iterator[MockupDB]:
     try:
         yield mock
     finally:
-        mock.stop()
+        _stop(mock)
+
+
+def _stop(mock: MockupDB) -> None:
+    """``mock.stop()`` without its second of waiting: MockupDB's accept loop
+    sleeps in a one-second ``select`` that closing the socket does not wake,
+    and ``stop`` joins it (a second per protocol test). A connection wakes it
+    once it is told to stop."""
+    mock._stopped = True
+    with contextlib.suppress(OSError), socket.create_connection((mock.host, mock.port), timeout=1):
+        pass
+    mock.stop()
 
 
 def reader_for(client: AsyncMongoClient[Any]) -> tuple[stream.StreamReader, JobQueue]:
