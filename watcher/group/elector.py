@@ -152,6 +152,9 @@ class Elector:
         self._clock = clock
         self._rng = rng or random.Random()
         self._stop = anyio.Event()
+        #: The round in progress: a stop cancels it (its calls may each wait
+        #: ``renew_s`` on a server that is gone; a stop should not).
+        self._round: anyio.CancelScope | None = None
         self._changed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
         self._fatal: errors.ConfigurationProblem | errors.Unreachable | None = None
@@ -198,6 +201,8 @@ class Elector:
 
     def request_stop(self) -> None:
         self._stop.set()
+        if self._round is not None:
+            self._round.cancel()
 
     async def run(self, *, joined: Callable[[], None]) -> None:
         """Until ``request_stop()``: rounds every ``renew_s``; ``joined`` once
@@ -212,9 +217,15 @@ class Elector:
                 while not self._stop.is_set():
                     started = self._clock()
                     try:
-                        reached = await self.step(tg, renew=False)  # the renewer renews
+                        with anyio.CancelScope() as self._round:
+                            # A take whose reply a stop cut off is released by the goodbye below.
+                            reached = await self.step(tg, renew=False)  # the renewer renews
                     except (errors.ConfigurationProblem, errors.Unreachable) as exc:
                         self._fatal = exc
+                        break
+                    finally:
+                        self._round = None
+                    if self._stop.is_set():
                         break
                     if reached and not announced:
                         announced = True
