@@ -12,9 +12,8 @@ import bson
 import pytest
 from mongoeco.core.aggregation import apply_pipeline
 from mongoeco.core.codec import DocumentCodec
-from mongoeco.wire.bson_bridge import encode_wire_value
 
-from jobwatch_embedded import events, stages
+from jobwatch_embedded import events, hooks, stages
 
 # Shapes the server leaves to the engine: client fields, exclusion, expressions.
 ENGINE_ONLY = [
@@ -26,7 +25,7 @@ ENGINE_ONLY = [
 
 
 def _wire_bytes(document: Any) -> bytes:
-    return bson.encode(encode_wire_value({"d": document}))
+    return bson.encode(hooks.to_bson({"d": document}))
 
 
 def _event(operation: str, document: dict[str, Any] | None) -> events.Document:

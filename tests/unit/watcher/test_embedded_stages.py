@@ -20,7 +20,7 @@ from watcher.settings import Settings
 
 pytest.importorskip("mongoeco")
 
-from jobwatch_embedded import events, stages  # noqa: E402
+from jobwatch_embedded import events, hooks, stages  # noqa: E402
 
 OPERATIONS = ["insert", "update", "replace", "delete", "drop", "rename", "dropDatabase"]
 
@@ -49,9 +49,7 @@ def _without_emptied(event: dict[str, Any], project: dict[str, Any]) -> dict[str
 
 
 def _wire_bytes(document: Any) -> bytes:
-    from mongoeco.wire.bson_bridge import encode_wire_value
-
-    return bson.encode(encode_wire_value({"d": document}))
+    return bson.encode(hooks.to_bson({"d": document}))
 
 
 def _event(operation: str, document: dict[str, Any] | None) -> events.Document:
