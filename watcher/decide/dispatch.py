@@ -108,7 +108,6 @@ class Dispatcher:
         self._work = Signal()  # idle workers wait here for news
         self._room = Signal()  # the stream, the sweep and ``drained`` wait here for finished work
         self._rejected: dict[Hashable, str] = {}
-        self._labelled: dict[tuple[Any, ...], Any] = {}  # (metric, *labels) -> its series
         self.running = False
         #: Progress-only writes across all jobs, as a share of the events seen.
         self._budget = progress_budget or budget.ProgressBudget()
@@ -313,7 +312,7 @@ class Dispatcher:
         self._queue.finish(work)
         self._count_applied(result, matched, source, work.event_time_s)
         if work.received_s is not None:
-            self._series(self._metrics.decision, _kind(result)).observe(max(now - work.received_s, 0.0))
+            self._metrics.series(self._metrics.decision, _kind(result)).observe(max(now - work.received_s, 0.0))
         _resolve(work, result, applied=matched)
 
     def _progress_may_go(self, work: Work, source: str) -> bool:
@@ -339,21 +338,13 @@ class Dispatcher:
             return False
         return True
 
-    def _series(self, metric: Any, *labels: str) -> Any:
-        """``metric.labels(*labels)``, looked up once (the hot path asks per job)."""
-        key = (id(metric), *labels)
-        series = self._labelled.get(key)
-        if series is None:
-            series = self._labelled[key] = metric.labels(*labels)
-        return series
-
     def _count_evaluation(self, source: str, outcome: Outcome) -> None:
-        self._series(self._metrics.evaluations, source, outcome.value).inc()
+        self._metrics.series(self._metrics.evaluations, source, outcome.value).inc()
 
     def _count_applied(self, result: Evaluation, matched: bool, source: str, event_time_s: float | None) -> None:
         """Count and log one applied evaluation (the stream's and the sweep's)."""
         metrics = self._metrics
-        self._series(metrics.writes, source, _kind(result), "applied" if matched else "stale").inc()
+        metrics.series(metrics.writes, source, _kind(result), "applied" if matched else "stale").inc()
         if not matched:
             logs.event(
                 "update_stale",

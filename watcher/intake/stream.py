@@ -135,7 +135,6 @@ class StreamReader:
         self._counters = counters
         self.health = health or StreamHealth()
         self.stall_s = stall_s(max_await_ms)
-        self._received: dict[str, Any] = {}  # operation -> its events counter
         self._reading_since: float | None = None  # the loop's clock when the read in progress began
         #: The token after the last batch read (even an idle one): where a
         #: resumed stream goes on. Not what is saved: that is the watermark.
@@ -252,10 +251,7 @@ class StreamReader:
     def _count(self, operations: Mapping[str, int], lags_s: Sequence[float], wall: float) -> None:
         """The batch's events and their lags, counted once per batch."""
         for operation, n in operations.items():
-            counter = self._received.get(operation)
-            if counter is None:
-                counter = self._received[operation] = self._metrics.events.labels(operation)
-            counter.inc(n)
+            self._metrics.series(self._metrics.events, operation).inc(n)
         self._metrics.events_lagged(lags_s)
         self._metrics.event_received(wall)
 

@@ -17,10 +17,14 @@ import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from importlib import metadata
+from typing import TypeVar, cast
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+_Family = TypeVar("_Family", bound=MetricWrapperBase)
 
 #: The watcher's timings, fine below 100 ms: a quantile interpolated within a
 #: bucket is only as exact as the bucket is narrow.
@@ -75,6 +79,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        self._series: dict[tuple[object, ...], MetricWrapperBase] = {}  # (id(family), *labels) -> series
         self.build_info = Gauge(
             "jobwatch_build_info", "Always 1; the labels say which jobwatch runs", ["version"], registry=r
         )
@@ -86,10 +91,9 @@ class Metrics:
             "jobwatch_stages_completed", "Stages the watcher completed", ["source"], registry=r
         )
         self.jobs_completed = Counter("jobwatch_jobs_completed", "Jobs the watcher completed", ["source"], registry=r)
-        #: Per source, its two completion series (looked up once: the hot path counts per write).
-        self._completed = {
-            source: (self.stages_completed.labels(source), self.jobs_completed.labels(source)) for source in SOURCES
-        }  # present at 0, so rate() sees the first completion
+        for source in SOURCES:  # present at 0, so rate() sees the first completion
+            self.series(self.stages_completed, source)
+            self.series(self.jobs_completed, source)
         self.job_completion_latency = Histogram(
             "jobwatch_job_completion_latency_seconds",
             "Jobs: from the change event that completed the job (its server time) to the job's completing write "
@@ -208,6 +212,15 @@ class Metrics:
         self.last_event_at: float | None = None
         self.last_sweep_at: float | None = None
 
+    def series(self, family: _Family, *labels: str) -> _Family:
+        """``family.labels(*labels)``, looked up once: the hot path counts per
+        event and per job, and prometheus_client's lookup takes a lock each time."""
+        key = (id(family), *labels)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = family.labels(*labels)
+        return cast(_Family, found)  # made by family.labels: of the family's type
+
     def event_received(self, at: float | None = None) -> None:
         """Change events were received (``at``: unix time, default now)."""
         self.last_event_at = time.time() if at is None else at
@@ -220,14 +233,10 @@ class Metrics:
     def completed(self, source: str, *, stages: int, job: bool, latency_s: float | None) -> None:
         """Count one applied write's completions (``stages`` stages, and the job
         when ``job``), and their latency when the write came from an event."""
-        stages_series, jobs_series = self._completed.get(source) or (
-            self.stages_completed.labels(source),
-            self.jobs_completed.labels(source),
-        )
         if stages:
-            stages_series.inc(stages)
+            self.series(self.stages_completed, source).inc(stages)
         if job:
-            jobs_series.inc()
+            self.series(self.jobs_completed, source).inc()
         if latency_s is None:
             return
         for _ in range(stages):

@@ -106,8 +106,7 @@ async def _connected(
             )
     except ValueError as exc:  # the driver's word for a malformed host or port
         raise ConfigurationProblem(f"--uri / JOBWATCH_URI: {logs.redacted(str(exc))}") from None
-    for warning in caught:  # e.g. an unknown URI option: said once, in our words, redacted
-        logs.event("uri_warning", "WARNING", logs.redacted(str(warning.message)))
+    _say_uri_warnings(caught)  # e.g. an unknown URI option
     try:
         # A mongodb+srv:// URI is only parsed once the driver resolved it, at
         # the first command: its warnings come here.
@@ -118,8 +117,7 @@ async def _connected(
                 if reads_jobs:
                     await _warn_without_jobs(client, settings)
             finally:
-                for warning in caught:
-                    logs.event("uri_warning", "WARNING", logs.redacted(str(warning.message)))
+                _say_uri_warnings(caught)
         return int(await handler(client, options, settings, emit))
     finally:
         # Closed even when a signal cancelled the command, and within a bound:
@@ -134,6 +132,12 @@ async def _connected(
                 "the server did not answer as the client closed; exiting anyway",
                 deadline_s=CLOSE_DEADLINE_S,
             )
+
+
+def _say_uri_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """The driver's warnings about the URI: each said once, in our words, redacted."""
+    for warning in caught:
+        logs.event("uri_warning", "WARNING", logs.redacted(str(warning.message)))
 
 
 async def _warn_without_jobs(client: AsyncMongoClient[Any], settings: Settings) -> None:
