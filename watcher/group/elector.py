@@ -275,7 +275,7 @@ class Elector:
         live = [m for m in self.members if not m.observe and not self._differs(m)]  # one that differs is stopping
         self.share = share.fair_share(self._partitions, len(live))
         before = set(self.leading())
-        await self._rebalance(live)
+        self._rebalance(live)
         await self._take_up_to_share()
         if set(self.leading()) != before:
             await self._beat()  # the group (and jobwatch status) learns the new holding now, not a round later
@@ -448,7 +448,7 @@ class Elector:
 
     # -- 3. the share ---------------------------------------------------------------------
 
-    async def _rebalance(self, live: list[Member]) -> None:
+    def _rebalance(self, live: list[Member]) -> None:
         below = any(len(m.held) < self.share for m in live if m.instance != self.instance)
         for partition in share.surplus(self.leading(), self.share, someone_below_share=below):
             self._stop_in_order(partition, "rebalance")

@@ -39,6 +39,7 @@ from pymongo import errors as pymongo_errors
 from pymongo.asynchronous.collection import AsyncCollection
 
 from watcher.storage import errors
+from watcher.storage.members import age_ms
 
 #: Marks the documents of this module (and ``members``') in the positions collection.
 PARTITION_KIND = "partition"
@@ -65,10 +66,6 @@ _SANE_TERM = {
         {"$eq": ["$term", {"$trunc": ["$term"]}]},
     ]
 }
-
-
-def _is_date(path: str) -> dict[str, Any]:
-    return {"$eq": [{"$type": path}, "date"]}
 
 
 @dataclass(frozen=True)
@@ -117,11 +114,11 @@ class MongoLeases:
                 {"$lte": ["$expiresAt", "$$NOW"]},
             ]
         }
-        update = [
+        update: list[Mapping[str, Any]] = [
             # Read the old holder's traces first: the next stage overwrites them.
             {
                 "$set": {
-                    "vacantMs": {"$cond": [_is_date("$lastHeldAt"), {"$subtract": ["$$NOW", "$lastHeldAt"]}, None]},
+                    "vacantMs": age_ms("$lastHeldAt"),
                     "previousHolder": {"$cond": [{"$eq": [{"$type": "$holder"}, "string"]}, "$holder", None]},
                 }
             },

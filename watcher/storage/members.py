@@ -69,7 +69,8 @@ def member_id(watcher: str, instance: str) -> str:
     return f"{watcher}@{instance}"
 
 
-def _age_ms(path: str) -> dict[str, Any]:
+def age_ms(path: str) -> dict[str, Any]:
+    """An expression: milliseconds from the date at ``path`` to the server's ``$$NOW`` (null when it is no date)."""
     return {"$cond": [{"$eq": [{"$type": path}, "date"]}, {"$subtract": ["$$NOW", path]}, None]}
 
 
@@ -108,7 +109,7 @@ class MongoMembers:
         """Every instance document of this watcher name, with its heartbeat age."""
         pipeline: list[Mapping[str, Any]] = [
             {"$match": {"kind": INSTANCE_KIND, "watcher": {"$eq": self._watcher}}},
-            {"$addFields": {"heartbeatAgeMs": _age_ms("$heartbeatAt"), "startedAgeMs": _age_ms("$startedAt")}},
+            {"$addFields": {"heartbeatAgeMs": age_ms("$heartbeatAt"), "startedAgeMs": age_ms("$startedAt")}},
         ]
         with errors.translated("instance list", "retry"):
             cursor = await self._coll.aggregate(pipeline)
@@ -151,8 +152,8 @@ def read_member(doc: Mapping[str, Any]) -> Member | None:
         partitions=_int(doc.get("partitions")),
         job_types=tuple(str(t) for t in job_types) if isinstance(job_types, list) else None,
         held=tuple(k for k in held if isinstance(k, int) and not isinstance(k, bool)) if isinstance(held, list) else (),
-        lease_s=_float(doc.get("leaseS")),
-        renew_s=_float(doc.get("renewS")),
+        lease_s=number(doc.get("leaseS")),
+        renew_s=number(doc.get("renewS")),
         heartbeat_age_s=_seconds(doc.get("heartbeatAgeMs")),
         started_age_s=_seconds(doc.get("startedAgeMs")),
         state=state if isinstance(state, Mapping) else {},
@@ -163,17 +164,18 @@ def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _float(value: Any) -> float | None:
+def number(value: Any) -> float | None:
+    """A finite number another program wrote, as a float (None for anything else)."""
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
 
 
 def _int(value: Any) -> int | None:
-    number = _float(value)
-    return None if number is None else int(number)
+    found = number(value)
+    return None if found is None else int(found)
 
 
 def _seconds(ms: Any) -> float | None:
-    value = _float(ms)
+    value = number(ms)
     return None if value is None else max(value / 1000, 0.0)

@@ -157,19 +157,6 @@ class MongoPositionStore:
             )
 
 
-class NoPositions:
-    """Keeps nothing (``run --observe``: it must never save a position the service would resume from)."""
-
-    async def load(self) -> Saved | None:
-        return None
-
-    async def save(self, token: Token) -> None:
-        pass
-
-    async def heartbeat(self, *, last_sweep: Mapping[str, Any] | None = None) -> None:
-        pass
-
-
 def oldest_complete_layout_token(docs: list[Mapping[str, Any]]) -> Token | None:
     """The oldest token of the most recently saved earlier partitioning, if
     every one of its partitions saved one (else None: a partition with no

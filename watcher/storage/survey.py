@@ -13,7 +13,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 
 from watcher.storage import errors, lease
-from watcher.storage.members import Member, MongoMembers
+from watcher.storage.members import Member, MongoMembers, age_ms, number
 from watcher.storage.position import Saved, Token, read_saved
 
 
@@ -37,24 +37,14 @@ class PartitionView:
         return self.holder is not None and self.expires_in_s is not None and self.expires_in_s > 0
 
 
-def _age_ms(path: str) -> dict[str, Any]:
-    return {"$cond": [{"$eq": [{"$type": path}, "date"]}, {"$subtract": ["$$NOW", path]}, None]}
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool) and value == value and abs(value) != float("inf"):
-        return float(value)
-    return None
-
-
 def _seconds(ms: Any) -> float | None:
-    value = _number(ms)
+    value = number(ms)
     return None if value is None else round(value / 1000, 3)
 
 
 def _whole(value: Any, default: int | None) -> int | None:
-    number = _number(value)
-    return default if number is None else int(number)
+    found = number(value)
+    return default if found is None else int(found)
 
 
 async def partitions(collection: AsyncCollection[Any], watcher: str) -> list[PartitionView]:
@@ -67,8 +57,8 @@ async def partitions(collection: AsyncCollection[Any], watcher: str) -> list[Par
                 "expiresInMs": {
                     "$cond": [{"$eq": [{"$type": "$expiresAt"}, "date"]}, {"$subtract": ["$expiresAt", "$$NOW"]}, None]
                 },
-                "savedAgeMs": _age_ms("$savedAt"),
-                "heartbeatAgeMs": _age_ms("$heartbeatAt"),
+                "savedAgeMs": age_ms("$savedAt"),
+                "heartbeatAgeMs": age_ms("$heartbeatAt"),
             }
         },
     ]
