@@ -26,7 +26,7 @@ from pydantic_settings import SettingsError
 
 from watcher import settings as settings_module
 from watcher.cli import exits, interrupts
-from watcher.ops import logs, metrics, redact
+from watcher.ops import logs, metrics, printable, redact
 from watcher.settings import Settings
 
 Emit = Callable[[str], None]
@@ -510,7 +510,8 @@ def describe_settings_error(exc: ValidationError) -> str:
 
 
 def _err(message: str) -> None:
-    print(f"jobwatch: {logs.redacted(message)}", file=sys.stderr, flush=True)
+    # An error may quote anything (a driver's message, a config file's text): printable, as every readable line.
+    print(f"jobwatch: {printable.text(logs.redacted(message))}", file=sys.stderr, flush=True)
 
 
 def load_settings(invocation: Invocation) -> Settings:
