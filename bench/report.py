@@ -92,6 +92,21 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
 # -- sections ----------------------------------------------------------------
 
 
+def window_row(label: str, s: dict[str, Any]) -> list[Any]:
+    """One window of the throughput benchmark as a table row (here and on its console)."""
+    return [
+        label,
+        s["rate_asked"],
+        s["rate_achieved"],
+        s["kept_up"],
+        s["process_cpu_share"],
+        s["cpu_us_per_event"],
+        s["cpu_us_per_consumer_event"],
+        s["mean_batch_events"],
+        f"{s['load_avg_1m']['min']}-{s['load_avg_1m']['max']}",
+    ]
+
+
 def _throughput(doc: dict[str, Any]) -> list[str]:
     f = doc["figures"]
     out = [
@@ -116,17 +131,7 @@ def _throughput(doc: dict[str, Any]) -> list[str]:
                 "load",
             ],
             [
-                [
-                    label,
-                    s["rate_asked"],
-                    s["rate_achieved"],
-                    s["kept_up"],
-                    s["process_cpu_share"],
-                    s["cpu_us_per_event"],
-                    s["cpu_us_per_consumer_event"],
-                    s["mean_batch_events"],
-                    f"{s['load_avg_1m']['min']}-{s['load_avg_1m']['max']}",
-                ]
+                window_row(label, s)
                 for label, s in [
                     *(("step", s) for s in f["steps"]),
                     *(("at the goal's rate", s) for s in f["at_goal"]),

@@ -41,7 +41,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common, load, paced  # noqa: E402
+from bench import common, load, paced, report  # noqa: E402
 
 GOAL_EVENTS_PER_S = 25_000
 GOAL_CPU_US_PER_EVENT = 40.0
@@ -163,17 +163,7 @@ def main() -> int:
     common.table(
         ["window", "asked/s", "read/s", "kept up", "CPU share", "us/event", "us/consumer event", "batch", "load"],
         [
-            [
-                label,
-                s["rate_asked"],
-                s["rate_achieved"],
-                s["kept_up"],
-                s["process_cpu_share"],
-                s["cpu_us_per_event"],
-                s["cpu_us_per_consumer_event"],
-                s["mean_batch_events"],
-                f"{s['load_avg_1m']['min']}-{s['load_avg_1m']['max']}",
-            ]
+            report.window_row(label, s)
             for label, s in [*(("step", s) for s in steps), *(("goal", s) for s in at_goal), *mixes.items()]
         ],
         title=f"the watcher alone, database removed ({window_s:g} s windows)",

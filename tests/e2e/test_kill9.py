@@ -16,12 +16,9 @@ sets the default suite's number.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +28,7 @@ import pytest
 from pymongo import MongoClient
 
 from tests.support.documents import fresh_job
-from tests.support.replicas import Witness
+from tests.support.replicas import Instance, Witness
 from tests.support.served import ServerProcess, embedded_server
 from watcher.cli import embedded
 
@@ -39,7 +36,6 @@ pytestmark = pytest.mark.skipif(
     not embedded.available(), reason="needs the embedded server (pip install ./embedded, Python >= 3.13)"
 )
 
-ROOT = Path(__file__).resolve().parents[2]
 TRIALS = int(os.environ.get("JOBWATCH_KILL_TRIALS", "10"))
 SLOW_TRIALS = 20
 SWEEP_INTERVAL_S = 2.0
@@ -56,55 +52,29 @@ def new_job() -> dict[str, Any]:
     return fresh_job(ITEMS, STAGES)
 
 
-class Run:
-    """One ``jobwatch run`` process, its JSON log in a file."""
+#: ``jobwatch run``'s settings here (a restart after kill -9 waits for the
+#: dead process's lease to run out: the shortest one).
+SETTINGS: dict[str, Any] = {
+    "sweep_interval_s": SWEEP_INTERVAL_S,
+    "position_save_interval_s": 0.1,
+    "max_await_ms": 100,
+    "lease_s": LEASE_S,
+    "renew_s": LEASE_S / 4,
+}
+
+
+class Run(Instance):
+    """One ``jobwatch run`` process on ``DATABASE``, its JSON log in a file."""
 
     def __init__(self, uri: str, log_path: Path) -> None:
-        self.log_path = log_path
-        argv = [
-            sys.executable,
-            "-m",
-            "watcher",
-            "run",
-            "--uri",
-            uri,
-            "--database",
-            DATABASE,
-            "--health-port",
-            "0",
-            "--log-json",
-            "--sweep-interval-s",
-            str(SWEEP_INTERVAL_S),
-            "--position-save-interval-s",
-            "0.1",
-            "--max-await-ms",
-            "100",
-            # A restart after kill -9 waits for the dead process's lease to run out: the shortest one.
-            "--lease-s",
-            str(LEASE_S),
-            "--renew-s",
-            str(LEASE_S / 4),
-        ]
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
-        self._log = log_path.open("w")
-        self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=self._log, env=env, cwd=ROOT)
-
-    def actions(self) -> list[dict[str, Any]]:
-        lines = self.log_path.read_text().splitlines()
-        return [json.loads(line) for line in lines if line.startswith("{")]
+        super().__init__(uri, DATABASE, log_path, settings=SETTINGS)
 
     def wait_streaming(self) -> None:
-        deadline = time.monotonic() + STARTUP_ALLOWANCE_S
-        while not any(a.get("action") == "stream_opened" for a in self.actions()):
-            assert self.process.poll() is None, self.log_path.read_text()
-            assert time.monotonic() < deadline, "jobwatch run did not open its stream"
-            time.sleep(0.02)
+        self.wait_logged("stream_opened", deadline_s=STARTUP_ALLOWANCE_S)
 
     def kill(self, signum: int = signal.SIGKILL) -> int:
-        self.process.send_signal(signum)
-        code = self.process.wait(timeout=STARTUP_ALLOWANCE_S)
-        self._log.close()
-        return code
+        self.signal(signum)
+        return self.wait_exit()
 
 
 @pytest.fixture
