@@ -61,6 +61,17 @@ def test_explain_unknown_job(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[
     assert "no job with _id 'no-such-job'" in err
 
 
+def test_a_job_id_beginning_with_a_dash_goes_after_double_dash(
+    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cli_mongo.db.background_jobs.insert_one({**seed_job(), "_id": "-x"})
+    code, _, err = run_cli(cli_mongo.args("explain", "-x"), capsys)
+    assert code == exits.USAGE  # Click reads it as an option; the error says how to pass it
+    assert "No such option '-x'" in err and "jobwatch explain [OPTIONS] -- JOB_ID" in err
+    code, out, _ = run_cli([*cli_mongo.args("explain"), "--", "-x"], capsys)
+    assert code == exits.OK and "the job completes now" in out
+
+
 def test_sweep_dry_run_writes_nothing_then_sweep_fixes(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:
     jobs = cli_mongo.db.background_jobs
     jobs.insert_one(seed_job())

@@ -547,12 +547,28 @@ def _main(argv: Sequence[str] | None, out: Emit | None) -> int:
         return int(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
+        hint = _dash_hint(exc)
+        if hint:
+            _err(hint)
         return exits.USAGE
     except click.Abort:
         return exits.INTERRUPTED
     if not isinstance(invocation, Invocation):  # a group's --help printed; nothing to run
         return exits.OK
     return _run(invocation, emit)
+
+
+def _dash_hint(exc: click.ClickException) -> str | None:
+    """A job id may begin with '-' (ids are written by other programs); Click
+    then reads it as an unknown option. Say how to pass it as a value."""
+    if not isinstance(exc, click.NoSuchOption) or exc.ctx is None:
+        return None
+    command = exc.ctx.command
+    arguments = [param.human_readable_name for param in command.params if isinstance(param, click.Argument)]
+    if not arguments:
+        return None
+    usage = f"jobwatch {command.name} [OPTIONS] -- {' '.join(arguments)}"
+    return f"hint: a value that begins with '-' goes after '--', options before it: {usage}"
 
 
 def _run(invocation: Invocation, emit: Emit) -> int:
