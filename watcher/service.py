@@ -26,6 +26,7 @@ import anyio
 import rules
 from watcher.group.elector import GOODBYE_DEADLINE_S, Elector
 from watcher.group.pipeline import Pipeline, merged
+from watcher.group.stopping import Stop
 from watcher.group.tenure import Timing
 from watcher.intake.source import ChangeSource, PyMongoChangeSource
 from watcher.intake.sweep import SweepReport
@@ -114,14 +115,13 @@ class Watcher:
         self._pipelines: dict[int, Pipeline] = {}
         self._observer: Pipeline | None = None
         self._one_shot: Pipeline | None = None
-        self._stop = anyio.Event()
+        self._stop = Stop()
         self._started = anyio.Event()
         self._finished = anyio.Event()
         self._settled = anyio.Event()
         self._in_group = anyio.Event()
         self._intake_done = anyio.Event()
         self._running = False
-        self._fatal: ConfigurationProblem | Unreachable | None = None
         self._tg: anyio.abc.TaskGroup | None = None
         self.last_sweep: SweepReport | None = None
         self.health: HealthServer | None = None
@@ -358,23 +358,11 @@ class Watcher:
             if settings.health_port:
                 await self._start_health(tg)  # first: probes answer during a long start-up
             intake = anyio.CancelScope()
-            tg.start_soon(self._stops_on_fatal, self._intake, intake)
+            tg.start_soon(self._stop.guard, self._intake, intake)
             await self._stop.wait()
             await self._shutdown(intake)
             tg.cancel_scope.cancel()
-        if self._fatal is not None:
-            raise self._fatal
-
-    async def _stops_on_fatal(self, task: Callable[..., Any], *args: Any) -> None:
-        """Run ``task``; a deliberate fatal outcome becomes an orderly stop
-        after which ``run()`` raises it."""
-        try:
-            await task(*args)
-        except (ConfigurationProblem, Unreachable) as exc:
-            if self._fatal is None:
-                self._fatal = exc
-                logs.event("watcher_fatal", "ERROR", str(exc), error=type(exc).__name__)
-            self._stop.set()
+        self._stop.raise_fatal()
 
     async def _intake(self, scope: anyio.CancelScope) -> None:
         """Start-up, then the group's life; all of it inside ``scope``, so a

@@ -30,6 +30,7 @@ import rules
 from watcher.decide import budget
 from watcher.decide.coalesce import JobQueue
 from watcher.decide.dispatch import Dispatcher
+from watcher.group.stopping import Stop
 from watcher.intake import stream
 from watcher.intake.counter_watch import CounterWatch
 from watcher.intake.source import ChangeSource
@@ -48,7 +49,6 @@ from watcher.storage.store import JobStore, MongoJobStore
 #: A one-shot sweep (``jobwatch sweep``) retries a failed pass this often before giving up.
 ONE_SHOT_ATTEMPTS = 5
 T = TypeVar("T")
-Fatal = errors.ConfigurationProblem | errors.Unreachable
 
 
 @dataclass(frozen=True)
@@ -164,13 +164,12 @@ class Pipeline:
             degraded_sweep_interval_s=settings.degraded_sweep_interval_s,
             recheck_s=settings.max_backoff_s,
         )
-        self._stop = anyio.Event()
+        self._stop = Stop()
         #: Set once the stream is open (or degraded) and the start-up sweep succeeded.
         self.started = anyio.Event()
         #: Set once ``run()`` ended, however.
         self.ended = anyio.Event()
         self._running = False
-        self._fatal: Fatal | None = None
 
     def _new_backoff(self) -> backoff.Backoff:
         return backoff.Backoff(base_s=self.settings.backoff_base_s, max_s=self.settings.max_backoff_s)
@@ -286,7 +285,7 @@ class Pipeline:
         try:
             async with anyio.create_task_group() as tg:
                 intake = anyio.CancelScope()
-                tg.start_soon(self._stops_on_fatal, self._intake, intake, tg)
+                tg.start_soon(self._stop.guard, self._intake, intake, tg)
                 await self._stop.wait()
                 await self._shutdown(intake, tg)
         except BaseExceptionGroup as group:
@@ -294,32 +293,20 @@ class Pipeline:
         finally:
             self._running = False
             self.ended.set()
-        if self._fatal is not None:
-            raise self._fatal
-
-    async def _stops_on_fatal(self, task: Callable[..., Awaitable[None]], *args: Any) -> None:
-        """Run ``task``; a deliberate fatal outcome becomes an orderly stop
-        (drain, save the position) after which ``run()`` raises it."""
-        try:
-            await task(*args)
-        except (errors.ConfigurationProblem, errors.Unreachable) as exc:
-            if self._fatal is None:
-                self._fatal = exc
-                logs.event("watcher_fatal", "ERROR", str(exc), error=type(exc).__name__)
-            self._stop.set()
+        self._stop.raise_fatal()
 
     async def _intake(self, scope: anyio.CancelScope, tg: anyio.abc.TaskGroup) -> None:
         """Load the position, then the stream's life; all of it inside ``scope``,
         so a stop cancels it wherever it is waiting (even a first open that fails)."""
         with scope:
             token = await self._keeper.load() if self._keeper is not None else None
-            tg.start_soon(self._stops_on_fatal, self._dispatcher.run)
+            tg.start_soon(self._stop.guard, self._dispatcher.run)
             if self._keeper is not None:
-                tg.start_soon(self._stops_on_fatal, self._keeper.run)
+                tg.start_soon(self._stop.guard, self._keeper.run)
             await self._supervisor.run(token, started=lambda: self._on_started(tg))
 
     def _on_started(self, tg: anyio.abc.TaskGroup) -> None:
-        tg.start_soon(self._stops_on_fatal, self._sweeps.periodic, lambda: self._supervisor.degraded)
+        tg.start_soon(self._stop.guard, self._sweeps.periodic, lambda: self._supervisor.degraded)
         self.started.set()
         logs.event("partition_started", partition=self.index, streaming=self.streaming, degraded=self.degraded)
 
