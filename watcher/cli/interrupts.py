@@ -99,6 +99,13 @@ def handled() -> Iterator[None]:
             signal.signal(signum, handler)
 
 
+def log_interrupted(signum: int) -> None:
+    """The line a signal that cancels a command leaves, wherever it landed."""
+    from watcher.ops import logs
+
+    logs.event("signal_received", "INFO", "interrupted: stopping", signal=name(signum))
+
+
 class Stopper:
     """What the first signal stops: the command's cancel scope (``scope``,
     set by the command once its event loop runs), or while a service runs
@@ -122,7 +129,7 @@ class Stopper:
             logs.event("signal_received", "INFO", "stopping cleanly (send it again to force)", signal=name(signum))
             self._graceful()
         else:
-            logs.event("signal_received", "INFO", "interrupted: stopping", signal=name(signum))
+            log_interrupted(signum)
             if self.scope is not None:
                 self.scope.cancel()
 

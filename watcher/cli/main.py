@@ -533,7 +533,7 @@ def main(argv: Sequence[str] | None = None, *, out: Emit | None = None) -> int:
             return _main(argv, out)
         except interrupts.Interrupted as exc:  # outside the event loop: parsing, settings, imports
             logs.setup_once()
-            logs.event("signal_received", "INFO", "interrupted: stopping", signal=interrupts.name(exc.signum))
+            interrupts.log_interrupted(exc.signum)
             return interrupts.exit_code(exc.signum)
 
 
