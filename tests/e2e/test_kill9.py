@@ -10,7 +10,7 @@ back from ``Completed`` and no counter goes down. Each restart resumes from
 the saved position (the log says ``stream_opened`` with ``resumed``), never
 from a history-lost restart.
 
-10 trials in the default suite, 20 under ``-m slow``; ``JOBWATCH_KILL_TRIALS``
+6 trials in the default suite, 20 under ``-m slow``; ``JOBWATCH_KILL_TRIALS``
 sets the default suite's number.
 """
 
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.skipif(
     not embedded.available(), reason="needs the embedded server (pip install ./embedded, Python >= 3.13)"
 )
 
-TRIALS = int(os.environ.get("JOBWATCH_KILL_TRIALS", "10"))
+TRIALS = int(os.environ.get("JOBWATCH_KILL_TRIALS", "6"))
 SLOW_TRIALS = 20
 SWEEP_INTERVAL_S = 2.0
 LEASE_S = 1.0

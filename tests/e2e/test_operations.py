@@ -654,7 +654,9 @@ def test_position_reset_to_now(cli_mongo: CliMongo, capsys: pytest.CaptureFixtur
         assert cli_mongo.db.jobwatch_positions.find_one() is None
 
 
-def test_progress_redrawn_on_a_terminal_and_in_lines_on_a_pipe(cli_mongo: CliMongo) -> None:
+def test_progress_redrawn_on_a_terminal_and_in_lines_on_a_pipe(
+    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pty
 
     from watcher.cli import progress
@@ -674,19 +676,19 @@ def test_progress_redrawn_on_a_terminal_and_in_lines_on_a_pipe(cli_mongo: CliMon
     lines = on_pipe.stderr.splitlines()
     assert all(re.fullmatch(r"simulate: (creating 1 job|\d+/100 increments)", line) for line in lines), lines
     assert "simulate: 1 job, 100 increments" in on_pipe.stdout  # and still says what it did
-    # Paced to last a few progress periods: a log reading the pipe hears how far it got.
-    items = int(3 * progress.LINE_EVERY_S)
-    paced = [
-        str(SCRIPT),
-        *cli_mongo.args(
-            "simulate", "--jobs", "1", "--stages", "a", "--items", str(items), "--consumers", "1", "--rate", "2"
-        ),
-    ]
-    on_pipe = subprocess.run(paced, capture_output=True, text=True, timeout=120)
-    assert on_pipe.returncode == 0, on_pipe.stderr
-    lines = on_pipe.stderr.splitlines()
+    # Paced to last a few progress periods: a log reading the pipe hears how far
+    # it got. In-process, with a period of 0.5 s instead of 5 (stderr is captured:
+    # not a terminal, as a pipe), so that the run lasts 2 s instead of 15.
+    monkeypatch.setattr(progress, "LINE_EVERY_S", 0.5)
+    items = int(4 * progress.LINE_EVERY_S * 4)
+    paced = cli_mongo.args(
+        "simulate", "--jobs", "1", "--stages", "a", "--items", str(items), "--consumers", "1", "--rate", "4"
+    )
+    assert cli.main(paced, out=lambda _: None) == exits.OK
+    err = capsys.readouterr().err
+    lines = err.splitlines()
     assert lines and all(re.fullmatch(rf"simulate: \d+/{items} increments", line) for line in lines), lines
-    assert "\r" not in on_pipe.stderr and "\x1b" not in on_pipe.stderr
+    assert "\r" not in err and "\x1b" not in err
     leader, follower = pty.openpty()
     try:
         done = subprocess.run(quick, stdout=subprocess.PIPE, stderr=follower, text=True, timeout=60)

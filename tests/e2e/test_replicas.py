@@ -54,7 +54,7 @@ SETTINGS: dict[str, Any] = {
     "max_backoff_s": 0.5,
     "sweep_interval_s": 30,
 }
-SAMPLE_WINDOW_S = 10.0
+SAMPLE_WINDOW_S = 5.0  # ten renew rounds
 MIN_SAMPLES = 20
 #: The lease where none is meant to run out (the renew deadline is a share of it).
 STEADY_LEASE_S = 10.0
