@@ -2,19 +2,24 @@
 
 Async tests run on anyio's asyncio backend only (PyMongo's async API is
 asyncio-only). Integration tests get a MongoDB from ``tests/support/backends``;
-the chosen backend is printed in the session header.
+the chosen backend is printed in the session header, or, when the tests run
+in several worker processes (pytest-xdist, as ``./dev test`` runs them), at
+the end with the session's figures, which each worker counts for its share.
 """
 
 from __future__ import annotations
 
 import gc
 import inspect
-from collections.abc import AsyncIterator, Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.support import backends
+from tests.support import backend_figures, backends
+from tests.unit.rules import figures as rules_figures
 
 INTEGRATION = Path(__file__).parent / "integration"
 _server: backends.Server | None = None
@@ -27,7 +32,26 @@ def _session_server() -> backends.Server:
     return _server
 
 
+#: The closing figures the docs quote: each a counter the tests add to, and how it reads.
+FIGURES: dict[str, tuple[Counter[str], Callable[[], str | None]]] = {
+    "rules figures": (rules_figures.SEEN, rules_figures.summary),
+    "reliability figures": (backend_figures.SEEN, backend_figures.summary),
+}
+#: Under xdist, on the controller: the backend each worker used.
+_worker_backends: set[str] = set()
+
+
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _has_workers(config: pytest.Config) -> bool:
+    return not _is_worker(config) and bool(getattr(config.option, "numprocesses", None))
+
+
 def pytest_report_header(config: pytest.Config) -> str:
+    if _has_workers(config):  # the controller runs no test: it would start a backend for nothing
+        return "mongodb backend: chosen by each test worker (named at the end)"
     wanted = (
         any(str(arg).startswith(("tests/integration", "tests/e2e")) or arg in ("tests", ".") for arg in config.args)
         or not config.args
@@ -41,6 +65,30 @@ def pytest_report_header(config: pytest.Config) -> str:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if _server is not None:
         _server.close()
+    if _is_worker(session.config):  # handed to the controller (pytest_testnodedown)
+        output: dict[str, Any] = session.config.workeroutput  # type: ignore[attr-defined]
+        output["backend"] = None if _server is None else f"{_server.kind} ({_server.detail})"
+        output["figures"] = {name: dict(counter) for name, (counter, _) in FIGURES.items()}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """On the controller, as each worker ends: its backend and its counts."""
+    output = getattr(node, "workeroutput", {})
+    if output.get("backend"):
+        _worker_backends.add(output["backend"])
+    for name, counts in output.get("figures", {}).items():
+        FIGURES[name][0].update(counts)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for name, (_, summary) in FIGURES.items():
+        line = summary()
+        if line is not None:
+            terminalreporter.write_sep("-", name)
+            terminalreporter.write_line(line)
+    for backend in sorted(_worker_backends):
+        terminalreporter.write_line(f"mongodb backend: {backend}")
 
 
 @pytest.hookimpl(tryfirst=True)
