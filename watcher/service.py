@@ -46,12 +46,6 @@ ConfigurationProblem = errors.ConfigurationProblem
 Unreachable = errors.Unreachable
 
 
-async def check_server(client: Any, settings: Settings) -> None:
-    """One ping, so a wrong URI or a down server is said at once, clearly
-    (``reachability.check``: a notice while it waits, the cause in one line)."""
-    await reachability.check(client, settings)
-
-
 class Watcher:
     """jobwatch's watcher, embeddable in any asyncio application.
 
@@ -370,7 +364,7 @@ class Watcher:
         settings = self.settings
         try:
             with scope:
-                await check_server(self._client, settings)
+                await reachability.check(self._client, settings)  # a wrong URI or a down server, said at once
                 self.metrics.observe_mode.set(1 if settings.observe else 0)
                 if settings.create_index and not settings.observe:  # --observe writes nothing to the jobs
                     await self._ensure_index()

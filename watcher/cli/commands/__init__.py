@@ -16,7 +16,7 @@ from watcher.cli import demo, exits, interrupts
 from watcher.cli.commands import jobs, position, simulating, status, sweep
 from watcher.cli.commands.output import Emit, Options
 from watcher.ops import logs, runtime
-from watcher.service import ConfigurationProblem, Unreachable, Watcher, check_server
+from watcher.service import ConfigurationProblem, Unreachable, Watcher
 from watcher.settings import Settings
 from watcher.storage import errors, reachability
 from watcher.storage.store import MongoJobStore
@@ -113,7 +113,7 @@ async def _connected(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             try:
-                await check_server(client, settings)
+                await reachability.check(client, settings)
                 if reads_jobs:
                     await _warn_without_jobs(client, settings)
             finally:
