@@ -125,8 +125,6 @@ class Engine:
         async with self._reading:  # one reader of the tap cursor at a time
             try:
                 await self._record_published()
-            except asyncio.CancelledError:
-                raise
             except Exception as exc:
                 self._fail(exc)
                 raise RuntimeError("the embedded change tap stopped") from exc
@@ -146,7 +144,6 @@ class Engine:
                 )
         if self._recorded >= RELEASE_EVERY:
             self._release()
-            self._recorded = 0
 
     def _fail(self, exc: BaseException) -> None:
         if self._failure is not None:
@@ -169,6 +166,7 @@ class Engine:
         nothing is lost.
         """
         hooks.release(self.client, self._tap, OWN_READERS)
+        self._recorded = 0
 
     async def absorb_after_drop(self) -> None:
         for _ in range(MAX_ABSORB_WRITES):
@@ -190,8 +188,9 @@ class Engine:
                     self._images[_image_key(db_name, coll_name, _encode({"_id": document["_id"]}))] = _encode(document)
 
     async def _pump(self) -> None:
-        """Record changes no command's ``flush`` recorded (none today: every
-        write comes through the front), woken by the engine's publication."""
+        """Record changes no command's ``flush`` recorded (writes made on the
+        engine's own client, not through the wire front, as the benchmarks'
+        in-process database does), woken by the engine's publication."""
         try:
             while True:
                 published = await hooks.wait_published(self.client, hooks.read_offset(self._tap), TAP_AWAIT_MS / 1000)
@@ -199,9 +198,6 @@ class Engine:
                     await self.flush()
                 elif self._recorded:
                     self._release()  # idle: hand the engine back its copies now
-                    self._recorded = 0
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             self._fail(exc)
 
@@ -334,8 +330,9 @@ def _encode(document: Any) -> bytes:
     try:
         return bson.encode(document, codec_options=CODEC)
     except bson.errors.InvalidDocument:
-        # The engine's own numeric types, left by an update pipeline: as BSON's.
-        return bson.encode(hooks.canonical(document), codec_options=CODEC)
+        # The engine's own value types (an update pipeline's arithmetic leaves
+        # its numeric wrappers in the document it reports): as BSON's.
+        return bson.encode(hooks.to_bson(document), codec_options=CODEC)
 
 
 def _decode(data: bytes) -> dict[str, Any]:

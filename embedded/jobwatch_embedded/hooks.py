@@ -23,10 +23,7 @@ function per need, and nowhere else:
 - the aggregation compiler, the expression-extension registry and the
   wire layer's value bridge: to run a change stream's pipeline on events
   (``compile_pipeline``) and evaluate operators mongoeco lacks
-  (``install``: ``$toHashedIndexKey``, ``$not``);
-- the engine's numeric wrappers, which an update pipeline's arithmetic
-  leaves in the documents it reports: to record them as BSON's own
-  (``canonical``).
+  (``install``: ``$toHashedIndexKey``, ``$not``).
 
 The server is pinned to the mongoeco minor it was tested with (4.11).
 ``check()`` (and ``check_engine``, on the engine's objects) runs when the
@@ -44,7 +41,7 @@ from dataclasses import dataclass
 from importlib import import_module
 from typing import Any
 
-from bson import Decimal128, Int64
+from bson import Decimal128
 
 from jobwatch_embedded.errors import CloseConnection
 
@@ -72,9 +69,6 @@ HOOKS: tuple[tuple[str, str], ...] = (
     ("mongoeco.core.aggregation", "register_aggregation_expression_operator"),
     ("mongoeco.core.codec", "DocumentCodec"),
     ("mongoeco.core.bson_scalars", "BsonInt64"),
-    ("mongoeco.core.bson_scalars", "BsonInt32"),
-    ("mongoeco.core.bson_scalars", "BsonDouble"),
-    ("mongoeco.core.bson_scalars", "BsonDecimal128"),
     ("mongoeco.wire.bson_bridge", "encode_wire_value"),
     ("mongoeco.wire.bson_bridge", "decode_wire_value"),
 )
@@ -352,25 +346,6 @@ def compile_pipeline(pipeline: list[Document]) -> Callable[[Document], Document 
         return DocumentCodec.to_pymongo(result[0]) if result else None
 
     return apply
-
-
-def canonical(value: Any) -> Any:
-    """A changed document with the engine's numeric wrappers (``$add`` in an
-    update pipeline leaves them in the document the engine reports) as the
-    BSON types they stand for: int, Int64, float, Decimal128."""
-    from mongoeco.core.bson_scalars import BsonDecimal128, BsonDouble, BsonInt32, BsonInt64
-
-    if isinstance(value, dict):
-        return {key: canonical(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [canonical(item) for item in value]
-    if isinstance(value, BsonInt64):
-        return Int64(value.value)
-    if isinstance(value, BsonInt32 | BsonDouble):
-        return value.value
-    if isinstance(value, BsonDecimal128):
-        return Decimal128(value.value)
-    return value
 
 
 def to_bson(value: Any) -> Any:

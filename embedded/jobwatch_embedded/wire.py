@@ -38,8 +38,18 @@ Handler = Callable[[Any], Awaitable[dict[str, Any]]]
 #: Commands the engine's proxy does not know, answered here: the proxy
 #: decodes them as a ``ping`` and the context gets the real command back.
 OWN_COMMANDS = frozenset(
-    {"buildinfo", "getParameter", "replSetGetStatus", "killAllSessions", "collMod", "configureFailPoint"}
-) | frozenset({"saslStart", "saslContinue", "authenticate"})
+    {
+        "buildinfo",
+        "getParameter",
+        "replSetGetStatus",
+        "killAllSessions",
+        "collMod",
+        "configureFailPoint",
+        "saslStart",
+        "saslContinue",
+        "authenticate",
+    }
+)
 
 
 class Front:

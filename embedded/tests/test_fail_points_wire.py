@@ -8,13 +8,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
 import pytest
 from bson import Int64
 from pymongo import AsyncMongoClient, monitoring
 from pymongo.errors import AutoReconnect, OperationFailure
 
-from streams import DEADLINE_S, next_event
+from streams import fails, next_event
 
 
 class Commands(monitoring.CommandListener):
@@ -55,14 +54,12 @@ async def test_fail_command_on_a_change_stream_get_more(client: Any, watched: An
     stream = await mongo.db.jobs.watch(max_await_time_ms=100)
     await fail(client, "failCommand", {"times": 1}, failCommands=["getMore"], errorCode=216)
     await client.db.jobs.insert_one({"_id": 1})
-    with pytest.raises(OperationFailure) as caught, anyio.fail_after(DEADLINE_S):
-        while True:
-            await stream.try_next()
-    assert caught.value.code == 216
-    assert caught.value.details is not None
-    assert caught.value.details["codeName"] == "ElectionInProgress"
-    assert caught.value.details["errmsg"] == "Failing command via 'failCommand' failpoint"
-    assert "errorLabels" not in caught.value.details
+    error = await fails(stream)
+    assert error.code == 216
+    assert error.details is not None
+    assert error.details["codeName"] == "ElectionInProgress"
+    assert error.details["errmsg"] == "Failing command via 'failCommand' failpoint"
+    assert "errorLabels" not in error.details
     await stream.close()
 
 
