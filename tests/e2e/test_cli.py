@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -70,6 +71,26 @@ def test_a_job_id_beginning_with_a_dash_goes_after_double_dash(
     assert "No such option '-x'" in err and "jobwatch explain [OPTIONS] -- JOB_ID" in err
     code, out, _ = run_cli([*cli_mongo.args("explain"), "--", "-x"], capsys)
     assert code == exits.OK and "the job completes now" in out
+
+
+@pytest.mark.parametrize("collection_id", [{"album": 7}, [1, 2]], ids=["document", "array"])
+def test_explain_and_jobs_read_a_collection_id_of_any_type(
+    cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str], collection_id: Any
+) -> None:
+    """A collectionId that is a document or an array is looked up as the sweep
+    looks it up: its collection's count is shown, never a TypeError."""
+    stage = {"status": "InProgress", "completedItems": 1, "totalItems": 3}
+    cli_mongo.db.background_jobs.insert_one(
+        {"_id": "j", "jobType": "t", "status": "Pending", "collectionId": collection_id, "stages": {"thumbnail": stage}}
+    )
+    if not isinstance(collection_id, list):  # an _id cannot be an array: no collection for that job
+        cli_mongo.db.collections.insert_one({"_id": collection_id, "thumbnails": ["a", "b", "c"]})
+    code, out, err = run_cli(cli_mongo.args("explain", "j"), capsys)
+    assert code == exits.OK, err
+    assert ("collection holds 3" in out) is not isinstance(collection_id, list)
+    code, out, err = run_cli(cli_mongo.args("jobs"), capsys)
+    assert code == exits.OK, err
+    assert out.startswith("j  t  Pending")
 
 
 def test_sweep_dry_run_writes_nothing_then_sweep_fixes(cli_mongo: CliMongo, capsys: pytest.CaptureFixture[str]) -> None:

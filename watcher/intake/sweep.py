@@ -8,7 +8,7 @@ same ``rules.evaluate`` and the same conditional update as the hot path.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -118,11 +118,7 @@ class Sweeper:
         report = SweepReport(dry_run=dry_run, full=full)
         logs.event("sweep_started", full=full, dry_run=dry_run)
         async for batch in self._store.open_jobs(full=full, job_types=job_types):
-            counts = await self._store.collection_counts(
-                doc["collectionId"]
-                for doc in batch
-                if not isinstance(doc, Unreadable) and doc.get("collectionId") is not None
-            )
+            counts = await self._store.collection_counts(collection_ids(batch))
             async with anyio.create_task_group() as tg:
                 for doc in batch:
                     report.scanned += 1
@@ -147,7 +143,7 @@ class Sweeper:
     ) -> Mapping[str, int] | None:
         """Path A's counts for the stages whose counters stood still (see
         ``watcher.intake.counter_watch``); None for path B."""
-        found = _counts_for(doc, counts)
+        found = counts_for(doc, counts)
         if not found:
             return None
         settled = self._counters.settled(job_key(doc.get("_id")), doc, found, self._clock())
@@ -171,9 +167,7 @@ class Sweeper:
         report = SweepReport(dry_run=True, full=full)
         async for batch in self._store.open_jobs(full=full, job_types=job_types):
             readable = [doc for doc in batch if not isinstance(doc, Unreadable)]
-            counts = await self._store.collection_counts(
-                doc["collectionId"] for doc in readable if doc.get("collectionId") is not None
-            )
+            counts = await self._store.collection_counts(collection_ids(readable))
             for doc in readable:
                 self._settled_counts(doc, counts, report)
         return report
@@ -241,7 +235,16 @@ def _ahead(doc: Mapping[str, Any], counts: Mapping[str, int]) -> tuple[str, ...]
     return tuple(ahead)
 
 
-def _counts_for(doc: Mapping[str, Any], counts: Mapping[Any, Mapping[str, int]]) -> Mapping[str, int] | None:
+def collection_ids(docs: Iterable[Any]) -> Iterator[Any]:
+    """The collection ids path A counts for a batch: those its readable jobs name."""
+    return (
+        doc["collectionId"] for doc in docs if not isinstance(doc, Unreadable) and doc.get("collectionId") is not None
+    )
+
+
+def counts_for(doc: Mapping[str, Any], counts: Mapping[Any, Mapping[str, int]]) -> Mapping[str, int] | None:
+    """A job's collection counts, looked up as ``collection_counts`` keys them
+    (by ``job_key``: an id of any BSON type, a document or an array too)."""
     collection_id = doc.get("collectionId")
     if collection_id is None:
         return None  # path B: the stage counters are all we have

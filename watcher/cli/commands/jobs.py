@@ -17,9 +17,10 @@ from watcher.cli import exits
 from watcher.cli.commands import output
 from watcher.cli.commands.output import Emit, Options
 from watcher.decide import updates
+from watcher.intake import sweep
 from watcher.ops import printable
 from watcher.settings import Settings
-from watcher.storage.store import JobStore, MongoJobStore, Unreadable
+from watcher.storage.store import MongoJobStore, Unreadable
 
 #: ``jobs --stuck``: an open job that has not moved for this long counts as stuck (``--older-than``).
 STUCK_AFTER_S = 600.0
@@ -38,15 +39,13 @@ def candidate_ids(text: str) -> list[Any]:
     return ids
 
 
-async def evaluate(
-    store: JobStore, doc: dict[str, Any], settings: Settings
-) -> tuple[rules.Evaluation, dict[str, int] | None]:
-    counts = None
-    if doc.get("collectionId") is not None:
-        counts = (await store.collection_counts([doc["collectionId"]])).get(doc["collectionId"])
-    return rules.evaluate(
-        doc, collection_counts=counts, policy=rules.Policy(scan_stage=settings.scan_stage), explain=True
-    ), counts
+def evaluate(
+    doc: dict[str, Any], counts: Mapping[Any, Mapping[str, int]], policy: rules.Policy
+) -> tuple[rules.Evaluation, Mapping[str, int] | None]:
+    """The job's evaluation, explained, and its collection's counts (``counts``:
+    what ``collection_counts`` answered for its batch)."""
+    found = sweep.counts_for(doc, counts)
+    return rules.evaluate(doc, collection_counts=found, policy=policy, explain=True), found
 
 
 async def explain(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
@@ -65,11 +64,12 @@ async def explain(client: AsyncMongoClient[Any], options: Options, settings: Set
             "(looked for an ObjectId and a string id)"
         )
         return exits.FAILED
-    result, counts = await evaluate(store, doc, settings)
+    counts = await store.collection_counts(sweep.collection_ids([doc]))
+    result, found = evaluate(doc, counts, rules.Policy(scan_stage=settings.scan_stage))
     if options["as_json"]:
-        emit(output.extended_json(evaluation_document(result, doc, counts)))
+        emit(output.extended_json(evaluation_document(result, doc, found)))
     else:
-        emit(render_job(doc, counts) + "\n" + explained.render(printable_evaluation(result)))
+        emit(render_job(doc, found) + "\n" + explained.render(printable_evaluation(result)))
     return exits.OK
 
 
@@ -172,9 +172,11 @@ async def list_jobs(client: AsyncMongoClient[Any], options: Options, settings: S
     older_than_s = options["older_than_s"]
     if older_than_s is None and stuck_only:
         older_than_s = STUCK_AFTER_S
+    policy = rules.Policy(scan_stage=settings.scan_stage)
     listed: list[dict[str, Any]] = []
     # full: every job whose status is not terminal (an unknown or missing one too).
     async for batch in store.open_jobs(full=True, fields=("createdAt", "updatedAt")):
+        counts = await store.collection_counts(sweep.collection_ids(batch))  # one round trip a batch
         for doc in batch:
             if isinstance(doc, Unreadable):
                 listed.append(
@@ -188,7 +190,7 @@ async def list_jobs(client: AsyncMongoClient[Any], options: Options, settings: S
                     }
                 )
                 continue
-            result, _ = await evaluate(store, doc, settings)
+            result, _ = evaluate(doc, counts, policy)
             moved = moved_at(doc)
             idle_s = (now - moved).total_seconds() if moved else None
             done = bool(result.completed_stages) or result.completes_job
