@@ -17,6 +17,7 @@ position.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -354,9 +355,7 @@ def merged(reports: list[SweepReport]) -> SweepReport:
         return reports[0]
     total = SweepReport(dry_run=any(r.dry_run for r in reports), full=all(r.full for r in reports))
     for report in reports:
-        for name in ("scanned", "stages_completed", "jobs_completed", "progress_updated", "stale", "path_a_waiting"):
+        # Every count, list and duration (the passes ran one after another) adds up.
+        for name in (f.name for f in dataclasses.fields(SweepReport) if f.name not in ("dry_run", "full")):
             setattr(total, name, getattr(total, name) + getattr(report, name))
-        total.skipped += report.skipped
-        total.changes += report.changes
-        total.duration_s += report.duration_s  # the passes ran one after another
     return total
