@@ -82,10 +82,6 @@ class FakeLeases:
         self._lease_s = lease_s
         self._watcher = watcher
 
-    @property
-    def holder(self) -> str:
-        return self._holder
-
     async def take(self, partition: int) -> Grant | None:
         await anyio.lowlevel.checkpoint()
         _cut_off(self.cut, "take")

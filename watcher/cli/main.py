@@ -25,8 +25,8 @@ from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
 from watcher import settings as settings_module
-from watcher.cli import exits, interrupts
-from watcher.ops import logs, metrics, printable, redact
+from watcher.cli import exits, interrupts, stderr
+from watcher.ops import logs, metrics, redact
 from watcher.settings import Settings
 
 Emit = Callable[[str], None]
@@ -470,7 +470,7 @@ def _embedded_server(options: Mapping[str, Any], emit: Emit) -> int:
     from watcher.cli import embedded
 
     if not embedded.available():
-        _err(embedded.INSTALL_HINT)
+        stderr.fail(embedded.INSTALL_HINT)
         return exits.USAGE
     from jobwatch_embedded import server
 
@@ -509,11 +509,6 @@ def describe_settings_error(exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-def _err(message: str) -> None:
-    # An error may quote anything (a driver's message, a config file's text): printable, as every readable line.
-    print(f"jobwatch: {printable.text(logs.redacted(message))}", file=sys.stderr, flush=True)
-
-
 def load_settings(invocation: Invocation) -> Settings:
     return settings_module.load(invocation.flags, config_file=invocation.config)
 
@@ -549,7 +544,7 @@ def _main(argv: Sequence[str] | None, out: Emit | None) -> int:
         exc.show()
         hint = _dash_hint(exc)
         if hint:
-            _err(hint)
+            stderr.fail(hint)
         return exits.USAGE
     except click.Abort:
         return exits.INTERRUPTED
@@ -577,17 +572,17 @@ def _run(invocation: Invocation, emit: Emit) -> int:
     for secret in redact.secrets_in(str(invocation.flags.get("uri") or "")):
         logs.add_secret(secret)  # before anything could print it, even a validation error
     for line in settings_module.unknown_environment():  # first: a typo may explain the error below
-        _err(f"warning: {line}")
+        stderr.fail(f"warning: {line}")
     try:
         settings = load_settings(invocation)
     except ValidationError as exc:
         print(describe_settings_error(exc), file=sys.stderr, flush=True)
         return exits.USAGE
     except settings_module.ConfigFileError as exc:
-        _err(str(exc))
+        stderr.fail(str(exc))
         return exits.USAGE
     except SettingsError as exc:  # a value pydantic-settings could not even decode (never echoed: it may be the URI)
-        _err(f"invalid configuration: {str(exc).split(' from source')[0]}")
+        stderr.fail(f"invalid configuration: {str(exc).split(' from source')[0]}")
         return exits.USAGE
     for secret in redact.secrets_in(settings.uri_value):  # from the environment, config or secret file too
         logs.add_secret(secret)
@@ -610,7 +605,7 @@ def _run(invocation: Invocation, emit: Emit) -> int:
 
         code, message = commands.describe_failure(exc)
         hint = " (--debug shows the traceback)" if code == exits.FAILED and not invocation.debug else ""
-        _err(message + hint)
+        stderr.fail(message + hint)
         return code
 
 

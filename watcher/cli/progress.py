@@ -62,15 +62,6 @@ class Progress:
             print(line, file=self._out, flush=True)
             self._last_at = now
 
-    def say(self, text: str) -> None:
-        """A line of its own, now, whatever the stream (and the redrawn line
-        after it starts afresh)."""
-        if not self._enabled:
-            return
-        self.close()
-        print(f"{self._label}: {printable.text(text)}", file=self._out, flush=True)
-        self._last_at = self._clock()
-
     def close(self) -> None:
         """End a redrawn line, so what follows starts on a line of its own."""
         if self._redrawn:

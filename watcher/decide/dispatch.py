@@ -139,7 +139,6 @@ class Dispatcher:
         if credited:
             self._budget.credit(credited)
             self._last_events_at = received_s
-        self._observe_backlog()
         if count:
             self._work.fire(count)  # at most a worker per job handed over
 
@@ -155,7 +154,6 @@ class Dispatcher:
             await self._wait_for_room()
         if offered == "covered":
             return None
-        self._observe_backlog()
         self._work.fire(1)
         await ticket.done.wait()
         return ticket
@@ -164,10 +162,6 @@ class Dispatcher:
         self._work.fire()  # what is queued already must go on while we wait
         while not self._queue.roomy:
             await self._room.wait()
-
-    def _observe_backlog(self) -> None:
-        self._metrics.pending_jobs.set(self._queue.pending_jobs)
-        self._metrics.backlog_tokens.set(self._queue.backlog_tokens)
 
     @property
     def full(self) -> bool:
@@ -234,7 +228,6 @@ class Dispatcher:
 
     async def _idle(self, now: float) -> None:
         """Wait for news, or until the next deferred job or held-back write is due."""
-        self._observe_backlog()
         ready_at = self._queue.next_ready_at()
         wake_at = min(math.inf if ready_at is None else ready_at, self._trailing_wake_at(now))
         if wake_at == math.inf:
@@ -355,7 +348,7 @@ class Dispatcher:
             )
             return
         latency_s = None if event_time_s is None else max(self._wall_clock() - event_time_s, 0.0)
-        if result.completed_stages or result.completes_job:
+        if result.completes_stage or result.completes_job:
             metrics.completed(
                 source, stages=len(result.completed_stages), job=result.completes_job, latency_s=latency_s
             )

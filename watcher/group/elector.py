@@ -55,9 +55,6 @@ GOODBYE_DEADLINE_S = 2.0
 class Leases(Protocol):
     """``watcher.storage.lease.MongoLeases``, or a fake in tests."""
 
-    @property
-    def holder(self) -> str: ...
-
     async def take(self, partition: int) -> Grant | None: ...
 
     async def renew(self, grant: Grant) -> bool: ...

@@ -99,10 +99,6 @@ class MongoLeases:
         self._holder = holder
         self._lease_ms = int(lease_s * 1000)
 
-    @property
-    def holder(self) -> str:
-        return self._holder
-
     async def take(self, partition: int) -> Grant | None:
         """The lease of ``partition`` if it is free (a new term), else None."""
         me = self._holder

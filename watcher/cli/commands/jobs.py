@@ -193,7 +193,7 @@ async def list_jobs(client: AsyncMongoClient[Any], options: Options, settings: S
             result, _ = evaluate(doc, counts, policy)
             moved = moved_at(doc)
             idle_s = (now - moved).total_seconds() if moved else None
-            done = bool(result.completed_stages) or result.completes_job
+            done = result.completes_stage or result.completes_job
             idle = idle_s is not None and older_than_s is not None and idle_s >= older_than_s
             if (done or result.rejection or idle) if stuck_only else (older_than_s is None or idle):
                 listed.append(

@@ -9,6 +9,7 @@ from typing import Any
 
 from bson import json_util
 
+from watcher.cli.stderr import fail as fail  # the commands call output.fail
 from watcher.ops import logs, printable
 
 #: Where a command's answer goes (stdout, one call per line or block).
@@ -17,10 +18,6 @@ Emit = Callable[[str], None]
 Options = Mapping[str, Any]
 #: Documents as MongoDB's tools print them (dates, ObjectIds as $date/$oid).
 RELAXED = json_util.RELAXED_JSON_OPTIONS
-
-
-def fail(message: str) -> None:
-    print(f"jobwatch: {printable.text(logs.redacted(message))}", file=sys.stderr, flush=True)
 
 
 def say(message: str) -> None:

@@ -53,7 +53,7 @@ async def _batches(
 ) -> int:
     """Batches of jobs until one is done (or forever with ``--repeat``);
     ``shown[0]`` is kept saying where it is."""
-    total = plan.jobs * len(plan.stages) * plan.items
+    total = plan.increments
 
     def counted(done: int) -> None:
         shown[0] = f"{done}/{total} increments"
