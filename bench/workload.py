@@ -37,7 +37,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,7 +56,8 @@ if __package__ in (None, ""):  # run as the consumers' process
 
 from bench import common  # noqa: E402
 from bench.poller import POLL_INTERVAL_S, VARIANTS, SeedPoller
-from tests.support import backends
+from tests.support import backends, served
+from tests.support.served import free_port
 from watcher.cli import simulate
 from watcher.intake.source import PyMongoChangeSource
 from watcher.settings import Settings
@@ -190,8 +190,8 @@ async def backend(separate: bool = False) -> AsyncIterator[Backend]:
         if server.uri is not None:
             yield Backend(server.uri, separate=separate, kind=server.kind)
         elif server.is_embedded and separate:
-            async with backends.embedded_process() as uri:
-                yield Backend(uri, separate=True)
+            with served.embedded_server() as process:  # as an operator runs it: `jobwatch embedded-server`
+                yield Backend(process.uri, separate=True)
         elif server.is_embedded:
             from jobwatch_embedded import server as embedded_server
 
@@ -206,12 +206,6 @@ async def backend(separate: bool = False) -> AsyncIterator[Backend]:
 def jobwatch_command() -> list[str]:
     exe = Path(sys.executable).with_name("jobwatch")
     return [str(exe)] if exe.exists() else ["jobwatch"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass

@@ -23,8 +23,9 @@ from hypothesis import strategies as st
 from pymongo import MongoClient
 
 from tests.e2e.conftest import CliMongo
-from tests.e2e.test_processes import DEADLINE_S, JOBWATCH, ROOT, _ready, env, free_port, wait_for
+from tests.e2e.test_processes import DEADLINE_S, JOBWATCH, ROOT, _ready, env, wait_for
 from tests.support.printing import HOSTILE, raw_controls, storable_key, storable_text
+from tests.support.served import free_port
 from watcher.cli import exits
 from watcher.cli import main as cli
 from watcher.ops import printable

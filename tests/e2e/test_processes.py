@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import CliMongo
 from tests.support.documents import seed_job
+from tests.support.served import free_port
 from watcher.cli import embedded
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -30,12 +30,6 @@ DEADLINE_S = 60
 needs_embedded = pytest.mark.skipif(
     not embedded.available(), reason="needs the embedded server (pip install ./embedded, Python >= 3.13)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def env() -> dict[str, str]:

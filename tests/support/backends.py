@@ -28,6 +28,7 @@ from typing import Any
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from tests.support import served
 from watcher.cli import embedded
 from watcher.intake.source import ChangeSource, PyMongoChangeSource
 
@@ -125,44 +126,6 @@ async def connect(server: Server, **client_options: Any) -> AsyncIterator[Backen
         await client.close()
 
 
-@contextlib.asynccontextmanager
-async def embedded_process(*args: str) -> AsyncIterator[str]:
-    """``jobwatch embedded-server`` in a process of its own (as an operator runs
-    it); yields its URI, the first line it prints. The benchmarks measure the
-    production path against it."""
-    import sys
-    import threading
-
-    import anyio
-
-    exe = os.path.join(os.path.dirname(sys.executable), "jobwatch")
-    command = [exe if os.path.exists(exe) else "jobwatch", "embedded-server", *args]
-    # JOBWATCH_SERVER_LOG: where the server's own log goes (appended), to see why a run failed.
-    log_path = os.environ.get("JOBWATCH_SERVER_LOG")
-    with open(log_path or os.devnull, "a") as log:  # the child holds its own descriptor
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log, text=True)
-    assert proc.stdout is not None
-    # Whatever it prints after its URI is read on, so a full pipe never blocks the server.
-    drain = threading.Thread(target=proc.stdout.read, daemon=True)
-    try:
-        line = await anyio.to_thread.run_sync(proc.stdout.readline)
-        if not line.startswith("mongodb://"):
-            raise RuntimeError(f"jobwatch embedded-server did not print its URI first (got {line!r})")
-        drain.start()
-        yield line.strip()
-    finally:
-        _stop(proc)
-        if drain.is_alive():
-            drain.join(timeout=5)  # at the end of the output
-        proc.stdout.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _initiate(uri: str, host: str) -> None:
     client: MongoClient[dict[str, Any]] = MongoClient(uri, directConnection=True, serverSelectionTimeoutMS=2000)
     try:
@@ -186,7 +149,7 @@ def _initiate(uri: str, host: str) -> None:
 
 
 def _start_mongod() -> Server:
-    port = _free_port()
+    port = served.free_port()
     dbpath = tempfile.mkdtemp(prefix="jobwatch-mongod-")
     log = os.path.join(dbpath, "mongod.log")
     proc = subprocess.Popen(

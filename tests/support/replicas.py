@@ -17,7 +17,6 @@ import functools
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -34,15 +33,11 @@ from typing import Any
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 
+from tests.support.served import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 #: Time for a process to start, or a condition to hold, on a busy machine.
 ALLOWANCE_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def skewed_clock_env(directory: Path, offset_s: float) -> dict[str, str]:

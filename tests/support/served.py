@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -33,13 +34,22 @@ class ServerProcess:
             raise
 
 
+def free_port() -> int:
+    """A port nothing listens on now (the OS's pick)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 @contextlib.contextmanager
 def embedded_server(*, port: int = 0, data_dir: Path | None = None) -> Iterator[ServerProcess]:
     argv = [sys.executable, "-m", "watcher", "embedded-server", "--port", str(port)]
     if data_dir is not None:
         argv += ["--data", str(data_dir)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
-    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env, cwd=ROOT)
+    # JOBWATCH_SERVER_LOG: where the server's own log goes (appended), to see why a run failed.
+    with open(os.environ.get("JOBWATCH_SERVER_LOG") or os.devnull, "a") as log:  # the child holds its own descriptor
+        process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=log, text=True, env=env, cwd=ROOT)
     try:
         assert process.stdout is not None
         uri = process.stdout.readline().strip()  # the first line: its connection string
