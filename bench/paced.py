@@ -687,8 +687,9 @@ async def step(
     settings = Settings(health_port=0, partitions=partitions)
     pipes = Pipes.make(partitions)
     start = time.monotonic() + 0.5  # the server process's clock: CLOCK_MONOTONIC is the machine's
-    kw = {"single_share": single_share, "busy_jobs": busy_jobs, "items": items}
-    server = start_server(pipes, rate, start, keep(settings), **kw)  # type: ignore[arg-type]
+    server = start_server(
+        pipes, rate, start, keep(settings), single_share=single_share, busy_jobs=busy_jobs, items=items
+    )
     pipes.close(fd for pair in pipes.server_fds() for fd in pair)
     server_cpu: list[float] = []
 

@@ -65,7 +65,6 @@ from watcher.settings import Settings
 JOBS = "background_jobs"
 OBSERVED = [{"$match": {"operationType": {"$in": ["update", "replace", "insert"]}}}]
 #: Keepers: the watcher and the two seed pollers.
-KEEPERS = ("jobwatch", "poller_fixed", "poller_original")
 #: The load and the reader alone: what the backend sustains without a keeper.
 NO_KEEPER = "none"
 STARTUP_DEADLINE_S = 60.0
@@ -388,7 +387,6 @@ class Run:
     outcome: simulate.Outcome
     seen: Seen
     commands: common.CommandCounter | None
-    settle_s: float
     metrics: str = ""  # the watcher's /metrics at the end (separate process)
     polls: int = 0  # the poller's cycles
 
@@ -404,12 +402,6 @@ class Run:
             if job in self.seen.done and start is not None:
                 out.append((self.seen.done[job] - start) * 1000)
         return out
-
-    @property
-    def latencies_from_consumer_ack_ms(self) -> list[float]:
-        """The consumer's clock alone."""
-        acked, done = self.outcome.last_increment_at, self.seen.done
-        return [(done[j] - acked[j]) * 1000 for j in self.outcome.job_ids if j in done and j in acked]
 
     @property
     def delivery_ms(self) -> list[float]:
@@ -462,8 +454,6 @@ async def run_keeper(
     load: simulate.Plan,
     *,
     label: str,
-    settings_overrides: dict[str, Any] | None = None,
-    on_watcher: Callable[[Any], None] | None = None,
     poller_cycles: int | None = None,
 ) -> Run:
     """One keeper, the plan's load, on a database of its own. Commands are
@@ -477,9 +467,7 @@ async def run_keeper(
     load_client: AsyncMongoClient[Any] = AsyncMongoClient(backend.uri)
     keeper_client: AsyncMongoClient[Any] = AsyncMongoClient(backend.uri, event_listeners=[counter])
     db = load_client[database]
-    settings = Settings(
-        uri=backend.uri, database=database, health_port=0, sweep_interval_s=3600, **(settings_overrides or {})
-    )
+    settings = Settings(uri=backend.uri, database=database, health_port=0, sweep_interval_s=3600)
     seen = Seen()
     progress = common.Progress(f"{label} {keeper}", load.increments)
     settle_s = POLL_INTERVAL_S * 2.5 if keeper.startswith("poller") else 10.0
@@ -510,8 +498,6 @@ async def run_keeper(
                     counter.reset()  # start-up (index, first sweep, position) is not per-job cost
                     await play()
                     await settle(seen.done, outcome.job_ids, settle_s)
-                    if on_watcher is not None:
-                        on_watcher(watcher)
             else:
                 poller = SeedPoller(keeper_client[database], require_collection=VARIANTS[keeper])
                 tg.start_soon(poller.run)
@@ -529,7 +515,8 @@ async def run_keeper(
                             await anyio.sleep(0.1)
                         loading.cancel_scope.cancel()
                     outcome.elapsed_s = outcome.elapsed_s or time.monotonic() - started
-                    outcome.job_ids[:] = [job for job in outcome.job_ids if _all_counted(seen, job)]
+                    # Only the jobs the reader saw every item of counted can complete.
+                    outcome.job_ids[:] = [job for job in outcome.job_ids if job in seen.counted]
                 await settle(seen.done, outcome.job_ids, settle_s)
                 polls = poller.polls
             tg.cancel_scope.cancel()
@@ -542,12 +529,7 @@ async def run_keeper(
             await load_client.drop_database(database)
         await load_client.close()
         await keeper_client.close()
-    return Run(keeper, load, outcome, seen, commands, settle_s, metrics, polls)
-
-
-def _all_counted(seen: Seen, job: Any) -> bool:
-    """The reader saw every item of ``job`` counted (so it can complete)."""
-    return job in seen.counted
+    return Run(keeper, load, outcome, seen, commands, metrics, polls)
 
 
 async def capacity(backend: Backend, load: simulate.Plan) -> Run:
