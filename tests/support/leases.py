@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 from watcher.storage import errors
-from watcher.storage.lease import Grant, doc_id
+from watcher.storage.lease import Grant
 from watcher.storage.members import Member
 from watcher.storage.position import Token
 
@@ -105,7 +105,6 @@ class FakeLeases:
             self._partitions,
             lease.term,
             self._holder,
-            doc_id(self._watcher, partition, self._partitions),
             vacant_s=vacant,
             previous_holder=previous if previous != self._holder else None,
         )

@@ -41,6 +41,7 @@ from typing import Any, Protocol
 import anyio
 
 from watcher.group import share
+from watcher.group.stopping import Stop
 from watcher.group.tenure import Tenure, Timing
 from watcher.ops import logs
 from watcher.ops.metrics import Metrics
@@ -148,13 +149,12 @@ class Elector:
         self._observe = observe
         self._clock = clock
         self._rng = rng or random.Random()
-        self._stop = anyio.Event()
+        self._stop = Stop()
         #: The round in progress: a stop cancels it (its calls may each wait
         #: ``renew_s`` on a server that is gone; a stop should not).
         self._round: anyio.CancelScope | None = None
         self._changed = anyio.Event()
         self._tg: anyio.abc.TaskGroup | None = None
-        self._fatal: errors.ConfigurationProblem | errors.Unreachable | None = None
         self._warned_newer: set[str] = set()
         self._beats = _Streak()
         self._listings = _Streak()
@@ -218,7 +218,7 @@ class Elector:
                             # A take whose reply a stop cut off is released by the goodbye below.
                             reached = await self.step(tg, renew=False)  # the renewer renews
                     except (errors.ConfigurationProblem, errors.Unreachable) as exc:
-                        self._fatal = exc
+                        self._stop.fail(exc)
                         break
                     finally:
                         self._round = None
@@ -239,8 +239,7 @@ class Elector:
             self._tg = None
             with anyio.CancelScope(shield=True), anyio.move_on_after(GOODBYE_DEADLINE_S):
                 await self._goodbye()
-        if self._fatal is not None:
-            raise self._fatal
+        self._stop.raise_fatal()
 
     def _pause_s(self, failed: bool, retry: backoff.Backoff) -> float:
         """Until the next round: ``renew_s``, or sooner (backing off) after a failed call."""
@@ -498,9 +497,7 @@ class Elector:
                     return
                 except (errors.ConfigurationProblem, errors.Unreachable) as exc:
                     # The pipeline stopped in order first: its position is saved.
-                    if self._fatal is None:
-                        self._fatal = exc
-                    self._stop.set()
+                    self._stop.fail(exc)
                 if held.lost is None:
                     await self._release(partition, held)
         finally:

@@ -36,16 +36,23 @@ class Stop:
     async def wait(self) -> None:
         await self._event.wait()
 
+    def fail(self, exc: Fatal) -> bool:
+        """Ask for the stop because of ``exc``, kept if it is the first fatal
+        outcome (then True)."""
+        first = self.fatal is None
+        if first:
+            self.fatal = exc
+        self.set()
+        return first
+
     async def guard(self, task: Callable[..., Awaitable[None]], *args: Any) -> None:
         """Run ``task``; a fatal outcome is kept (the first one, logged once)
         and asks for the stop instead of tearing the task group down."""
         try:
             await task(*args)
         except (errors.ConfigurationProblem, errors.Unreachable) as exc:
-            if self.fatal is None:
-                self.fatal = exc
+            if self.fail(exc):
                 logs.event("watcher_fatal", "ERROR", str(exc), error=type(exc).__name__)
-            self.set()
 
     def raise_fatal(self) -> None:
         """After the orderly stop: raise the fatal outcome that asked for it, if any."""

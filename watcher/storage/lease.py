@@ -77,11 +77,27 @@ class Grant:
     partitions: int
     term: int
     holder: str
-    doc_id: str
     #: How long the partition had no holder before this take, on the server's
     #: clock (since the last holder's last renewal or its release); None if never held.
     vacant_s: float | None = None
     previous_holder: str | None = None
+
+    @property
+    def doc_id(self) -> str:
+        return doc_id(self.watcher, self.partition, self.partitions)
+
+
+def fence(grant: Grant) -> dict[str, Any]:
+    """The filter of ``grant``'s lease document that matches only while the
+    grant still holds it (same holder, same term): every lease and position
+    write is fenced by it."""
+    return {"_id": grant.doc_id, "holder": {"$eq": grant.holder}, "term": {"$eq": grant.term}}
+
+
+def documents_of(watcher: str) -> dict[str, Any]:
+    """The filter of every lease-and-position document of a watcher name, of
+    any layout (one partition's ``_id`` is the name itself)."""
+    return {"$or": [{"_id": watcher}, {"kind": PARTITION_KIND, "watcher": {"$eq": watcher}}]}
 
 
 class MongoLeases:
@@ -151,7 +167,6 @@ class MongoLeases:
             self._partitions,
             _term(doc.get("term")),
             me,
-            key,
             vacant_s=vacant_ms / 1000
             if isinstance(vacant_ms, int | float) and not isinstance(vacant_ms, bool)
             else None,
@@ -161,12 +176,7 @@ class MongoLeases:
     async def renew(self, grant: Grant) -> bool:
         """Push the lease's expiry to ``$$NOW + lease``. False: no longer ours
         (it ran out, or another instance holds it now)."""
-        query = {
-            "_id": grant.doc_id,
-            "holder": {"$eq": grant.holder},
-            "term": {"$eq": grant.term},
-            "$expr": {"$gt": ["$expiresAt", "$$NOW"]},
-        }
+        query = {**fence(grant), "$expr": {"$gt": ["$expiresAt", "$$NOW"]}}
         update = [
             {"$set": {"expiresAt": {"$add": ["$$NOW", self._lease_ms]}, "renewedAt": "$$NOW", "lastHeldAt": "$$NOW"}}
         ]
@@ -177,9 +187,7 @@ class MongoLeases:
     async def release(self, grant: Grant) -> bool:
         """Free the lease now (after the last position save). False: it was not ours any more."""
         with errors.translated(f"releasing the lease of partition {grant.partition}", "retry"):
-            result = await self._coll.update_one(
-                {"_id": grant.doc_id, "holder": {"$eq": grant.holder}, "term": {"$eq": grant.term}}, _RELEASE
-            )
+            result = await self._coll.update_one(fence(grant), _RELEASE)
         return result.matched_count == 1
 
     async def release_all(self) -> int:

@@ -102,7 +102,7 @@ class MongoPositionStore:
     async def _previous_layout_token(self) -> Token | None:
         grant, watcher = self._grant, self._grant.watcher
         query = {
-            "$or": [{"_id": watcher}, {"kind": lease.PARTITION_KIND, "watcher": {"$eq": watcher}}],
+            **lease.documents_of(watcher),
             "_id": {"$ne": grant.doc_id},
             "partitions": {"$ne": grant.partitions},
         }
@@ -146,9 +146,7 @@ class MongoPositionStore:
         # "retry": whatever goes wrong with our own document, the answer is to
         # try again at the next save; nothing here is one job's fault.
         with errors.translated(what, "retry"):
-            result = await self._coll.update_one(
-                {"_id": grant.doc_id, "holder": {"$eq": grant.holder}, "term": {"$eq": grant.term}}, update
-            )
+            result = await self._coll.update_one(lease.fence(grant), update)
         if result.matched_count == 0:
             raise errors.Deposed(
                 f"{what} of partition {grant.partition} matched nothing: term {grant.term} is over",

@@ -51,7 +51,7 @@ async def partitions(collection: AsyncCollection[Any], watcher: str) -> list[Par
     """Every lease-and-position document of ``watcher``, of any layout (a
     document from before partitions existed counts as partition 0 of 1)."""
     pipeline: list[Mapping[str, Any]] = [
-        {"$match": {"$or": [{"_id": watcher}, {"kind": lease.PARTITION_KIND, "watcher": {"$eq": watcher}}]}},
+        {"$match": lease.documents_of(watcher)},
         {
             "$addFields": {
                 "expiresInMs": {
@@ -94,7 +94,7 @@ async def forget_positions(collection: AsyncCollection[Any], watcher: str) -> in
     with errors.translated("position reset", "retry"):
         result = await collection.update_many(
             {
-                "$or": [{"_id": watcher}, {"kind": lease.PARTITION_KIND, "watcher": {"$eq": watcher}}],
+                **lease.documents_of(watcher),
                 "token": {"$exists": True},
             },
             {"$unset": {"token": "", "savedAt": "", "tokenTerm": ""}},
