@@ -29,7 +29,6 @@ partitions existed, so an upgrade resumes from the position it had.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +38,7 @@ from pymongo import errors as pymongo_errors
 from pymongo.asynchronous.collection import AsyncCollection
 
 from watcher.storage import errors
-from watcher.storage.members import age_ms
+from watcher.storage.members import age_ms, number
 
 #: Marks the documents of this module (and ``members``') in the positions collection.
 PARTITION_KIND = "partition"
@@ -167,9 +166,7 @@ class MongoLeases:
             self._partitions,
             _term(doc.get("term")),
             me,
-            vacant_s=vacant_ms / 1000
-            if isinstance(vacant_ms, int | float) and not isinstance(vacant_ms, bool)
-            else None,
+            vacant_s=None if (vacant := number(vacant_ms)) is None else vacant / 1000,
             previous_holder=previous if isinstance(previous, str) and previous != me else None,
         )
 
@@ -204,6 +201,5 @@ _RELEASE = [{"$set": {"holder": None, "expiresAt": "$$NOW", "releasedAt": "$$NOW
 
 
 def _term(value: Any) -> int:
-    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-        return int(value)
-    return 0
+    found = number(value)
+    return 0 if found is None else int(found)

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from pymongo.asynchronous.collection import AsyncCollection
 
 from watcher.ops import logs
-from watcher.storage import errors, lease
+from watcher.storage import errors, lease, members
 
 #: A change stream's resume token, opaque: saved as the server gave it.
 Token = Mapping[str, Any]
@@ -49,7 +49,7 @@ def read_saved(doc: Mapping[str, Any]) -> Saved:
         saved_at if isinstance(saved_at, dt.datetime) else None,
         heartbeat_at if isinstance(heartbeat_at, dt.datetime) else None,
         last_sweep if isinstance(last_sweep, Mapping) else None,
-        float(interval) if isinstance(interval, int | float) and not isinstance(interval, bool) else None,
+        members.number(interval),
         state if isinstance(state, Mapping) else {},
     )
 

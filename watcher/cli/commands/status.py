@@ -15,7 +15,7 @@ from watcher.cli.commands.output import Emit, Options
 from watcher.ops import printable
 from watcher.settings import Settings
 from watcher.storage import survey
-from watcher.storage.members import Member
+from watcher.storage.members import Member, number
 from watcher.storage.store import MongoJobStore
 from watcher.storage.survey import PartitionView
 
@@ -94,8 +94,8 @@ def _partition_document(partition: int, view: PartitionView | None) -> dict[str,
             "backlog": state.get("pendingJobs"),
             "streaming": state.get("streaming"),
             "degraded": state.get("degraded"),
-            "last_event_s_before": _number(state.get("lastEventAgoS")),
-            "last_sweep_s_before": _number(state.get("lastSweepAgoS")),
+            "last_event_s_before": number(state.get("lastEventAgoS")),
+            "last_sweep_s_before": number(state.get("lastSweepAgoS")),
             "last_sweep": dict(last_sweep) if last_sweep else None,
         },
     }
@@ -219,10 +219,6 @@ def _render_partition(p: Mapping[str, Any]) -> list[str]:
             f"{shown(ls.get('duration_s'))}s"
         )
     return lines
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) and value == value else None
 
 
 async def status(client: AsyncMongoClient[Any], options: Options, settings: Settings, emit: Emit) -> int:
