@@ -23,7 +23,9 @@ that configuration is measured apart, unprofiled.
 
 from __future__ import annotations
 
+import argparse
 import cProfile
+import math
 import os
 import pstats
 import signal
@@ -44,7 +46,6 @@ from watcher.intake.source import PyMongoChangeSource  # noqa: E402
 from watcher.settings import Settings  # noqa: E402
 
 GOAL_INC_PER_S = 2000
-CONSUMERS = 4
 JOBS = 100
 #: The server's parts, each the cumulative time of its entry point (file, function).
 ENTRY_POINTS = {
@@ -88,20 +89,13 @@ def serve_profiled(out: str, data_dir: str | None) -> None:
         profiler.dump_stats(out)
 
 
-def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def load_window(uri: str, pid: int, window_s: float) -> dict[str, Any]:
     """Consumers ``$inc`` as fast as acknowledged for ``window_s``, a change
     stream reading; the server's CPU over the window."""
     database = f"bench_embedded_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
     client: AsyncMongoClient[Any] = AsyncMongoClient(uri)
     settings = Settings(database=database)
-    plan = simulate.Plan(
-        jobs=10**6, items=50, consumers=CONSUMERS, rate=0, legacy_fraction=0.3, seed=3, active=JOBS, push_items=False
-    )
+    plan = workload.plan(jobs=10**6, items=50, rate=0, seed=3, active=JOBS)
     outcome = simulate.Outcome()
     events = 0
     stream = await PyMongoChangeSource(client[database][workload.JOBS]).open(
@@ -123,10 +117,14 @@ async def load_window(uri: str, pid: int, window_s: float) -> dict[str, Any]:
             while len(outcome.job_ids) < JOBS:
                 await anyio.sleep(0.05)
             await anyio.sleep(1.0)  # warm
-            increments, read_events, cpu, started = outcome.increments, events, cpu_s(pid), time.monotonic()
+            increments, read_events, cpu, started = outcome.increments, events, common.cpu_s(pid), time.monotonic()
             await anyio.sleep(window_s)
             elapsed = time.monotonic() - started
-            increments, read_events, cpu = outcome.increments - increments, events - read_events, cpu_s(pid) - cpu
+            increments, read_events, cpu = (
+                outcome.increments - increments,
+                events - read_events,
+                common.cpu_s(pid) - cpu,
+            )
             tg.cancel_scope.cancel()
     finally:
         await stream.close()
@@ -159,12 +157,12 @@ async def requests(uri: str, pid: int, count: int = 200) -> dict[str, Any]:
         await jobs.insert_one(job)
 
         async def timed(label: str, send: Any) -> None:
-            cpu, started = cpu_s(pid), time.perf_counter()
+            cpu, started = common.cpu_s(pid), time.perf_counter()
             for n in range(count):
                 await send(n)
             out[label] = {
                 "round_trip_us": round(1e6 * (time.perf_counter() - started) / count, 1),
-                "server_cpu_us": round(1e6 * (cpu_s(pid) - cpu) / count, 1),
+                "server_cpu_us": round(1e6 * (common.cpu_s(pid) - cpu) / count, 1),
             }
 
         await timed(
@@ -266,8 +264,8 @@ def where(stats_path: Path, text_path: Path) -> dict[str, Any]:
 def main() -> int:
     p = common.parser(__doc__)
     p.add_argument("--window-s", type=float, help="seconds of load per measurement (default 10; --full 30)")
-    p.add_argument("--serve-profiled", metavar="OUT", help=argparse_hidden())
-    p.add_argument("--data-dir", help=argparse_hidden())
+    p.add_argument("--serve-profiled", metavar="OUT", help=argparse.SUPPRESS)
+    p.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve_profiled:
         serve_profiled(args.serve_profiled, args.data_dir)
@@ -285,12 +283,13 @@ def main() -> int:
         profiled = anyio.run(lambda: measure(window_s, profiled=str(stats_path)))
         breakdown = where(stats_path, common.RESULTS / "embedded_profile.txt")
     best = max(plain, key=lambda r: r["inc_per_s"])
+    per_cpu_s = max(r["inc_per_server_cpu_s"] or 0 for r in plain)
     figures: dict[str, Any] = {
         "inc_per_s": best["inc_per_s"],
-        "inc_per_server_cpu_s": max(r["inc_per_server_cpu_s"] or 0 for r in plain),
-        "server_cpu_us_per_inc": min(r["server_cpu_us_per_inc"] or math_inf() for r in plain),
+        "inc_per_server_cpu_s": per_cpu_s,
+        "server_cpu_us_per_inc": min(r["server_cpu_us_per_inc"] or math.inf for r in plain),
         "goal_inc_per_s": GOAL_INC_PER_S,
-        "goal_met": max(r["inc_per_server_cpu_s"] or 0 for r in plain) >= GOAL_INC_PER_S,
+        "goal_met": per_cpu_s >= GOAL_INC_PER_S,
         "runs": plain,
         "one_request_at_a_time": one_by_one,
         "with_data_dir": journaled,
@@ -337,22 +336,12 @@ def main() -> int:
     )
     common.save(
         common.result_name("embedded", args),
-        parameters={"window_s": window_s, "consumers": CONSUMERS, "jobs": JOBS, "full": args.full},
+        parameters={"window_s": window_s, "consumers": workload.CONSUMERS, "jobs": JOBS, "full": args.full},
         figures=figures,
         backend_info=common.backend("separate-process"),
         save_file=not args.no_save,
     )
     return 0
-
-
-def argparse_hidden() -> str:
-    import argparse
-
-    return argparse.SUPPRESS
-
-
-def math_inf() -> float:
-    return float("inf")
 
 
 if __name__ == "__main__":

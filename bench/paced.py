@@ -511,13 +511,6 @@ def start_server(
     )
 
 
-def cpu_s(pid: int) -> float:
-    """A process's CPU seconds so far (user + system, from /proc)."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 @dataclass
 class Lane:
     """One partition's hot path, reading its pipe, with a registry of its own
@@ -695,7 +688,7 @@ async def step(
 
     def sample(count: int) -> None:
         if not server_cpu:
-            server_cpu.append(cpu_s(server.pid))
+            server_cpu.append(common.cpu_s(server.pid))
         if on_sample is not None:
             on_sample(count)
 
@@ -704,7 +697,7 @@ async def step(
         result = await watch(
             held, start, window_s, rate=rate, profiler=profiler, on_sample=sample, stop_after=stop_after
         )
-        server_cpu.append(cpu_s(server.pid))
+        server_cpu.append(common.cpu_s(server.pid))
     finally:
         server.kill()
         server.wait()

@@ -150,9 +150,9 @@ def window(instances: int, rate: float, window_s: float) -> dict[str, Any]:
             proc.stdin.flush()
         watch = load.LoadWatch()
         time.sleep(max(start - time.monotonic(), 0))
-        server_cpu0, started = paced.cpu_s(server.pid), time.monotonic()
+        server_cpu0, started = common.cpu_s(server.pid), time.monotonic()
         time.sleep(max(start + window_s - time.monotonic(), 0))
-        server_cpu = paced.cpu_s(server.pid) - server_cpu0
+        server_cpu = common.cpu_s(server.pid) - server_cpu0
         server_s = time.monotonic() - started
         results = []
         for proc in procs:
