@@ -21,6 +21,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -307,6 +308,13 @@ def peak_rss_mb() -> float:
 
 
 # -- results ---------------------------------------------------------------
+
+
+def side_file(name: str, *, save_file: bool) -> Path:
+    """Where a run writes a file beside its results (a profile's text):
+    ``bench/results/<name>``, or with --no-save a temporary file, so a trial
+    run never rewrites a committed one."""
+    return RESULTS / name if save_file else Path(tempfile.gettempdir()) / f"jobwatch-bench-{name}"
 
 
 def save(

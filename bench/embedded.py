@@ -281,7 +281,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as scratch:
         stats_path = Path(scratch) / "embedded.stats"
         profiled = anyio.run(lambda: measure(window_s, profiled=str(stats_path)))
-        breakdown = where(stats_path, common.RESULTS / "embedded_profile.txt")
+        breakdown = where(stats_path, common.side_file("embedded_profile.txt", save_file=not args.no_save))
     best = max(plain, key=lambda r: r["inc_per_s"])
     per_cpu_s = max(r["inc_per_server_cpu_s"] or 0 for r in plain)
     figures: dict[str, Any] = {

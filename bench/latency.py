@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -319,11 +320,10 @@ def main() -> int:
         save_file=not args.no_save,
     )
     if path is not None:
-        machine = common.machine()
         png = plot(
             figures,
             path.with_suffix(".png"),
-            f"{jobs} jobs per point, {machine['cpu_count']} CPUs, load "
+            f"{jobs} jobs per point, {os.cpu_count()} CPUs, load "
             f"{figures['load_avg_1m']['min']}-{figures['load_avg_1m']['max']}",
         )
         print(f"wrote {path.relative_to(common.ROOT)} and {png.relative_to(common.ROOT)}")

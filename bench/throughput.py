@@ -158,7 +158,8 @@ def main() -> int:
         },
     }
     if not args.no_profile:
-        figures["profile"] = profile(GOAL_EVENTS_PER_S, min(window_s, 6.0), common.RESULTS / "profile.txt")
+        text_path = common.side_file("profile.txt", save_file=not args.no_save)
+        figures["profile"] = profile(GOAL_EVENTS_PER_S, min(window_s, 6.0), text_path)
     figures["load_avg_1m"] = watch.summary()
     common.table(
         ["window", "asked/s", "read/s", "kept up", "CPU share", "us/event", "us/consumer event", "batch", "load"],
