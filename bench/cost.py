@@ -28,7 +28,7 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common, workload  # noqa: E402
+from bench import common, report, workload  # noqa: E402
 from watcher.cli import simulate  # noqa: E402
 
 #: The issue's figure for today's watcher on the slow case.
@@ -101,18 +101,7 @@ def main() -> int:
     for name, entry in results.items():
         for keeper in keepers:
             f = entry[keeper]
-            rows.append(
-                [
-                    f"{name} {keeper}",
-                    f"{f['completed']}/{f['jobs']}",
-                    f["rate_achieved"],
-                    f["writes_per_job"],
-                    f["writes_per_increment"],
-                    f["progress_writes_per_increment"],
-                    f["reads_per_job"],
-                    f["commands_per_increment"],
-                ]
-            )
+            rows.append([*report.cost_row(name, keeper, f), f["commands_per_increment"]])
     common.table(
         ["case keeper", "completed", "$inc/s", "writes/job", "writes/inc", "progress w/inc", "reads/job", "cmds/inc"],
         rows,

@@ -323,8 +323,7 @@ def main() -> int:
         png = plot(
             figures,
             path.with_suffix(".png"),
-            f"{jobs} jobs per point, {os.cpu_count()} CPUs, load "
-            f"{figures['load_avg_1m']['min']}-{figures['load_avg_1m']['max']}",
+            f"{jobs} jobs per point, {os.cpu_count()} CPUs, load {load.span(figures['load_avg_1m'])}",
         )
         print(f"wrote {path.relative_to(common.ROOT)} and {png.relative_to(common.ROOT)}")
     return 0

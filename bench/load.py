@@ -18,6 +18,11 @@ def load_avg_1m() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def span(summary: dict[str, Any]) -> str:
+    """A ``LoadWatch.summary()`` as the tables show it: ``min-max``."""
+    return f"{summary['min']}-{summary['max']}"
+
+
 @dataclass
 class LoadWatch:
     samples: list[float] = field(default_factory=list)

@@ -742,7 +742,7 @@ def main(argv: list[str]) -> int:
             f"{r['rate_achieved']:>9,.0f}/s read of {args.rate:,.0f}, kept up {r['kept_up']}, CPU share "
             f"{r['process_cpu_share']}, {r['cpu_us_per_event']} us per event, {r['cpu_us_per_consumer_event']} per "
             f"consumer event, {r['mean_batch_events']} per batch, server CPU share {r['server_cpu_share']}, load "
-            f"{r['load_avg_1m']['min']}-{r['load_avg_1m']['max']}",
+            f"{load.span(r['load_avg_1m'])}",
             flush=True,
         )
     print(f"median {statistics.median(per_event)} us per consumer event (range {min(per_event)}-{max(per_event)})")

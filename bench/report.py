@@ -21,6 +21,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.load import span as load_span
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 PAGE = ROOT / "docs" / "benchmarks" / "index.md"
@@ -70,17 +72,22 @@ def _met(ok: bool | None) -> str:
 def _source(doc: dict[str, Any]) -> str:
     machine = doc.get("machine", {})
     load = doc.get("figures", {}).get("load_avg_1m")
-    span = f"{load['min']}-{load['max']}" if isinstance(load, dict) else _n(machine.get("load_avg_1m"))
+    shown = load_span(load) if isinstance(load, dict) else _n(machine.get("load_avg_1m"))
     return (
         f"`bench/results/{doc['_file']}`: `{doc.get('command', '?')}`, commit `{machine.get('git_commit')}`, "
         f"{doc.get('finished_at', '?')}, {machine.get('cpu_count')} CPUs ({machine.get('cpu_model')}), load "
-        f"average {span}"
+        f"average {shown}"
     )
 
 
 def _function(name: str) -> str:
     """A profile row's function, built-ins without cProfile's placeholder file."""
     return f"`{name.removeprefix('/~:0(')[:-1]}`" if name.startswith("/~:0(") else f"`{name}`"
+
+
+def _profile_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    """A profile's functions with the most time of their own: function, share, calls."""
+    return [[_function(row["function"]), f"{100 * row['share']:.1f} %", row["calls"]] for row in rows]
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
@@ -103,7 +110,7 @@ def window_row(label: str, s: dict[str, Any]) -> list[Any]:
         s["cpu_us_per_event"],
         s["cpu_us_per_consumer_event"],
         s["mean_batch_events"],
-        f"{s['load_avg_1m']['min']}-{s['load_avg_1m']['max']}",
+        load_span(s["load_avg_1m"]),
     ]
 
 
@@ -163,10 +170,7 @@ def _throughput(doc: dict[str, Any]) -> list[str]:
             "",
             *_table(
                 ["function", "share", "calls"],
-                [
-                    [_function(row["function"]), f"{100 * row['share']:.1f} %", row["calls"]]
-                    for row in profile["top_own_time"]
-                ],
+                _profile_rows(profile["top_own_time"]),
             ),
         ]
     return out
@@ -188,7 +192,7 @@ def _latency(doc: dict[str, Any]) -> list[str]:
                 poller["cycles"],
                 f"x{_n(point['ratio_p50'], 0)}",
                 f"{_n(jw['delivery_ms']['p50_ms'], 2)} / {_n(jw['delivery_ms']['p99_ms'], 2)}",
-                f"{point['load_avg_1m']['min']}-{point['load_avg_1m']['max']}",
+                load_span(point["load_avg_1m"]),
             ]
         )
         pair: Callable[[dict[str, Any]], str] = lambda d: f"{_n(d['p50_ms'], 2)} / {_n(d['p99_ms'], 2)}"  # noqa: E731
@@ -290,10 +294,7 @@ def _embedded(doc: dict[str, Any]) -> list[str]:
         "",
         *_table(
             ["function (own time)", "share", "calls"],
-            [
-                [_function(row["function"]), f"{100 * row['share']:.1f} %", row["calls"]]
-                for row in profile["top_own_time"][:12]
-            ],
+            _profile_rows(profile["top_own_time"][:12]),
         ),
     ]
 
@@ -330,23 +331,25 @@ def _memory(doc: dict[str, Any]) -> list[str]:
     ]
 
 
+def cost_row(case: str, keeper: str, c: dict[str, Any]) -> list[Any]:
+    """One keeper in one case of the cost benchmark as a table row (here and on its console)."""
+    return [
+        f"{case} {keeper}",
+        f"{c['completed']}/{c['jobs']}",
+        c["rate_achieved"],
+        c["writes_per_job"],
+        c["writes_per_increment"],
+        c["progress_writes_per_increment"],
+        c["reads_per_job"],
+    ]
+
+
 def _cost(doc: dict[str, Any]) -> list[str]:
     f = doc["figures"]
     rows = []
     for name, case in f["cases"].items():
         for keeper in ("jobwatch", "poller_fixed"):
-            c = case[keeper]
-            rows.append(
-                [
-                    f"{name} {keeper}",
-                    f"{c['completed']}/{c['jobs']}",
-                    c["rate_achieved"],
-                    c["writes_per_job"],
-                    c["writes_per_increment"],
-                    c["progress_writes_per_increment"],
-                    c["reads_per_job"],
-                ]
-            )
+            rows.append(cost_row(name, keeper, case[keeper]))
     return [
         "Commands the keeper's own client sends (PyMongo command listener) per completed job and per increment.",
         "",
@@ -536,7 +539,7 @@ def _scale(doc: dict[str, Any]) -> list[str]:
                     w["server_cpu_share"],
                     instances(w),
                     lags(w),
-                    f"{w['load_avg_1m']['min']}-{w['load_avg_1m']['max']}",
+                    load_span(w["load_avg_1m"]),
                 ]
                 for w in equal["windows"]
             ],
@@ -553,7 +556,7 @@ def _scale(doc: dict[str, Any]) -> list[str]:
                     f"{_n(w['instances_cpu_share'], 2)} / {_n(w['server_cpu_share'], 2)}",
                     instances(w),
                     ", ".join(_n(row["mean_batch_events"]) for row in w["per_instance"]),
-                    f"{w['load_avg_1m']['min']}-{w['load_avg_1m']['max']}",
+                    load_span(w["load_avg_1m"]),
                 ]
                 for w in saturated["windows"]
             ],
@@ -677,7 +680,7 @@ SECTIONS: tuple[tuple[str, str, Callable[[dict[str, Any]], list[str]]], ...] = (
 
 
 def render() -> str:
-    docs = {name: _load(name) for name in ("throughput", "latency", "embedded", "memory", "cost", "sweep", "scale")}
+    docs = {name: _load(name) for name, _, _ in SECTIONS}
     lines = [
         "# Benchmarks",
         "",
