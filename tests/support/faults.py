@@ -13,7 +13,7 @@ point does the same on a real MongoDB; the embedded engine has none.
 from __future__ import annotations
 
 import collections
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -88,6 +88,18 @@ class FaultyDatabase:
         return getattr(self._db, name)
 
 
+def _faulty(method: str) -> Callable[..., Awaitable[Any]]:
+    """A collection method that first answers the fault planned for
+    ``"<collection>.<method>"``, then makes the real call."""
+
+    async def call(self: FaultyCollection, *args: Any, **kwargs: Any) -> Any:
+        await self._faults.answer(f"{self._name}.{method}")
+        return await getattr(self._coll, method)(*args, **kwargs)
+
+    call.__name__ = method
+    return call
+
+
 class FaultyCollection:
     def __init__(self, coll: Any, faults: Faults, name: str) -> None:
         self._coll = coll
@@ -97,41 +109,16 @@ class FaultyCollection:
     def with_options(self, **kwargs: Any) -> FaultyCollection:
         return FaultyCollection(self._coll.with_options(**kwargs), self._faults, self._name)
 
-    async def update_one(self, *args: Any, **kwargs: Any) -> Any:
-        await self._faults.answer(f"{self._name}.update_one")
-        return await self._coll.update_one(*args, **kwargs)
-
-    async def find_one(self, *args: Any, **kwargs: Any) -> Any:
-        await self._faults.answer(f"{self._name}.find_one")
-        return await self._coll.find_one(*args, **kwargs)
-
-    async def aggregate(self, *args: Any, **kwargs: Any) -> Any:
-        await self._faults.answer(f"{self._name}.aggregate")
-        return await self._coll.aggregate(*args, **kwargs)
-
-    async def create_index(self, *args: Any, **kwargs: Any) -> Any:
-        await self._faults.answer(f"{self._name}.create_index")
-        return await self._coll.create_index(*args, **kwargs)
-
-    async def index_information(self) -> Any:
-        await self._faults.answer(f"{self._name}.index_information")
-        return await self._coll.index_information()
-
-    async def update_many(self, *args: Any, **kwargs: Any) -> Any:
-        await self._faults.answer(f"{self._name}.update_many")
-        return await self._coll.update_many(*args, **kwargs)
-
-    async def find_one_and_update(self, *args: Any, **kwargs: Any) -> Any:
-        await self._faults.answer(f"{self._name}.find_one_and_update")
-        return await self._coll.find_one_and_update(*args, **kwargs)
-
-    async def delete_one(self, *args: Any, **kwargs: Any) -> Any:
-        await self._faults.answer(f"{self._name}.delete_one")
-        return await self._coll.delete_one(*args, **kwargs)
-
-    async def delete_many(self, *args: Any, **kwargs: Any) -> Any:
-        await self._faults.answer(f"{self._name}.delete_many")
-        return await self._coll.delete_many(*args, **kwargs)
+    # Each awaits its planned fault (if any), then the real call.
+    update_one = _faulty("update_one")
+    update_many = _faulty("update_many")
+    find_one = _faulty("find_one")
+    find_one_and_update = _faulty("find_one_and_update")
+    delete_one = _faulty("delete_one")
+    delete_many = _faulty("delete_many")
+    aggregate = _faulty("aggregate")
+    create_index = _faulty("create_index")
+    index_information = _faulty("index_information")
 
     def find(self, *args: Any, **kwargs: Any) -> FaultyCursor:
         return FaultyCursor(self._coll.find(*args, **kwargs), self._faults, self._name)
