@@ -74,6 +74,27 @@ def mongo_equal(stored: Any, pinned: Any) -> bool:
     return type(stored) is type(pinned) and stored == pinned
 
 
+def at_least(stored: Any, wanted: Any) -> bool:
+    """``{$gte: wanted}`` on a number: both numbers, ``stored`` not below."""
+    have, need = numeric_value(stored), numeric_value(wanted)
+    return have is not None and need is not None and have >= need
+
+
+def raises(current: Any, value: Any) -> bool:
+    """``$max`` writes ``value`` over ``current``: BSON orders only a missing
+    field, null and smaller numbers below a number (text ranks above)."""
+    have = numeric_value(current)
+    return current is MISSING or current is None or (have is not None and have < value)
+
+
+def set_path(doc: dict[str, Any], path: str, value: Any) -> None:
+    """``$set`` of a dotted path, making the documents on the way."""
+    *parents, leaf = path.split(".")
+    for part in parents:
+        doc = doc.setdefault(part, {})
+    doc[leaf] = value
+
+
 def guard_matches(evaluation: Evaluation, doc: Mapping[str, Any]) -> bool:
     for path, condition in evaluation.guard.items():
         value = get_path(doc, path)
@@ -81,8 +102,7 @@ def guard_matches(evaluation: Evaluation, doc: Mapping[str, Any]) -> bool:
             if not mongo_equal(value, condition.value):
                 return False
         elif isinstance(condition, AtLeast):
-            have, need = numeric_value(value), numeric_value(condition.value)
-            if have is None or need is None or have < need:
+            if not at_least(value, condition.value):
                 return False
         elif isinstance(condition, StageNames) and not (
             isinstance(value, Mapping) and set(value) == set(condition.value)
@@ -99,17 +119,11 @@ def apply(evaluation: Evaluation, doc: Mapping[str, Any], now: dt.datetime = FIX
     if not evaluation.writes or not guard_matches(evaluation, doc):
         return out
     for path, value in evaluation.writes.items():
-        *parents, leaf = path.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
         if value is SERVER_NOW:
-            node[leaf] = now
+            set_path(out, path, now)
         elif isinstance(value, Raise):
-            current = node.get(leaf, MISSING)
-            have = numeric_value(current)
-            if current is MISSING or current is None or (have is not None and have < value.value):
-                node[leaf] = value.value
+            if raises(get_path(out, path), value.value):
+                set_path(out, path, value.value)
         else:
-            node[leaf] = value
+            set_path(out, path, value)
     return out

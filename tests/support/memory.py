@@ -101,8 +101,7 @@ def _matches(doc: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
         if operator == "$eq":
             ok = documents.mongo_equal(stored, wanted)
         elif operator == "$gte":
-            have, need = documents.numeric_value(stored), documents.numeric_value(wanted)
-            ok = have is not None and need is not None and have >= need
+            ok = documents.at_least(stored, wanted)
         else:
             raise AssertionError(f"the in-memory store does not know {operator} (in {query})")
         if not ok:
@@ -122,25 +121,15 @@ def _stage_names(doc: Mapping[str, Any], expr: Mapping[str, Any]) -> bool:
     return set(value) == set(names)
 
 
-def _set(doc: dict[str, Any], path: str, value: Any) -> None:
-    *parents, leaf = path.split(".")
-    for part in parents:
-        doc = doc.setdefault(part, {})
-    doc[leaf] = value
-
-
 def _update(doc: dict[str, Any], update: Mapping[str, Any]) -> None:
     for operator, fields in update.items():
         for path, value in fields.items():
             if operator == "$set":
-                _set(doc, path, copy.deepcopy(value))
+                documents.set_path(doc, path, copy.deepcopy(value))
             elif operator == "$max":
-                # BSON order: only null (or nothing) and smaller numbers rank below a number.
-                current = documents.get_path(doc, path)
-                have = documents.numeric_value(current)
-                if current is documents.MISSING or current is None or (have is not None and have < value):
-                    _set(doc, path, value)
+                if documents.raises(documents.get_path(doc, path), value):
+                    documents.set_path(doc, path, value)
             elif operator == "$currentDate":
-                _set(doc, path, dt.datetime.now(dt.UTC))
+                documents.set_path(doc, path, dt.datetime.now(dt.UTC))
             else:
                 raise AssertionError(f"the in-memory store does not know {operator}")
