@@ -19,6 +19,7 @@ test checks the page matches the file).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import tempfile
@@ -119,21 +120,12 @@ def main() -> int:
                 f"takeover: {args.trials} trials of {key} (lease_s {args.lease_s:g}, renew_s {args.renew_s:g})",
                 flush=True,
             )
-            if uri is None:
-                with embedded_server() as server:
-                    trials = takeover_trials(
-                        server.uri,
-                        DATABASE,
-                        directory,
-                        trials=args.trials,
-                        signum=signum,
-                        settings=settings,
-                        new_job=lambda: fresh_job(4),
-                    )
-            else:
+            with contextlib.ExitStack() as stack:
+                # A server of its own per kind of stop (embedded), or the given one's database per kind.
+                target = uri if uri is not None else stack.enter_context(embedded_server()).uri
                 trials = takeover_trials(
-                    uri,
-                    f"{DATABASE}_{key}",
+                    target,
+                    DATABASE if uri is None else f"{DATABASE}_{key}",
                     directory,
                     trials=args.trials,
                     signum=signum,

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import json
 import os
 import subprocess
@@ -59,6 +58,7 @@ from bench.poller import POLL_INTERVAL_S, VARIANTS, SeedPoller
 from tests.support import backends, served
 from tests.support.served import free_port
 from watcher.cli import simulate
+from watcher.intake import stream as stream_events
 from watcher.intake.source import PyMongoChangeSource
 from watcher.settings import Settings
 
@@ -118,12 +118,6 @@ class Seen:
     done_server_s: dict[Any, float] = field(default_factory=dict)  # wallTime of the completing write
 
 
-def _unix(value: Any) -> float | None:
-    if isinstance(value, dt.datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
-    return None
-
-
 async def observe(stream: Any, seen: Seen) -> None:
     while True:
         batch = await stream.next_batch()
@@ -131,7 +125,7 @@ async def observe(stream: Any, seen: Seen) -> None:
         for event in batch:
             doc = event.get("fullDocument") or {}
             job_id = doc.get("_id", event.get("documentKey", {}).get("_id"))
-            server_s = _unix(event.get("wallTime"))
+            server_s = stream_events.event_time_s(event)  # the product's own reading of the server's time
             if doc.get("status") == "Completed":
                 if job_id not in seen.done and server_s is not None:
                     seen.done_server_s[job_id] = server_s
