@@ -40,6 +40,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ElementTree
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,10 @@ class Results:
     unified: Tally
     prose: Tally
 
+    def tallies(self) -> tuple[tuple[str, Tally], ...]:
+        """Each kind of test with its title."""
+        return (("unified change-stream spec tests", self.unified), ("prose change-stream tests", self.prose))
+
 
 def is_unified(test: str) -> bool:
     """The runner generates one ``TestUnified...`` class per spec file."""
@@ -138,9 +143,7 @@ def run(checkout: Path, per_test_timeout_s: int = PER_TEST_TIMEOUT_S, select: st
                 server.kill()
             if server.stdout is not None:
                 server.stdout.close()
-    unified, prose = Tally(), Tally()
-    for outcome in outcomes:
-        _count(unified if is_unified(outcome.test) else prose, outcome)
+    unified, prose = count_outcomes(outcomes)
     for tally in (unified, prose):
         tally.seconds = round(tally.seconds, 1)
     return Results(
@@ -195,6 +198,14 @@ def _skip_reason(message: str) -> str:
     return re.sub(r"^\w+ runOnRequirements", "runOnRequirements", reason).strip()[:120]
 
 
+def count_outcomes(outcomes: Iterable[Outcome]) -> tuple[Tally, Tally]:
+    """The unified spec tests' tally and the prose tests'."""
+    unified, prose = Tally(), Tally()
+    for outcome in outcomes:
+        _count(unified if is_unified(outcome.test) else prose, outcome)
+    return unified, prose
+
+
 def _count(tally: Tally, outcome: Outcome) -> None:
     tally.seconds += outcome.seconds
     if outcome.outcome == "passed":
@@ -206,7 +217,7 @@ def _count(tally: Tally, outcome: Outcome) -> None:
         tally.skipped += 1
         where = outcome.test.split("::", 1)[0]
         reason = f"{where}: {outcome.message}"
-        tally.skip_reasons = dict(Counter(tally.skip_reasons) + Counter({reason: 1}))
+        tally.skip_reasons[reason] = tally.skip_reasons.get(reason, 0) + 1
 
 
 def _commit(checkout: Path) -> str:
@@ -233,10 +244,7 @@ def _version() -> str:
 
 def summary(results: Results) -> list[str]:
     lines = []
-    for title, tally in (
-        ("unified change-stream spec tests", results.unified),
-        ("prose change-stream tests", results.prose),
-    ):
+    for title, tally in results.tallies():
         lines.append(
             f"{title}: {tally.passed} passed, {tally.failed} failed, {tally.skipped} skipped "
             f"(of {tally.total}; {tally.seconds:.1f} s)"
@@ -274,10 +282,7 @@ def markdown(results: Results) -> str:
         "| tests | passed | failed | skipped (see below) | time |",
         "|---|---|---|---|---|",
     ]
-    for title, tally in (
-        ("unified change-stream spec tests", results.unified),
-        ("prose change-stream tests", results.prose),
-    ):
+    for title, tally in results.tallies():
         rows.append(f"| {title} | {tally.passed} | {tally.failed} | {tally.skipped} | {tally.seconds:.0f} s |")
     lines = [
         MARK_START,

@@ -228,9 +228,7 @@ class _Diff:
             old = before[key]
             # Sub-documents and arrays are walked (an unchanged one yields
             # nothing), not compared whole first: that would walk them twice.
-            both_dicts = isinstance(old, dict) and isinstance(new, dict)
-            both_lists = isinstance(old, list) and isinstance(new, list)
-            if both_dicts and list(old) == [k for k in new if k in old] or both_lists:
+            if _walkable(old, new):
                 nested.append(key)
             elif not _same(old, new):
                 self.update(prefix, parts, ambiguous, key, new)
@@ -257,12 +255,23 @@ class _Diff:
                 self.update(prefix, parts, ambiguous, index, new)
                 continue
             old = before[index]
-            if isinstance(old, dict) and isinstance(new, dict) and list(old) == [k for k in new if k in old]:
-                self.document(old, new, *self._into(prefix, parts, ambiguous, index))
-            elif isinstance(old, list) and isinstance(new, list):
-                self.array(old, new, *self._into(prefix, parts, ambiguous, index))
+            if _walkable(old, new):
+                into = self._into(prefix, parts, ambiguous, index)
+                if isinstance(old, dict):
+                    self.document(old, new, *into)
+                else:
+                    self.array(old, new, *into)
             elif not _same(old, new):
                 self.update(prefix, parts, ambiguous, index, new)
+
+
+def _walkable(old: Any, new: Any) -> bool:
+    """Two values whose change is described field by field: two arrays, or two
+    documents whose common fields kept their order (MongoDB replaces a
+    document whose fields were reordered)."""
+    if isinstance(old, list) and isinstance(new, list):
+        return True
+    return isinstance(old, dict) and isinstance(new, dict) and list(old) == [k for k in new if k in old]
 
 
 def raw(document: bytes | None) -> RawBSONDocument | None:

@@ -32,9 +32,7 @@ E   assert 1 == 2</failure>
 def results(tmp_path: Path) -> conformance.Results:
     report = tmp_path / "junit.xml"
     report.write_text(REPORT)
-    unified, prose = conformance.Tally(), conformance.Tally()
-    for outcome in conformance.read_report(report):
-        conformance._count(unified if conformance.is_unified(outcome.test) else prose, outcome)
+    unified, prose = conformance.count_outcomes(conformance.read_report(report))
     return conformance.Results(
         "abc123", "jobwatch-embedded 0", "3.13.0", "2026-01-01T00:00:00+00:00", 9.0, unified, prose
     )
