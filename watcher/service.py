@@ -391,7 +391,7 @@ class Watcher:
     def _census_slice(self) -> Slice:
         if self.settings.observe:
             return EVERYTHING
-        return Slice.held(self.settings.partitions, self._elector.leading())
+        return Slice.of(self.settings.partitions, *self._elector.leading())
 
     async def _announce_started(self, tg: anyio.abc.TaskGroup) -> None:
         """Started: in the group, and every pipeline it took at once has its

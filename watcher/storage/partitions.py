@@ -45,10 +45,6 @@ class Slice:
     def of(cls, count: int, *indices: int) -> Slice:
         return cls(count, frozenset(indices))
 
-    @classmethod
-    def held(cls, count: int, indices: Iterable[int]) -> Slice:
-        return cls(count, frozenset(indices))
-
     @property
     def everything(self) -> bool:
         return self.count == 1 and 0 in self.indices or set(range(self.count)) <= self.indices
